@@ -1,0 +1,8 @@
+// <weft/weft.h> — the one header a weft user includes.
+//
+// weft is an M:N threading runtime: many user-level threads (ULTs) on a few
+// kernel threads (KLTs) it creates itself. See README.md for a tour and
+// DESIGN.md for the design.
+#pragma once
+
+#include "weft/version.h"

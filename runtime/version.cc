@@ -1,0 +1,11 @@
+#include "weft/version.h"
+
+#include "sys/klt.h"
+
+namespace weft {
+
+const char* version() { return "0.1.0"; }
+
+const char* klt_backend() { return sys::klt_backend_name(); }
+
+}  // namespace weft

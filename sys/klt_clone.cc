@@ -1,0 +1,187 @@
+// sys/klt_clone.cc — the raw-clone KLT backend (see klt.h, tls.h).
+//
+// Creation handshake (no lost exit, no early free):
+//
+//   creator                                  new KLT
+//   allocate Klt, stack, TLS, sigaltstack
+//   block all signals
+//   clone3(SETTLS=tp, PARENT_SETTID=&tid,
+//          CHILD_CLEARTID=&tid)  ----------> starts with all signals blocked
+//   restore its mask                         tls_thread_start, name, sigaltstack,
+//   (kernel wrote tid before clone returned)   its mask, fn(arg)
+//                                            block all signals, destructors,
+//                                            disable sigaltstack
+//                                            SYS_exit: kernel stores 0 in tid
+//   klt_join: futex_wait_shared(&tid) <----  and FUTEX_WAKEs it (a shared wake)
+//   until tid == 0; only then free stack,
+//   TLS and Klt
+//
+// The child never touches its Klt after exit starts, and the kernel's write
+// of 0 to tid is its last access to the TCB, so freeing after tid == 0 is safe.
+#include <linux/sched.h>
+#include <sys/prctl.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "sys/futex.h"
+#include "sys/klt.h"
+#include "sys/stack.h"
+#include "sys/raw_syscall.h"
+#include "sys/tls.h"
+
+extern "C" {
+long weft_clone3(struct clone_args* args, size_t size, void (*fn)(void*), void* arg);
+long weft_clone(unsigned long flags, void* stack_top, int* ptid, int* ctid, void* tls,
+                void (*fn)(void*), void* arg);
+}
+
+namespace weft::sys {
+
+struct Klt {
+  KltMain fn;
+  void* arg;
+  void* tp;                      // TCB; its tid word is the CLEARTID futex
+  Stack stack;
+  AltStack alt;                  // alt.stack.base == nullptr: none
+  sigset_t mask;                 // the mask the KLT runs fn with
+  char name[16];
+  alignas(16) unsigned char res[512 + 64];  // struct __res_state, private per KLT
+};
+
+namespace {
+
+constexpr unsigned long kCloneFlags = CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND |
+                                      CLONE_THREAD | CLONE_SYSVSEM | CLONE_SETTLS |
+                                      CLONE_PARENT_SETTID | CLONE_CHILD_CLEARTID;
+
+// Set once clone3 answered ENOSYS (an old kernel, or a seccomp profile that
+// forbids it, as container runtimes do); every later create uses clone.
+std::atomic<bool> no_clone3{false};
+
+void fill_all(sigset_t* s) { memset(s, 0xff, sizeof *s); }
+
+// Runs on the new KLT. Never returns.
+[[noreturn]] void klt_entry(void* p) {
+  Klt* k = static_cast<Klt*>(p);
+  tls_thread_start(k->tp, k->res);
+  if (k->name[0] != '\0') raw_syscall(SYS_prctl, PR_SET_NAME, reinterpret_cast<long>(k->name));
+  if (k->alt.stack.base != nullptr) altstack_install(k->alt);
+  sigprocmask(SIG_SETMASK, &k->mask, nullptr);
+
+  k->fn(k->arg);
+
+  sigset_t all;
+  fill_all(&all);
+  sigprocmask(SIG_SETMASK, &all, nullptr);  // no handler may run on a dying TCB
+  tls_thread_finish(k->tp, k->res);
+  if (k->alt.stack.base != nullptr) altstack_uninstall();
+  exit_thread(0);
+}
+
+void free_parts(Klt* k) {
+  if (k->tp) tls_release(k->tp);
+  altstack_release(&k->alt);
+  stack_release(&k->stack);
+  free(k);
+}
+
+}  // namespace
+
+const char* klt_backend_name() { return "clone"; }
+
+int klt_backend_init(const char** what) { return tls_init(what); }
+
+int klt_create(KltMain fn, void* arg, const KltOptions& opts, Klt** out, const char** what) {
+  static_assert(sizeof(Klt::res) >= 568, "struct __res_state must fit");
+  if (int r = tls_init(what); r != 0) return r;
+  if (tls_resolver_state_size() > sizeof(Klt::res)) {
+    if (what) *what = "struct __res_state is larger than expected";
+    return -ENOTSUP;
+  }
+  void* mem = calloc(1, sizeof(Klt));
+  if (mem == nullptr) {
+    if (what) *what = "out of memory for the KLT descriptor";
+    return -ENOMEM;
+  }
+  Klt* k = new (mem) Klt{};
+  k->fn = fn;
+  k->arg = arg;
+  if (opts.name) {
+    strncpy(k->name, opts.name, sizeof k->name - 1);
+  }
+  if (int r = stack_allocate(opts.stack_size, opts.guard_size, &k->stack, what); r != 0) {
+    free_parts(k);
+    return r;
+  }
+  if (opts.altstack_size > 0) {
+    if (int r = altstack_allocate(opts.altstack_size, &k->alt); r != 0) {
+      if (what) *what = "mmap of the KLT's signal stack failed";
+      free_parts(k);
+      return r;
+    }
+  }
+  k->tp = tls_allocate();
+  if (k->tp == nullptr) {
+    if (what) *what = "out of memory for the KLT's TLS block";
+    free_parts(k);
+    return -ENOMEM;
+  }
+  std::atomic<uint32_t>* tid = tls_tid_word(k->tp);
+
+  sigset_t all, old;
+  fill_all(&all);
+  sigprocmask(SIG_SETMASK, &all, &old);
+  if (opts.sigmask) {
+    k->mask = *opts.sigmask;
+  } else {
+    k->mask = old;
+  }
+
+  long r = -ENOSYS;
+  if (!no_clone3.load(std::memory_order_relaxed)) {
+    clone_args ca{};
+    ca.flags = kCloneFlags;
+    ca.child_tid = reinterpret_cast<uint64_t>(tid);
+    ca.parent_tid = reinterpret_cast<uint64_t>(tid);
+    ca.stack = reinterpret_cast<uint64_t>(k->stack.lo());
+    ca.stack_size = k->stack.size();
+    ca.tls = reinterpret_cast<uint64_t>(k->tp);
+    r = weft_clone3(&ca, CLONE_ARGS_SIZE_VER0, klt_entry, k);
+    if (r == -ENOSYS) no_clone3.store(true, std::memory_order_relaxed);
+  }
+  if (r == -ENOSYS) {
+    r = weft_clone(kCloneFlags, k->stack.hi(), reinterpret_cast<int*>(tid),
+                   reinterpret_cast<int*>(tid), k->tp, klt_entry, k);
+  }
+  sigprocmask(SIG_SETMASK, &old, nullptr);
+
+  if (r < 0) {
+    if (what) {
+      *what = r == -EAGAIN ? "clone failed: too many threads (RLIMIT_NPROC or kernel.threads-max)"
+                           : "clone failed";
+    }
+    free_parts(k);
+    return static_cast<int>(r);
+  }
+  *out = k;
+  return 0;
+}
+
+int klt_join(Klt* k) {
+  std::atomic<uint32_t>* tid = tls_tid_word(k->tp);
+  for (;;) {
+    uint32_t t = tid->load(std::memory_order_acquire);
+    if (t == 0) break;
+    futex_wait_shared(tid, t, nullptr);  // CHILD_CLEARTID wakes with a shared wake
+  }
+  free_parts(k);
+  return 0;
+}
+
+int klt_tid(Klt* k) { return static_cast<int>(tls_tid_word(k->tp)->load(std::memory_order_relaxed)); }
+
+}  // namespace weft::sys

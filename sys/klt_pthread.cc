@@ -1,0 +1,106 @@
+// sys/klt_pthread.cc — the pthread KLT backend, for sanitizer builds.
+//
+// Same contract as the clone backend (klt.h); glibc allocates the stack and
+// TLS. The tid is published by the new thread; klt_tid waits for it.
+#include <pthread.h>
+#include <sys/prctl.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <new>
+
+#include "sys/futex.h"
+#include "sys/klt.h"
+#include "sys/stack.h"
+#include "sys/raw_syscall.h"
+
+namespace weft::sys {
+
+struct Klt {
+  KltMain fn;
+  void* arg;
+  pthread_t thread;
+  std::atomic<uint32_t> tid{0};  // 0 until the thread has published gettid()
+  AltStack alt;
+  sigset_t mask;
+  char name[16];
+};
+
+namespace {
+
+void* klt_entry(void* p) {
+  Klt* k = static_cast<Klt*>(p);
+  k->tid.store(static_cast<uint32_t>(gettid()), std::memory_order_release);
+  futex_wake(&k->tid, 1 << 30);
+  if (k->name[0] != '\0') raw_syscall(SYS_prctl, PR_SET_NAME, reinterpret_cast<long>(k->name));
+  if (k->alt.stack.base != nullptr) altstack_install(k->alt);
+  sigprocmask(SIG_SETMASK, &k->mask, nullptr);
+  k->fn(k->arg);
+  sigset_t all;
+  memset(&all, 0xff, sizeof all);
+  sigprocmask(SIG_SETMASK, &all, nullptr);
+  if (k->alt.stack.base != nullptr) altstack_uninstall();
+  return nullptr;
+}
+
+}  // namespace
+
+const char* klt_backend_name() { return "pthread"; }
+
+int klt_backend_init(const char**) { return 0; }
+
+int klt_create(KltMain fn, void* arg, const KltOptions& opts, Klt** out, const char** what) {
+  Klt* k = new (std::nothrow) Klt{};
+  if (k == nullptr) {
+    if (what) *what = "out of memory for the KLT descriptor";
+    return -ENOMEM;
+  }
+  k->fn = fn;
+  k->arg = arg;
+  if (opts.name) strncpy(k->name, opts.name, sizeof k->name - 1);
+  if (opts.altstack_size > 0) {
+    if (int r = altstack_allocate(opts.altstack_size, &k->alt); r != 0) {
+      if (what) *what = "mmap of the KLT's signal stack failed";
+      delete k;
+      return r;
+    }
+  }
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setstacksize(&attr, round_to_pages(opts.stack_size < 65536 ? 65536 : opts.stack_size));
+  pthread_attr_setguardsize(&attr, opts.guard_size);
+
+  sigset_t all, old;
+  memset(&all, 0xff, sizeof all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  k->mask = opts.sigmask ? *opts.sigmask : old;
+  int r = pthread_create(&k->thread, &attr, klt_entry, k);
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  pthread_attr_destroy(&attr);
+  if (r != 0) {
+    if (what) *what = r == EAGAIN ? "pthread_create failed: too many threads or no memory" : "pthread_create failed";
+    altstack_release(&k->alt);
+    delete k;
+    return -r;
+  }
+  *out = k;
+  return 0;
+}
+
+int klt_join(Klt* k) {
+  pthread_join(k->thread, nullptr);
+  altstack_release(&k->alt);
+  delete k;
+  return 0;
+}
+
+int klt_tid(Klt* k) {
+  for (;;) {
+    uint32_t t = k->tid.load(std::memory_order_acquire);
+    if (t != 0) return static_cast<int>(t);
+    futex_wait(&k->tid, 0);
+  }
+}
+
+}  // namespace weft::sys

@@ -1,0 +1,87 @@
+// sys/tls.h — glibc thread control blocks for raw-clone KLTs.
+//
+// A thread made by raw clone() is invisible to glibc: everything glibc keeps
+// per thread must be given to it here (DESIGN.md "Raw KLTs and glibc";
+// notes/raw-klt.md has what was observed field by field). This module owns the
+// glibc-specific knowledge; klt_clone.cc owns the thread's life cycle.
+//
+// Life of a TCB:
+//   creator:  tls_allocate()        TCB + static TLS + DTV from glibc's own
+//                                   allocator, header fields filled in
+//   clone(CLONE_SETTLS=tp)          the new KLT runs with %fs = tp
+//   new KLT:  tls_thread_start()    rseq, robust list, ctype, resolver, errno
+//   new KLT:  ... user code ...
+//   new KLT:  tls_thread_finish()   thread_local and pthread-key destructors
+//   new KLT:  SYS_exit              kernel clears the tid word and wakes it
+//   reaper:   tls_release()         only after the tid word reads 0
+//
+// Heritage: glibc frees a thread's malloc cache (tcache) and arena attachment
+// only on its own exit path, which raw KLTs cannot take; every raw exit would
+// leak them (about 22 KB each here). Instead, tls_release() keeps a copy of the
+// dead thread's libc TLS block (144 bytes on glibc 2.36: malloc's tcache and
+// thread_arena pointers, dlerror and strerror buffers, ...) and the next
+// tls_allocate() gives it to the new thread, which adopts the dead thread's
+// malloc cache. Per-thread values that must start fresh are reset by
+// tls_thread_start (errno, h_errno, ctype tables, resolver state) and
+// tls_thread_finish (locale). At most kHeritageCap copies are kept; beyond
+// that a dead thread's malloc cache is leaked and counted.
+//
+// Every glibc-internal offset used here is discovered at run time (glibc's
+// _thread_db_* descriptors, get_robust_list, dl_iterate_phdr) and validated
+// against the calling thread in tls_init(); if glibc does not look as
+// expected, tls_init() fails with a message and no KLT is ever created.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+namespace weft::sys {
+
+// Discovers and validates glibc's thread layout. Idempotent and thread-safe;
+// the first call also makes glibc multi-threaded (one pthread_create + join).
+// Returns 0, or -ENOTSUP with `*what` naming the check that failed.
+int tls_init(const char** what);
+
+// Allocates a TCB with its static TLS block and DTV and fills in the header
+// (self pointers, stack and pointer guards, list node, pthread-key blocks,
+// robust-list head). Returns the thread pointer (the value for CLONE_SETTLS),
+// or nullptr when memory is exhausted. Requires tls_init() == 0.
+void* tls_allocate();
+
+// The tid word inside the TCB: the kernel writes it (CLONE_PARENT_SETTID) and
+// clears it and futex-wakes it (CLONE_CHILD_CLEARTID) when the thread exits.
+std::atomic<uint32_t>* tls_tid_word(void* tp);
+
+// Runs first on the new KLT: registers rseq, the robust list, ctype tables and
+// a private resolver state (`res` must be a zeroed struct __res_state that
+// lives as long as the thread), and clears errno.
+void tls_thread_start(void* tp, void* res);
+
+// Runs last on the KLT, with all signals blocked: thread_local destructors,
+// pthread-key destructors, locale reset, resolver state close.
+void tls_thread_finish(void* tp, void* res);
+
+// Frees a TCB whose thread has exited (tid word == 0), or one that never ran,
+// keeping its libc block for the next tls_allocate (a never-run block is as
+// good as a fresh one).
+void tls_release(void* tp);
+
+// The calling thread's thread pointer (%fs:0, its TCB).
+inline void* tls_self() {
+  void* tp;
+  __asm__("movq %%fs:0, %0" : "=r"(tp));
+  return tp;
+}
+
+// Counters for tests and diagnostics.
+struct TlsStats {
+  uint64_t inherited;  // new TCBs that adopted a dead thread's libc block
+  uint64_t dropped;    // dead threads whose libc block (malloc cache) was leaked
+};
+TlsStats tls_stats();
+
+// The size of struct __res_state, for callers that allocate it.
+size_t tls_resolver_state_size();
+
+}  // namespace weft::sys
