@@ -4,8 +4,11 @@
 // whose top holds the switch frame of sys/context_layout.h. Switching costs
 // one call: the callee-saved registers (rbx, rbp, r12-r15), MXCSR and the x87
 // control word are pushed, the stack pointer is exchanged, and the other
-// context's frame is popped. Nothing else is saved: signal masks, errno and
-// the C++ exception globals are policy and belong to runtime/.
+// context's frame is popped. As in the ABI, only MXCSR's control bits
+// (rounding, exception masks, FTZ/DAZ) and the x87 control word are
+// per-context; MXCSR's sticky status flags are caller-saved and not switched.
+// Nothing else is saved: signal masks, errno and the C++ exception globals
+// are policy and belong to runtime/.
 //
 // A value (`transfer`) travels with every switch: context_switch() returns
 // the value that was passed by whichever switch resumed this context, and a
