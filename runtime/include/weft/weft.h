@@ -5,4 +5,5 @@
 // DESIGN.md for the design.
 #pragma once
 
+#include "weft/runtime.h"
 #include "weft/version.h"

@@ -1,0 +1,123 @@
+#include "runtime/death_row.h"
+
+#include "runtime/ult.h"
+#include "sys/stack.h"
+
+namespace weft::rt {
+
+DeathRow& death_row() {
+  static DeathRow* row = new DeathRow();  // never destroyed: ULTs may outlive statics
+  return *row;
+}
+
+Ult* DeathRow::take(size_t size) {
+  Ult* head = nullptr;
+  return take_batch(size, 1, &head) == 1 ? head : nullptr;
+}
+
+uint32_t DeathRow::take_batch(size_t size, uint32_t n, Ult** head) {
+  if (count_.load(std::memory_order_relaxed) == 0) return 0;
+  LockGuard<KltMutex> g(lock_);
+  ++activity_;
+  for (Class& c : classes_) {
+    if (c.size != size || c.head == nullptr) continue;
+    uint32_t taken = 0;
+    Ult* first = c.head;
+    Ult* last = nullptr;
+    while (taken < n && c.head != nullptr) {
+      last = c.head;
+      c.head = c.head->next;
+      ++taken;
+    }
+    last->next = nullptr;
+    c.count -= taken;
+    count_.fetch_sub(taken, std::memory_order_relaxed);
+    *head = first;
+    return taken;
+  }
+  return 0;
+}
+
+void DeathRow::put(Ult* head, uint32_t n, size_t size) {
+  Ult* overflow = nullptr;
+  {
+    LockGuard<KltMutex> g(lock_);
+    ++activity_;
+    decommitted_ = false;
+    Class* slot = nullptr;
+    for (Class& c : classes_) {
+      if (c.size == size) { slot = &c; break; }
+      if (slot == nullptr && c.head == nullptr) slot = &c;
+    }
+    while (head != nullptr) {
+      Ult* u = head;
+      head = head->next;
+      if (slot != nullptr && count_.load(std::memory_order_relaxed) < kCap) {
+        slot->size = size;
+        u->next = slot->head;
+        slot->head = u;
+        ++slot->count;
+        count_.fetch_add(1, std::memory_order_relaxed);
+      } else {
+        u->next = overflow;
+        overflow = u;
+      }
+    }
+  }
+  (void)n;
+  unmap_list(overflow);
+}
+
+void DeathRow::unmap_list(Ult* head) {
+  while (head != nullptr) {
+    Ult* u = head;
+    head = head->next;
+    sys::stack_release(&u->stack);
+    unmapped_.fetch_add(1, std::memory_order_relaxed);
+    u->next = nullptr;
+    ult_table::free(u);
+  }
+}
+
+uint64_t DeathRow::reap() {
+  Ult* doomed = nullptr;
+  uint64_t recycled = 0;
+  Ult* to_decommit = nullptr;
+  {
+    LockGuard<KltMutex> g(lock_);
+    bool idle = activity_ == reaped_activity_;
+    reaped_activity_ = activity_;
+    if (!idle || decommitted_) return 0;
+    // Idle: keep kIdleKeep descriptors in all, decommit those kept.
+    uint64_t keep = kIdleKeep;
+    for (Class& c : classes_) {
+      Ult** link = &c.head;
+      uint64_t kept = 0;
+      while (*link != nullptr && kept < keep) {
+        link = &(*link)->next;
+        ++kept;
+      }
+      keep -= kept;
+      Ult* rest = *link;
+      *link = nullptr;
+      while (rest != nullptr) {
+        Ult* u = rest;
+        rest = rest->next;
+        u->next = doomed;
+        doomed = u;
+        --c.count;
+        count_.fetch_sub(1, std::memory_order_relaxed);
+        ++recycled;
+      }
+    }
+    decommitted_ = true;
+    // Decommit under the lock: nobody may take a stack while its pages go.
+    for (Class& c : classes_)
+      for (Ult* u = c.head; u != nullptr; u = u->next) sys::stack_decommit(u->stack, sys::page_size());
+    (void)to_decommit;
+  }
+  unmap_list(doomed);
+  return recycled;
+}
+
+}  // namespace weft::rt

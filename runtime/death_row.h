@@ -1,0 +1,80 @@
+// runtime/death_row.h — where released ULT descriptors wait to be reused.
+//
+// The seed's death row: a ULT that has exited is not freed at once. When it
+// has been joined or detached (runtime/ult_life.cc, release()), its
+// descriptor — with its stack — goes to the releasing worker's LocalCache if
+// the stack has that worker's default size, from which the next spawn on
+// that worker takes it without a lock and without mmap. Otherwise, and when
+// a LocalCache overflows, it goes to the process-wide DeathRow, sorted by
+// stack size; spawns from foreign threads and empty LocalCaches take from
+// there. The reaper (each runtime's monitor KLT, runtime/monitor.cc) bounds
+// the DeathRow and gives memory back: it unmaps the stacks of descriptors
+// beyond the cap, and when nothing was spawned or released for a while it
+// trims the cache and decommits the cached stacks but for their top page.
+//
+// The DeathRow is process-wide, not per runtime, so that releasing a ULT
+// never needs its runtime: a handle may be joined after the runtime that ran
+// the ULT is gone.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+#include "runtime/locks.h"
+
+namespace weft::rt {
+
+struct Ult;
+
+// Owner-only LIFO of descriptors whose stacks have the worker's default size.
+struct LocalCache {
+  static constexpr uint32_t kCap = 64;
+  Ult* head = nullptr;
+  uint32_t count = 0;
+};
+
+class DeathRow {
+ public:
+  static constexpr uint64_t kCap = 1024;       // descriptors with stacks kept
+  static constexpr uint64_t kIdleKeep = 64;    // kept once the process is idle
+  static constexpr int kClasses = 8;           // distinct stack sizes kept
+
+  // A descriptor whose stack has `size` usable bytes, or null.
+  Ult* take(size_t size);
+  // Up to `n` such descriptors linked through Ult::next; returns how many.
+  uint32_t take_batch(size_t size, uint32_t n, Ult** head);
+  // Adds a list of descriptors (linked through next) with stacks of `size`.
+  // Beyond the cap their stacks are unmapped and the descriptors returned to
+  // the table at once.
+  void put(Ult* head, uint32_t n, size_t size);
+  // The reaper. When `idle` (nothing taken or put since the previous call),
+  // trims to kIdleKeep and decommits the rest. Returns descriptors recycled.
+  uint64_t reap();
+  uint64_t cached() const { return count_.load(std::memory_order_relaxed); }
+  uint64_t unmapped() const { return unmapped_.load(std::memory_order_relaxed); }
+  uint64_t mapped() const { return mapped_.load(std::memory_order_relaxed); }
+  void count_mapped() { mapped_.fetch_add(1, std::memory_order_relaxed); }
+
+ private:
+  struct Class {
+    size_t size = 0;
+    Ult* head = nullptr;
+    uint64_t count = 0;
+  };
+  void unmap_list(Ult* head);  // called without the lock
+
+  KltMutex lock_;
+  Class classes_[kClasses];
+  uint64_t activity_ = 0;       // takes and puts, guarded by lock_
+  uint64_t reaped_activity_ = ~uint64_t{0};
+  bool decommitted_ = false;
+  std::atomic<uint64_t> count_{0};
+  std::atomic<uint64_t> unmapped_{0};
+  std::atomic<uint64_t> mapped_{0};
+};
+
+// The process-wide death row.
+DeathRow& death_row();
+
+}  // namespace weft::rt

@@ -1,0 +1,395 @@
+// weft/runtime.h — user-level threads (ULTs) on a pool of kernel threads.
+//
+//   weft::Runtime rt(weft::Options{.workers = 4});
+//   weft::Ult u = rt.spawn([] { ... });     // from any thread
+//   absl::Status s = u.join();              // parks a ULT; blocks a foreign thread
+//   absl::StatusOr<int> r = rt.block_on([] { return 42; });
+//
+// Terms. A *ULT* is a function running on a small stack of its own; many
+// ULTs share a few *workers* (kernel threads, KLTs, that weft makes itself).
+// A *foreign thread* is any thread that is not running a ULT: main(), a
+// pthread of the application, a weft worker's own scheduler. Calls made in a
+// ULT never block its worker when they wait: the ULT parks and the worker
+// runs another. The same calls made on a foreign thread block that thread.
+//
+// Migration hazard. A ULT may resume on a different worker after any call
+// that can park it: join(), this_ult::yield(), this_ult::sleep_for(), a
+// weft lock or channel, weft::io. The compiler may keep the address of a
+// `thread_local` — or of `errno`, whose `__errno_location()` glibc declares
+// `const` — in a register across such a call, and then read the *previous*
+// worker's copy:
+//
+//     thread_local int counter;
+//     void f() {
+//       int* p = &counter;              // address on worker A
+//       weft::this_ult::yield();        // may resume on worker B
+//       ++*p;                           // still A's counter: a data race
+//     }
+//
+// weft saves `errno` (and the C++ exception state used by `catch` blocks and
+// std::current_exception) in the ULT at every switch and restores it on
+// resume, so reading `errno` after a call works as on a thread; but an
+// address taken before the call is not refreshed. The tools:
+//   - weft::Pin keeps the current ULT on its worker for a scope;
+//   - weft::UltLocal<T> is per-ULT storage that moves with the ULT;
+//   - SpawnOptions::bound gives a ULT a kernel thread of its own for life.
+//
+// Errors are values: every call that can fail returns absl::Status or
+// absl::StatusOr, and no weft call reports through errno.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <new>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace weft {
+
+class Runtime;
+
+// Identifies a ULT: an index into weft's ULT table plus a generation that
+// changes every time the slot is reused. Never a pointer: a stale or forged
+// id is detected by every call that takes one. The default value is the
+// invalid id (no ULT has it).
+class UltId {
+ public:
+  constexpr UltId() = default;
+  static constexpr UltId FromValue(uint64_t v) { return UltId(v); }
+  constexpr uint64_t value() const { return value_; }
+  constexpr uint32_t index() const { return static_cast<uint32_t>(value_); }
+  constexpr uint32_t generation() const { return static_cast<uint32_t>(value_ >> 32); }
+  constexpr bool valid() const { return generation() != 0; }
+  friend constexpr bool operator==(UltId a, UltId b) { return a.value_ == b.value_; }
+  friend constexpr bool operator!=(UltId a, UltId b) { return a.value_ != b.value_; }
+  friend constexpr bool operator<(UltId a, UltId b) { return a.value_ < b.value_; }
+  template <typename H>
+  friend H AbslHashValue(H h, UltId id) {
+    return H::combine(std::move(h), id.value_);
+  }
+  // "index.generation", e.g. "17.3"; "none" for the invalid id.
+  std::string ToString() const;
+
+ private:
+  constexpr explicit UltId(uint64_t v) : value_(v) {}
+  uint64_t value_ = 0;
+};
+
+// How a Runtime is built.
+struct Options {
+  // Workers that run ULTs. 0: one per CPU this process may run on.
+  int workers = 0;
+  // The most workers set_concurrency() may ask for. 0: max(workers, 4 x CPUs).
+  int max_workers = 0;
+  // Default usable stack size of a ULT, rounded up to pages. Stacks are
+  // committed lazily: a ULT costs the pages it touches, not this size.
+  size_t stack_size = 64 * 1024;
+  // Guard region below every ULT stack (0 = none). Running into it aborts
+  // the process with a "stack overflow in ULT" report.
+  size_t guard_size = 4096;
+};
+
+// How one ULT is spawned.
+struct SpawnOptions {
+  // For diagnostics (stack-overflow reports, logs); truncated to 31 bytes.
+  std::string_view name = {};
+  // Usable stack bytes; 0 means the runtime's Options::stack_size.
+  size_t stack_size = 0;
+  // A bound ULT runs on a kernel thread of its own for its whole life (the
+  // seed's bound thread): it never migrates and its kernel thread runs
+  // nothing else. Costs a kernel thread; use it for code that relies on
+  // thread_local addresses or kernel-thread identity.
+  bool bound = false;
+};
+
+// Counters of one worker, read without stopping it (each value is exact,
+// the set is not a snapshot).
+struct WorkerStats {
+  int index = 0;            // position in the pool
+  int tid = 0;              // kernel thread id
+  bool active = false;      // runs ULTs at the current concurrency level
+  uint64_t switches = 0;    // context switches into ULTs
+  uint64_t steals = 0;      // ULTs taken from another worker's queue
+  uint64_t parks = 0;       // ULTs that parked (blocked) on this worker
+  uint64_t sleeps = 0;      // times the worker itself went to sleep, idle
+  uint64_t spawned = 0;     // ULTs spawned by ULTs running here
+  uint64_t reaped = 0;      // exited ULTs whose descriptor was recycled here
+};
+
+struct RuntimeStats {
+  std::vector<WorkerStats> workers;  // the pool, bound-ULT threads excluded
+  uint64_t spawned = 0;      // every ULT spawned, from anywhere
+  uint64_t exited = 0;       // every ULT whose function returned
+  uint64_t live = 0;         // spawned and not yet exited
+  uint64_t reaped = 0;       // descriptors recycled (workers + monitor)
+  uint64_t cached = 0;       // descriptors with a stack ready for reuse
+  uint64_t stacks_mapped = 0;    // stacks ever mmap'd
+  uint64_t stacks_unmapped = 0;  // stacks given back by the reaper
+  int bound_threads = 0;     // kernel threads running a bound ULT now
+};
+
+// A handle to a spawned ULT. Move-only. join() or detach() it exactly once;
+// a handle destroyed while still joinable detaches its ULT (unlike
+// std::thread, which would terminate).
+class Ult {
+ public:
+  Ult() = default;
+  Ult(Ult&& o) noexcept : id_(std::exchange(o.id_, UltId())), status_(std::move(o.status_)) {}
+  Ult& operator=(Ult&& o) noexcept;
+  Ult(const Ult&) = delete;
+  Ult& operator=(const Ult&) = delete;
+  ~Ult();
+
+  // Waits until the ULT's function has returned, then releases the ULT. In
+  // a ULT this parks the caller; on a foreign thread it blocks on a futex.
+  // Errors: the spawn's own error if the spawn failed; FailedPrecondition if
+  // the handle is empty (already joined or detached) or a ULT joins itself;
+  // NotFound if the id is stale; FailedPrecondition if the ULT was detached
+  // or another caller is already joining it.
+  absl::Status join();
+
+  // Lets the ULT run to completion on its own; its resources are recycled
+  // when it returns. Same errors as join(), without waiting.
+  absl::Status detach();
+
+  // The ULT's id (invalid for an empty handle or after join/detach).
+  UltId id() const { return id_; }
+  bool joinable() const { return id_.valid(); }
+  // OK, or why the spawn failed.
+  const absl::Status& status() const { return status_; }
+
+ private:
+  friend class Runtime;
+  friend struct UltAccess;
+  Ult(UltId id, absl::Status s) : id_(id), status_(std::move(s)) {}
+  UltId id_;
+  absl::Status status_;
+};
+
+namespace detail {
+
+// A type-erased callable that spawn() moves onto the new ULT's stack, so a
+// spawn allocates nothing on the heap.
+struct Closure {
+  size_t size;
+  size_t align;
+  void* src;                                // the caller's object (moved from)
+  void (*move_to)(void* dst, void* src);    // move-construct at dst
+  void (*invoke_and_destroy)(void* obj);    // run it, then destroy it
+};
+
+template <class Fn>
+Closure make_closure(Fn* fn) {
+  return Closure{
+      sizeof(Fn), alignof(Fn), fn,
+      [](void* dst, void* src) { ::new (dst) Fn(std::move(*static_cast<Fn*>(src))); },
+      [](void* obj) {
+        Fn* f = static_cast<Fn*>(obj);
+        struct Destroy {
+          Fn* f;
+          ~Destroy() { f->~Fn(); }
+        } d{f};
+        (*f)();
+      }};
+}
+
+// Spawns on `rt`, or on the runtime of the calling ULT when rt is null.
+Ult spawn(Runtime* rt, const SpawnOptions& opts, const Closure& c);
+
+// Blocks the calling thread until the ULT `id` exits (used by block_on).
+absl::Status join_id(UltId id);
+
+bool in_ult();
+
+}  // namespace detail
+
+// A pool of workers running ULTs, plus one monitor thread that recycles
+// exited ULTs (and, in later versions, hands off stuck workers).
+class Runtime {
+ public:
+  // Starts the workers and the monitor. If that fails (no glibc support for
+  // raw threads, no memory, thread limits), status() says why and every
+  // spawn on this runtime returns that error.
+  explicit Runtime(Options opts = {});
+
+  // shutdown(), then frees everything.
+  ~Runtime();
+
+  Runtime(const Runtime&) = delete;
+  Runtime& operator=(const Runtime&) = delete;
+
+  // OK if the runtime started.
+  absl::Status status() const;
+
+  // Spawns a ULT running fn() (moved onto the ULT's stack). Callable from
+  // any thread, in or out of a ULT of any runtime. The ULT starts on the
+  // calling worker's queue (or the runtime's injection queue from a foreign
+  // thread) and may be stolen by any worker. An exception escaping fn
+  // terminates the process with a message naming the ULT. Errors (in the
+  // returned handle's status()): the runtime failed or is shut down
+  // (FailedPrecondition), no memory for a stack (ResourceExhausted).
+  template <class F>
+  Ult spawn(F&& fn, const SpawnOptions& opts = {}) {
+    using Fn = std::decay_t<F>;
+    Fn f(std::forward<F>(fn));
+    return detail::spawn(this, opts, detail::make_closure(&f));
+  }
+
+  // Runs fn() as a ULT and blocks the calling thread until it returns, then
+  // returns its result. From a foreign thread the thread blocks on a futex;
+  // from a ULT the ULT parks. An exception thrown by fn is rethrown here.
+  // Errors: as spawn().
+  template <class F, class R = std::invoke_result_t<F&>>
+  std::conditional_t<std::is_void_v<R>, absl::Status, absl::StatusOr<R>> block_on(F&& fn) {
+    std::exception_ptr error;
+    if constexpr (std::is_void_v<R>) {
+      Ult u = spawn([&fn, &error] {
+        try {
+          fn();
+        } catch (...) {
+          error = std::current_exception();
+        }
+      });
+      if (!u.status().ok()) return u.status();
+      absl::Status s = u.join();
+      if (error) std::rethrow_exception(error);
+      return s;
+    } else {
+      std::optional<R> result;
+      Ult u = spawn([&fn, &error, &result] {
+        try {
+          result.emplace(fn());
+        } catch (...) {
+          error = std::current_exception();
+        }
+      });
+      if (!u.status().ok()) return u.status();
+      absl::Status s = u.join();
+      if (error) std::rethrow_exception(error);
+      if (!s.ok()) return s;
+      return std::move(*result);
+    }
+  }
+
+  // Sets how many workers run ULTs (1..Options::max_workers). Raising it
+  // starts or wakes workers; lowering it makes the surplus workers hand
+  // their queued ULTs to the others and sleep once their current ULT
+  // parks or yields. Bound ULTs are not counted. InvalidArgument outside the
+  // range; FailedPrecondition if the runtime is not running; the error of
+  // thread creation if a new worker cannot be started.
+  absl::Status set_concurrency(int n);
+
+  // The current concurrency level.
+  int concurrency() const;
+
+  // Counters; see RuntimeStats.
+  RuntimeStats stats() const;
+
+  // Waits until every ULT of this runtime has returned — detached ones
+  // included, and ULTs they spawn meanwhile — then stops the workers and
+  // the monitor and joins their threads. New spawns fail once the last ULT
+  // has exited. A ULT that never returns makes shutdown wait forever, as
+  // joining a thread that never exits would. Idempotent. Errors:
+  // FailedPrecondition if called from a ULT of this runtime (it would wait
+  // for itself).
+  absl::Status shutdown();
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+  friend struct RuntimeAccess;
+};
+
+// Spawns a ULT on the runtime of the calling ULT (see Runtime::spawn).
+// Outside a ULT the returned handle carries FailedPrecondition.
+template <class F>
+Ult spawn(F&& fn, const SpawnOptions& opts = {}) {
+  using Fn = std::decay_t<F>;
+  Fn f(std::forward<F>(fn));
+  return detail::spawn(nullptr, opts, detail::make_closure(&f));
+}
+
+namespace this_ult {
+
+// Lets other ULTs run: the caller goes to the back of its worker's queue
+// (round-robin among the ULTs there). Outside a ULT: sched_yield().
+void yield();
+
+// Parks the calling ULT for at least `d` (its worker runs others meanwhile).
+// Outside a ULT: sleeps the calling thread.
+void sleep_for(std::chrono::nanoseconds d);
+
+template <class Rep, class Period>
+void sleep_for(std::chrono::duration<Rep, Period> d) {
+  sleep_for(std::chrono::duration_cast<std::chrono::nanoseconds>(d));
+}
+
+// The calling ULT's id; the invalid id outside a ULT.
+UltId id();
+
+// True when called from a ULT.
+bool in_ult();
+
+}  // namespace this_ult
+
+// Scope guard: while at least one Pin of the current ULT is alive, the ULT
+// stays on the worker it runs on now — parking and yielding resume it on the
+// same kernel thread, and no other worker steals it — so addresses of
+// thread_local variables and the kernel thread id stay valid. Nestable.
+// Outside a ULT it does nothing. Pins are per ULT: create and destroy a Pin
+// in the same ULT.
+class Pin {
+ public:
+  Pin();
+  ~Pin();
+  Pin(const Pin&) = delete;
+  Pin& operator=(const Pin&) = delete;
+
+ private:
+  bool active_;
+};
+
+namespace detail {
+uint32_t ult_local_new_key();
+void* ult_local_get(uint32_t key, void* (*make)(), void (*destroy)(void*));
+}  // namespace detail
+
+// Per-ULT storage: the migration-safe replacement for thread_local. Each
+// ULT that calls get() gets its own T, value-initialised on first use and
+// destroyed when the ULT's function returns. On a foreign thread, get()
+// returns a per-thread T destroyed at thread exit. An UltLocal is typically
+// a global or static; it must outlive every ULT that used it.
+//
+//   weft::UltLocal<int> requests;          // instead of thread_local int
+//   void handle() { ++*requests; weft::this_ult::yield(); ++*requests; }
+template <class T>
+class UltLocal {
+ public:
+  UltLocal() : key_(detail::ult_local_new_key()) {}
+  UltLocal(const UltLocal&) = delete;
+  UltLocal& operator=(const UltLocal&) = delete;
+
+  // The calling ULT's (or thread's) T.
+  T& get() {
+    return *static_cast<T*>(detail::ult_local_get(
+        key_, []() -> void* { return new T(); }, [](void* p) { delete static_cast<T*>(p); }));
+  }
+  T& operator*() { return get(); }
+  T* operator->() { return &get(); }
+
+ private:
+  uint32_t key_;
+};
+
+}  // namespace weft

@@ -1,0 +1,90 @@
+// runtime/locks.h — the runtime's own internal locks.
+//
+// These block (spin, then sleep) the *kernel thread*, not a ULT: use them
+// only for the scheduler's short critical sections (queues, caches, the
+// idle set), never around user code or anything that can park a ULT.
+// weft::Mutex (runtime/sync) is the lock for ULT code.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+#include "sys/futex.h"
+#include "sys/raw_syscall.h"
+
+namespace weft::rt {
+
+inline void cpu_relax() { __builtin_ia32_pause(); }
+
+// A test-and-test-and-set spinlock for critical sections of a few loads and
+// stores. After a while it yields the CPU (the holder may be a preempted
+// vCPU on a shared machine).
+class SpinLock {
+ public:
+  void lock() {
+    for (int spins = 0; locked_.exchange(true, std::memory_order_acquire); ) {
+      while (locked_.load(std::memory_order_relaxed)) {
+        if (++spins < 128) {
+          cpu_relax();
+        } else {
+          sys::sched_yield();
+        }
+      }
+    }
+  }
+  bool try_lock() { return !locked_.load(std::memory_order_relaxed) && !locked_.exchange(true, std::memory_order_acquire); }
+  void unlock() { locked_.store(false, std::memory_order_release); }
+
+ private:
+  std::atomic<bool> locked_{false};
+};
+
+// A futex mutex (Drepper's three-state lock) for critical sections that may
+// be longer or contended by many KLTs. Word: 0 unlocked, 1 locked, 2 locked
+// with (possible) sleepers. The unlocker wakes one sleeper iff it saw 2.
+class KltMutex {
+ public:
+  void lock() {
+    uint32_t c = 0;
+    if (word_.compare_exchange_strong(c, 1, std::memory_order_acquire)) return;
+    for (int i = 0; i < 64; ++i) {  // brief spin: holders are short
+      cpu_relax();
+      c = 0;
+      if (word_.load(std::memory_order_relaxed) == 0 &&
+          word_.compare_exchange_strong(c, 1, std::memory_order_acquire))
+        return;
+    }
+    if (c != 2) c = word_.exchange(2, std::memory_order_acquire);
+    while (c != 0) {
+      sys::futex_wait(&word_, 2);
+      c = word_.exchange(2, std::memory_order_acquire);
+    }
+  }
+  void unlock() {
+    if (word_.exchange(0, std::memory_order_release) == 2) sys::futex_wake(&word_, 1);
+  }
+
+ private:
+  std::atomic<uint32_t> word_{0};
+};
+
+template <class L>
+class LockGuard {
+ public:
+  explicit LockGuard(L& l) : l_(l) { l_.lock(); }
+  ~LockGuard() { l_.unlock(); }
+  LockGuard(const LockGuard&) = delete;
+  LockGuard& operator=(const LockGuard&) = delete;
+
+ private:
+  L& l_;
+};
+
+// A full memory barrier that is cheaper than mfence on x86: a locked RMW on
+// the stack (what Linux's smp_mb does). Orders every earlier store before
+// every later load, which is what the wake-up handshakes need.
+inline void full_fence() {
+  __asm__ volatile("lock; orq $0, (%%rsp)" ::: "memory", "cc");
+}
+
+}  // namespace weft::rt

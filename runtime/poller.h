@@ -1,0 +1,62 @@
+// runtime/poller.h — how an idle worker waits, and how others wake it.
+//
+// The scheduler knows nothing of io_uring (DESIGN.md, layers): a worker with
+// nothing to run calls its Poller's wait(), and a thread that gives it work
+// calls wake(). The default is a futex (FutexPoller); io/ supplies one that
+// waits in io_uring_enter and reaps completions.
+//
+// Contract:
+//  - wait(deadline_ns) is called only by the owning worker. It returns when
+//    wake() has been called since the previous wait() returned (a wake that
+//    comes before the wait is not lost: it makes the next wait return at
+//    once), when the deadline (CLOCK_MONOTONIC ns; -1 = none) passes, or
+//    spuriously. It may run ready work itself (io completions) through the
+//    hooks the io layer installs.
+//  - wake() may be called by any thread, any number of times, and is cheap
+//    when the worker is not waiting.
+//  - poll() is called by the owning worker at every scheduling pass; it must
+//    not block. The default does nothing.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+
+namespace weft::rt {
+
+class Poller {
+ public:
+  virtual ~Poller() = default;
+  virtual void wait(int64_t deadline_ns) = 0;
+  virtual void wake() = 0;
+  virtual void poll() {}
+};
+
+// Waits on a futex word.
+//
+//   word: 0 = no wake pending, 1 = wake pending, 2 = waiter asleep
+//
+//   waker                              waiter
+//   old = exchange(word, 1)            if exchange(word, 2) == 1: word = 0; return
+//   if old == 2: futex_wake            futex_wait(word, 2, deadline)
+//                                      exchange(word, 0)
+//
+// A wake before the waiter's exchange leaves 1, which the exchange sees; a
+// wake after it sees 2 and issues the futex wake, which the kernel delivers
+// unless the word already changed, in which case futex_wait does not sleep.
+class FutexPoller final : public Poller {
+ public:
+  void wait(int64_t deadline_ns) override;
+  void wake() override;
+
+ private:
+  std::atomic<uint32_t> word_{0};
+};
+
+// Builds the poller of worker `index`; called on that worker's own KLT.
+using PollerFactory = std::unique_ptr<Poller> (*)(int index, void* ctx);
+
+// Monotonic clock in nanoseconds.
+int64_t monotonic_ns();
+
+}  // namespace weft::rt

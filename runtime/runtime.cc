@@ -1,0 +1,533 @@
+// runtime/runtime.cc — the public API (weft/runtime.h) and the life of a
+// Scheduler: start, set_concurrency, shutdown, bound workers, stats.
+#include <sched.h>
+#include <time.h>
+
+#include <cstdio>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "runtime/death_row.h"
+#include "runtime/log.h"
+#include "runtime/scheduler.h"
+#include "sys/futex.h"
+#include "sys/raw_log.h"
+#include "sys/raw_syscall.h"
+
+namespace weft {
+
+struct Runtime::Impl {
+  explicit Impl(const Options& o) : sched(o) {}
+  rt::Scheduler sched;
+};
+
+namespace rt {
+namespace {
+
+constexpr size_t kWorkerStack = 256 * 1024;
+
+int online_cpus() {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) == 0) {
+    int n = CPU_COUNT(&set);
+    if (n > 0) return n;
+  }
+  return 1;
+}
+
+absl::Status klt_error(int r, const char* what, const char* role) {
+  std::string msg = absl::StrCat("cannot start the ", role, " thread: ", what ? what : "", " (",
+                                 strerror(-r), ")");
+  if (r == -ENOTSUP) return absl::UnimplementedError(msg);
+  if (r == -ENOMEM || r == -EAGAIN) return absl::ResourceExhaustedError(msg);
+  return absl::InternalError(msg);
+}
+
+void worker_main(void* arg) {
+  auto* w = static_cast<Worker*>(arg);
+  set_current_worker(w);
+  w->tid.store(sys::gettid(), std::memory_order_release);
+  sys::context_init_native(&w->sched_ctx);
+  w->init_thread_state();
+  w->loop();
+  drain_local_cache(w);
+  sys::context_destroy(&w->sched_ctx);
+  set_current_worker(nullptr);
+}
+
+std::unique_ptr<Worker> new_worker(Scheduler* s, int index, bool bound) {
+  auto w = std::make_unique<Worker>();
+  w->sched = s;
+  w->index = index;
+  w->is_bound = bound;
+  w->rng = 0x9E3779B97F4A7C15ULL * static_cast<uint64_t>(index + 2) + reinterpret_cast<uintptr_t>(w.get());
+  if (s->poller_factory != nullptr) w->poller = s->poller_factory(index, s->poller_ctx);
+  if (!w->poller) w->poller = std::make_unique<FutexPoller>();
+  return w;
+}
+
+}  // namespace
+
+Scheduler::Scheduler(const Options& o) : opts(o) {
+  int cpus = online_cpus();
+  if (opts.workers <= 0) opts.workers = cpus;
+  max_workers = opts.max_workers > 0 ? opts.max_workers : std::max(opts.workers, 4 * cpus);
+  if (max_workers < opts.workers) max_workers = opts.workers;
+  default_stack_size = sys::round_to_pages(opts.stack_size == 0 ? 64 * 1024 : opts.stack_size);
+  workers.resize(static_cast<size_t>(max_workers));
+}
+
+Scheduler::~Scheduler() {
+  (void)shutdown();
+}
+
+absl::StatusOr<Worker*> Scheduler::start_worker(int index) {
+  std::unique_ptr<Worker> w = new_worker(this, index, false);
+  char name[16];
+  snprintf(name, sizeof name, "weft-w%d", index);
+  sys::KltOptions ko;
+  ko.stack_size = kWorkerStack;
+  ko.name = name;
+  const char* what = nullptr;
+  int r = sys::klt_create(worker_main, w.get(), ko, &w->klt, &what);
+  if (r != 0) return klt_error(r, what, "worker");
+  Worker* raw = w.get();
+  workers[static_cast<size_t>(index)] = std::move(w);
+  nworkers.store(index + 1, std::memory_order_release);
+  return raw;
+}
+
+absl::Status Scheduler::start_workers_locked(int n) {
+  for (int i = nworkers.load(std::memory_order_relaxed); i < n; ++i) {
+    absl::StatusOr<Worker*> w = start_worker(i);
+    if (!w.ok()) return w.status();
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Scheduler::start() {
+  const char* what = nullptr;
+  if (int r = sys::klt_backend_init(&what); r != 0) {
+    start_status = klt_error(r, what, "first");
+    return start_status;
+  }
+  install_overflow_handler();
+  {
+    LockGuard<KltMutex> g(concurrency_lock);
+    start_status = start_workers_locked(opts.workers);
+    if (start_status.ok()) {
+      sys::KltOptions ko;
+      ko.stack_size = kWorkerStack;
+      ko.name = "weft-monitor";
+      int r = sys::klt_create(monitor_main, this, ko, &monitor, &what);
+      if (r != 0) start_status = klt_error(r, what, "monitor");
+    }
+    if (start_status.ok()) {
+      // Workers started before `active` covered them and went to sleep as
+      // retired; wake them so they register as active idle workers.
+      active.store(opts.workers, std::memory_order_release);
+      for (int i = 0; i < opts.workers; ++i) wake_worker(workers[static_cast<size_t>(i)].get());
+    }
+  }
+  if (!start_status.ok()) {
+    // Close the runtime and stop what did start.
+    gate.fetch_or(kClosed, std::memory_order_acq_rel);
+    (void)shutdown();
+    return start_status;
+  }
+  log().debug("runtime started: {} workers (max {}), {} KiB stacks, KLT backend {}", opts.workers,
+              max_workers, default_stack_size / 1024, sys::klt_backend_name());
+  return absl::OkStatus();
+}
+
+absl::Status Scheduler::set_concurrency(int n) {
+  if (n < 1 || n > max_workers)
+    return absl::InvalidArgumentError(absl::StrCat("concurrency ", n, " is outside [1, ", max_workers, "]"));
+  LockGuard<KltMutex> g(concurrency_lock);
+  if (shutting_down.load(std::memory_order_acquire) || !start_status.ok())
+    return absl::FailedPreconditionError("the runtime is not running");
+  if (absl::Status s = start_workers_locked(n); !s.ok()) return s;
+  int old = active.exchange(n, std::memory_order_acq_rel);
+  // Raised: retired workers wake up and look for work. Lowered: the retired
+  // ones wake up, notice, and hand their queues over.
+  int lo = std::min(old, n), hi = std::max(old, n);
+  for (int i = lo; i < hi; ++i) wake_worker(workers[static_cast<size_t>(i)].get());
+  if (n > old) notify_work();
+  log().debug("concurrency {} -> {}", old, n);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Worker*> Scheduler::take_bound_worker() {
+  LockGuard<KltMutex> g(bound_lock);
+  if (!bound_spare.empty()) {
+    Worker* w = bound_spare.back();
+    bound_spare.pop_back();
+    bound_busy.fetch_add(1, std::memory_order_relaxed);
+    return w;
+  }
+  std::unique_ptr<Worker> w = new_worker(this, -1, true);
+  char name[16];
+  snprintf(name, sizeof name, "weft-b%zu", bound_all.size());
+  sys::KltOptions ko;
+  ko.stack_size = kWorkerStack;
+  ko.name = name;
+  const char* what = nullptr;
+  int r = sys::klt_create(worker_main, w.get(), ko, &w->klt, &what);
+  if (r != 0) return klt_error(r, what, "bound-ULT");
+  bound_all.push_back(std::move(w));
+  bound_busy.fetch_add(1, std::memory_order_relaxed);
+  return bound_all.back().get();
+}
+
+void Scheduler::bound_done(Worker* w) {
+  LockGuard<KltMutex> g(bound_lock);
+  bound_spare.push_back(w);
+  bound_busy.fetch_sub(1, std::memory_order_relaxed);
+}
+
+absl::Status Scheduler::shutdown() {
+  Ult* self = current_ult();
+  if (self != nullptr && self->sched == this)
+    return absl::FailedPreconditionError("shutdown() called from a ULT of the runtime it would wait for");
+  LockGuard<KltMutex> g(concurrency_lock);
+  if (stopped.load(std::memory_order_acquire)) return absl::OkStatus();
+  shutting_down.store(true, std::memory_order_seq_cst);
+  // Wait for the last ULT; then close the gate (spawns fail from here on).
+  for (;;) {
+    uint32_t seen = exit_signal.load(std::memory_order_acquire);
+    if (live_ults() == 0) {
+      uint64_t idle = 0;
+      if (gate.compare_exchange_strong(idle, kClosed, std::memory_order_acq_rel) || (idle & kClosed)) {
+        // A foreign spawn may have completed between the count and the
+        // close; if so, wait for it too (the gate stays closed).
+        if (live_ults() == 0) break;
+      }
+    }
+    timespec backstop{0, 2 * 1000 * 1000};
+    sys::futex_wait_for(&exit_signal, seen, &backstop);
+  }
+  stopped.store(true, std::memory_order_release);
+  int n = nworkers.load(std::memory_order_acquire);
+  for (int i = 0; i < n; ++i) {
+    workers[static_cast<size_t>(i)]->stop.store(true, std::memory_order_release);
+    workers[static_cast<size_t>(i)]->poller->wake();
+  }
+  {
+    LockGuard<KltMutex> bg(bound_lock);
+    for (auto& w : bound_all) {
+      w->stop.store(true, std::memory_order_release);
+      w->poller->wake();
+    }
+  }
+  if (monitor != nullptr) {
+    monitor_word.store(1, std::memory_order_release);
+    sys::futex_wake(&monitor_word, 1);
+    sys::klt_join(monitor);
+    monitor = nullptr;
+  }
+  for (int i = 0; i < n; ++i) {
+    Worker* w = workers[static_cast<size_t>(i)].get();
+    if (w->klt != nullptr) sys::klt_join(w->klt);
+    w->klt = nullptr;
+  }
+  {
+    LockGuard<KltMutex> bg(bound_lock);
+    for (auto& w : bound_all) {
+      if (w->klt != nullptr) sys::klt_join(w->klt);
+      w->klt = nullptr;
+    }
+  }
+  log().debug("runtime stopped");
+  return absl::OkStatus();
+}
+
+uint64_t Scheduler::live_ults() const {
+  // The order of the passes is what makes a zero trustworthy (scheduler.h).
+  uint64_t e = 0, c = 0;
+  int n = nworkers.load(std::memory_order_acquire);
+  for (int i = 0; i < n; ++i) e += workers[static_cast<size_t>(i)]->exited.load(std::memory_order_acquire);
+  {
+    LockGuard<KltMutex> g(const_cast<KltMutex&>(bound_lock));
+    for (auto& w : bound_all) e += w->exited.load(std::memory_order_acquire);
+  }
+  full_fence();
+  c = foreign_created.load(std::memory_order_acquire);
+  n = nworkers.load(std::memory_order_acquire);
+  for (int i = 0; i < n; ++i) c += workers[static_cast<size_t>(i)]->created.load(std::memory_order_acquire);
+  {
+    LockGuard<KltMutex> g(const_cast<KltMutex&>(bound_lock));
+    for (auto& w : bound_all) c += w->created.load(std::memory_order_acquire);
+  }
+  return c - e;
+}
+
+RuntimeStats Scheduler::stats() const {
+  RuntimeStats r;
+  int n = nworkers.load(std::memory_order_acquire);
+  int act = active.load(std::memory_order_relaxed);
+  for (int i = 0; i < n; ++i) {
+    const Worker* w = workers[static_cast<size_t>(i)].get();
+    WorkerStats ws;
+    ws.index = i;
+    ws.tid = w->tid.load(std::memory_order_relaxed);
+    ws.active = i < act;
+    ws.switches = w->switches.load(std::memory_order_relaxed);
+    ws.steals = w->steals.load(std::memory_order_relaxed);
+    ws.parks = w->parks.load(std::memory_order_relaxed);
+    ws.sleeps = w->sleeps.load(std::memory_order_relaxed);
+    ws.spawned = w->created.load(std::memory_order_relaxed);
+    ws.reaped = w->reaped.load(std::memory_order_relaxed);
+    r.reaped += ws.reaped;
+    r.workers.push_back(ws);
+  }
+  uint64_t exited = 0, created = foreign_created.load(std::memory_order_relaxed);
+  for (int i = 0; i < n; ++i) {
+    exited += workers[static_cast<size_t>(i)]->exited.load(std::memory_order_relaxed);
+    created += workers[static_cast<size_t>(i)]->created.load(std::memory_order_relaxed);
+  }
+  {
+    LockGuard<KltMutex> g(const_cast<KltMutex&>(bound_lock));
+    for (auto& w : bound_all) {
+      exited += w->exited.load(std::memory_order_relaxed);
+      created += w->created.load(std::memory_order_relaxed);
+    }
+  }
+  r.spawned = created;
+  r.exited = exited;
+  r.live = live_ults();
+  r.reaped += monitor_reaped.load(std::memory_order_relaxed);
+  r.cached = death_row().cached();
+  r.stacks_mapped = death_row().mapped();
+  r.stacks_unmapped = death_row().unmapped();
+  r.bound_threads = bound_busy.load(std::memory_order_relaxed);
+  return r;
+}
+
+}  // namespace rt
+
+// ---------------------------------------------------------------------------
+// Public API
+// ---------------------------------------------------------------------------
+
+std::string UltId::ToString() const {
+  if (!valid()) return "none";
+  return absl::StrCat(index(), ".", generation());
+}
+
+Runtime::Runtime(Options opts) : impl_(std::make_unique<Impl>(opts)) { (void)impl_->sched.start(); }
+
+Runtime::~Runtime() {
+  absl::Status s = impl_->sched.shutdown();
+  if (!s.ok()) {
+    sys::raw_logf("weft: ~Runtime: %s", std::string(s.message()).c_str());
+    abort();
+  }
+}
+
+absl::Status Runtime::status() const { return impl_->sched.start_status; }
+absl::Status Runtime::set_concurrency(int n) { return impl_->sched.set_concurrency(n); }
+int Runtime::concurrency() const { return impl_->sched.active.load(std::memory_order_relaxed); }
+RuntimeStats Runtime::stats() const { return impl_->sched.stats(); }
+absl::Status Runtime::shutdown() { return impl_->sched.shutdown(); }
+
+Ult& Ult::operator=(Ult&& o) noexcept {
+  if (this != &o) {
+    if (joinable()) (void)detach();
+    id_ = std::exchange(o.id_, UltId());
+    status_ = std::move(o.status_);
+  }
+  return *this;
+}
+
+Ult::~Ult() {
+  if (joinable()) (void)detach();
+}
+
+absl::Status Ult::join() {
+  if (!status_.ok()) return status_;
+  if (!id_.valid()) return absl::FailedPreconditionError("this Ult handle is empty (already joined or detached)");
+  absl::Status s = rt::join_ult(id_);
+  if (s.ok() || absl::IsNotFound(s)) id_ = UltId();
+  return s;
+}
+
+absl::Status Ult::detach() {
+  if (!status_.ok()) return status_;
+  if (!id_.valid()) return absl::FailedPreconditionError("this Ult handle is empty (already joined or detached)");
+  absl::Status s = rt::detach_ult(id_);
+  id_ = UltId();
+  return s;
+}
+
+struct UltAccess {
+  static Ult make(UltId id, absl::Status s) { return Ult(id, std::move(s)); }
+};
+
+struct RuntimeAccess {
+  static rt::Scheduler* sched(Runtime* r) { return &r->impl_->sched; }
+};
+
+namespace detail {
+
+Ult spawn(Runtime* rt_handle, const SpawnOptions& opts, const Closure& c) {
+  rt::Scheduler* s = nullptr;
+  if (rt_handle != nullptr) {
+    s = RuntimeAccess::sched(rt_handle);
+  } else {
+    rt::Ult* self = rt::current_ult();
+    if (self == nullptr)
+      return UltAccess::make(UltId(), absl::FailedPreconditionError("weft::spawn() called outside a ULT; use Runtime::spawn"));
+    s = self->sched;
+  }
+  if (!s->start_status.ok()) return UltAccess::make(UltId(), s->start_status);
+  // A spawn from one of this runtime's own workers runs in a live ULT, so
+  // the runtime cannot reach zero live ULTs meanwhile. Any other spawn goes
+  // through the gate, which shutdown closes (scheduler.h, live accounting).
+  rt::Worker* local = rt::current_worker();
+  if (local != nullptr && (local->sched != s || local->current == nullptr)) local = nullptr;
+  if (local == nullptr && (s->gate.fetch_add(1, std::memory_order_acq_rel) & rt::Scheduler::kClosed)) {
+    s->gate.fetch_sub(1, std::memory_order_acq_rel);
+    return UltAccess::make(UltId(), absl::FailedPreconditionError("the runtime is shut down"));
+  }
+  auto leave_gate = [s, local] {
+    if (local == nullptr) s->gate.fetch_sub(1, std::memory_order_acq_rel);
+  };
+  rt::Worker* home = nullptr;
+  if (opts.bound) {
+    absl::StatusOr<rt::Worker*> w = s->take_bound_worker();
+    if (!w.ok()) {
+      leave_gate();
+      return UltAccess::make(UltId(), w.status());
+    }
+    home = *w;
+  }
+  absl::Status err;
+  rt::Worker* pool_worker = local != nullptr && local->active() ? local : nullptr;
+  rt::Ult* u = rt::create_ult(s, pool_worker, opts, c, &err);
+  if (u == nullptr) {
+    if (home != nullptr) s->bound_done(home);
+    leave_gate();
+    return UltAccess::make(UltId(), err);
+  }
+  u->bound = opts.bound;
+  u->home = home;
+  UltId id = UltId::FromValue(u->id_value());
+  if (local != nullptr) {
+    local->created.store(local->created.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+  } else {
+    s->foreign_created.fetch_add(1, std::memory_order_release);
+  }
+  s->submit_new(u, pool_worker);
+  leave_gate();
+  return UltAccess::make(id, absl::OkStatus());
+}
+
+absl::Status join_id(UltId id) { return rt::join_ult(id); }
+
+bool in_ult() { return rt::current_ult() != nullptr; }
+
+}  // namespace detail
+
+namespace this_ult {
+
+void yield() {
+  rt::Ult* self = rt::current_ult();
+  if (self == nullptr) {
+    sys::sched_yield();
+    return;
+  }
+  rt::yield_current(self);
+}
+
+void sleep_for(std::chrono::nanoseconds d) {
+  rt::Ult* self = rt::current_ult();
+  if (d.count() <= 0) {
+    yield();
+    return;
+  }
+  if (self == nullptr) {
+    timespec ts{static_cast<time_t>(d.count() / 1000000000), static_cast<long>(d.count() % 1000000000)};
+    while (sys::raw_syscall(SYS_nanosleep, reinterpret_cast<long>(&ts), reinterpret_cast<long>(&ts)) == -EINTR) {
+    }
+    return;
+  }
+  int64_t deadline = rt::monotonic_ns() + d.count();
+  while (rt::monotonic_ns() < deadline) {
+    rt::park_current_until(self, deadline);
+    self = rt::current_ult();  // same ULT; re-read defensively after a possible migration
+  }
+}
+
+UltId id() {
+  rt::Ult* self = rt::current_ult();
+  return self == nullptr ? UltId() : UltId::FromValue(self->id_value());
+}
+
+bool in_ult() { return rt::current_ult() != nullptr; }
+
+}  // namespace this_ult
+
+Pin::Pin() {
+  rt::Ult* self = rt::current_ult();
+  active_ = self != nullptr;
+  if (!active_) return;
+  if (self->pin_count++ == 0 && !self->bound) self->home = self->worker;
+}
+
+Pin::~Pin() {
+  if (!active_) return;
+  rt::Ult* self = rt::current_ult();
+  WEFT_DCHECK(self != nullptr && self->pin_count > 0, "Pin destroyed outside the ULT that made it");
+  if (--self->pin_count == 0 && !self->bound) self->home = nullptr;
+}
+
+// ---------------------------------------------------------------------------
+// UltLocal
+// ---------------------------------------------------------------------------
+
+namespace detail {
+
+namespace {
+std::atomic<uint32_t> next_local_key{1};
+
+// Foreign threads' values: destroyed at thread exit.
+struct ThreadLocals {
+  std::vector<rt::LocalSlot> slots;
+  ~ThreadLocals() {
+    for (auto& s : slots)
+      if (s.value != nullptr) s.destroy(s.value);
+  }
+};
+thread_local ThreadLocals thread_locals;
+}  // namespace
+
+uint32_t ult_local_new_key() { return next_local_key.fetch_add(1, std::memory_order_relaxed); }
+
+void* ult_local_get(uint32_t key, void* (*make)(), void (*destroy)(void*)) {
+  rt::Ult* self = rt::current_ult();
+  if (self == nullptr) {
+    for (auto& s : thread_locals.slots)
+      if (s.key == key) return s.value;
+    thread_locals.slots.push_back(rt::LocalSlot{key, make(), destroy});
+    return thread_locals.slots.back().value;
+  }
+  for (uint32_t i = 0; i < self->locals_count; ++i)
+    if (self->locals[i].key == key) return self->locals[i].value;
+  if (self->locals_count == self->locals_capacity) {
+    uint32_t cap = self->locals_capacity == 0 ? 4 : self->locals_capacity * 2;
+    auto* grown = static_cast<rt::LocalSlot*>(realloc(self->locals, cap * sizeof(rt::LocalSlot)));
+    if (grown == nullptr) {
+      sys::raw_logf("weft: out of memory for ULT-local storage");
+      abort();
+    }
+    self->locals = grown;
+    self->locals_capacity = cap;
+  }
+  void* value = make();  // may park (a constructor taking a weft lock): re-read nothing cached
+  self->locals[self->locals_count++] = rt::LocalSlot{key, value, destroy};
+  return value;
+}
+
+}  // namespace detail
+
+}  // namespace weft

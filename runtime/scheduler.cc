@@ -1,0 +1,668 @@
+// runtime/scheduler.cc — the scheduler.
+//
+// Actors
+//   ULT      a function on a stack of its own (runtime/ult.h). Its state word
+//            says live / parking / parked / exited; where a live ULT waits is
+//            said by the queue it is in, and it is in at most one.
+//   Worker   a KLT that runs ULTs. It has a Chase–Lev deque (work_deque.h),
+//            a one-slot run_next for the ULT it just woke, an inbox for ULTs
+//            that must run on it (pinned, bound), a timer heap, a cache of
+//            recycled descriptors and a Poller to sleep on. Workers
+//            [0, active) run ULTs; the others are retired (set_concurrency)
+//            and serve only their inbox and timers. A bound worker runs one
+//            bound ULT and nothing else.
+//   Monitor  a KLT that runs no ULTs: the reaper (monitor.cc), and later the
+//            blocking-region handoff and preemption.
+//
+// The path of a ULT
+//   spawn  -> create_ult (a recycled descriptor+stack when possible) ->
+//             submit_new: the spawning worker's deque, or the global
+//             injection queue from a foreign thread (a bound ULT goes to the
+//             inbox of its own worker) -> notify_work().
+//   run    -> a worker takes it (run_next, own deque bottom, inbox, global
+//             queue, or steals the top of another deque) and switches to it.
+//   switch -> ULTs switch directly to the next ULT of their worker when there
+//             is one (run_next, else own deque; the scheduler loop every
+//             kGlobalEvery switches so that the global queue, the inbox and
+//             the timers are served), else to the worker's scheduler context.
+//             The switcher passes a SwitchAction that the resumed side
+//             performs once the switcher is off its stack: requeue it
+//             (yield), finish its park, or finish its exit. Doing these after
+//             the switch is what keeps two workers off one stack: a ULT is
+//             never visible in a queue while its stack is still in use.
+//   park   -> park_current: kLive -> kParking, switch, then kParking ->
+//             kParked (FinishPark). unpark(): kParked -> kLive and enqueue,
+//             or leave a kWake permit (ult.h has the state diagram).
+//   exit   -> exit_current: join bookkeeping under the join lock; a parked
+//             joiner on this worker is resumed directly (no queue); the stack
+//             is declared free by the next context (kExit); the descriptor is
+//             released by whoever completes join/detach (ult_life.cc).
+//
+// Wake-ups: the invariant that prevents lost wake-ups (Go's "spinning")
+//   An idle worker sleeps on its Poller. Work is published to a queue and
+//   then notify_work() wakes one sleeping worker only if no worker is
+//   spinning (looking for work), because a spinner is bound to find it:
+//
+//   publisher                          worker going to sleep
+//   push ULT to a queue                idle set += self; npidle++   (locked RMW)
+//   full fence                         if spinning: nmspinning--    (locked RMW)
+//   read npidle, nmspinning            re-check every queue (global, all
+//   if npidle > 0 && nmspinning == 0:    deques, own inbox, timers)
+//     wake_one(): nmspinning 0 -> 1,   if work: leave the idle set, retry
+//     pop an idle worker, wake it      else: Poller::wait
+//
+//   Both sides do "store, full fence, load", so at least one sees the other:
+//   either the sleeper's re-check sees the ULT, or the publisher sees the
+//   sleeper in the idle set and (no spinner) wakes one — which, woken as a
+//   spinner, checks every queue; or it sees a spinner, and that spinner will
+//   either find the ULT or go through the same re-check before sleeping. A
+//   spinner that finds work and was the last spinner wakes another idle
+//   worker (there may be more work). ULTs that must run on one worker (its
+//   inbox) wake that worker directly (wake_worker) after the same fence.
+#include "runtime/scheduler.h"
+
+#include <cxxabi.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "runtime/log.h"
+#include "sys/raw_log.h"
+
+namespace weft::rt {
+
+thread_local Worker* t_worker __attribute__((tls_model("initial-exec"))) = nullptr;
+
+namespace {
+
+// Every kGlobalEvery-th switch goes through the scheduler loop, which serves
+// the global queue first, the inbox and the timers (fairness for work that a
+// worker's own queues would otherwise starve).
+constexpr uint64_t kGlobalEvery = 61;
+constexpr int kStealRounds = 4;
+
+// libstdc++'s per-thread exception state (cxxabi.h: __cxa_eh_globals).
+struct EhGlobals {
+  void* caught;
+  unsigned uncaught;
+};
+
+uintptr_t encode(Ult* u, SwitchAction a) { return reinterpret_cast<uintptr_t>(u) | static_cast<uintptr_t>(a); }
+Ult* decode_ult(uintptr_t t) { return reinterpret_cast<Ult*>(t & ~uintptr_t{63}); }
+SwitchAction decode_action(uintptr_t t) { return static_cast<SwitchAction>(t & 63); }
+static_assert(alignof(Ult) >= 64);
+
+template <class T>
+void bump(std::atomic<T>& c) {  // owner-only counter: no locked instruction
+  c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+}
+
+// errno and the exception globals are per KLT; a ULT carries its own across
+// switches. Their addresses are fixed for a KLT's life, so each worker looks
+// them up once (worker_main) and the switch path uses the addresses of the
+// worker the ULT is on *now* (Ult::worker, set by whoever resumed it). Never
+// take them from __errno_location()/__cxa_get_globals() in a ULT: both are
+// declared `const`, and a result cached across a switch names the previous
+// KLT's (the migration hazard, HACKING.md).
+inline void save_thread_state(Ult* u, Worker* w) {
+  u->saved_errno = *w->errno_ptr;
+  auto* g = static_cast<EhGlobals*>(w->eh_globals);
+  u->eh_caught = g->caught;
+  u->eh_uncaught = g->uncaught;
+}
+
+inline void restore_thread_state(Ult* u, Worker* w) {
+  *w->errno_ptr = u->saved_errno;
+  auto* g = static_cast<EhGlobals*>(w->eh_globals);
+  g->caught = u->eh_caught;
+  g->uncaught = u->eh_uncaught;
+}
+
+inline void fresh_thread_state(Worker* w) {
+  *w->errno_ptr = 0;
+  auto* g = static_cast<EhGlobals*>(w->eh_globals);
+  g->caught = nullptr;
+  g->uncaught = 0;
+}
+
+uint64_t next_random(uint64_t* s) {  // xorshift64*
+  uint64_t x = *s;
+  x ^= x >> 12;
+  x ^= x << 25;
+  x ^= x >> 27;
+  *s = x;
+  return x * 0x2545F4914F6CDD1DULL;
+}
+
+// Performs the action the context that switched to us asked for. Runs on
+// the resumed context (a ULT or the scheduler loop) of worker `w`.
+void handle_transfer(Worker* w, uintptr_t t) {
+  Ult* x = decode_ult(t);
+  switch (decode_action(t)) {
+    case SwitchAction::kNone:
+      return;
+    case SwitchAction::kRequeue:
+      if (x->home != nullptr) {
+        x->home->inbox_push(x);
+        if (x->home != w) w->sched->wake_worker(x->home);
+      } else if (w->is_bound || !w->active()) {
+        w->sched->global_push(x);
+        w->sched->notify_work();
+      } else {
+        w->yq_push(x);
+      }
+      return;
+    case SwitchAction::kFinishPark: {
+      bump(w->parks);
+      uint32_t expected = ult_state::kParking;
+      if (x->state.compare_exchange_strong(expected, ult_state::kParked, std::memory_order_acq_rel)) return;
+      // Woken while parking: the permit is consumed by this park returning.
+      WEFT_DCHECK(expected == (ult_state::kParking | ult_state::kWake), "ULT %u state %u", x->index, expected);
+      x->state.store(ult_state::kLive, std::memory_order_relaxed);
+      w->sched->make_runnable(x, w);
+      return;
+    }
+    case SwitchAction::kExit:
+    case SwitchAction::kExitRelease:
+      x->ctx.sp = nullptr;
+      x->state.store(ult_state::kExited, std::memory_order_relaxed);
+      x->on_stack.store(false, std::memory_order_release);
+      if (decode_action(t) == SwitchAction::kExitRelease) release(x);
+      return;
+  }
+}
+
+// Switches from `self` (running on its worker) to `next` or, if null, to the
+// worker's scheduler loop, asking for `action`. Returns when `self` is
+// resumed, on whatever worker that is.
+void switch_from(Ult* self, Ult* next, SwitchAction action) {
+  Worker* w = self->worker;
+  save_thread_state(self, w);
+  sys::Context* to;
+  if (next != nullptr) {
+    next->worker = w;
+    w->current = next;
+    bump(w->switches);
+    to = &next->ctx;
+  } else {
+    w->current = nullptr;
+    to = &w->sched_ctx;
+  }
+  uintptr_t t = reinterpret_cast<uintptr_t>(sys::context_switch(&self->ctx, to, reinterpret_cast<void*>(encode(self, action))));
+  w = self->worker;  // the worker that resumed us
+  handle_transfer(w, t);
+  restore_thread_state(self, w);
+}
+
+[[noreturn]] void ult_entry(void* transfer, void* arg) {
+  sys::context_entered();
+  Ult* self = static_cast<Ult*>(arg);
+  handle_transfer(self->worker, reinterpret_cast<uintptr_t>(transfer));
+  fresh_thread_state(self->worker);
+  try {
+    self->invoke(self->closure);
+  } catch (const std::exception& e) {
+    sys::raw_logf("weft: exception escaped ULT %u.%u \"%s\": %s", self->index,
+                  self->generation.load(), self->name, e.what());
+    abort();
+  } catch (...) {
+    sys::raw_logf("weft: exception escaped ULT %u.%u \"%s\" (not a std::exception)", self->index,
+                  self->generation.load(), self->name);
+    abort();
+  }
+  exit_current(self);
+}
+
+}  // namespace
+
+void* ult_entry_address() { return reinterpret_cast<void*>(&ult_entry); }
+
+void Worker::init_thread_state() {
+  errno_ptr = &errno;
+  eh_globals = abi::__cxa_get_globals();
+}
+
+// ---------------------------------------------------------------------------
+// ULT-side operations
+// ---------------------------------------------------------------------------
+
+Ult* Worker::pick_local(bool for_yield) {
+  // Serve the scheduler loop regularly, and always when this worker must
+  // not run ordinary work (bound, retired) or has ULTs that must run here.
+  if (--until_loop == 0 || is_bound || !active() || inbox_count.load(std::memory_order_relaxed) != 0)
+    return nullptr;
+  if (run_next.load(std::memory_order_relaxed) != nullptr) {
+    Ult* u = run_next.exchange(nullptr, std::memory_order_acquire);
+    if (u != nullptr) return u;
+  }
+  // Yield takes the oldest (round-robin); park and exit the newest (LIFO).
+  // Yielded ULTs come last, after everything in the deque.
+  if (!deque.owner_empty()) {
+    if (Ult* u = for_yield ? deque.take_top() : deque.pop()) return u;
+  }
+  return yq_pop();
+}
+
+void yield_current(Ult* self) {
+  Worker* w = self->worker;
+  Ult* next = w->pick_local(true);
+  if (next == nullptr) {
+    // Nothing local. If the scheduler loop has work for us (global queue,
+    // inbox, timers) go through it; otherwise keep running.
+    bool loop_has_work = w->is_bound || !w->active() ||
+                         w->inbox_count.load(std::memory_order_relaxed) != 0 ||
+                         w->sched->global_count.load(std::memory_order_relaxed) != 0 ||
+                         !w->timers.empty();
+    if (!loop_has_work) return;
+  }
+  switch_from(self, next, SwitchAction::kRequeue);
+}
+
+void park_current(Ult* self) {
+  uint32_t s = self->state.load(std::memory_order_acquire);
+  for (;;) {
+    WEFT_DCHECK((s & ult_state::kStateMask) == ult_state::kLive, "park of ULT %u in state %u", self->index, s);
+    if (s & ult_state::kWake) {  // a permit: consume it and return at once
+      if (self->state.compare_exchange_weak(s, s & ~ult_state::kWake, std::memory_order_acq_rel)) return;
+      continue;
+    }
+    if (self->state.compare_exchange_weak(s, ult_state::kParking, std::memory_order_acq_rel)) break;
+  }
+  Worker* w = self->worker;
+  switch_from(self, w->pick_local(false), SwitchAction::kFinishPark);
+}
+
+bool park_current_until(Ult* self, int64_t deadline_ns) {
+  uint64_t seq = self->timer_seq.load(std::memory_order_acquire);
+  self->worker->timers.push(TimerEntry{deadline_ns, self, seq});
+  park_current(self);
+  // Cancel the timer by advancing the sequence; if the timer advanced it
+  // first, it fired: the park timed out.
+  return self->timer_seq.compare_exchange_strong(seq, seq + 1, std::memory_order_acq_rel);
+}
+
+void unpark(Ult* u) {
+  uint32_t s = u->state.load(std::memory_order_acquire);
+  for (;;) {
+    uint32_t st = s & ult_state::kStateMask;
+    if (st == ult_state::kParked) {
+      if (u->state.compare_exchange_weak(s, ult_state::kLive, std::memory_order_acq_rel)) {
+        Scheduler* sched = u->sched;
+        Worker* here = current_worker();
+        sched->make_runnable(u, here != nullptr && here->sched == sched ? here : nullptr);
+        return;
+      }
+      continue;
+    }
+    if ((s & ult_state::kWake) || st == ult_state::kExited) return;
+    if (u->state.compare_exchange_weak(s, s | ult_state::kWake, std::memory_order_acq_rel)) return;
+  }
+}
+
+// Claims a parked ULT for a direct switch on `w` (no queue in between).
+// Returns false, leaving the ULT to the normal unpark path, when it is not
+// parked yet or must not run on `w`.
+static bool claim_for_direct_switch(Ult* u, Worker* w) {
+  if (w->is_bound || u->sched != w->sched || !w->active() || (u->home != nullptr && u->home != w)) return false;
+  uint32_t expected = ult_state::kParked;
+  return u->state.compare_exchange_strong(expected, ult_state::kLive, std::memory_order_acq_rel);
+}
+
+void exit_current(Ult* self) {
+  Scheduler* s = self->sched;
+  // ULT-local values die with the ULT (their destructors may still park).
+  for (uint32_t i = 0; i < self->locals_count; ++i) {
+    LocalSlot& slot = self->locals[i];
+    if (slot.value != nullptr) slot.destroy(slot.value);
+    slot.value = nullptr;
+  }
+  self->locals_count = 0;
+
+  JoinWaiter* waiter;
+  bool release_here;
+  self->join_lock.lock();
+  self->exited = true;
+  waiter = self->joiner;
+  release_here = self->detached;
+  // Joined or detached already: who releases is decided, so the id goes
+  // stale now (ult_life.cc, "Join protocol").
+  if (waiter != nullptr || release_here) advance_generation(self);
+  self->join_lock.unlock();
+
+  Worker* w = self->worker;
+
+  Ult* next = nullptr;
+  if (waiter != nullptr) {
+    Ult* j = waiter->ult;  // read before `done`: the waiter may vanish after it
+    waiter->done.store(1, std::memory_order_release);
+    if (j == nullptr) {
+      sys::futex_wake(&waiter->done, 1);
+    } else if (claim_for_direct_switch(j, w)) {
+      next = j;
+    } else {
+      unpark(j);
+    }
+  }
+  // Counted as exited only now that the ULT has no more effects; shutdown
+  // may proceed once nothing is live (the worker itself is joined by
+  // shutdown, so finishing the switch below is still safe).
+  w->exited.store(w->exited.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+  if (s->shutting_down.load(std::memory_order_relaxed)) {
+    s->exit_signal.fetch_add(1, std::memory_order_release);
+    sys::futex_wake(&s->exit_signal, 1);
+  }
+  if (next == nullptr) next = w->pick_local(false);
+  if (next != nullptr) {
+    next->worker = w;
+    w->current = next;
+    bump(w->switches);
+    sys::context_exit_to(&self->ctx, &next->ctx,
+                         reinterpret_cast<void*>(encode(self, release_here ? SwitchAction::kExitRelease : SwitchAction::kExit)));
+  }
+  w->current = nullptr;
+  sys::context_exit_to(&self->ctx, &w->sched_ctx,
+                       reinterpret_cast<void*>(encode(self, release_here ? SwitchAction::kExitRelease : SwitchAction::kExit)));
+}
+
+// ---------------------------------------------------------------------------
+// Queues
+// ---------------------------------------------------------------------------
+
+void Worker::inbox_push(Ult* u) {
+  u->next = nullptr;
+  {
+    LockGuard<KltMutex> g(inbox_lock);
+    if (inbox_tail) inbox_tail->next = u; else inbox_head = u;
+    inbox_tail = u;
+    inbox_count.fetch_add(1, std::memory_order_release);
+  }
+}
+
+Ult* Worker::inbox_pop() {
+  if (inbox_count.load(std::memory_order_acquire) == 0) return nullptr;
+  LockGuard<KltMutex> g(inbox_lock);
+  Ult* u = inbox_head;
+  if (u == nullptr) return nullptr;
+  inbox_head = u->next;
+  if (inbox_head == nullptr) inbox_tail = nullptr;
+  u->next = nullptr;
+  inbox_count.fetch_sub(1, std::memory_order_relaxed);
+  return u;
+}
+
+void Scheduler::global_push(Ult* u) {
+  u->next = nullptr;
+  LockGuard<KltMutex> g(global_lock);
+  if (global_tail) global_tail->next = u; else global_head = u;
+  global_tail = u;
+  global_count.fetch_add(1, std::memory_order_release);
+}
+
+void Scheduler::global_push_list(Ult* head, Ult* tail, int64_t n) {
+  if (n == 0) return;
+  tail->next = nullptr;
+  LockGuard<KltMutex> g(global_lock);
+  if (global_tail) global_tail->next = head; else global_head = head;
+  global_tail = tail;
+  global_count.fetch_add(n, std::memory_order_release);
+}
+
+// Takes a share of the global queue: one to run, the rest onto w's deque.
+Ult* Scheduler::global_pop_batch(Worker* w) {
+  if (global_count.load(std::memory_order_acquire) == 0) return nullptr;
+  LockGuard<KltMutex> g(global_lock);
+  int64_t n = global_count.load(std::memory_order_relaxed);
+  if (n == 0) return nullptr;
+  int a = active.load(std::memory_order_relaxed);
+  int64_t take = n / (a > 0 ? a : 1) + 1;
+  if (take > n) take = n;
+  if (take > static_cast<int64_t>(kDequeCapacity / 2)) take = kDequeCapacity / 2;
+  Ult* first = global_head;
+  global_head = first->next;
+  int64_t taken = 1;
+  while (taken < take && global_head != nullptr) {
+    Ult* u = global_head;
+    if (!w->deque.push(u)) break;
+    global_head = u->next;
+    ++taken;
+  }
+  if (global_head == nullptr) global_tail = nullptr;
+  global_count.fetch_sub(taken, std::memory_order_relaxed);
+  first->next = nullptr;
+  return first;
+}
+
+void Scheduler::submit_new(Ult* u, Worker* local) {
+  if (u->home != nullptr) {  // bound
+    u->home->inbox_push(u);
+    wake_worker(u->home);
+    return;
+  }
+  if (local != nullptr && local->deque.push(u)) {
+    // A lone active worker has nobody to wake: it runs its own deque.
+    if (active.load(std::memory_order_relaxed) > 1) notify_work();
+    return;
+  }
+  global_push(u);
+  notify_work();
+}
+
+void Scheduler::make_runnable(Ult* u, Worker* here) {
+  if (u->home != nullptr) {
+    u->home->inbox_push(u);
+    if (u->home != here) wake_worker(u->home);
+    return;
+  }
+  if (here != nullptr && here->sched == this && !here->is_bound && here->active() && here == current_worker()) {
+    Ult* old = here->run_next.exchange(u, std::memory_order_acq_rel);
+    if (old != nullptr && !here->deque.push(old)) global_push(old);
+    notify_work();
+    return;
+  }
+  global_push(u);
+  notify_work();
+}
+
+void Scheduler::notify_work() {
+  full_fence();
+  if (npidle.load(std::memory_order_relaxed) > 0 && nmspinning.load(std::memory_order_relaxed) == 0) wake_one();
+}
+
+void Scheduler::wake_one() {
+  int zero = 0;
+  if (!nmspinning.compare_exchange_strong(zero, 1, std::memory_order_acq_rel)) return;
+  Worker* w = nullptr;
+  {
+    LockGuard<KltMutex> g(idle_lock);
+    if (!idle.empty()) {
+      w = idle.back();
+      idle.pop_back();
+      w->in_idle_set = false;
+      w->woken_spinning = true;  // it starts spinning, on our nmspinning count
+      npidle.fetch_sub(1, std::memory_order_acq_rel);
+    }
+  }
+  if (w == nullptr) {
+    nmspinning.fetch_sub(1, std::memory_order_acq_rel);
+    return;
+  }
+  w->poller->wake();
+}
+
+void Scheduler::wake_worker(Worker* w) {
+  full_fence();
+  if (w == current_worker()) return;
+  {
+    LockGuard<KltMutex> g(idle_lock);
+    if (w->in_idle_set) {
+      auto it = std::find(idle.begin(), idle.end(), w);
+      if (it != idle.end()) idle.erase(it);
+      w->in_idle_set = false;
+      npidle.fetch_sub(1, std::memory_order_acq_rel);
+    }
+  }
+  w->poller->wake();
+}
+
+bool Scheduler::remove_idle(Worker* w, bool* was_woken_spinning) {
+  LockGuard<KltMutex> g(idle_lock);
+  *was_woken_spinning = w->woken_spinning;
+  w->woken_spinning = false;
+  if (!w->in_idle_set) return false;
+  auto it = std::find(idle.begin(), idle.end(), w);
+  if (it != idle.end()) idle.erase(it);
+  w->in_idle_set = false;
+  npidle.fetch_sub(1, std::memory_order_acq_rel);
+  return true;
+}
+
+// ---------------------------------------------------------------------------
+// The scheduler loop
+// ---------------------------------------------------------------------------
+
+void Worker::fire_timers(int64_t now) {
+  TimerEntry e;
+  while (timers.pop_expired(now, &e)) {
+    uint64_t seq = e.seq;
+    if (e.ult->timer_seq.compare_exchange_strong(seq, seq + 1, std::memory_order_acq_rel)) unpark(e.ult);
+  }
+}
+
+Ult* Worker::find_runnable() {
+  Scheduler* s = sched;
+  for (;;) {
+    if (stop.load(std::memory_order_acquire)) return nullptr;
+    // Yielded ULTs become visible to thieves (and to retirement) here.
+    if (yq_head != nullptr) {
+      bool act_now = active();
+      for (Ult* u; (u = yq_pop()) != nullptr;) {
+        if (!act_now || !deque.push(u)) s->global_push(u);
+      }
+      s->notify_work();
+    }
+    if (!timers.empty()) fire_timers(monotonic_ns());
+    poller->poll();
+    if (Ult* u = inbox_pop()) return u;
+
+    bool act = active();
+    if (act) {
+      retired_flushed = false;
+      if ((tick % kGlobalEvery) == 0) {
+        if (Ult* u = s->global_pop_batch(this)) return u;
+      }
+      if (run_next.load(std::memory_order_relaxed) != nullptr) {
+        if (Ult* u = run_next.exchange(nullptr, std::memory_order_acquire)) return u;
+      }
+      if (Ult* u = deque.pop()) return u;
+      if (Ult* u = s->global_pop_batch(this)) {
+        if (spinning) {
+          spinning = false;
+          if (s->nmspinning.fetch_sub(1, std::memory_order_acq_rel) == 1) s->notify_work();
+        }
+        return u;
+      }
+
+      // Steal, as a spinner; at most half the busy workers spin at once.
+      int nact = s->active.load(std::memory_order_relaxed);
+      if (nact > 1 &&
+          (spinning || 2 * s->nmspinning.load(std::memory_order_relaxed) <
+                           nact - s->npidle.load(std::memory_order_relaxed))) {
+        if (!spinning) {
+          spinning = true;
+          s->nmspinning.fetch_add(1, std::memory_order_acq_rel);
+        }
+        for (int round = 0; round < kStealRounds; ++round) {
+          int start = static_cast<int>(next_random(&rng) % static_cast<uint64_t>(nact));
+          for (int i = 0; i < nact; ++i) {
+            int v = (start + i) % nact;
+            if (v == index) continue;
+            Worker* victim = s->workers[v].get();
+            Ult* u = victim->deque.steal();
+            if (u == nullptr && round == kStealRounds - 1 &&
+                victim->run_next.load(std::memory_order_relaxed) != nullptr)
+              u = victim->run_next.exchange(nullptr, std::memory_order_acq_rel);
+            if (u != nullptr) {
+              bump(steals);
+              spinning = false;
+              if (s->nmspinning.fetch_sub(1, std::memory_order_acq_rel) == 1) s->notify_work();
+              return u;
+            }
+          }
+          cpu_relax();
+        }
+      }
+    } else if (!retired_flushed) {
+      // Retired by set_concurrency: hand the queued ULTs to the others.
+      retired_flushed = true;
+      Ult* u;
+      while ((u = deque.pop()) != nullptr) s->global_push(u);
+      if ((u = run_next.exchange(nullptr, std::memory_order_acq_rel)) != nullptr) s->global_push(u);
+      s->notify_work();
+    }
+
+    // Nothing to do: announce that we sleep, then look once more (the
+    // handshake in the comment at the top of this file).
+    if (act) {
+      LockGuard<KltMutex> g(s->idle_lock);
+      s->idle.push_back(this);
+      in_idle_set = true;
+      s->npidle.fetch_add(1, std::memory_order_acq_rel);
+    }
+    if (spinning) {
+      spinning = false;
+      s->nmspinning.fetch_sub(1, std::memory_order_acq_rel);
+    }
+    full_fence();
+    bool work = inbox_count.load(std::memory_order_acquire) != 0 || stop.load(std::memory_order_acquire);
+    if (!work && !timers.empty() && timers.earliest() <= monotonic_ns()) work = true;
+    if (!work && act) {
+      work = s->global_count.load(std::memory_order_acquire) != 0;
+      int nact = s->active.load(std::memory_order_relaxed);
+      for (int v = 0; !work && v < nact; ++v) {
+        Worker* o = s->workers[v].get();
+        work = !o->deque.empty_approx() || o->run_next.load(std::memory_order_relaxed) != nullptr;
+      }
+      if (!work && s->active.load(std::memory_order_relaxed) <= index) work = true;  // retired meanwhile
+    }
+    if (!work) {
+      bump(sleeps);
+      poller->wait(timers.earliest());
+    }
+    bool woken_spinning = false;
+    if (act) s->remove_idle(this, &woken_spinning);
+    if (woken_spinning) {
+      // wake_one counted us as a spinner.
+      if (spinning) {
+        s->nmspinning.fetch_sub(1, std::memory_order_acq_rel);
+      } else {
+        spinning = true;
+      }
+    }
+  }
+}
+
+void Worker::loop() {
+  for (;;) {
+    Ult* u = find_runnable();
+    if (u == nullptr) break;
+    WEFT_DCHECK(u->home == nullptr || u->home == this, "ULT %u runs off its home worker", u->index);
+    u->worker = this;
+    current = u;
+    ++tick;
+    until_loop = kGlobalEvery;
+    bump(switches);
+    uintptr_t t = reinterpret_cast<uintptr_t>(sys::context_switch(&sched_ctx, &u->ctx, nullptr));
+    current = nullptr;
+    handle_transfer(this, t);
+    SwitchAction a = decode_action(t);
+    if (is_bound && (a == SwitchAction::kExit || a == SwitchAction::kExitRelease)) {
+      sched->bound_done(this);  // our ULT is gone: back to the spare list
+    }
+    if (spinning) {  // defensive: a spinner never runs ULTs
+      spinning = false;
+      sched->nmspinning.fetch_sub(1, std::memory_order_acq_rel);
+    }
+  }
+}
+
+}  // namespace weft::rt

@@ -1,0 +1,253 @@
+// runtime/scheduler.h — workers, the scheduler that owns them, and the
+// operations ULTs use to switch, park and exit. The design comment is at the
+// top of scheduler.cc.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "runtime/death_row.h"
+#include "runtime/locks.h"
+#include "runtime/poller.h"
+#include "runtime/timer_heap.h"
+#include "runtime/ult.h"
+#include "runtime/work_deque.h"
+#include "sys/context.h"
+#include "sys/klt.h"
+#include "weft/runtime.h"
+
+namespace weft::rt {
+
+inline constexpr size_t kDequeCapacity = 256;
+
+// What the context that switches away asks the context it switches to to do
+// once the switch is complete (the switcher is then off its stack). Packed
+// with the switcher's descriptor (64-byte aligned) into the transfer value.
+enum class SwitchAction : uintptr_t {
+  kNone = 0,         // nothing (scheduler -> ULT)
+  kRequeue = 1,      // yield: put the ULT back on a run queue
+  kFinishPark = 2,   // park: kParking -> kParked, or requeue if woken meanwhile
+  kExit = 3,         // exit: the stack is free; someone else releases the ULT
+  kExitRelease = 4,  // exit: the stack is free and the ULT is released here
+};
+
+// A kernel thread running ULTs. Fields are grouped by who may touch them.
+struct alignas(64) Worker {
+  // --- fixed at creation ------------------------------------------------------
+  struct Scheduler* sched = nullptr;
+  int index = -1;                 // position in Scheduler::workers; -1 for bound workers
+  bool is_bound = false;          // runs only the bound ULTs in its inbox
+  sys::Klt* klt = nullptr;
+  std::atomic<int> tid{0};
+  std::unique_ptr<Poller> poller;
+
+  // --- owner only (the worker's KLT: its scheduler loop and its ULTs) ---------
+  sys::Context sched_ctx;         // the KLT's own stack, where loop() runs
+  Ult* current = nullptr;         // ULT running now; null while in loop()
+  uint64_t tick = 0;              // scheduler-loop passes
+  uint32_t until_loop = 1;        // direct switches left before one goes via loop()
+  int* errno_ptr = nullptr;       // this KLT's errno (fixed for the KLT's life)
+  void* eh_globals = nullptr;     // this KLT's __cxa_eh_globals (fixed likewise)
+  uint64_t rng = 0;
+  bool spinning = false;          // counted in Scheduler::nmspinning
+  bool retired_flushed = false;   // inactive and its queues handed to the global queue
+  LocalCache cache;               // recycled descriptors with stacks
+  TimerHeap timers;               // timed parks registered while running here
+  // ULTs that yielded here, FIFO, not stealable: yield between ULTs of one
+  // worker then needs no atomic operation. Every scheduler-loop pass moves
+  // them to the deque, where thieves can see them; the worker never sleeps
+  // while this queue holds a ULT.
+  Ult* yq_head = nullptr;
+  Ult* yq_tail = nullptr;
+
+  // --- shared ---------------------------------------------------------------
+  WorkDeque<Ult, kDequeCapacity> deque;  // owner pushes/pops, anyone steals
+  std::atomic<Ult*> run_next{nullptr};   // woken ULT to run next; thieves may take it
+  KltMutex inbox_lock;                   // guards inbox_head/tail
+  Ult* inbox_head = nullptr;             // ULTs that must run here (pinned, bound)
+  Ult* inbox_tail = nullptr;
+  std::atomic<uint32_t> inbox_count{0};
+  bool woken_spinning = false;           // guarded by Scheduler::idle_lock
+  bool in_idle_set = false;              // guarded by Scheduler::idle_lock
+  std::atomic<bool> stop{false};         // leave loop() (shutdown, or spare bound worker)
+
+  // --- counters: the owner increments, anyone reads ---------------------------
+  std::atomic<uint64_t> switches{0}, steals{0}, parks{0}, sleeps{0}, reaped{0};
+  // Live accounting (see Scheduler::live_ults): ULTs spawned by ULTs running
+  // here, and ULTs that exited here. Release stores, acquire loads.
+  alignas(64) std::atomic<uint64_t> created{0};
+  std::atomic<uint64_t> exited{0};
+
+  bool active() const { return !is_bound && index < sched_active(); }
+  int sched_active() const;
+  void loop();
+  Ult* find_runnable();
+  Ult* pick_local(bool for_yield);
+  void init_thread_state();  // on the worker's own KLT, before loop()
+  void yq_push(Ult* u) {
+    u->next = nullptr;
+    if (yq_tail) yq_tail->next = u; else yq_head = u;
+    yq_tail = u;
+  }
+  Ult* yq_pop() {
+    Ult* u = yq_head;
+    if (u != nullptr) {
+      yq_head = u->next;
+      if (yq_head == nullptr) yq_tail = nullptr;
+      u->next = nullptr;
+    }
+    return u;
+  }
+  void inbox_push(Ult* u);
+  Ult* inbox_pop();
+  void fire_timers(int64_t now);
+};
+
+// One weft::Runtime's scheduler: the pool, its queues and its caches.
+struct alignas(64) Scheduler {
+  explicit Scheduler(const Options& o);
+  ~Scheduler();
+
+  absl::Status start();
+  absl::Status shutdown();
+  absl::Status set_concurrency(int n);
+  RuntimeStats stats() const;
+
+  // --- configuration (fixed) ---------------------------------------------------
+  Options opts;
+  int max_workers = 0;
+  PollerFactory poller_factory = nullptr;
+  void* poller_ctx = nullptr;
+  absl::Status start_status;
+
+  // --- the pool -------------------------------------------------------------------
+  std::vector<std::unique_ptr<Worker>> workers;   // size max_workers; slots filled on start
+  std::atomic<int> nworkers{0};                   // workers created: [0, nworkers)
+  std::atomic<int> active{0};                     // workers running ULTs: [0, active)
+  KltMutex concurrency_lock;                      // serialises set_concurrency/shutdown
+
+  // --- idle workers and spinning (see "Wake-ups" in scheduler.cc) ----------------
+  // npidle and nmspinning are read at every spawn and wake: keep them on
+  // their own line, away from anything written often.
+  alignas(64) std::atomic<int> npidle{0};
+  std::atomic<int> nmspinning{0};
+  alignas(64) KltMutex idle_lock;
+  std::vector<Worker*> idle;                      // active workers asleep in find_runnable
+
+  // --- global injection queue -------------------------------------------------------
+  alignas(64) KltMutex global_lock;
+  Ult* global_head = nullptr;
+  Ult* global_tail = nullptr;
+  std::atomic<int64_t> global_count{0};
+
+  // --- life ----------------------------------------------------------------------------
+  // Live ULTs are counted without a shared hot counter: each worker counts
+  // the ULTs spawned by its ULTs (Worker::created) and the ULTs that exited
+  // on it (Worker::exited); spawns from foreign threads are counted here.
+  // live_ults() reads all exited counters, then (after a fence) all created
+  // counters. If a ULT's exit is seen, its creation happened before it
+  // (release/acquire through the queues), so it is seen too; any ULT that
+  // was live at the instant between the two passes is counted in C and not
+  // in E. Hence C - E == 0 proves that at that instant no ULT was live, and
+  // then only a foreign spawn can make one: foreign spawns pass `gate`,
+  // which counts them in flight and which shutdown closes.
+  static constexpr uint64_t kClosed = uint64_t{1} << 63;
+  alignas(64) std::atomic<uint64_t> gate{0};            // foreign spawns in flight | kClosed
+  std::atomic<uint64_t> foreign_created{0};
+  std::atomic<uint32_t> exit_signal{0};                 // futex: exits during shutdown
+  alignas(64) std::atomic<bool> shutting_down{false};
+  std::atomic<bool> stopped{false};
+  uint64_t live_ults() const;
+
+  // --- monitor ----------------------------------------------------------------------------
+  sys::Klt* monitor = nullptr;
+  std::atomic<uint32_t> monitor_word{0};  // futex: 1 = stop
+  std::atomic<uint64_t> monitor_reaped{0};
+
+  // --- bound ULTs ------------------------------------------------------------------------
+  KltMutex bound_lock;
+  std::vector<std::unique_ptr<Worker>> bound_all;  // every bound worker ever made
+  std::vector<Worker*> bound_spare;                // idle, waiting for a bound ULT
+  std::atomic<int> bound_busy{0};
+
+  // --- operations -----------------------------------------------------------------------
+  // Makes a ULT created by spawn runnable for the first time; `local` is
+  // local_worker(this) (or null).
+  void submit_new(Ult* u, Worker* local);
+  // Makes a ULT runnable after unpark (or a requeue that must respect its home).
+  void make_runnable(Ult* u, Worker* here);
+  void global_push(Ult* u);
+  void global_push_list(Ult* head, Ult* tail, int64_t n);
+  Ult* global_pop_batch(Worker* w);
+  // The wake-up check after new work is published (see scheduler.cc).
+  void notify_work();
+  void wake_one();
+  void wake_worker(Worker* w);
+  bool remove_idle(Worker* w, bool* was_woken_spinning);
+  absl::StatusOr<Worker*> start_worker(int index);
+  absl::StatusOr<Worker*> take_bound_worker();
+  void bound_done(Worker* w);
+  absl::Status start_workers_locked(int n);
+
+  size_t default_stack_size = 0;   // Options::stack_size rounded to pages
+};
+
+inline int Worker::sched_active() const { return sched->active.load(std::memory_order_relaxed); }
+
+// The calling KLT's worker. Initial-exec TLS: every read is one %fs-relative
+// load, never a cached address (see HACKING.md: a ULT may migrate at any
+// call that can park it, so read this afresh after such a call).
+extern thread_local Worker* t_worker __attribute__((tls_model("initial-exec")));
+
+// The worker whose KLT is calling, or null on a foreign thread.
+inline Worker* current_worker() {
+  __asm__ volatile("" ::: "memory");
+  return t_worker;
+}
+inline void set_current_worker(Worker* w) { t_worker = w; }
+// The ULT running on the calling KLT, or null.
+inline Ult* current_ult() {
+  Worker* w = current_worker();
+  return w != nullptr ? w->current : nullptr;
+}
+// The calling worker if it is an active pool worker of `s` (so that its
+// deque, run_next and cache may be used), else null.
+inline Worker* local_worker(Scheduler* s) {
+  Worker* w = current_worker();
+  if (w == nullptr || w->sched != s || !w->active()) return nullptr;
+  return w;
+}
+
+// ULT-side operations. `self` must be the calling ULT.
+void yield_current(Ult* self);
+// Parks until unparked; may return spuriously (callers re-check their
+// condition in a loop). A wake-up that arrives before the park is kept as a
+// permit and makes it return at once.
+void park_current(Ult* self);
+// Parks until unparked or until deadline_ns (monotonic). Returns false if the
+// deadline passed (the timer won), true otherwise (possibly spurious).
+bool park_current_until(Ult* self, int64_t deadline_ns);
+[[noreturn]] void exit_current(Ult* self);
+// Makes a parked ULT runnable (or leaves a permit). Any thread.
+void unpark(Ult* u);
+
+// Creating and releasing ULTs (runtime/ult_life.cc).
+// `local` is local_worker(s) or null.
+Ult* create_ult(Scheduler* s, Worker* local, const SpawnOptions& o, const detail::Closure& c, absl::Status* err);
+// Recycles an exited ULT whose generation was already advanced (under its
+// join lock, by whoever decided who releases it).
+void release(Ult* u);
+void drain_local_cache(Worker* w);
+absl::Status join_ult(UltId id);
+absl::Status detach_ult(UltId id);
+
+// The SIGSEGV handler that reports stack overflows in ULTs (overflow.cc).
+void install_overflow_handler();
+
+// Entry of the monitor KLT (monitor.cc).
+void monitor_main(void* sched);
+
+}  // namespace weft::rt

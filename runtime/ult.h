@@ -1,0 +1,152 @@
+// runtime/ult.h — the ULT descriptor, its state word, and the ULT table.
+//
+// Descriptors are type-stable: they live in a process-wide table of chunks
+// that are never freed (the seed's "index into an array of thread
+// pointers"), so any id, however stale, can be checked against the
+// descriptor's generation without touching freed memory. A ULT id is
+// (generation << 32 | index). The generation changes when the descriptor is
+// released for reuse, which makes every older id stale.
+//
+// A descriptor's stack (with the ULT's closure at its top) is separate and
+// recycled with it through the death-row caches (runtime/death_row.h).
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+#include "runtime/locks.h"
+#include "sys/context.h"
+#include "sys/stack.h"
+
+namespace weft::rt {
+
+struct Worker;
+struct Scheduler;
+
+// The ULT state word. Only park/unpark/exit change it; being queued or
+// running does not (the scheduler's queues say where a live ULT is).
+//
+//   bits 0-1  state
+//     kLive     running, or runnable in exactly one queue
+//     kParking  decided to park, still on its stack or being switched off it
+//     kParked   off-CPU, in no queue; only unpark() makes it runnable
+//     kExited   its function returned; waiting for join/detach to release it
+//   bit 2     kWake: an unpark() arrived while the ULT was not kParked; the
+//             next park() consumes it and returns at once (a permit, as in
+//             Java's LockSupport), so a wake-up between "register as a
+//             waiter" and "park" is never lost.
+//
+// Legal transitions (who):
+//   kLive -> kLive|kWake            unpark() on a live ULT (anyone)
+//   kLive|kWake -> kLive            park() consumes the permit (the ULT)
+//   kLive -> kParking               park() (the ULT itself, by CAS)
+//   kParking -> kParking|kWake      unpark() while parking (anyone)
+//   kParking -> kParked             finish_park, after the switch (its worker)
+//   kParking|kWake -> kLive         finish_park sees the permit and requeues
+//   kParked -> kLive                unpark() (anyone, by CAS), then enqueues
+//   kLive -> kExited                the exit action, after the switch
+//   kExited -> kLive                spawn, when a released descriptor is reused
+namespace ult_state {
+inline constexpr uint32_t kLive = 0;
+inline constexpr uint32_t kParking = 1;
+inline constexpr uint32_t kParked = 2;
+inline constexpr uint32_t kExited = 3;
+inline constexpr uint32_t kStateMask = 3;
+inline constexpr uint32_t kWake = 4;
+}  // namespace ult_state
+
+// Somebody waiting in join(). Lives on the joiner's stack; the exiting side
+// reads `ult` before it sets `done`, and touches nothing after the wake.
+struct JoinWaiter {
+  struct Ult* ult = nullptr;           // the joining ULT, or null for a foreign thread
+  std::atomic<uint32_t> done{0};       // futex word for a foreign joiner
+};
+
+// One ULT-local value (weft::UltLocal).
+struct LocalSlot {
+  uint32_t key;
+  void* value;
+  void (*destroy)(void*);
+};
+
+struct alignas(64) Ult {
+  // --- switch path (hot) --------------------------------------------------
+  sys::Context ctx;
+  Worker* worker = nullptr;        // the worker running it, set by whoever resumes it
+  std::atomic<uint32_t> state{ult_state::kExited};
+  int saved_errno = 0;
+  void* eh_caught = nullptr;       // __cxa_eh_globals: caughtExceptions
+  unsigned eh_uncaught = 0;        //                   uncaughtExceptions
+  uint32_t pin_count = 0;          // written only by the ULT itself
+  Worker* home = nullptr;          // bound/pinned: must run only on this worker
+  Ult* next = nullptr;             // intrusive link: inbox, global queue, caches
+
+  // --- identity -----------------------------------------------------------
+  uint32_t index = 0;                       // position in the table (fixed)
+  std::atomic<uint32_t> generation{1};      // changes at every release
+  char name[32] = {};
+
+  // --- life -----------------------------------------------------------------
+  Scheduler* sched = nullptr;      // the runtime it belongs to
+  sys::Stack stack;                // its stack; the closure sits at its top
+  bool default_stack = false;      // stack has the runtime's default size (cacheable)
+  bool bound = false;              // runs on a KLT of its own
+  void* closure = nullptr;
+  void (*invoke)(void*) = nullptr;
+
+  // True from spawn until the context after its exit switch declares its
+  // stack free (SwitchAction::kExit). release() waits for false before the
+  // descriptor and stack can be reused: a joiner may run before the exiting
+  // ULT has finished switching away.
+  std::atomic<bool> on_stack{false};
+
+  // --- join (guarded by join_lock) -------------------------------------------
+  SpinLock join_lock;
+  bool exited = false;
+  bool detached = false;
+  JoinWaiter* joiner = nullptr;
+
+  // --- timed park -------------------------------------------------------------
+  // Each timed park takes a new sequence number; the timer and the wake-up
+  // race to advance it, and the winner decides whether the park timed out.
+  std::atomic<uint64_t> timer_seq{0};
+
+  // --- ULT-local storage -------------------------------------------------------
+  LocalSlot* locals = nullptr;     // malloc'd array, or null
+  uint32_t locals_count = 0;
+  uint32_t locals_capacity = 0;
+
+  // Makes every existing id of this descriptor stale. Caller holds join_lock.
+  friend void advance_generation(Ult* u) {
+    uint32_t g = u->generation.load(std::memory_order_relaxed) + 1;
+    u->generation.store(g == 0 ? 1 : g, std::memory_order_relaxed);
+  }
+
+  uint64_t id_value() const {
+    return (static_cast<uint64_t>(generation.load(std::memory_order_relaxed)) << 32) | index;
+  }
+};
+
+// The process-wide table of descriptors.
+namespace ult_table {
+
+// A descriptor from the table's free list, or a new one; nullptr only when
+// the table is full (2^24 descriptors) or memory is exhausted. Its state is
+// kExited, its generation the one its next id will carry.
+Ult* allocate();
+
+// Puts a descriptor with no stack back on the table's free list.
+void free(Ult* u);
+
+// The descriptor an id names, or nullptr when no descriptor has that index.
+// The caller must still compare the generation (under the join lock when it
+// acts on the answer).
+Ult* lookup(uint64_t id_value);
+
+// Descriptors created so far (for tests and stats).
+uint64_t size();
+
+}  // namespace ult_table
+
+}  // namespace weft::rt

@@ -1,0 +1,241 @@
+// runtime/ult_life.cc — creating, joining, detaching and releasing ULTs.
+//
+// Join protocol (all under the descriptor's join_lock, which also guards the
+// generation against release):
+//
+//   joiner                         exiting ULT (exit_current)      detacher
+//   lock; check generation         lock; exited = true;            lock; check generation
+//   exited? -> consume, release    waiter = joiner;                exited? -> release
+//   else joiner = &w; unlock       release_here = detached;        else detached = true
+//   wait until w.done              unlock; wake waiter             unlock
+//   release                        (release_here: the next context releases)
+//
+// Exactly one party releases: the exit path if the ULT was detached before
+// it exited, else whoever joins or detaches. The generation advances (every
+// id goes stale) under the join lock at the moment that party is decided —
+// by the exit path when a joiner or detach came first, else by the join or
+// detach that finds the ULT exited. release() then waits until the exited
+// ULT is off its stack (Ult::on_stack) before the descriptor is reused.
+#include <algorithm>
+#include <cstring>
+
+#include "runtime/death_row.h"
+#include "runtime/scheduler.h"
+#include "sys/futex.h"
+#include "sys/raw_log.h"
+
+namespace weft::rt {
+
+void* ult_entry_address();
+
+namespace {
+
+constexpr uint32_t kRefillBatch = 32;
+
+Ult* cache_pop(Worker* w) {
+  Ult* u = w->cache.head;
+  if (u != nullptr) {
+    w->cache.head = u->next;
+    --w->cache.count;
+    u->next = nullptr;
+  }
+  return u;
+}
+
+void cache_push(Worker* w, Ult* u) {
+  u->next = w->cache.head;
+  w->cache.head = u;
+  if (++w->cache.count > LocalCache::kCap) {
+    // Spill the older half to the death row.
+    uint32_t keep = LocalCache::kCap / 2;
+    Ult* last_kept = w->cache.head;
+    for (uint32_t i = 1; i < keep; ++i) last_kept = last_kept->next;
+    Ult* spill = last_kept->next;
+    last_kept->next = nullptr;
+    uint32_t n = w->cache.count - keep;
+    w->cache.count = keep;
+    death_row().put(spill, n, w->sched->default_stack_size);
+  }
+}
+
+}  // namespace
+
+// Drains a worker's cache into the death row (worker exit).
+void drain_local_cache(Worker* w) {
+  if (w->cache.head != nullptr) death_row().put(w->cache.head, w->cache.count, w->sched->default_stack_size);
+  w->cache.head = nullptr;
+  w->cache.count = 0;
+}
+
+Ult* create_ult(Scheduler* s, Worker* w, const SpawnOptions& o, const detail::Closure& c, absl::Status* err) {
+  size_t size = o.stack_size == 0 ? s->default_stack_size : sys::round_to_pages(o.stack_size);
+  if (c.size + 4096 > size) {
+    *err = absl::InvalidArgumentError("the callable does not fit on the ULT's stack");
+    return nullptr;
+  }
+  Ult* u = nullptr;
+  if (w != nullptr && size == s->default_stack_size) {
+    u = cache_pop(w);
+    if (u == nullptr) {
+      Ult* batch = nullptr;
+      uint32_t n = death_row().take_batch(size, kRefillBatch, &batch);
+      if (n > 0) {
+        u = batch;
+        for (Ult* rest = batch->next; rest != nullptr;) {
+          Ult* nx = rest->next;
+          rest->next = w->cache.head;
+          w->cache.head = rest;
+          ++w->cache.count;
+          rest = nx;
+        }
+        u->next = nullptr;
+      }
+    }
+  } else {
+    u = death_row().take(size);
+  }
+  if (u == nullptr) {
+    u = ult_table::allocate();
+    if (u == nullptr) {
+      *err = absl::ResourceExhaustedError("the ULT table is full (16,777,216 descriptors)");
+      return nullptr;
+    }
+    const char* what = nullptr;
+    int r = sys::stack_allocate(size, s->opts.guard_size, &u->stack, &what);
+    if (r != 0) {
+      ult_table::free(u);
+      *err = absl::ResourceExhaustedError(std::string("cannot map a ULT stack: ") + (what ? what : "") +
+                                          " (" + strerror(-r) + ")");
+      return nullptr;
+    }
+    death_row().count_mapped();
+  }
+  WEFT_DCHECK(u->state.load(std::memory_order_relaxed) == ult_state::kExited, "reused ULT %u not exited", u->index);
+  WEFT_DCHECK(!u->on_stack.load(std::memory_order_relaxed), "reused ULT %u still on its stack", u->index);
+
+  u->state.store(ult_state::kLive, std::memory_order_relaxed);
+  u->on_stack.store(true, std::memory_order_relaxed);
+  u->worker = nullptr;
+  u->saved_errno = 0;
+  u->eh_caught = nullptr;
+  u->eh_uncaught = 0;
+  u->pin_count = 0;
+  u->home = nullptr;
+  u->next = nullptr;
+  u->sched = s;
+  u->bound = false;
+  u->exited = false;
+  u->detached = false;
+  u->joiner = nullptr;
+  size_t n = std::min(o.name.size(), sizeof u->name - 1);
+  memcpy(u->name, o.name.data(), n);
+  u->name[n] = '\0';
+
+  // The closure sits at the top of the stack; the first frame starts below.
+  uintptr_t top = reinterpret_cast<uintptr_t>(u->stack.hi());
+  size_t align = c.align < 16 ? 16 : c.align;
+  uintptr_t obj = (top - c.size) & ~(static_cast<uintptr_t>(align) - 1);
+  c.move_to(reinterpret_cast<void*>(obj), c.src);
+  u->closure = reinterpret_cast<void*>(obj);
+  u->invoke = c.invoke_and_destroy;
+  sys::context_init(&u->ctx, u->stack.lo(), obj - reinterpret_cast<uintptr_t>(u->stack.lo()),
+                    reinterpret_cast<sys::ContextEntry>(ult_entry_address()), u);
+  return u;
+}
+
+void release(Ult* u) {
+  while (u->on_stack.load(std::memory_order_acquire)) cpu_relax();
+  free(u->locals);
+  u->locals = nullptr;
+  u->locals_count = 0;
+  u->locals_capacity = 0;
+  sys::context_destroy(&u->ctx);
+  u->sched = nullptr;  // valid only while the ULT is live
+  u->next = nullptr;
+
+  Worker* w = current_worker();
+  if (w != nullptr && w->active() && u->stack.size() == w->sched->default_stack_size) {
+    cache_push(w, u);
+    w->reaped.store(w->reaped.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  } else {
+    death_row().put(u, 1, u->stack.size());
+  }
+}
+
+namespace {
+
+// The descriptor `id` names, locked, if the id is current. Returns null with
+// *err set otherwise.
+Ult* lock_by_id(UltId id, absl::Status* err) {
+  Ult* u = id.valid() ? ult_table::lookup(id.value()) : nullptr;
+  if (u == nullptr) {
+    *err = absl::NotFoundError("no ULT has this id (invalid or forged)");
+    return nullptr;
+  }
+  u->join_lock.lock();
+  if (u->generation.load(std::memory_order_relaxed) != id.generation()) {
+    u->join_lock.unlock();
+    *err = absl::NotFoundError("stale ULT id: the ULT was already joined or detached and released");
+    return nullptr;
+  }
+  return u;
+}
+
+}  // namespace
+
+absl::Status join_ult(UltId id) {
+  Ult* self = current_ult();
+  if (self != nullptr && self->id_value() == id.value())
+    return absl::FailedPreconditionError("a ULT cannot join itself");
+  absl::Status err;
+  Ult* u = lock_by_id(id, &err);
+  if (u == nullptr) return err;
+  if (u->detached) {
+    u->join_lock.unlock();
+    return absl::FailedPreconditionError("the ULT is detached");
+  }
+  if (u->joiner != nullptr) {
+    u->join_lock.unlock();
+    return absl::FailedPreconditionError("another caller is already joining this ULT");
+  }
+  if (u->exited) {
+    u->detached = true;  // consumed
+    advance_generation(u);
+    u->join_lock.unlock();
+    release(u);
+    return absl::OkStatus();
+  }
+  JoinWaiter w;
+  w.ult = self;
+  u->joiner = &w;
+  u->join_lock.unlock();
+  if (self != nullptr) {
+    while (w.done.load(std::memory_order_acquire) == 0) park_current(self);
+  } else {
+    while (w.done.load(std::memory_order_acquire) == 0) sys::futex_wait(&w.done, 0);
+  }
+  release(u);
+  return absl::OkStatus();
+}
+
+absl::Status detach_ult(UltId id) {
+  absl::Status err;
+  Ult* u = lock_by_id(id, &err);
+  if (u == nullptr) return err;
+  if (u->detached) {
+    u->join_lock.unlock();
+    return absl::FailedPreconditionError("the ULT is already detached");
+  }
+  if (u->joiner != nullptr) {
+    u->join_lock.unlock();
+    return absl::FailedPreconditionError("another caller is joining this ULT");
+  }
+  u->detached = true;
+  bool exited = u->exited;
+  if (exited) advance_generation(u);
+  u->join_lock.unlock();
+  if (exited) release(u);
+  return absl::OkStatus();
+}
+
+}  // namespace weft::rt
