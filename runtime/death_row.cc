@@ -5,11 +5,6 @@
 
 namespace weft::rt {
 
-DeathRow& death_row() {
-  static DeathRow* row = new DeathRow();  // never destroyed: ULTs may outlive statics
-  return *row;
-}
-
 Ult* DeathRow::take(size_t size) {
   Ult* head = nullptr;
   return take_batch(size, 1, &head) == 1 ? head : nullptr;

@@ -74,7 +74,7 @@ class DeathRow {
   std::atomic<uint64_t> mapped_{0};
 };
 
-// The process-wide death row.
+// The process-wide death row (Globals::death_row).
 DeathRow& death_row();
 
 }  // namespace weft::rt

@@ -3,11 +3,13 @@
 #include <sched.h>
 #include <time.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "runtime/death_row.h"
+#include "runtime/globals.h"
 #include "runtime/log.h"
 #include "runtime/scheduler.h"
 #include "sys/futex.h"
@@ -135,6 +137,10 @@ absl::Status Scheduler::start() {
     (void)shutdown();
     return start_status;
   }
+  {
+    LockGuard<KltMutex> rg(globals().runtimes_lock);
+    globals().runtimes.push_back(this);
+  }
   log().debug("runtime started: {} workers (max {}), {} KiB stacks, KLT backend {}", opts.workers,
               max_workers, default_stack_size / 1024, sys::klt_backend_name());
   return absl::OkStatus();
@@ -236,6 +242,11 @@ absl::Status Scheduler::shutdown() {
       if (w->klt != nullptr) sys::klt_join(w->klt);
       w->klt = nullptr;
     }
+  }
+  {
+    LockGuard<KltMutex> rg(globals().runtimes_lock);
+    auto& v = globals().runtimes;
+    v.erase(std::remove(v.begin(), v.end(), this), v.end());
   }
   log().debug("runtime stopped");
   return absl::OkStatus();
@@ -488,7 +499,6 @@ Pin::~Pin() {
 namespace detail {
 
 namespace {
-std::atomic<uint32_t> next_local_key{1};
 
 // Foreign threads' values: destroyed at thread exit.
 struct ThreadLocals {
@@ -501,7 +511,7 @@ struct ThreadLocals {
 thread_local ThreadLocals thread_locals;
 }  // namespace
 
-uint32_t ult_local_new_key() { return next_local_key.fetch_add(1, std::memory_order_relaxed); }
+uint32_t ult_local_new_key() { return rt::globals().next_local_key.fetch_add(1, std::memory_order_relaxed); }
 
 void* ult_local_get(uint32_t key, void* (*make)(), void (*destroy)(void*)) {
   rt::Ult* self = rt::current_ult();

@@ -528,7 +528,20 @@ void Worker::fire_timers(int64_t now) {
   }
 }
 
+// A spinner that found work stops spinning; if it was the last spinner there
+// may be more work than it can take, so it wakes another (Go's resetspinning).
+void Worker::stop_spinning() {
+  spinning = false;
+  if (sched->nmspinning.fetch_sub(1, std::memory_order_acq_rel) == 1) sched->notify_work();
+}
+
 Ult* Worker::find_runnable() {
+  Ult* u = find_runnable_inner();
+  if (u != nullptr && spinning) stop_spinning();
+  return u;
+}
+
+Ult* Worker::find_runnable_inner() {
   Scheduler* s = sched;
   for (;;) {
     if (stop.load(std::memory_order_acquire)) return nullptr;
@@ -554,13 +567,7 @@ Ult* Worker::find_runnable() {
         if (Ult* u = run_next.exchange(nullptr, std::memory_order_acquire)) return u;
       }
       if (Ult* u = deque.pop()) return u;
-      if (Ult* u = s->global_pop_batch(this)) {
-        if (spinning) {
-          spinning = false;
-          if (s->nmspinning.fetch_sub(1, std::memory_order_acq_rel) == 1) s->notify_work();
-        }
-        return u;
-      }
+      if (Ult* u = s->global_pop_batch(this)) return u;
 
       // Steal, as a spinner; at most half the busy workers spin at once.
       int nact = s->active.load(std::memory_order_relaxed);
@@ -583,8 +590,6 @@ Ult* Worker::find_runnable() {
               u = victim->run_next.exchange(nullptr, std::memory_order_acq_rel);
             if (u != nullptr) {
               bump(steals);
-              spinning = false;
-              if (s->nmspinning.fetch_sub(1, std::memory_order_acq_rel) == 1) s->notify_work();
               return u;
             }
           }
@@ -658,10 +663,7 @@ void Worker::loop() {
     if (is_bound && (a == SwitchAction::kExit || a == SwitchAction::kExitRelease)) {
       sched->bound_done(this);  // our ULT is gone: back to the spare list
     }
-    if (spinning) {  // defensive: a spinner never runs ULTs
-      spinning = false;
-      sched->nmspinning.fetch_sub(1, std::memory_order_acq_rel);
-    }
+    WEFT_DCHECK(!spinning, "worker %d ran a ULT while counted as spinning", index);
   }
 }
 

@@ -85,6 +85,8 @@ struct alignas(64) Worker {
   int sched_active() const;
   void loop();
   Ult* find_runnable();
+  Ult* find_runnable_inner();
+  void stop_spinning();
   Ult* pick_local(bool for_yield);
   void init_thread_state();  // on the worker's own KLT, before loop()
   void yq_push(Ult* u) {

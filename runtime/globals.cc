@@ -1,0 +1,12 @@
+#include "runtime/globals.h"
+
+namespace weft::rt {
+
+Globals& globals() {
+  static Globals* g = new Globals();
+  return *g;
+}
+
+DeathRow& death_row() { return globals().death_row; }
+
+}  // namespace weft::rt
