@@ -54,8 +54,11 @@ int klt_tid(Klt* k);
 // "clone" or "pthread".
 const char* klt_backend_name();
 
-// Validates the backend (for clone: glibc's thread layout) without creating
-// a thread. Idempotent. Returns 0 or -ENOTSUP with *what set.
+// Prepares the backend (for clone: validates glibc's thread layout and makes
+// glibc multi-threaded, which creates and joins one pthread). Idempotent.
+// Returns 0; -ENOTSUP with *what set when this glibc is not supported; or a
+// transient thread-creation error (-EAGAIN, -ENOMEM) that a later call may
+// not repeat.
 int klt_backend_init(const char** what = nullptr);
 
 }  // namespace weft::sys

@@ -1,7 +1,9 @@
 // sys/klt_pthread.cc — the pthread KLT backend, for sanitizer builds.
 //
-// Same contract as the clone backend (klt.h); glibc allocates the stack and
-// TLS. The tid is published by the new thread; klt_tid waits for it.
+// Same contract as the clone backend (klt.h). The stack is weft's own
+// (sys/stack.h, so a stack that cannot be mapped is -ENOMEM as promised,
+// not glibc's EAGAIN); glibc allocates the TLS. The tid is published by the
+// new thread; klt_tid waits for it, and reads 0 once the thread has exited.
 #include <pthread.h>
 #include <sys/prctl.h>
 
@@ -21,7 +23,9 @@ struct Klt {
   KltMain fn;
   void* arg;
   pthread_t thread;
-  std::atomic<uint32_t> tid{0};  // 0 until the thread has published gettid()
+  std::atomic<uint32_t> tid{0};     // 0 until the thread has published gettid()
+  std::atomic<uint32_t> exited{0};  // 1 once fn has returned and the thread is leaving
+  Stack stack;
   AltStack alt;
   sigset_t mask;
   char name[16];
@@ -41,6 +45,7 @@ void* klt_entry(void* p) {
   memset(&all, 0xff, sizeof all);
   sigprocmask(SIG_SETMASK, &all, nullptr);
   if (k->alt.stack.base != nullptr) altstack_uninstall();
+  k->exited.store(1, std::memory_order_release);
   return nullptr;
 }
 
@@ -66,10 +71,16 @@ int klt_create(KltMain fn, void* arg, const KltOptions& opts, Klt** out, const c
       return r;
     }
   }
+  // glibc puts its TCB and static TLS at the top of a user stack: add room.
+  size_t size = round_to_pages(opts.stack_size < 65536 ? 65536 : opts.stack_size) + 64 * 1024;
+  if (int r = stack_allocate(size, opts.guard_size, &k->stack, what); r != 0) {
+    altstack_release(&k->alt);
+    delete k;
+    return r;
+  }
   pthread_attr_t attr;
   pthread_attr_init(&attr);
-  pthread_attr_setstacksize(&attr, round_to_pages(opts.stack_size < 65536 ? 65536 : opts.stack_size));
-  pthread_attr_setguardsize(&attr, opts.guard_size);
+  pthread_attr_setstack(&attr, k->stack.lo(), k->stack.size());
 
   sigset_t all, old;
   memset(&all, 0xff, sizeof all);
@@ -79,8 +90,9 @@ int klt_create(KltMain fn, void* arg, const KltOptions& opts, Klt** out, const c
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
   pthread_attr_destroy(&attr);
   if (r != 0) {
-    if (what) *what = r == EAGAIN ? "pthread_create failed: too many threads or no memory" : "pthread_create failed";
+    if (what) *what = r == EAGAIN ? "pthread_create failed: too many threads (RLIMIT_NPROC or kernel.threads-max)" : "pthread_create failed";
     altstack_release(&k->alt);
+    stack_release(&k->stack);
     delete k;
     return -r;
   }
@@ -91,12 +103,14 @@ int klt_create(KltMain fn, void* arg, const KltOptions& opts, Klt** out, const c
 int klt_join(Klt* k) {
   pthread_join(k->thread, nullptr);
   altstack_release(&k->alt);
+  stack_release(&k->stack);
   delete k;
   return 0;
 }
 
 int klt_tid(Klt* k) {
   for (;;) {
+    if (k->exited.load(std::memory_order_acquire)) return 0;
     uint32_t t = k->tid.load(std::memory_order_acquire);
     if (t != 0) return static_cast<int>(t);
     futex_wait(&k->tid, 0);

@@ -12,9 +12,11 @@
 #include <netdb.h>
 #include <pthread.h>
 #include <resolv.h>
+#include <sched.h>
 #undef p_type  // resolv.h defines it as a macro; ElfW(Phdr) has a member of that name
 
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
@@ -193,19 +195,11 @@ const char* discover() {
   if (L.keys_count != L.specific_count * L.level2_count)
     return fail("PTHREAD_KEYS_MAX does not match the key-data levels");
 
-  // glibc's single-thread fast paths (lock-free malloc CAS, stdio without
-  // locks) are switched off only by pthread_create; raw KLTs need them off.
-  pthread_t t;
-  if (pthread_create(&t, nullptr, noop_thread, nullptr) != 0 || pthread_join(t, nullptr) != 0)
-    return fail("pthread_create failed while making glibc multi-threaded");
-
   // Validate everything against the calling thread.
   void* tp = tls_self();
   if (at<void*>(tp, kTcbTcb) != tp || at<void*>(tp, kTcbSelf) != tp ||
       reinterpret_cast<void*>(pthread_self()) != tp)
     return fail("the TCB self pointers (%fs:0, %fs:0x10) do not equal pthread_self()");
-  if (at<int>(tp, kTcbMultipleThreads) != 1)
-    return fail("tcbhead_t.multiple_threads is not at %fs:0x18");
   if (at<int>(tp, static_cast<long>(L.tid_off)) != gettid())
     return fail("struct pthread's tid field does not hold gettid()");
   if (at<void*>(tp, static_cast<long>(L.list_off)) == nullptr)
@@ -257,12 +251,44 @@ const char* discover() {
 }  // namespace
 
 int tls_init(const char** what) {
+  // The layout checks are facts about this glibc: computed once, cached.
   static const char* const failure = discover();
   if (failure != nullptr) {
     if (what) *what = failure;
     return -ENOTSUP;
   }
-  return 0;
+  // glibc's single-thread fast paths (lock-free malloc CAS, stdio without
+  // locks) are switched off only by pthread_create; raw KLTs need them off.
+  // This step can fail for passing reasons (memory, thread limits), so it is
+  // retried by the next call rather than cached.
+  static std::atomic<bool> multithreaded{false};
+  static std::atomic_flag busy = ATOMIC_FLAG_INIT;
+  if (multithreaded.load(std::memory_order_acquire)) return 0;
+  while (busy.test_and_set(std::memory_order_acquire)) sched_yield();
+  int result = 0;
+  if (!multithreaded.load(std::memory_order_relaxed)) {
+    pthread_t t;
+    int r = pthread_create(&t, nullptr, noop_thread, nullptr);
+    if (r != 0) {
+      if (what) *what = "pthread_create failed while making glibc multi-threaded (transient: retry)";
+      result = -r;
+    } else {
+      pthread_join(t, nullptr);
+      if (at<int>(tls_self(), kTcbMultipleThreads) != 1) {
+        static char message[160];
+        snprintf(message, sizeof message,
+                 "weft: glibc %s is not supported by the raw-clone KLT backend: "
+                 "tcbhead_t.multiple_threads is not at %%fs:0x18",
+                 gnu_get_libc_version());
+        if (what) *what = message;
+        result = -ENOTSUP;
+      } else {
+        multithreaded.store(true, std::memory_order_release);
+      }
+    }
+  }
+  busy.clear(std::memory_order_release);
+  return result;
 }
 
 void* tls_allocate() {
@@ -330,12 +356,14 @@ void tls_thread_start(void* tp, void* res) {
 }
 
 void tls_thread_finish(void* tp, void* res) {
-  // The order of glibc's own start_thread: C++ thread_local destructors, then
-  // pthread-key destructors.
-  L.call_tls_dtors();
-
+  // glibc's own order: C++ thread_local destructors, then pthread-key
+  // destructors. A key destructor may touch a thread_local with a
+  // destructor, registering it anew, so repeat both until neither has
+  // anything left (the registration list lives in libc's TLS block, which
+  // the next KLT inherits: it must be empty here).
   char** specific = reinterpret_cast<char**>(static_cast<char*>(tp) + L.specific_off);
   for (int round = 0; round < kKeyDestructorRounds; ++round) {
+    L.call_tls_dtors();
     bool again = false;
     for (size_t i = 0; i < L.specific_count; ++i) {
       char* level2 = specific[i];
@@ -357,12 +385,15 @@ void tls_thread_finish(void* tp, void* res) {
     }
     if (!again) break;
   }
+  L.call_tls_dtors();
   for (size_t i = 1; i < L.specific_count; ++i) {  // specific[0] is the inline block
     free(specific[i]);
     specific[i] = nullptr;
   }
 
   uselocale(LC_GLOBAL_LOCALE);  // the next owner of this libc block starts global
+  while (dlerror() != nullptr) {
+  }  // frees a pending dlerror result, which the next owner would otherwise see
   auto* rs = static_cast<res_state>(res);
   if (rs->nscount != 0) L.res_nclose(rs);  // a zeroed state was never initialised
 }

@@ -23,7 +23,8 @@
 // tls_allocate() gives it to the new thread, which adopts the dead thread's
 // malloc cache. Per-thread values that must start fresh are reset by
 // tls_thread_start (errno, h_errno, ctype tables, resolver state) and
-// tls_thread_finish (locale). At most kHeritageCap copies are kept; beyond
+// tls_thread_finish (locale, dlerror state; the thread_local destructor list
+// is empty by then). At most kHeritageCap copies are kept; beyond
 // that a dead thread's malloc cache is leaked and counted.
 //
 // Every glibc-internal offset used here is discovered at run time (glibc's
@@ -38,9 +39,11 @@
 
 namespace weft::sys {
 
-// Discovers and validates glibc's thread layout. Idempotent and thread-safe;
-// the first call also makes glibc multi-threaded (one pthread_create + join).
-// Returns 0, or -ENOTSUP with `*what` naming the check that failed.
+// Discovers and validates glibc's thread layout (once; the answer is
+// cached), then makes glibc multi-threaded with one pthread_create + join
+// (until that has succeeded once). Idempotent and thread-safe. Returns 0;
+// -ENOTSUP with `*what` naming the check that failed; or pthread_create's
+// error (-EAGAIN, -ENOMEM), which a later call may not repeat.
 int tls_init(const char** what);
 
 // Allocates a TCB with its static TLS block and DTV and fills in the header
