@@ -395,7 +395,7 @@ Ult spawn(Runtime* rt_handle, const SpawnOptions& opts, const Closure& c) {
   // the runtime cannot reach zero live ULTs meanwhile. Any other spawn goes
   // through the gate, which shutdown closes (scheduler.h, live accounting).
   rt::Worker* local = rt::current_worker();
-  if (local != nullptr && (local->sched != s || local->current == nullptr)) local = nullptr;
+  if (local != nullptr && (local->sched != s || local->current.load(std::memory_order_relaxed) == nullptr)) local = nullptr;
   if (local == nullptr && (s->gate.fetch_add(1, std::memory_order_acq_rel) & rt::Scheduler::kClosed)) {
     s->gate.fetch_sub(1, std::memory_order_acq_rel);
     return UltAccess::make(UltId(), absl::FailedPreconditionError("the runtime is shut down"));
@@ -482,7 +482,7 @@ Pin::Pin() {
   rt::Ult* self = rt::current_ult();
   active_ = self != nullptr;
   if (!active_) return;
-  if (self->pin_count++ == 0 && !self->bound) self->home = self->worker;
+  if (self->pin_count++ == 0 && !self->bound) self->home = self->worker.load(std::memory_order_relaxed);
 }
 
 Pin::~Pin() {

@@ -59,6 +59,18 @@
 //   spinner that finds work and was the last spinner wakes another idle
 //   worker (there may be more work). ULTs that must run on one worker (its
 //   inbox) wake that worker directly (wake_worker) after the same fence.
+//
+//   Deferred notify. A worker that queues a ULT on its own empty deque or
+//   run_next (spawn then join; wake a partner then park) is about to run it
+//   itself; waking an idle worker for it costs a futex wake (microseconds
+//   here) and usually finds nothing to steal. So such a push only sets
+//   notify_deferred. At the worker's next switch, after it took the next
+//   ULT off its queues, settle_deferred_notify() runs notify_work() if work
+//   is still queued; the monitor does the same for a worker that has not
+//   switched for a tick (a ULT that spawns and then computes). A push onto
+//   a non-empty deque (surplus work) notifies at once. The work is never
+//   lost — the pushing worker runs its own queues — only parallelism can
+//   be delayed, by at most one monitor tick.
 #include "runtime/scheduler.h"
 
 #include <cxxabi.h>
@@ -176,20 +188,21 @@ void handle_transfer(Worker* w, uintptr_t t) {
 // worker's scheduler loop, asking for `action`. Returns when `self` is
 // resumed, on whatever worker that is.
 void switch_from(Ult* self, Ult* next, SwitchAction action) {
-  Worker* w = self->worker;
+  Worker* w = self->worker.load(std::memory_order_relaxed);
+  if (w->notify_deferred) w->sched->settle_deferred_notify(w);
   save_thread_state(self, w);
   sys::Context* to;
   if (next != nullptr) {
-    next->worker = w;
-    w->current = next;
+    next->worker.store(w, std::memory_order_relaxed);
+    w->current.store(next, std::memory_order_relaxed);
     bump(w->switches);
     to = &next->ctx;
   } else {
-    w->current = nullptr;
+    w->current.store(nullptr, std::memory_order_relaxed);
     to = &w->sched_ctx;
   }
   uintptr_t t = reinterpret_cast<uintptr_t>(sys::context_switch(&self->ctx, to, reinterpret_cast<void*>(encode(self, action))));
-  w = self->worker;  // the worker that resumed us
+  w = self->worker.load(std::memory_order_relaxed);  // the worker that resumed us
   handle_transfer(w, t);
   restore_thread_state(self, w);
 }
@@ -197,8 +210,9 @@ void switch_from(Ult* self, Ult* next, SwitchAction action) {
 [[noreturn]] void ult_entry(void* transfer, void* arg) {
   sys::context_entered();
   Ult* self = static_cast<Ult*>(arg);
-  handle_transfer(self->worker, reinterpret_cast<uintptr_t>(transfer));
-  fresh_thread_state(self->worker);
+  Worker* w = self->worker.load(std::memory_order_relaxed);
+  handle_transfer(w, reinterpret_cast<uintptr_t>(transfer));
+  fresh_thread_state(w);
   try {
     self->invoke(self->closure);
   } catch (const std::exception& e) {
@@ -244,7 +258,7 @@ Ult* Worker::pick_local(bool for_yield) {
 }
 
 void yield_current(Ult* self) {
-  Worker* w = self->worker;
+  Worker* w = self->worker.load(std::memory_order_relaxed);
   Ult* next = w->pick_local(true);
   if (next == nullptr) {
     // Nothing local. If the scheduler loop has work for us (global queue,
@@ -268,13 +282,13 @@ void park_current(Ult* self) {
     }
     if (self->state.compare_exchange_weak(s, ult_state::kParking, std::memory_order_acq_rel)) break;
   }
-  Worker* w = self->worker;
+  Worker* w = self->worker.load(std::memory_order_relaxed);
   switch_from(self, w->pick_local(false), SwitchAction::kFinishPark);
 }
 
 bool park_current_until(Ult* self, int64_t deadline_ns) {
   uint64_t seq = self->timer_seq.load(std::memory_order_acquire);
-  self->worker->timers.push(TimerEntry{deadline_ns, self, seq});
+  self->worker.load(std::memory_order_relaxed)->timers.push(TimerEntry{deadline_ns, self, seq});
   park_current(self);
   // Cancel the timer by advancing the sequence; if the timer advanced it
   // first, it fired: the park timed out.
@@ -329,7 +343,7 @@ void exit_current(Ult* self) {
   if (waiter != nullptr || release_here) advance_generation(self);
   self->join_lock.unlock();
 
-  Worker* w = self->worker;
+  Worker* w = self->worker.load(std::memory_order_relaxed);
 
   Ult* next = nullptr;
   if (waiter != nullptr) {
@@ -352,14 +366,15 @@ void exit_current(Ult* self) {
     sys::futex_wake(&s->exit_signal, 1);
   }
   if (next == nullptr) next = w->pick_local(false);
+  if (w->notify_deferred) s->settle_deferred_notify(w);
   if (next != nullptr) {
-    next->worker = w;
-    w->current = next;
+    next->worker.store(w, std::memory_order_relaxed);
+    w->current.store(next, std::memory_order_relaxed);
     bump(w->switches);
     sys::context_exit_to(&self->ctx, &next->ctx,
                          reinterpret_cast<void*>(encode(self, release_here ? SwitchAction::kExitRelease : SwitchAction::kExit)));
   }
-  w->current = nullptr;
+  w->current.store(nullptr, std::memory_order_relaxed);
   sys::context_exit_to(&self->ctx, &w->sched_ctx,
                        reinterpret_cast<void*>(encode(self, release_here ? SwitchAction::kExitRelease : SwitchAction::kExit)));
 }
@@ -438,10 +453,15 @@ void Scheduler::submit_new(Ult* u, Worker* local) {
     wake_worker(u->home);
     return;
   }
-  if (local != nullptr && local->deque.push(u)) {
-    // A lone active worker has nobody to wake: it runs its own deque.
-    if (active.load(std::memory_order_relaxed) > 1) notify_work();
-    return;
+  if (local != nullptr) {
+    bool had_work = !local->deque.owner_empty();
+    if (local->deque.push(u)) {
+      // A lone active worker has nobody to wake: it runs its own deque.
+      if (active.load(std::memory_order_relaxed) > 1) {
+        if (had_work) notify_work(); else local->notify_deferred = true;
+      }
+      return;
+    }
   }
   global_push(u);
   notify_work();
@@ -455,12 +475,21 @@ void Scheduler::make_runnable(Ult* u, Worker* here) {
   }
   if (here != nullptr && here->sched == this && !here->is_bound && here->active() && here == current_worker()) {
     Ult* old = here->run_next.exchange(u, std::memory_order_acq_rel);
-    if (old != nullptr && !here->deque.push(old)) global_push(old);
-    notify_work();
+    if (old != nullptr) {
+      if (!here->deque.push(old)) global_push(old);
+      notify_work();
+    } else {
+      here->notify_deferred = true;
+    }
     return;
   }
   global_push(u);
   notify_work();
+}
+
+void Scheduler::settle_deferred_notify(Worker* w) {
+  w->notify_deferred = false;
+  if (!w->deque.owner_empty() || w->run_next.load(std::memory_order_relaxed) != nullptr) notify_work();
 }
 
 void Scheduler::notify_work() {
@@ -651,13 +680,14 @@ void Worker::loop() {
     Ult* u = find_runnable();
     if (u == nullptr) break;
     WEFT_DCHECK(u->home == nullptr || u->home == this, "ULT %u runs off its home worker", u->index);
-    u->worker = this;
-    current = u;
+    if (notify_deferred) sched->settle_deferred_notify(this);
+    u->worker.store(this, std::memory_order_relaxed);
+    current.store(u, std::memory_order_relaxed);
     ++tick;
     until_loop = kGlobalEvery;
     bump(switches);
     uintptr_t t = reinterpret_cast<uintptr_t>(sys::context_switch(&sched_ctx, &u->ctx, nullptr));
-    current = nullptr;
+    current.store(nullptr, std::memory_order_relaxed);
     handle_transfer(this, t);
     SwitchAction a = decode_action(t);
     if (is_bound && (a == SwitchAction::kExit || a == SwitchAction::kExitRelease)) {

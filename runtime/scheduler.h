@@ -46,13 +46,20 @@ struct alignas(64) Worker {
 
   // --- owner only (the worker's KLT: its scheduler loop and its ULTs) ---------
   sys::Context sched_ctx;         // the KLT's own stack, where loop() runs
-  Ult* current = nullptr;         // ULT running now; null while in loop()
+  // ULT running now; null while in loop(). Written only by the owner;
+  // read by others (adaptive mutex spinning, overflow reports): relaxed.
+  std::atomic<Ult*> current{nullptr};
   uint64_t tick = 0;              // scheduler-loop passes
   uint32_t until_loop = 1;        // direct switches left before one goes via loop()
   int* errno_ptr = nullptr;       // this KLT's errno (fixed for the KLT's life)
   void* eh_globals = nullptr;     // this KLT's __cxa_eh_globals (fixed likewise)
   uint64_t rng = 0;
   bool spinning = false;          // counted in Scheduler::nmspinning
+  // A ULT was queued here (spawn, wake) while the deque was empty, and no
+  // idle worker was woken for it yet: this worker will probably run it
+  // itself at its next switch. If it is still queued at that switch (or at
+  // the monitor's next tick), idle workers are notified then.
+  bool notify_deferred = false;
   bool retired_flushed = false;   // inactive and its queues handed to the global queue
   LocalCache cache;               // recycled descriptors with stacks
   TimerHeap timers;               // timed parks registered while running here
@@ -73,6 +80,10 @@ struct alignas(64) Worker {
   bool woken_spinning = false;           // guarded by Scheduler::idle_lock
   bool in_idle_set = false;              // guarded by Scheduler::idle_lock
   std::atomic<bool> stop{false};         // leave loop() (shutdown, or spare bound worker)
+  // Inside weft::blocking(): its ULT is in a call that may block the KLT, so
+  // it does not count as running (adaptive spinning) and the monitor may
+  // hand this worker's queue to another KLT.
+  std::atomic<bool> in_blocking{false};
 
   // --- counters: the owner increments, anyone reads ---------------------------
   std::atomic<uint64_t> switches{0}, steals{0}, parks{0}, sleeps{0}, reaped{0};
@@ -186,6 +197,9 @@ struct alignas(64) Scheduler {
   Ult* global_pop_batch(Worker* w);
   // The wake-up check after new work is published (see scheduler.cc).
   void notify_work();
+  // The check a worker owes for work it queued with notify deferred; called
+  // at every switch, after the next ULT was taken off the local queues.
+  void settle_deferred_notify(Worker* w);
   void wake_one();
   void wake_worker(Worker* w);
   bool remove_idle(Worker* w, bool* was_woken_spinning);
@@ -213,7 +227,7 @@ inline void set_current_worker(Worker* w) { t_worker = w; }
 // The ULT running on the calling KLT, or null.
 inline Ult* current_ult() {
   Worker* w = current_worker();
-  return w != nullptr ? w->current : nullptr;
+  return w != nullptr ? w->current.load(std::memory_order_relaxed) : nullptr;
 }
 // The calling worker if it is an active pool worker of `s` (so that its
 // deque, run_next and cache may be used), else null.

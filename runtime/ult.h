@@ -73,7 +73,9 @@ struct LocalSlot {
 struct alignas(64) Ult {
   // --- switch path (hot) --------------------------------------------------
   sys::Context ctx;
-  Worker* worker = nullptr;        // the worker running it, set by whoever resumes it
+  // The worker running it (or that ran it last), set by whoever resumes it;
+  // read by other threads only as a hint (adaptive spinning): relaxed.
+  std::atomic<Worker*> worker{nullptr};
   std::atomic<uint32_t> state{ult_state::kExited};
   int saved_errno = 0;
   void* eh_caught = nullptr;       // __cxa_eh_globals: caughtExceptions

@@ -115,7 +115,7 @@ Ult* create_ult(Scheduler* s, Worker* w, const SpawnOptions& o, const detail::Cl
 
   u->state.store(ult_state::kLive, std::memory_order_relaxed);
   u->on_stack.store(true, std::memory_order_relaxed);
-  u->worker = nullptr;
+  u->worker.store(nullptr, std::memory_order_relaxed);
   u->saved_errno = 0;
   u->eh_caught = nullptr;
   u->eh_uncaught = 0;

@@ -6,4 +6,5 @@
 #pragma once
 
 #include "weft/runtime.h"
+#include "weft/sync.h"
 #include "weft/version.h"

@@ -1,0 +1,435 @@
+// weft/sync.h — locks and other synchronisation for ULTs and threads.
+//
+// Every primitive here may be used from ULTs (of any weft::Runtime) and from
+// foreign threads, both at once. A ULT that has to wait parks in user space:
+// its worker runs other ULTs meanwhile, and no system call is made. A foreign
+// thread that has to wait blocks on a futex. Waiters are queued in FIFO
+// order, and wake-ups are never lost: a notify/unlock/release that happens
+// after a waiter has been queued always reaches it.
+//
+// weft::Mutex is adaptive (the Solaris design): a ULT that finds it held
+// spins only while the holder is running on a CPU right now, and only for
+// about as long as this mutex is usually held; otherwise it parks at once.
+// A waiter that has been parked for more than 1 ms gets the mutex handed to
+// it directly (no barging), and so does every waiter after it while the
+// queue holds starving waiters, so nobody starves.
+//
+// Misuse — unlocking a mutex the caller does not hold, relocking a mutex the
+// caller holds, destroying a locked mutex or one with waiters — is detected
+// in debug builds of weft (meson -Ddchecks=true) and aborts with a message
+// naming the ULT; in release builds it is undefined behaviour.
+//
+// None of these types may be copied or moved while anybody uses them.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <mutex>
+#include <optional>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace weft {
+
+namespace detail {
+
+struct SyncWaiter;  // lives on a waiter's stack (runtime/sync/wait_list.h)
+
+// A FIFO of waiters behind a tiny spinlock. Internal; public only because
+// the primitives below embed it.
+struct WaitQueue {
+  std::atomic<uint32_t> lock{0};
+  SyncWaiter* head = nullptr;
+  SyncWaiter* tail = nullptr;
+  uint32_t size = 0;
+};
+
+// Deadlines are CLOCK_MONOTONIC nanoseconds; -1 means none.
+int64_t monotonic_now_ns();
+template <class Clock, class Duration>
+int64_t to_deadline(const std::chrono::time_point<Clock, Duration>& t) {
+  auto rel = std::chrono::duration_cast<std::chrono::nanoseconds>(t - Clock::now()).count();
+  return monotonic_now_ns() + (rel > 0 ? rel : 0);
+}
+template <class Rep, class Period>
+int64_t to_deadline(const std::chrono::duration<Rep, Period>& d) {
+  auto rel = std::chrono::duration_cast<std::chrono::nanoseconds>(d).count();
+  return monotonic_now_ns() + (rel > 0 ? rel : 0);
+}
+
+}  // namespace detail
+
+// A mutual-exclusion lock for ULTs and threads. Satisfies the standard
+// Lockable and TimedLockable requirements, so std::lock_guard,
+// std::unique_lock and std::scoped_lock work with it.
+class Mutex {
+ public:
+  constexpr Mutex() = default;
+  // Debug builds abort if the mutex is locked or has waiters.
+  ~Mutex();
+  Mutex(const Mutex&) = delete;
+  Mutex& operator=(const Mutex&) = delete;
+
+  // Acquires the mutex, waiting as long as it takes (a ULT parks; a thread
+  // blocks). Not recursive.
+  void lock();
+  // Acquires the mutex if it is free right now. Never waits.
+  bool try_lock();
+  // Acquires the mutex, waiting at most `d` / until `t`. False on timeout
+  // (honoured within a few milliseconds).
+  template <class Rep, class Period>
+  bool try_lock_for(const std::chrono::duration<Rep, Period>& d) {
+    return try_lock() || lock_until(detail::to_deadline(d));
+  }
+  template <class Clock, class Duration>
+  bool try_lock_until(const std::chrono::time_point<Clock, Duration>& t) {
+    return try_lock() || lock_until(detail::to_deadline(t));
+  }
+  // Releases the mutex. The caller must hold it.
+  void unlock();
+
+  // Counters for tests and tuning (exact, not a snapshot).
+  struct Stats {
+    uint64_t contended = 0;       // lock() calls that did not succeed at once
+    uint64_t spins = 0;           // contended calls that spun
+    uint64_t spin_acquired = 0;   // ... and got the mutex while spinning
+    uint64_t parks = 0;           // times a waiter parked (ULT) or blocked (thread)
+    uint64_t handoffs = 0;        // unlocks that handed the mutex to a starving waiter
+    uint64_t hold_estimate_ns = 0;  // running estimate of the hold time
+  };
+  Stats stats() const;
+
+ private:
+  bool lock_until(int64_t deadline_ns);
+  bool lock_slow(int64_t deadline_ns);
+  void unlock_slow(uint32_t state);
+  void wake_one_waiter();
+
+  // state_: see runtime/sync/mutex.cc for the bits and transitions.
+  std::atomic<uint32_t> state_{0};
+  std::atomic<uintptr_t> owner_{0};      // the holder: a ULT, or a thread (tagged)
+  detail::WaitQueue queue_;
+  uint32_t permits_ = 0;                  // wake-ups released before their waiter queued
+  std::atomic<uint64_t> hold_ticks_{0};   // running estimate (TSC ticks)
+  std::atomic<uint64_t> acquired_at_{0};  // TSC at a contended acquisition, or 0
+  std::atomic<uint64_t> n_contended_{0}, n_spins_{0}, n_spin_acquired_{0}, n_parks_{0}, n_handoffs_{0};
+};
+
+// A condition variable for weft::Mutex (and any BasicLockable: like
+// std::condition_variable_any). Spurious wake-ups do not happen in weft,
+// but code should still wait with a predicate (the predicate forms never
+// return with the predicate false, except on timeout).
+class CondVar {
+ public:
+  constexpr CondVar() = default;
+  ~CondVar();
+  CondVar(const CondVar&) = delete;
+  CondVar& operator=(const CondVar&) = delete;
+
+  // Wakes the longest-waiting waiter, if any.
+  void notify_one();
+  // Wakes every waiter.
+  void notify_all();
+
+  // Atomically releases `lock` and waits for a notify; reacquires `lock`
+  // before returning.
+  template <class Lock>
+  void wait(Lock& lock) {
+    wait_impl(&lock, -1, &unlock_fn<Lock>, &lock_fn<Lock>);
+  }
+  template <class Lock, class Pred>
+  void wait(Lock& lock, Pred pred) {
+    while (!pred()) wait(lock);
+  }
+  // As wait(), but gives up at the deadline: std::cv_status::timeout then.
+  template <class Lock, class Clock, class Duration>
+  std::cv_status wait_until(Lock& lock, const std::chrono::time_point<Clock, Duration>& t) {
+    return wait_impl(&lock, detail::to_deadline(t), &unlock_fn<Lock>, &lock_fn<Lock>)
+               ? std::cv_status::no_timeout
+               : std::cv_status::timeout;
+  }
+  template <class Lock, class Rep, class Period>
+  std::cv_status wait_for(Lock& lock, const std::chrono::duration<Rep, Period>& d) {
+    return wait_impl(&lock, detail::to_deadline(d), &unlock_fn<Lock>, &lock_fn<Lock>)
+               ? std::cv_status::no_timeout
+               : std::cv_status::timeout;
+  }
+  // Predicate forms: return pred() (false only if it is still false at the
+  // deadline).
+  template <class Lock, class Clock, class Duration, class Pred>
+  bool wait_until(Lock& lock, const std::chrono::time_point<Clock, Duration>& t, Pred pred) {
+    int64_t deadline = detail::to_deadline(t);
+    while (!pred()) {
+      if (!wait_impl(&lock, deadline, &unlock_fn<Lock>, &lock_fn<Lock>)) return pred();
+    }
+    return true;
+  }
+  template <class Lock, class Rep, class Period, class Pred>
+  bool wait_for(Lock& lock, const std::chrono::duration<Rep, Period>& d, Pred pred) {
+    int64_t deadline = detail::to_deadline(d);
+    while (!pred()) {
+      if (!wait_impl(&lock, deadline, &unlock_fn<Lock>, &lock_fn<Lock>)) return pred();
+    }
+    return true;
+  }
+
+ private:
+  template <class Lock>
+  static void unlock_fn(void* l) { static_cast<Lock*>(l)->unlock(); }
+  template <class Lock>
+  static void lock_fn(void* l) { static_cast<Lock*>(l)->lock(); }
+  // True if notified, false on timeout.
+  bool wait_impl(void* lock, int64_t deadline_ns, void (*unlock)(void*), void (*relock)(void*));
+
+  detail::WaitQueue queue_;
+};
+
+// A counting semaphore. Waiters get permits in FIFO order.
+class Semaphore {
+ public:
+  explicit Semaphore(uint64_t initial = 0) : count_(initial) {}
+  ~Semaphore();
+  Semaphore(const Semaphore&) = delete;
+  Semaphore& operator=(const Semaphore&) = delete;
+
+  // Takes one permit, waiting for it.
+  void acquire();
+  // Takes one permit if one is available now.
+  bool try_acquire();
+  template <class Rep, class Period>
+  bool try_acquire_for(const std::chrono::duration<Rep, Period>& d) {
+    return acquire_until(detail::to_deadline(d));
+  }
+  template <class Clock, class Duration>
+  bool try_acquire_until(const std::chrono::time_point<Clock, Duration>& t) {
+    return acquire_until(detail::to_deadline(t));
+  }
+  // Adds `n` permits, handing them to waiters first.
+  void release(uint64_t n = 1);
+  // Permits available now (a hint).
+  uint64_t available() const;
+
+ private:
+  bool acquire_until(int64_t deadline_ns);
+  detail::WaitQueue queue_;
+  uint64_t count_;  // guarded by queue_.lock
+};
+
+// A reader-writer lock. Writers are not starved: once a writer waits, new
+// readers queue behind it; when a writer unlocks, the readers that queued
+// meanwhile go first, then the next writer. Satisfies SharedLockable
+// (std::shared_lock works) and Lockable.
+class RwLock {
+ public:
+  constexpr RwLock() = default;
+  ~RwLock();
+  RwLock(const RwLock&) = delete;
+  RwLock& operator=(const RwLock&) = delete;
+
+  void lock();
+  bool try_lock();
+  void unlock();
+  void lock_shared();
+  bool try_lock_shared();
+  void unlock_shared();
+
+ private:
+  detail::WaitQueue queue_;  // readers and writers, in arrival order
+  uint32_t readers_ = 0;     // active readers; guarded by queue_.lock
+  bool writer_ = false;      // a writer holds it
+  uint32_t writers_waiting_ = 0;
+};
+
+// A reusable barrier for a fixed number of participants.
+class Barrier {
+ public:
+  // `count` must be at least 1.
+  explicit Barrier(uint32_t count);
+  ~Barrier();
+  Barrier(const Barrier&) = delete;
+  Barrier& operator=(const Barrier&) = delete;
+
+  // Waits until `count` callers have arrived, then releases them all and
+  // resets for the next round. Returns true in exactly one caller per round
+  // (like PTHREAD_BARRIER_SERIAL_THREAD).
+  bool arrive_and_wait();
+
+ private:
+  detail::WaitQueue queue_;
+  uint32_t count_;
+  uint32_t arrived_ = 0;  // guarded by queue_.lock
+  uint64_t round_ = 0;
+};
+
+// A latch that can also count up: a wait group (Go's sync.WaitGroup).
+// wait() returns once the count is zero.
+class Latch {
+ public:
+  explicit Latch(uint64_t count = 0) : count_(count) {}
+  ~Latch();
+  Latch(const Latch&) = delete;
+  Latch& operator=(const Latch&) = delete;
+
+  // Adds `n` to the count (work about to start).
+  void add(uint64_t n = 1);
+  // Subtracts `n`; at zero every waiter is released. Counting below zero is
+  // a bug: debug builds abort, release builds clamp at zero.
+  void count_down(uint64_t n = 1);
+  // Waits until the count is zero.
+  void wait();
+  template <class Rep, class Period>
+  bool wait_for(const std::chrono::duration<Rep, Period>& d) {
+    return wait_until_ns(detail::to_deadline(d));
+  }
+  bool try_wait() const;
+  void arrive_and_wait(uint64_t n = 1) {
+    count_down(n);
+    wait();
+  }
+
+ private:
+  bool wait_until_ns(int64_t deadline_ns);
+  mutable detail::WaitQueue queue_;
+  uint64_t count_;  // guarded by queue_.lock
+};
+
+// Runs a function exactly once, however many callers race (std::call_once
+// for ULTs). Callers that arrive while it runs wait for it to finish. If the
+// function throws, the exception propagates to its caller and the Once
+// stays un-run: the next caller runs it.
+class Once {
+ public:
+  constexpr Once() = default;
+  Once(const Once&) = delete;
+  Once& operator=(const Once&) = delete;
+
+  template <class F>
+  void call(F&& fn) {
+    if (done_.load(std::memory_order_acquire)) return;
+    if (!begin()) return;  // somebody else ran it while we waited
+    try {
+      fn();
+    } catch (...) {
+      finish(false);
+      throw;
+    }
+    finish(true);
+  }
+  bool done() const { return done_.load(std::memory_order_acquire); }
+
+ private:
+  // True if the caller must run the function now.
+  bool begin();
+  void finish(bool ran);
+  std::atomic<bool> done_{false};
+  bool running_ = false;  // guarded by queue_.lock
+  detail::WaitQueue queue_;
+};
+
+// A bounded multi-producer multi-consumer channel.
+//
+// send() waits while the channel is full; recv() waits while it is empty.
+// close() wakes every waiter: sends fail from then on (the value is not
+// consumed), and receivers get the values still buffered, then
+// OutOfRange("channel closed"). Nothing is ever lost or duplicated.
+template <class T>
+class Channel {
+ public:
+  // `capacity` values can be buffered; 0 is treated as 1.
+  explicit Channel(size_t capacity) : capacity_(capacity == 0 ? 1 : capacity) {}
+  Channel(const Channel&) = delete;
+  Channel& operator=(const Channel&) = delete;
+
+  // Sends a value, waiting while the channel is full. On error (closed)
+  // `value` is left untouched.
+  absl::Status send(T&& value) { return send_until(std::move(value), -1); }
+  absl::Status send(const T& value) {
+    T copy(value);
+    return send_until(std::move(copy), -1);
+  }
+  // As send(), but gives up with DeadlineExceeded after `d`.
+  template <class Rep, class Period>
+  absl::Status send_for(T&& value, const std::chrono::duration<Rep, Period>& d) {
+    return send_until(std::move(value), detail::to_deadline(d));
+  }
+  // Sends only if there is room now: Unavailable if full.
+  absl::Status try_send(T&& value) { return send_until(std::move(value), 0); }
+
+  // Receives the oldest value, waiting while the channel is empty and open.
+  // OutOfRange once it is closed and drained.
+  absl::StatusOr<T> recv() { return recv_until(-1); }
+  // As recv(), but DeadlineExceeded after `d`.
+  template <class Rep, class Period>
+  absl::StatusOr<T> recv_for(const std::chrono::duration<Rep, Period>& d) {
+    return recv_until(detail::to_deadline(d));
+  }
+  // Receives only if a value is buffered now: Unavailable if empty and open.
+  absl::StatusOr<T> try_recv() { return recv_until(0); }
+
+  // Closes the channel and wakes every waiter. Idempotent.
+  void close() {
+    std::lock_guard<Mutex> g(mu_);
+    closed_ = true;
+    not_empty_.notify_all();
+    not_full_.notify_all();
+  }
+  bool closed() const {
+    std::lock_guard<Mutex> g(mu_);
+    return closed_;
+  }
+  size_t size() const {
+    std::lock_guard<Mutex> g(mu_);
+    return buf_.size();
+  }
+  size_t capacity() const { return capacity_; }
+
+ private:
+  // deadline: -1 none, 0 do not wait, else monotonic ns.
+  absl::Status send_until(T&& value, int64_t deadline) {
+    std::unique_lock<Mutex> g(mu_);
+    while (!closed_ && buf_.size() >= capacity_) {
+      if (deadline == 0) return absl::UnavailableError("channel full");
+      if (!wait(not_full_, g, deadline)) return absl::DeadlineExceededError("channel send timed out");
+    }
+    if (closed_) return absl::FailedPreconditionError("channel closed");
+    buf_.push_back(std::move(value));
+    not_empty_.notify_one();
+    return absl::OkStatus();
+  }
+  absl::StatusOr<T> recv_until(int64_t deadline) {
+    std::unique_lock<Mutex> g(mu_);
+    while (!closed_ && buf_.empty()) {
+      if (deadline == 0) return absl::UnavailableError("channel empty");
+      if (!wait(not_empty_, g, deadline)) return absl::DeadlineExceededError("channel recv timed out");
+    }
+    if (buf_.empty()) return absl::OutOfRangeError("channel closed");
+    T v = std::move(buf_.front());
+    buf_.pop_front();
+    not_full_.notify_one();
+    return v;
+  }
+  static bool wait(CondVar& cv, std::unique_lock<Mutex>& g, int64_t deadline) {
+    if (deadline < 0) {
+      cv.wait(g);
+      return true;
+    }
+    int64_t left = deadline - detail::monotonic_now_ns();
+    if (left <= 0) return false;
+    return cv.wait_for(g, std::chrono::nanoseconds(left)) == std::cv_status::no_timeout ||
+           detail::monotonic_now_ns() < deadline;
+  }
+
+  const size_t capacity_;
+  mutable Mutex mu_;
+  CondVar not_empty_, not_full_;
+  std::deque<T> buf_;
+  bool closed_ = false;
+};
+
+}  // namespace weft

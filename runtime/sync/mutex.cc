@@ -1,0 +1,351 @@
+// runtime/sync/mutex.cc — weft::Mutex, an adaptive futex-word mutex.
+//
+// The state word (Mutex::state_):
+//
+//   bit 0  kLocked      somebody holds the mutex
+//   bit 1  kHasWaiters  the wait queue is not empty (changed only under the
+//                       queue lock; a hint that unlock must look at it)
+//   bit 2  kWoken       a waiter was woken to compete and has not yet either
+//                       taken the mutex or queued again: unlock need not wake
+//                       another (avoids a herd of losers, as Go's mutexWoken)
+//   bit 3  kHandoff     starvation mode: unlock hands the mutex directly to
+//                       the first waiter, and nobody may take it otherwise
+//
+// Acquiring:
+//   fast  CAS 0 -> kLocked.
+//   slow  loop: if !(kLocked|kHandoff): CAS in kLocked (clearing kWoken if we
+//         were the woken one) -> done. Else, once per round, spin while the
+//         holder is running on a CPU (adaptive, below). Else, under the queue
+//         lock, re-check, set kHasWaiters (and kHandoff if this waiter has
+//         waited over 1 ms), queue (at the back the first time, at the front
+//         after being woken: it keeps its place) and block. Woken with the
+//         mutex handed over (tag kHanded): done; woken plainly: compete again.
+// Releasing:
+//   fast  CAS kLocked -> 0.
+//   slow  if a woken waiter is already competing, or nobody waits, and no
+//         handoff: just clear kLocked. Else under the queue lock: if
+//         kHandoff or the first waiter waited over 1 ms, pop it, make it the
+//         owner and keep kLocked set (kHandoff stays while the waiters
+//         served are starving: it ends when the queue drains or the waiter
+//         just served had waited less than 1 ms); else pop it, clear
+//         kLocked, set kWoken, and wake it.
+//
+// Why nothing is lost: every change to kHasWaiters and every queue change
+// happens under the queue lock, and a waiter queues only after seeing
+// kLocked|kHandoff with kHasWaiters set by its own CAS, so the holder's
+// release — a CAS that fails if kHasWaiters appeared — takes the slow path
+// and finds it. A woken waiter that gives up (timeout) clears kWoken and,
+// if the mutex is free and others wait, wakes one of them itself.
+//
+// Adaptive spinning (the Solaris rule): a ULT spins only if the holder is a
+// ULT running on a CPU right now (its worker's current ULT, and the worker
+// is not inside a blocking region), and only for about twice the mutex's
+// recent hold time (a running average of contended holds, in TSC ticks).
+// A parked or blocked holder, a foreign-thread holder, or a single worker
+// (the holder cannot be running then) means: park at once.
+#include <x86intrin.h>
+
+#include <cstdio>
+
+#include "runtime/scheduler.h"
+#include "runtime/sync/wait_list.h"
+#include "sys/raw_log.h"
+#include "weft/sync.h"
+
+namespace weft {
+
+namespace {
+
+using rt::sync::QueueLock;
+using rt::sync::SyncWaiter;
+
+constexpr uint32_t kLocked = 1;
+constexpr uint32_t kHasWaiters = 2;
+constexpr uint32_t kWoken = 4;
+constexpr uint32_t kHandoff = 8;
+
+constexpr uintptr_t kHanded = 1;                 // SyncWaiter::tag
+constexpr int64_t kStarvingNs = 1000 * 1000;     // 1 ms
+constexpr uint64_t kSpinMinTicks = 2000;         // ~1 µs at 2 GHz
+constexpr uint64_t kSpinMaxTicks = 50000;        // ~20 µs
+constexpr uint64_t kSpinDefaultTicks = 4000;
+
+uint64_t ticks() { return __rdtsc(); }
+
+// Is `owner` a ULT running on a CPU right now?
+bool owner_running(uintptr_t owner) {
+  if (owner == 0 || (owner & 1)) return false;  // free, or a foreign thread: unknown
+  auto* u = reinterpret_cast<rt::Ult*>(owner);
+  rt::Worker* w = u->worker.load(std::memory_order_relaxed);
+  return w != nullptr && w->current.load(std::memory_order_relaxed) == u &&
+         !w->in_blocking.load(std::memory_order_relaxed);
+}
+
+// "ULT 12.3 "name"" or "thread 0x7f..." for misuse messages.
+const char* describe(uintptr_t who, char* buf, size_t n) {
+  if (who == 0) {
+    snprintf(buf, n, "nobody");
+  } else if (who & 1) {
+    snprintf(buf, n, "thread %#lx", static_cast<unsigned long>(who & ~uintptr_t{1}));
+  } else {
+    auto* u = reinterpret_cast<rt::Ult*>(who);
+    snprintf(buf, n, "ULT %u.%u \"%s\"", u->index, u->generation.load(std::memory_order_relaxed), u->name);
+  }
+  return buf;
+}
+
+template <class T>
+void bump(std::atomic<T>& c) {
+  c.fetch_add(1, std::memory_order_relaxed);
+}
+
+}  // namespace
+
+Mutex::~Mutex() {
+#if WEFT_DCHECK_ENABLED
+  uint32_t s = state_.load(std::memory_order_relaxed);
+  if (s != 0) {
+    char b[96];
+    sys::raw_logf("weft: Mutex %p destroyed while %s (held by %s)", static_cast<void*>(this),
+                  (s & kHasWaiters) ? "it has waiters" : "locked",
+                  describe(owner_.load(std::memory_order_relaxed), b, sizeof b));
+    abort();
+  }
+#endif
+}
+
+void Mutex::lock() {
+  uint32_t z = 0;
+  if (state_.compare_exchange_strong(z, kLocked, std::memory_order_acquire, std::memory_order_relaxed)) {
+    owner_.store(rt::sync::self_identity(), std::memory_order_relaxed);
+    return;
+  }
+  lock_slow(-1);
+}
+
+bool Mutex::try_lock() {
+  uint32_t old = state_.load(std::memory_order_relaxed);
+  if (old & (kLocked | kHandoff)) return false;
+  if (!state_.compare_exchange_strong(old, old | kLocked, std::memory_order_acquire, std::memory_order_relaxed))
+    return false;
+  owner_.store(rt::sync::self_identity(), std::memory_order_relaxed);
+  return true;
+}
+
+bool Mutex::lock_until(int64_t deadline_ns) { return lock_slow(deadline_ns); }
+
+bool Mutex::lock_slow(int64_t deadline_ns) {
+  const uintptr_t me = rt::sync::self_identity();
+#if WEFT_DCHECK_ENABLED
+  if (owner_.load(std::memory_order_relaxed) == me) {
+    char b[96];
+    sys::raw_logf("weft: %s relocks Mutex %p, which it already holds (self-deadlock)",
+                  describe(me, b, sizeof b), static_cast<void*>(this));
+    abort();
+  }
+#endif
+  bump(n_contended_);
+  rt::Ult* self = (me & 1) ? nullptr : reinterpret_cast<rt::Ult*>(me);
+  SyncWaiter w;
+  rt::sync::init_waiter(&w);
+  bool awoke = false;  // we are the waiter kWoken speaks of
+  bool spun = false;   // spin at most once per round
+  for (;;) {
+    uint32_t old = state_.load(std::memory_order_relaxed);
+    if (!(old & (kLocked | kHandoff))) {
+      uint32_t nw = old | kLocked;
+      if (awoke) nw &= ~kWoken;
+      if (state_.compare_exchange_weak(old, nw, std::memory_order_acquire, std::memory_order_relaxed)) break;
+      continue;
+    }
+    if (!spun && self != nullptr && !(old & kHandoff) && owner_running(owner_.load(std::memory_order_relaxed))) {
+      spun = true;
+      bump(n_spins_);
+      uint64_t est = hold_ticks_.load(std::memory_order_relaxed);
+      uint64_t budget = est == 0 ? kSpinDefaultTicks : 2 * est;
+      budget = budget < kSpinMinTicks ? kSpinMinTicks : budget > kSpinMaxTicks ? kSpinMaxTicks : budget;
+      uint64_t start = ticks();
+      bool freed = false;
+      for (;;) {
+        for (int i = 0; i < 8; ++i) rt::cpu_relax();
+        uint32_t s = state_.load(std::memory_order_relaxed);
+        if (!(s & (kLocked | kHandoff))) {
+          freed = true;
+          break;
+        }
+        if (!owner_running(owner_.load(std::memory_order_relaxed)) || ticks() - start > budget) break;
+      }
+      if (freed) {
+        // Try once at the top of the loop; count it if it works.
+        uint32_t s = state_.load(std::memory_order_relaxed);
+        if (!(s & (kLocked | kHandoff))) {
+          uint32_t nw = s | kLocked;
+          if (awoke) nw &= ~kWoken;
+          if (state_.compare_exchange_strong(s, nw, std::memory_order_acquire, std::memory_order_relaxed)) {
+            bump(n_spin_acquired_);
+            break;
+          }
+        }
+        continue;
+      }
+    }
+    if (deadline_ns >= 0 && rt::monotonic_ns() >= deadline_ns) {
+      if (awoke) {
+        // We leave the competition: if the mutex is free meanwhile with
+        // waiters queued, nobody else is awake to take it — wake one.
+        state_.fetch_and(~kWoken, std::memory_order_acq_rel);
+        wake_one_waiter();
+      }
+      return false;
+    }
+    // Queue.
+    {
+      QueueLock g(queue_);
+      old = state_.load(std::memory_order_relaxed);
+      if (!(old & (kLocked | kHandoff))) continue;  // freed meanwhile
+      uint32_t nw = old | kHasWaiters;
+      if (awoke) nw &= ~kWoken;
+      int64_t now = rt::monotonic_ns();
+      if (w.since_ns != 0 && now - w.since_ns > kStarvingNs) nw |= kHandoff;
+      if (!state_.compare_exchange_strong(old, nw, std::memory_order_acq_rel, std::memory_order_relaxed)) continue;
+      awoke = false;
+      w.state.store(0, std::memory_order_relaxed);
+      w.tag = 0;
+      if (w.since_ns == 0) {
+        w.since_ns = now;
+        rt::sync::push_back(queue_, &w);
+      } else {
+        rt::sync::push_front(queue_, &w);  // a woken loser keeps its place
+      }
+    }
+    bump(n_parks_);
+    if (!rt::sync::block(&w, deadline_ns) && !rt::sync::cancel_wait(queue_, &w)) {
+      // Timed out while queued and removed ourselves.
+      QueueLock g(queue_);
+      if (queue_.size == 0) state_.fetch_and(~(kHasWaiters | kHandoff), std::memory_order_acq_rel);
+      return false;
+    }
+    if (w.tag == kHanded) {  // the unlocker made us the owner
+      acquired_at_.store(ticks(), std::memory_order_relaxed);
+      return true;
+    }
+    awoke = true;
+    spun = false;
+  }
+  owner_.store(me, std::memory_order_relaxed);
+  acquired_at_.store(ticks(), std::memory_order_relaxed);
+  return true;
+}
+
+void Mutex::unlock() {
+#if WEFT_DCHECK_ENABLED
+  uintptr_t me = rt::sync::self_identity();
+  uintptr_t owner = owner_.load(std::memory_order_relaxed);
+  if (owner != me) {
+    char a[96], b[96];
+    sys::raw_logf("weft: %s unlocks Mutex %p, which it does not hold (holder: %s)", describe(me, a, sizeof a),
+                  static_cast<void*>(this), describe(owner, b, sizeof b));
+    abort();
+  }
+#endif
+  owner_.store(0, std::memory_order_relaxed);
+  uint64_t at = acquired_at_.load(std::memory_order_relaxed);
+  if (at != 0) {  // a contended hold: feed the running estimate (1/8 weight)
+    acquired_at_.store(0, std::memory_order_relaxed);
+    uint64_t held = ticks() - at;
+    uint64_t est = hold_ticks_.load(std::memory_order_relaxed);
+    hold_ticks_.store(est == 0 ? held : est - est / 8 + held / 8, std::memory_order_relaxed);
+  }
+  uint32_t expected = kLocked;
+  if (state_.compare_exchange_strong(expected, 0, std::memory_order_release, std::memory_order_relaxed)) return;
+  unlock_slow(expected);
+}
+
+void Mutex::unlock_slow(uint32_t old) {
+  for (;;) {
+    WEFT_DCHECK(old & kLocked, "Mutex %p unlocked while not locked (state %u)", static_cast<void*>(this), old);
+    if ((old & kHandoff) || ((old & kHasWaiters) && !(old & kWoken))) break;
+    // Nobody queued, or a woken waiter is already competing: just release.
+    if (state_.compare_exchange_weak(old, old & ~kLocked, std::memory_order_release, std::memory_order_relaxed))
+      return;
+  }
+  SyncWaiter* w = nullptr;
+  {
+    QueueLock g(queue_);
+    old = state_.load(std::memory_order_relaxed);
+    w = queue_.head;
+    if (w == nullptr) {  // the waiters timed out meanwhile
+      while (!state_.compare_exchange_weak(old, old & ~(kLocked | kHasWaiters | kHandoff),
+                                           std::memory_order_release, std::memory_order_relaxed)) {
+      }
+      return;
+    }
+    bool starving = rt::monotonic_ns() - w->since_ns > kStarvingNs;
+    if ((old & kHandoff) || starving) {
+      rt::sync::pop_front(queue_);
+      owner_.store(w->who, std::memory_order_relaxed);
+      w->tag = kHanded;
+      // Handoff mode lasts while the waiters served are starving (Go's
+      // rule): it ends when the queue drains or its head waited < 1 ms.
+      uint32_t rest = queue_.size == 0 ? 0 : starving ? (kHasWaiters | kHandoff) : kHasWaiters;
+      while (!state_.compare_exchange_weak(old, kLocked | (old & kWoken) | rest, std::memory_order_release,
+                                           std::memory_order_relaxed)) {
+      }
+      bump(n_handoffs_);
+    } else if (old & kWoken) {
+      w = nullptr;  // a waiter became awake meanwhile: it competes
+      while (!state_.compare_exchange_weak(old, old & ~kLocked, std::memory_order_release,
+                                           std::memory_order_relaxed)) {
+      }
+    } else {
+      rt::sync::pop_front(queue_);
+      uint32_t rest = queue_.size != 0 ? kHasWaiters : 0;
+      while (!state_.compare_exchange_weak(old, (old & ~(kLocked | kHasWaiters)) | kWoken | rest,
+                                           std::memory_order_release, std::memory_order_relaxed)) {
+      }
+    }
+  }
+  if (w != nullptr) rt::sync::wake(w);
+}
+
+// Called by a woken waiter that gives up: if the mutex is free and somebody
+// waits, wake the first waiter to compete in our place.
+void Mutex::wake_one_waiter() {
+  SyncWaiter* w = nullptr;
+  {
+    QueueLock g(queue_);
+    uint32_t old = state_.load(std::memory_order_relaxed);
+    if ((old & (kLocked | kWoken | kHandoff)) || queue_.head == nullptr) return;
+    w = rt::sync::pop_front(queue_);
+    uint32_t rest = queue_.size != 0 ? kHasWaiters : 0;
+    while (!state_.compare_exchange_weak(old, (old & ~kHasWaiters) | kWoken | rest, std::memory_order_acq_rel,
+                                         std::memory_order_relaxed)) {
+      if (old & (kLocked | kWoken | kHandoff)) {  // someone took it: put w back
+        rt::sync::push_front(queue_, w);
+        return;
+      }
+    }
+  }
+  rt::sync::wake(w);
+}
+
+Mutex::Stats Mutex::stats() const {
+  Stats s;
+  s.contended = n_contended_.load(std::memory_order_relaxed);
+  s.spins = n_spins_.load(std::memory_order_relaxed);
+  s.spin_acquired = n_spin_acquired_.load(std::memory_order_relaxed);
+  s.parks = n_parks_.load(std::memory_order_relaxed);
+  s.handoffs = n_handoffs_.load(std::memory_order_relaxed);
+  // TSC ticks to ns, calibrated once against the monotonic clock.
+  static const double ns_per_tick = [] {
+    int64_t t0 = rt::monotonic_ns();
+    uint64_t c0 = ticks();
+    while (rt::monotonic_ns() - t0 < 2000000) {
+    }
+    return static_cast<double>(rt::monotonic_ns() - t0) / static_cast<double>(ticks() - c0);
+  }();
+  s.hold_estimate_ns = static_cast<uint64_t>(static_cast<double>(hold_ticks_.load(std::memory_order_relaxed)) * ns_per_tick);
+  return s;
+}
+
+}  // namespace weft

@@ -1,0 +1,123 @@
+// runtime/sync/rwlock.cc — weft::RwLock, FIFO and writer-fair.
+//
+// All state is guarded by the queue lock. A request is granted at once only
+// if nothing is queued ahead of it (so a waiting writer blocks new readers:
+// no writer starvation) and it is compatible with the holders. When the
+// holders leave, grant_locked() admits from the front of the queue: one
+// writer, or every reader up to the next writer (readers that queued before
+// that writer go together: no reader starvation either).
+#include "runtime/sync/wait_list.h"
+#include "sys/raw_log.h"
+
+namespace weft {
+
+using rt::sync::QueueLock;
+using rt::sync::SyncWaiter;
+
+namespace {
+constexpr uintptr_t kReader = 1;
+constexpr uintptr_t kWriter = 2;
+
+// Pops the waiters that may go now; links them through next into *out.
+void grant_locked(detail::WaitQueue& q, uint32_t* readers, bool* writer, uint32_t* writers_waiting,
+                  SyncWaiter** out) {
+  if (*writer) return;
+  while (q.head != nullptr) {
+    SyncWaiter* w = q.head;
+    if (w->tag == kWriter) {
+      if (*readers != 0) return;
+      rt::sync::pop_front(q);
+      *writer = true;
+      --*writers_waiting;
+      w->next = *out;
+      *out = w;
+      return;
+    }
+    rt::sync::pop_front(q);
+    ++*readers;
+    w->next = *out;
+    *out = w;
+  }
+}
+
+void wake_list(SyncWaiter* w) {
+  while (w != nullptr) {
+    SyncWaiter* next = w->next;
+    rt::sync::wake(w);
+    w = next;
+  }
+}
+}  // namespace
+
+RwLock::~RwLock() {
+  WEFT_DCHECK(!writer_ && readers_ == 0 && queue_.size == 0, "RwLock %p destroyed while held or waited for",
+              static_cast<void*>(this));
+}
+
+void RwLock::lock() {
+  SyncWaiter w;
+  {
+    QueueLock g(queue_);
+    if (!writer_ && readers_ == 0 && queue_.size == 0) {
+      writer_ = true;
+      return;
+    }
+    rt::sync::init_waiter(&w);
+    w.tag = kWriter;
+    ++writers_waiting_;
+    rt::sync::push_back(queue_, &w);
+  }
+  rt::sync::block(&w, -1);
+}
+
+bool RwLock::try_lock() {
+  QueueLock g(queue_);
+  if (writer_ || readers_ != 0 || queue_.size != 0) return false;
+  writer_ = true;
+  return true;
+}
+
+void RwLock::unlock() {
+  SyncWaiter* woken = nullptr;
+  {
+    QueueLock g(queue_);
+    WEFT_DCHECK(writer_, "RwLock %p: unlock() without holding it exclusively", static_cast<void*>(this));
+    writer_ = false;
+    grant_locked(queue_, &readers_, &writer_, &writers_waiting_, &woken);
+  }
+  wake_list(woken);
+}
+
+void RwLock::lock_shared() {
+  SyncWaiter w;
+  {
+    QueueLock g(queue_);
+    if (!writer_ && queue_.size == 0) {
+      ++readers_;
+      return;
+    }
+    rt::sync::init_waiter(&w);
+    w.tag = kReader;
+    rt::sync::push_back(queue_, &w);
+  }
+  rt::sync::block(&w, -1);
+}
+
+bool RwLock::try_lock_shared() {
+  QueueLock g(queue_);
+  if (writer_ || queue_.size != 0) return false;
+  ++readers_;
+  return true;
+}
+
+void RwLock::unlock_shared() {
+  SyncWaiter* woken = nullptr;
+  {
+    QueueLock g(queue_);
+    WEFT_DCHECK(readers_ > 0, "RwLock %p: unlock_shared() without a shared hold", static_cast<void*>(this));
+    if (--readers_ == 0) grant_locked(queue_, &readers_, &writer_, &writers_waiting_, &woken);
+  }
+  wake_list(woken);
+}
+
+}  // namespace weft

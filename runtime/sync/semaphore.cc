@@ -1,0 +1,62 @@
+// runtime/sync/semaphore.cc — weft::Semaphore: permits handed out FIFO.
+//
+// release() gives permits to queued waiters first (the waiter owns its
+// permit when woken: no barging, no lost permit if it timed out at the same
+// moment — cancel_wait then takes the wake-up and the permit with it), and
+// only the rest go to the count.
+#include "runtime/sync/wait_list.h"
+#include "sys/raw_log.h"
+
+namespace weft {
+
+using rt::sync::QueueLock;
+using rt::sync::SyncWaiter;
+
+Semaphore::~Semaphore() {
+  WEFT_DCHECK(queue_.size == 0, "Semaphore %p destroyed with %u waiters", static_cast<void*>(this), queue_.size);
+}
+
+void Semaphore::acquire() { acquire_until(-1); }
+
+bool Semaphore::try_acquire() { return acquire_until(0); }
+
+bool Semaphore::acquire_until(int64_t deadline_ns) {
+  SyncWaiter w;
+  {
+    QueueLock g(queue_);
+    if (count_ > 0 && queue_.size == 0) {
+      --count_;
+      return true;
+    }
+    if (deadline_ns == 0) return false;
+    rt::sync::init_waiter(&w);
+    rt::sync::push_back(queue_, &w);
+  }
+  return rt::sync::block(&w, deadline_ns) || rt::sync::cancel_wait(queue_, &w);
+}
+
+void Semaphore::release(uint64_t n) {
+  SyncWaiter* woken = nullptr;  // popped waiters, linked through next
+  {
+    QueueLock g(queue_);
+    while (n > 0 && queue_.head != nullptr) {
+      SyncWaiter* w = rt::sync::pop_front(queue_);
+      w->next = woken;
+      woken = w;
+      --n;
+    }
+    count_ += n;
+  }
+  while (woken != nullptr) {
+    SyncWaiter* next = woken->next;
+    rt::sync::wake(woken);
+    woken = next;
+  }
+}
+
+uint64_t Semaphore::available() const {
+  QueueLock g(const_cast<detail::WaitQueue&>(queue_));
+  return count_;
+}
+
+}  // namespace weft

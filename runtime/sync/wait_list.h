@@ -1,0 +1,114 @@
+// runtime/sync/wait_list.h — waiting and waking for weft's sync primitives.
+//
+// Every primitive keeps its waiters in a detail::WaitQueue (FIFO, behind a
+// tiny spinlock) of SyncWaiter records that live on the waiters' stacks. A
+// waiter is a parked ULT or a foreign thread blocked on a futex, and the
+// two mix freely in one queue.
+//
+// The wake-up handshake (why no wake-up is lost):
+//
+//   waiter                                  waker
+//   lock queue; check the condition;        lock queue; change the condition;
+//   push w; unlock queue                    pop w; unlock queue
+//   block(w): until w.state != 0            wake(w): read w.ult, then
+//     (park the ULT / futex-wait on state)    w.state = 1 (release), then
+//                                             unpark(ult) or futex_wake(&state)
+//
+// The waiter re-checks w.state after every return from park or futex_wait,
+// and the waker sets it before waking, so a wake that comes before the
+// waiter sleeps makes the park return at once (the ULT's permit, ult.h) or
+// the futex_wait fail with EAGAIN. After setting state the waker touches
+// only the futex address (harmless if the waiter has gone) or the ULT it
+// read before — never the record itself.
+//
+// Timeouts: block() returns false at the deadline; the waiter then locks
+// the queue and removes itself. If it is no longer queued, a waker popped it
+// and a wake-up (perhaps carrying a grant: a permit, the mutex itself) is on
+// its way: the waiter waits for it without a deadline and takes it.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+#include <pthread.h>
+
+#include "runtime/locks.h"
+#include "runtime/scheduler.h"
+#include "weft/sync.h"
+
+namespace weft::rt {
+struct Ult;
+}
+
+namespace weft::detail {
+
+struct SyncWaiter {
+  rt::Ult* ult = nullptr;            // the parked ULT; null for a foreign thread
+  uintptr_t who = 0;                 // the waiter's identity (Mutex owner encoding)
+  std::atomic<uint32_t> state{0};    // 0 waiting, 1 woken (futex word for threads)
+  SyncWaiter* prev = nullptr;
+  SyncWaiter* next = nullptr;
+  bool queued = false;
+  int64_t since_ns = 0;              // when it first queued (starvation checks)
+  uintptr_t tag = 0;                 // the primitive's: reader/writer, handed off, ...
+};
+
+}  // namespace weft::detail
+
+namespace weft::rt::sync {
+
+using detail::SyncWaiter;
+using detail::WaitQueue;
+
+// The queue's spinlock. Critical sections are a few pointer updates; never
+// park or call user code while holding it.
+class QueueLock {
+ public:
+  explicit QueueLock(WaitQueue& q) : q_(q) { lock(q_); }
+  ~QueueLock() { unlock(q_); }
+  QueueLock(const QueueLock&) = delete;
+  QueueLock& operator=(const QueueLock&) = delete;
+  static void lock(WaitQueue& q) {
+    for (int spins = 0; q.lock.exchange(1, std::memory_order_acquire) != 0;) {
+      while (q.lock.load(std::memory_order_relaxed) != 0) {
+        if (++spins < 256) cpu_relax();
+        else sys::sched_yield();
+      }
+    }
+  }
+  static void unlock(WaitQueue& q) { q.lock.store(0, std::memory_order_release); }
+
+ private:
+  WaitQueue& q_;
+};
+
+// Queue operations; the caller holds the queue lock.
+void push_back(WaitQueue& q, SyncWaiter* w);
+void push_front(WaitQueue& q, SyncWaiter* w);
+SyncWaiter* pop_front(WaitQueue& q);
+// Removes w if it is queued; false if a waker already popped it.
+bool remove(WaitQueue& q, SyncWaiter* w);
+
+// Fills in the calling ULT/thread's identity.
+void init_waiter(SyncWaiter* w);
+
+// The identity the Mutex records for its owner: the ULT descriptor's
+// address, or the thread's pthread_t with the low bit set.
+inline uintptr_t self_identity() {
+  Ult* self = current_ult();
+  if (self != nullptr) return reinterpret_cast<uintptr_t>(self);
+  return static_cast<uintptr_t>(pthread_self()) | 1;
+}
+
+// Blocks until w.state != 0 (true) or the deadline passes (false).
+// deadline_ns: CLOCK_MONOTONIC, -1 for none.
+bool block(SyncWaiter* w, int64_t deadline_ns);
+
+// After a false block(): removes w from q, or, if a waker got there first,
+// waits for its wake-up. Returns true if w was woken after all.
+bool cancel_wait(WaitQueue& q, SyncWaiter* w);
+
+// Wakes a waiter already popped from its queue (see the handshake above).
+void wake(SyncWaiter* w);
+
+}  // namespace weft::rt::sync
