@@ -67,9 +67,17 @@ void DeathRow::unmap_list(Ult* head) {
   while (head != nullptr) {
     Ult* u = head;
     head = head->next;
-    sys::stack_release(&u->stack);
-    unmapped_.fetch_add(1, std::memory_order_relaxed);
     u->next = nullptr;
+    if (sys::stack_release(&u->stack) != 0) {
+      // The kernel would not split the mapping (vm.max_map_count). The
+      // stack's pages are back already; keep the descriptor and retry the
+      // unmap at the next reap rather than lose the mapping.
+      LockGuard<KltMutex> g(lock_);
+      u->next = stuck_;
+      stuck_ = u;
+      continue;
+    }
+    unmapped_.fetch_add(1, std::memory_order_relaxed);
     ult_table::free(u);
   }
 }
@@ -77,39 +85,40 @@ void DeathRow::unmap_list(Ult* head) {
 uint64_t DeathRow::reap() {
   Ult* doomed = nullptr;
   uint64_t recycled = 0;
-  Ult* to_decommit = nullptr;
   {
     LockGuard<KltMutex> g(lock_);
+    doomed = stuck_;  // retry stacks the kernel would not unmap last time
+    stuck_ = nullptr;
     bool idle = activity_ == reaped_activity_;
     reaped_activity_ = activity_;
-    if (!idle || decommitted_) return 0;
-    // Idle: keep kIdleKeep descriptors in all, decommit those kept.
-    uint64_t keep = kIdleKeep;
-    for (Class& c : classes_) {
-      Ult** link = &c.head;
-      uint64_t kept = 0;
-      while (*link != nullptr && kept < keep) {
-        link = &(*link)->next;
-        ++kept;
+    if (idle && !decommitted_) {
+      // Idle: keep kIdleKeep descriptors in all, decommit those kept.
+      uint64_t keep = kIdleKeep;
+      for (Class& c : classes_) {
+        Ult** link = &c.head;
+        uint64_t kept = 0;
+        while (*link != nullptr && kept < keep) {
+          link = &(*link)->next;
+          ++kept;
+        }
+        keep -= kept;
+        Ult* rest = *link;
+        *link = nullptr;
+        while (rest != nullptr) {
+          Ult* u = rest;
+          rest = rest->next;
+          u->next = doomed;
+          doomed = u;
+          --c.count;
+          count_.fetch_sub(1, std::memory_order_relaxed);
+          ++recycled;
+        }
       }
-      keep -= kept;
-      Ult* rest = *link;
-      *link = nullptr;
-      while (rest != nullptr) {
-        Ult* u = rest;
-        rest = rest->next;
-        u->next = doomed;
-        doomed = u;
-        --c.count;
-        count_.fetch_sub(1, std::memory_order_relaxed);
-        ++recycled;
-      }
+      decommitted_ = true;
+      // Decommit under the lock: nobody may take a stack while its pages go.
+      for (Class& c : classes_)
+        for (Ult* u = c.head; u != nullptr; u = u->next) sys::stack_decommit(u->stack, sys::page_size());
     }
-    decommitted_ = true;
-    // Decommit under the lock: nobody may take a stack while its pages go.
-    for (Class& c : classes_)
-      for (Ult* u = c.head; u != nullptr; u = u->next) sys::stack_decommit(u->stack, sys::page_size());
-    (void)to_decommit;
   }
   unmap_list(doomed);
   return recycled;

@@ -69,6 +69,7 @@ class DeathRow {
   uint64_t activity_ = 0;       // takes and puts, guarded by lock_
   uint64_t reaped_activity_ = ~uint64_t{0};
   bool decommitted_ = false;
+  Ult* stuck_ = nullptr;        // stacks munmap refused (vm.max_map_count); retried by reap()
   std::atomic<uint64_t> count_{0};
   std::atomic<uint64_t> unmapped_{0};
   std::atomic<uint64_t> mapped_{0};

@@ -38,7 +38,8 @@ int futex_wait_for(const std::atomic<uint32_t>* word, uint32_t expected, const t
 int futex_wait_until(const std::atomic<uint32_t>* word, uint32_t expected, const timespec* abs,
                      FutexClock clock = FutexClock::kMonotonic);
 
-// Wakes at most `count` waiters on `word`. Returns how many were woken.
+// Wakes at most `count` waiters on `word` (the kernel treats 0 as 1).
+// Returns how many were woken.
 int futex_wake(const std::atomic<uint32_t>* word, int count);
 
 // Bitset wait: like futex_wait_until, but only wakes with an overlapping

@@ -84,8 +84,10 @@ void fill_all(sigset_t* s) { memset(s, 0xff, sizeof *s); }
 
 void free_parts(Klt* k) {
   if (k->tp) tls_release(k->tp);
-  altstack_release(&k->alt);
-  stack_release(&k->stack);
+  // A failed munmap (vm.max_map_count) leaves address space, not memory:
+  // stack_release has decommitted the pages.
+  (void)altstack_release(&k->alt);
+  (void)stack_release(&k->stack);
   free(k);
 }
 

@@ -74,7 +74,7 @@ int klt_create(KltMain fn, void* arg, const KltOptions& opts, Klt** out, const c
   // glibc puts its TCB and static TLS at the top of a user stack: add room.
   size_t size = round_to_pages(opts.stack_size < 65536 ? 65536 : opts.stack_size) + 64 * 1024;
   if (int r = stack_allocate(size, opts.guard_size, &k->stack, what); r != 0) {
-    altstack_release(&k->alt);
+    (void)altstack_release(&k->alt);
     delete k;
     return r;
   }
@@ -91,8 +91,8 @@ int klt_create(KltMain fn, void* arg, const KltOptions& opts, Klt** out, const c
   pthread_attr_destroy(&attr);
   if (r != 0) {
     if (what) *what = r == EAGAIN ? "pthread_create failed: too many threads (RLIMIT_NPROC or kernel.threads-max)" : "pthread_create failed";
-    altstack_release(&k->alt);
-    stack_release(&k->stack);
+    (void)altstack_release(&k->alt);
+    (void)stack_release(&k->stack);
     delete k;
     return -r;
   }
@@ -102,8 +102,8 @@ int klt_create(KltMain fn, void* arg, const KltOptions& opts, Klt** out, const c
 
 int klt_join(Klt* k) {
   pthread_join(k->thread, nullptr);
-  altstack_release(&k->alt);
-  stack_release(&k->stack);
+  (void)altstack_release(&k->alt);
+  (void)stack_release(&k->stack);
   delete k;
   return 0;
 }

@@ -94,9 +94,16 @@ int stack_allocate(size_t size, size_t guard, Stack* out, const char** what) {
   return 0;
 }
 
-void stack_release(Stack* s) {
-  if (s->base != nullptr) raw_syscall(SYS_munmap, reinterpret_cast<long>(s->base), static_cast<long>(s->map_size));
+int stack_release(Stack* s) {
+  if (s->base == nullptr) return 0;
+  long r = raw_syscall(SYS_munmap, reinterpret_cast<long>(s->base), static_cast<long>(s->map_size));
+  if (r != 0) {
+    // Keep the mapping (and its guard) but give its memory back.
+    raw_syscall(SYS_madvise, reinterpret_cast<long>(s->lo()), static_cast<long>(s->size()), MADV_DONTNEED);
+    return static_cast<int>(r);
+  }
   *s = Stack{};
+  return 0;
 }
 
 int stack_decommit(const Stack& s, size_t keep) {
@@ -113,7 +120,7 @@ GuardKind stack_guard_mechanism() {
   Stack probe;
   if (stack_allocate(page_size(), page_size(), &probe) != 0) return GuardKind::kNone;
   GuardKind k = probe.guard;
-  stack_release(&probe);
+  (void)stack_release(&probe);
   return k;
 }
 
@@ -138,6 +145,6 @@ int altstack_uninstall() {
   return static_cast<int>(raw_syscall(SYS_sigaltstack, reinterpret_cast<long>(&ss), 0));
 }
 
-void altstack_release(AltStack* a) { stack_release(&a->stack); }
+int altstack_release(AltStack* a) { return stack_release(&a->stack); }
 
 }  // namespace weft::sys

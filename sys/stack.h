@@ -58,8 +58,13 @@ size_t round_to_pages(size_t n);
 // mprotect guards is spent; `*what` says which). `what` may be null.
 int stack_allocate(size_t size, size_t guard, Stack* out, const char** what = nullptr);
 
-// Unmaps a stack (guard included) and clears `*s`. Idempotent.
-void stack_release(Stack* s);
+// Unmaps a stack (guard included) and clears `*s`; idempotent. Returns 0,
+// or -errno if munmap failed — which happens when releasing a stack from the
+// middle of a larger mapping would split it beyond vm.max_map_count: then
+// the stack's pages are given back (MADV_DONTNEED), `*s` is left intact and
+// the stack stays usable, and the caller should keep it (to reuse or to
+// release again later) rather than lose it.
+int stack_release(Stack* s);
 
 // Gives the committed pages of the usable range back to the kernel except
 // the topmost `keep` bytes; the guard stays. For caching idle stacks.
@@ -84,7 +89,7 @@ int altstack_install(const AltStack& a);
 // Disables the calling thread's signal stack (it must not be running on it).
 int altstack_uninstall();
 
-// Unmaps a signal stack that no thread has installed.
-void altstack_release(AltStack* a);
+// Unmaps a signal stack that no thread has installed (see stack_release).
+int altstack_release(AltStack* a);
 
 }  // namespace weft::sys
