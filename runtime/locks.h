@@ -60,6 +60,10 @@ class KltMutex {
       c = word_.exchange(2, std::memory_order_acquire);
     }
   }
+  bool try_lock() {
+    uint32_t c = 0;
+    return word_.compare_exchange_strong(c, 1, std::memory_order_acquire);
+  }
   void unlock() {
     if (word_.exchange(0, std::memory_order_release) == 2) sys::futex_wake(&word_, 1);
   }

@@ -1,15 +1,27 @@
 // runtime/monitor.cc — the monitor KLT: one per runtime, runs no ULTs.
 //
-// Every tick it settles deferred notifies: a worker that queued work
-// without waking an idle worker (scheduler.cc, "Deferred notify") and has
-// not switched since gets an idle worker woken for it. Every kReapEvery it
-// runs the reaper: the process-wide death row trims itself and, once
-// nothing has been spawned or released since the last reap, gives the
-// cached stacks' memory back (death_row.h). The tick is kBusyTick while any
-// worker is awake and kIdleTick when all sleep. Later issues hang the
-// blocking-region handoff and preemption requests here.
+// Each tick it looks at every active worker:
+//  - In a blocking region (weft::blocking) for longer than the threshold:
+//    hand off (handoff_locked). The worker's queued ULTs and timed parks
+//    move to the global queue and to a spare worker, the spare takes the
+//    blocked worker's slot (and so its share of the work), and the blocked
+//    worker becomes retired: when its ULT comes back it runs on, then the
+//    worker serves only what must run on its KLT (pinned ULTs, its io ring).
+//    This is the seeds' scheduler activation, without kernel upcalls.
+//  - Running one ULT without a switch for longer than the threshold while
+//    ULTs wait in its deque or run_next (a long computation): those are
+//    moved to the global queue and an idle worker is woken (a hog rescue).
+//    Its yield queue and timers are the running KLT's own and stay;
+//    preemption, which would free them too, is a later piece of work.
+//  - Not switched since the last tick with work queued: settle its deferred
+//    notify (scheduler.cc, "Deferred notify").
+// Every kReapEvery it runs the reaper (death_row.h).
+//
+// The tick is 1 ms while any worker is awake, 100 ms when all sleep, and
+// shorter while a blocking region is open (it wakes when that region
+// reaches the threshold).
+#include <algorithm>
 #include <ctime>
-#include <vector>
 
 #include "runtime/death_row.h"
 #include "runtime/log.h"
@@ -18,37 +30,143 @@
 
 namespace weft::rt {
 namespace {
-constexpr long kBusyTickNs = 1000 * 1000;          // 1 ms
-constexpr long kIdleTickNs = 100 * 1000 * 1000;    // 100 ms
+
+constexpr int64_t kBusyTickNs = 1000 * 1000;         // 1 ms
+constexpr int64_t kIdleTickNs = 100 * 1000 * 1000;   // 100 ms
+constexpr int64_t kMinTickNs = 20 * 1000;            // 20 µs
 constexpr int64_t kReapEveryNs = 100 * 1000 * 1000;
 
-// A worker that has work queued and has not switched since the last tick
-// while others sleep: wake one of them (deferred notify's backstop).
-void settle_stalled(Scheduler* s, std::vector<uint64_t>* last_switches) {
-  int n = s->active.load(std::memory_order_acquire);
-  if (static_cast<int>(last_switches->size()) < n) last_switches->resize(static_cast<size_t>(n), 0);
-  for (int i = 0; i < n; ++i) {
-    Worker* w = s->workers[static_cast<size_t>(i)].get();
-    uint64_t sw = w->switches.load(std::memory_order_relaxed) + w->sleeps.load(std::memory_order_relaxed);
-    bool stalled = sw == (*last_switches)[static_cast<size_t>(i)];
-    (*last_switches)[static_cast<size_t>(i)] = sw;
-    if (stalled && (!w->deque.empty_approx() || w->run_next.load(std::memory_order_relaxed) != nullptr))
-      s->notify_work();
-  }
+bool has_stealable_work(Worker* w) {
+  return !w->deque.empty_approx() || w->run_next.load(std::memory_order_relaxed) != nullptr;
 }
+
+// Moves w's stealable ULTs (deque, run_next) to the global queue.
+// Safe from any thread: steal() and the run_next exchange are.
+int64_t take_stealable(Scheduler* s, Worker* w) {
+  int64_t n = 0;
+  while (!w->deque.empty_approx()) {
+    if (Ult* u = w->deque.steal()) {
+      s->global_push(u);
+      ++n;
+    }
+  }
+  if (Ult* u = w->run_next.exchange(nullptr, std::memory_order_acq_rel)) {
+    s->global_push(u);
+    ++n;
+  }
+  return n;
+}
+
+// A retired worker that is idle (no ULT on it, not in a blocking region,
+// nothing pinned to it waiting) can take a blocked worker's slot.
+Worker* find_spare_locked(Scheduler* s) {
+  int act = s->active.load(std::memory_order_relaxed);
+  int n = s->nworkers.load(std::memory_order_relaxed);
+  for (int j = act; j < n; ++j) {
+    Worker* c = s->worker_at(j);
+    if (c->current.load(std::memory_order_relaxed) == nullptr && (c->blocking.load(std::memory_order_acquire) & 3) == 0 &&
+        c->inbox_count.load(std::memory_order_relaxed) == 0 && !c->stop.load(std::memory_order_relaxed))
+      return c;
+  }
+  if (n < s->max_workers) {
+    absl::StatusOr<Worker*> w = s->start_worker(n);  // starts retired: its slot is >= active
+    if (w.ok()) return *w;
+    log().warn("blocking handoff: cannot start a spare worker: {}", w.status().ToString());
+  }
+  return nullptr;
+}
+
+// Hands the slot of w, blocked in a region opened with word `st`, to a
+// spare. Caller holds concurrency_lock.
+void handoff_locked(Scheduler* s, Worker* w, uint64_t st) {
+  if (s->stopped.load(std::memory_order_acquire)) return;
+  int i = w->index.load(std::memory_order_relaxed);
+  if (i >= s->active.load(std::memory_order_relaxed)) return;
+  Worker* spare = find_spare_locked(s);
+  if (spare == nullptr) return;  // at max_workers: the region blocks its worker, as a plain call would
+  // Claim w. From here until its KLT sees flag 2, w's owner-only state is ours.
+  uint64_t claimed = (((st >> 2) + 1) << 2) | 2;
+  if (!w->blocking.compare_exchange_strong(st, claimed, std::memory_order_acq_rel)) return;  // it came back
+  int j = spare->index.load(std::memory_order_relaxed);
+  s->slots[static_cast<size_t>(i)].store(spare, std::memory_order_release);
+  s->slots[static_cast<size_t>(j)].store(w, std::memory_order_release);
+  spare->index.store(i, std::memory_order_release);
+  w->index.store(j, std::memory_order_release);
+  int64_t moved = 0;
+  for (Ult* u; (u = w->yq_pop()) != nullptr; ++moved) s->global_push(u);
+  moved += take_stealable(s, w);
+  size_t timers = 0;
+  {
+    LockGuard<KltMutex> g(spare->timer_inbox_lock);
+    TimerEntry e;
+    while (w->timers.pop(&e)) {
+      spare->timer_inbox.push_back(e);
+      ++timers;
+    }
+    if (timers != 0) spare->timer_inbox_nonempty.store(true, std::memory_order_release);
+  }
+  s->handoffs.fetch_add(1, std::memory_order_relaxed);
+  s->wake_worker(spare);
+  s->notify_work();
+  log().debug("blocking handoff: slot {} from worker tid {} to tid {}; {} ULTs, {} timers moved", i,
+              w->tid.load(), spare->tid.load(), moved, timers);
+}
+
+// Returns the time until the next blocking region reaches the threshold
+// (or -1 if none is open).
+int64_t scan(Scheduler* s, int64_t now) {
+  int64_t next = -1;
+  int act = s->active.load(std::memory_order_acquire);
+  int64_t threshold = s->blocking_threshold_ns;
+  for (int i = 0; i < act; ++i) {
+    Worker* w = s->worker_at(i);
+    // Blocking region.
+    uint64_t st = w->blocking.load(std::memory_order_acquire);
+    if ((st & 3) == 1) {
+      int64_t since = w->blocking_since_ns.load(std::memory_order_relaxed);
+      if (now - since >= threshold) {
+        if (s->concurrency_lock.try_lock()) {  // never wait: shutdown may hold it for long
+          handoff_locked(s, w, st);
+          s->concurrency_lock.unlock();
+        }
+      } else {
+        int64_t left = since + threshold - now;
+        next = next < 0 ? left : std::min(next, left);
+      }
+      continue;
+    }
+    // Stalled: no switch since the last look.
+    uint64_t seen = w->switches.load(std::memory_order_relaxed) + w->sleeps.load(std::memory_order_relaxed);
+    if (seen != w->monitor_seen) {
+      w->monitor_seen = seen;
+      w->monitor_stalled_since = now;
+      continue;
+    }
+    if (!has_stealable_work(w)) continue;
+    if (w->current.load(std::memory_order_relaxed) != nullptr && now - w->monitor_stalled_since >= threshold) {
+      if (take_stealable(s, w) != 0) s->hog_rescues.fetch_add(1, std::memory_order_relaxed);
+    }
+    s->notify_work();  // deferred notify's backstop
+  }
+  return next;
+}
+
 }  // namespace
 
 void monitor_main(void* arg) {
   auto* s = static_cast<Scheduler*>(arg);
-  std::vector<uint64_t> last_switches;
   int64_t next_reap = monotonic_ns() + kReapEveryNs;
+  int64_t tick_ns = kBusyTickNs;
   while (s->monitor_word.load(std::memory_order_acquire) == 0) {
-    bool all_idle = s->npidle.load(std::memory_order_relaxed) >= s->active.load(std::memory_order_relaxed);
-    timespec tick{0, all_idle ? kIdleTickNs : kBusyTickNs};
+    timespec tick{tick_ns / 1000000000, tick_ns % 1000000000};
     sys::futex_wait_for(&s->monitor_word, 0, &tick);
-    settle_stalled(s, &last_switches);
-    if (monotonic_ns() >= next_reap) {
-      next_reap = monotonic_ns() + kReapEveryNs;
+    int64_t now = monotonic_ns();
+    int64_t region = scan(s, now);
+    bool all_idle = s->npidle.load(std::memory_order_relaxed) >= s->active.load(std::memory_order_relaxed);
+    tick_ns = all_idle ? kIdleTickNs : kBusyTickNs;
+    if (region >= 0) tick_ns = std::clamp(region, kMinTickNs, tick_ns);
+    if (now >= next_reap) {
+      next_reap = now + kReapEveryNs;
       uint64_t n = death_row().reap();
       if (n != 0) {
         s->monitor_reaped.fetch_add(n, std::memory_order_relaxed);

@@ -6,6 +6,22 @@
 
 namespace weft::rt {
 
+namespace {
+std::atomic<PollerFactory> factory{nullptr};
+std::atomic<void*> factory_ctx{nullptr};
+}  // namespace
+
+void register_poller_factory(PollerFactory f, void* ctx) {
+  factory_ctx.store(ctx, std::memory_order_relaxed);
+  factory.store(f, std::memory_order_release);
+}
+
+PollerFactory registered_poller_factory(void** ctx) {
+  PollerFactory f = factory.load(std::memory_order_acquire);
+  *ctx = factory_ctx.load(std::memory_order_relaxed);
+  return f;
+}
+
 int64_t monotonic_ns() {
   timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);  // vDSO; does not touch errno on success

@@ -16,6 +16,15 @@
 //    when the worker is not waiting.
 //  - poll() is called by the owning worker at every scheduling pass; it must
 //    not block. The default does nothing.
+//  - needs_poll() is checked at every direct ULT-to-ULT switch (inline, a
+//    few loads): when true the switch goes through the scheduler loop, which
+//    calls poll(). A poller sets `pending_` while it holds work that poll()
+//    must push out (unsubmitted io requests), and may point `flags_` at a
+//    word the kernel sets (io_uring's IORING_SQ_TASKRUN) and `cq_head_` /
+//    `cq_tail_` at a completion ring's indices.
+//
+// Which Poller a runtime's workers get: FutexPoller, unless a factory was
+// registered (io/ registers its io_uring/epoll poller when it is linked in).
 #pragma once
 
 #include <atomic>
@@ -30,6 +39,17 @@ class Poller {
   virtual void wait(int64_t deadline_ns) = 0;
   virtual void wake() = 0;
   virtual void poll() {}
+  bool needs_poll() const {
+    return pending_ != 0 || (flags_ != nullptr && (*flags_ & flags_mask_) != 0) ||
+           (cq_tail_ != nullptr && *cq_tail_ != *cq_head_);
+  }
+
+ protected:
+  uint32_t pending_ = 0;
+  const volatile uint32_t* flags_ = nullptr;
+  uint32_t flags_mask_ = 0;
+  const volatile uint32_t* cq_head_ = nullptr;
+  const volatile uint32_t* cq_tail_ = nullptr;
 };
 
 // Waits on a futex word.
@@ -53,8 +73,16 @@ class FutexPoller final : public Poller {
   std::atomic<uint32_t> word_{0};
 };
 
-// Builds the poller of worker `index`; called on that worker's own KLT.
+// Builds the poller of a worker (index -1 for bound workers). Called on the
+// thread that creates the worker, not on the worker's KLT: a poller that
+// needs its owner thread (an io_uring with SINGLE_ISSUER) must set itself
+// up lazily, in its first wait()/poll() or owner call.
 using PollerFactory = std::unique_ptr<Poller> (*)(int index, void* ctx);
+
+// Registers the factory every Runtime created afterwards uses (io/ calls it
+// from a static initialiser). Null restores FutexPoller.
+void register_poller_factory(PollerFactory f, void* ctx);
+PollerFactory registered_poller_factory(void** ctx);
 
 // Monotonic clock in nanoseconds.
 int64_t monotonic_ns();

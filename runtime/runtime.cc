@@ -76,7 +76,11 @@ Scheduler::Scheduler(const Options& o) : opts(o) {
   max_workers = opts.max_workers > 0 ? opts.max_workers : std::max(opts.workers, 4 * cpus);
   if (max_workers < opts.workers) max_workers = opts.workers;
   default_stack_size = sys::round_to_pages(opts.stack_size == 0 ? 64 * 1024 : opts.stack_size);
-  workers.resize(static_cast<size_t>(max_workers));
+  poller_factory = registered_poller_factory(&poller_ctx);
+  blocking_threshold_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(opts.blocking_handoff).count();
+  if (blocking_threshold_ns < 0) blocking_threshold_ns = 0;
+  slots = std::make_unique<std::atomic<Worker*>[]>(static_cast<size_t>(max_workers));
+  for (int i = 0; i < max_workers; ++i) slots[static_cast<size_t>(i)].store(nullptr, std::memory_order_relaxed);
 }
 
 Scheduler::~Scheduler() {
@@ -94,7 +98,8 @@ absl::StatusOr<Worker*> Scheduler::start_worker(int index) {
   int r = sys::klt_create(worker_main, w.get(), ko, &w->klt, &what);
   if (r != 0) return klt_error(r, what, "worker");
   Worker* raw = w.get();
-  workers[static_cast<size_t>(index)] = std::move(w);
+  worker_storage.push_back(std::move(w));
+  slots[static_cast<size_t>(index)].store(raw, std::memory_order_release);
   nworkers.store(index + 1, std::memory_order_release);
   return raw;
 }
@@ -128,7 +133,7 @@ absl::Status Scheduler::start() {
       // Workers started before `active` covered them and went to sleep as
       // retired; wake them so they register as active idle workers.
       active.store(opts.workers, std::memory_order_release);
-      for (int i = 0; i < opts.workers; ++i) wake_worker(workers[static_cast<size_t>(i)].get());
+      for (int i = 0; i < opts.workers; ++i) wake_worker(worker_at(i));
     }
   }
   if (!start_status.ok()) {
@@ -157,7 +162,7 @@ absl::Status Scheduler::set_concurrency(int n) {
   // Raised: retired workers wake up and look for work. Lowered: the retired
   // ones wake up, notice, and hand their queues over.
   int lo = std::min(old, n), hi = std::max(old, n);
-  for (int i = lo; i < hi; ++i) wake_worker(workers[static_cast<size_t>(i)].get());
+  for (int i = lo; i < hi; ++i) wake_worker(worker_at(i));
   if (n > old) notify_work();
   log().debug("concurrency {} -> {}", old, n);
   return absl::OkStatus();
@@ -213,10 +218,9 @@ absl::Status Scheduler::shutdown() {
     sys::futex_wait_for(&exit_signal, seen, &backstop);
   }
   stopped.store(true, std::memory_order_release);
-  int n = nworkers.load(std::memory_order_acquire);
-  for (int i = 0; i < n; ++i) {
-    workers[static_cast<size_t>(i)]->stop.store(true, std::memory_order_release);
-    workers[static_cast<size_t>(i)]->poller->wake();
+  for (auto& w : worker_storage) {
+    w->stop.store(true, std::memory_order_release);
+    w->poller->wake();
   }
   {
     LockGuard<KltMutex> bg(bound_lock);
@@ -231,8 +235,7 @@ absl::Status Scheduler::shutdown() {
     sys::klt_join(monitor);
     monitor = nullptr;
   }
-  for (int i = 0; i < n; ++i) {
-    Worker* w = workers[static_cast<size_t>(i)].get();
+  for (auto& w : worker_storage) {
     if (w->klt != nullptr) sys::klt_join(w->klt);
     w->klt = nullptr;
   }
@@ -256,7 +259,7 @@ uint64_t Scheduler::live_ults() const {
   // The order of the passes is what makes a zero trustworthy (scheduler.h).
   uint64_t e = 0, c = 0;
   int n = nworkers.load(std::memory_order_acquire);
-  for (int i = 0; i < n; ++i) e += workers[static_cast<size_t>(i)]->exited.load(std::memory_order_acquire);
+  for (int i = 0; i < n; ++i) e += worker_at(i)->exited.load(std::memory_order_acquire);
   {
     LockGuard<KltMutex> g(const_cast<KltMutex&>(bound_lock));
     for (auto& w : bound_all) e += w->exited.load(std::memory_order_acquire);
@@ -264,7 +267,7 @@ uint64_t Scheduler::live_ults() const {
   full_fence();
   c = foreign_created.load(std::memory_order_acquire);
   n = nworkers.load(std::memory_order_acquire);
-  for (int i = 0; i < n; ++i) c += workers[static_cast<size_t>(i)]->created.load(std::memory_order_acquire);
+  for (int i = 0; i < n; ++i) c += worker_at(i)->created.load(std::memory_order_acquire);
   {
     LockGuard<KltMutex> g(const_cast<KltMutex&>(bound_lock));
     for (auto& w : bound_all) c += w->created.load(std::memory_order_acquire);
@@ -277,7 +280,7 @@ RuntimeStats Scheduler::stats() const {
   int n = nworkers.load(std::memory_order_acquire);
   int act = active.load(std::memory_order_relaxed);
   for (int i = 0; i < n; ++i) {
-    const Worker* w = workers[static_cast<size_t>(i)].get();
+    const Worker* w = worker_at(i);
     WorkerStats ws;
     ws.index = i;
     ws.tid = w->tid.load(std::memory_order_relaxed);
@@ -293,8 +296,8 @@ RuntimeStats Scheduler::stats() const {
   }
   uint64_t exited = 0, created = foreign_created.load(std::memory_order_relaxed);
   for (int i = 0; i < n; ++i) {
-    exited += workers[static_cast<size_t>(i)]->exited.load(std::memory_order_relaxed);
-    created += workers[static_cast<size_t>(i)]->created.load(std::memory_order_relaxed);
+    exited += worker_at(i)->exited.load(std::memory_order_relaxed);
+    created += worker_at(i)->created.load(std::memory_order_relaxed);
   }
   {
     LockGuard<KltMutex> g(const_cast<KltMutex&>(bound_lock));
@@ -311,6 +314,8 @@ RuntimeStats Scheduler::stats() const {
   r.stacks_mapped = death_row().mapped();
   r.stacks_unmapped = death_row().unmapped();
   r.bound_threads = bound_busy.load(std::memory_order_relaxed);
+  r.handoffs = handoffs.load(std::memory_order_relaxed);
+  r.hog_rescues = hog_rescues.load(std::memory_order_relaxed);
   return r;
 }
 

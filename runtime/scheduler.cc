@@ -243,7 +243,8 @@ void Worker::init_thread_state() {
 Ult* Worker::pick_local(bool for_yield) {
   // Serve the scheduler loop regularly, and always when this worker must
   // not run ordinary work (bound, retired) or has ULTs that must run here.
-  if (--until_loop == 0 || is_bound || !active() || inbox_count.load(std::memory_order_relaxed) != 0)
+  if (--until_loop <= 0 || is_bound || !active() || inbox_count.load(std::memory_order_relaxed) != 0 ||
+      poller->needs_poll())
     return nullptr;
   if (run_next.load(std::memory_order_relaxed) != nullptr) {
     Ult* u = run_next.exchange(nullptr, std::memory_order_acquire);
@@ -263,10 +264,10 @@ void yield_current(Ult* self) {
   if (next == nullptr) {
     // Nothing local. If the scheduler loop has work for us (global queue,
     // inbox, timers) go through it; otherwise keep running.
-    bool loop_has_work = w->is_bound || !w->active() ||
+    bool loop_has_work = w->until_loop <= 0 || w->is_bound || !w->active() ||
                          w->inbox_count.load(std::memory_order_relaxed) != 0 ||
                          w->sched->global_count.load(std::memory_order_relaxed) != 0 ||
-                         !w->timers.empty();
+                         w->poller->needs_poll();
     if (!loop_has_work) return;
   }
   switch_from(self, next, SwitchAction::kRequeue);
@@ -582,6 +583,12 @@ Ult* Worker::find_runnable_inner() {
       }
       s->notify_work();
     }
+    if (timer_inbox_nonempty.load(std::memory_order_acquire)) {  // moved here by a handoff
+      LockGuard<KltMutex> g(timer_inbox_lock);
+      for (const TimerEntry& e : timer_inbox) timers.push(e);
+      timer_inbox.clear();
+      timer_inbox_nonempty.store(false, std::memory_order_relaxed);
+    }
     if (!timers.empty()) fire_timers(monotonic_ns());
     poller->poll();
     if (Ult* u = inbox_pop()) return u;
@@ -611,8 +618,8 @@ Ult* Worker::find_runnable_inner() {
           int start = static_cast<int>(next_random(&rng) % static_cast<uint64_t>(nact));
           for (int i = 0; i < nact; ++i) {
             int v = (start + i) % nact;
-            if (v == index) continue;
-            Worker* victim = s->workers[v].get();
+            if (v == index.load(std::memory_order_relaxed)) continue;
+            Worker* victim = s->worker_at(v);
             Ult* u = victim->deque.steal();
             if (u == nullptr && round == kStealRounds - 1 &&
                 victim->run_next.load(std::memory_order_relaxed) != nullptr)
@@ -647,16 +654,18 @@ Ult* Worker::find_runnable_inner() {
       s->nmspinning.fetch_sub(1, std::memory_order_acq_rel);
     }
     full_fence();
-    bool work = inbox_count.load(std::memory_order_acquire) != 0 || stop.load(std::memory_order_acquire);
+    bool work = inbox_count.load(std::memory_order_acquire) != 0 || stop.load(std::memory_order_acquire) ||
+                timer_inbox_nonempty.load(std::memory_order_acquire);
     if (!work && !timers.empty() && timers.earliest() <= monotonic_ns()) work = true;
     if (!work && act) {
       work = s->global_count.load(std::memory_order_acquire) != 0;
       int nact = s->active.load(std::memory_order_relaxed);
       for (int v = 0; !work && v < nact; ++v) {
-        Worker* o = s->workers[v].get();
+        Worker* o = s->worker_at(v);
         work = !o->deque.empty_approx() || o->run_next.load(std::memory_order_relaxed) != nullptr;
       }
-      if (!work && s->active.load(std::memory_order_relaxed) <= index) work = true;  // retired meanwhile
+      if (!work && s->active.load(std::memory_order_relaxed) <= index.load(std::memory_order_relaxed))
+        work = true;  // retired meanwhile
     }
     if (!work) {
       bump(sleeps);
@@ -693,7 +702,7 @@ void Worker::loop() {
     if (is_bound && (a == SwitchAction::kExit || a == SwitchAction::kExitRelease)) {
       sched->bound_done(this);  // our ULT is gone: back to the spare list
     }
-    WEFT_DCHECK(!spinning, "worker %d ran a ULT while counted as spinning", index);
+    WEFT_DCHECK(!spinning, "worker %d ran a ULT while counted as spinning", index.load(std::memory_order_relaxed));
   }
 }
 

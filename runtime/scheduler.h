@@ -38,7 +38,10 @@ enum class SwitchAction : uintptr_t {
 struct alignas(64) Worker {
   // --- fixed at creation ------------------------------------------------------
   struct Scheduler* sched = nullptr;
-  int index = -1;                 // position in Scheduler::workers; -1 for bound workers
+  // Slot in Scheduler::slots: [0, active) run ULTs, the rest are retired or
+  // spare. Changes when a blocking-region handoff swaps two workers' slots
+  // (monitor.cc); -1 for bound workers.
+  std::atomic<int> index{-1};
   bool is_bound = false;          // runs only the bound ULTs in its inbox
   sys::Klt* klt = nullptr;
   std::atomic<int> tid{0};
@@ -50,7 +53,7 @@ struct alignas(64) Worker {
   // read by others (adaptive mutex spinning, overflow reports): relaxed.
   std::atomic<Ult*> current{nullptr};
   uint64_t tick = 0;              // scheduler-loop passes
-  uint32_t until_loop = 1;        // direct switches left before one goes via loop()
+  int32_t until_loop = 1;         // direct switches left before one goes via loop() (<= 0: due)
   int* errno_ptr = nullptr;       // this KLT's errno (fixed for the KLT's life)
   void* eh_globals = nullptr;     // this KLT's __cxa_eh_globals (fixed likewise)
   uint64_t rng = 0;
@@ -80,10 +83,28 @@ struct alignas(64) Worker {
   bool woken_spinning = false;           // guarded by Scheduler::idle_lock
   bool in_idle_set = false;              // guarded by Scheduler::idle_lock
   std::atomic<bool> stop{false};         // leave loop() (shutdown, or spare bound worker)
-  // Inside weft::blocking(): its ULT is in a call that may block the KLT, so
-  // it does not count as running (adaptive spinning) and the monitor may
-  // hand this worker's queue to another KLT.
-  std::atomic<bool> in_blocking{false};
+  // Blocking regions (weft::blocking, runtime/blocking.cc). While a ULT is
+  // inside one, its worker's `current` is null (weft calls made there act as
+  // on a foreign thread: they block the KLT) and the worker's KLT promises
+  // not to touch the owner-only state above until it leaves the region. The
+  // monitor may then take that state and give the worker's slot to a spare
+  // worker (a handoff). The word: epoch << 2 | flag, flag 0 = not blocking,
+  // 1 = blocking, 2 = handed off; the monitor's handoff bumps the epoch so
+  // that the leaving KLT's CAS (epoch,1) -> (epoch,0) fails exactly when it
+  // lost its slot.
+  std::atomic<uint64_t> blocking{0};
+  std::atomic<int64_t> blocking_since_ns{0};
+  Ult* blocking_ult = nullptr;            // the ULT inside the region (overflow reports)
+  std::atomic<bool> in_blocking{false};   // flag != 0, for readers that need one load
+  // Timed parks moved here from a handed-off worker; merged into `timers`
+  // by the owner at its next scheduler pass.
+  KltMutex timer_inbox_lock;
+  std::vector<TimerEntry> timer_inbox;
+  std::atomic<bool> timer_inbox_nonempty{false};
+  // Monitor-only bookkeeping (monitor.cc): the switch count it saw last and
+  // since when it has not changed.
+  uint64_t monitor_seen = 0;
+  int64_t monitor_stalled_since = 0;
 
   // --- counters: the owner increments, anyone reads ---------------------------
   std::atomic<uint64_t> switches{0}, steals{0}, parks{0}, sleeps{0}, reaped{0};
@@ -92,7 +113,7 @@ struct alignas(64) Worker {
   alignas(64) std::atomic<uint64_t> created{0};
   std::atomic<uint64_t> exited{0};
 
-  bool active() const { return !is_bound && index < sched_active(); }
+  bool active() const { return !is_bound && index.load(std::memory_order_relaxed) < sched_active(); }
   int sched_active() const;
   void loop();
   Ult* find_runnable();
@@ -137,10 +158,18 @@ struct alignas(64) Scheduler {
   absl::Status start_status;
 
   // --- the pool -------------------------------------------------------------------
-  std::vector<std::unique_ptr<Worker>> workers;   // size max_workers; slots filled on start
-  std::atomic<int> nworkers{0};                   // workers created: [0, nworkers)
+  // slots[i] is the worker in slot i (Worker::index == i): [0, active) run
+  // ULTs; [active, nworkers) are retired or spare. A handoff swaps two slots
+  // (monitor.cc); readers load a slot atomically and may see either worker,
+  // both of which stay valid for the runtime's life (worker_storage).
+  std::vector<std::unique_ptr<Worker>> worker_storage;  // every pool worker made
+  std::unique_ptr<std::atomic<Worker*>[]> slots;        // max_workers entries
+  std::atomic<int> nworkers{0};                   // slots filled: [0, nworkers)
   std::atomic<int> active{0};                     // workers running ULTs: [0, active)
-  KltMutex concurrency_lock;                      // serialises set_concurrency/shutdown
+  KltMutex concurrency_lock;                      // serialises set_concurrency, handoffs, shutdown
+  Worker* worker_at(int i) const { return slots[static_cast<size_t>(i)].load(std::memory_order_acquire); }
+  std::atomic<uint64_t> handoffs{0};              // blocking-region handoffs done
+  std::atomic<uint64_t> hog_rescues{0};           // queues taken from a long-running ULT's worker
 
   // --- idle workers and spinning (see "Wake-ups" in scheduler.cc) ----------------
   // npidle and nmspinning are read at every spawn and wake: keep them on
@@ -209,6 +238,7 @@ struct alignas(64) Scheduler {
   absl::Status start_workers_locked(int n);
 
   size_t default_stack_size = 0;   // Options::stack_size rounded to pages
+  int64_t blocking_threshold_ns = 0;  // Options::blocking_handoff
 };
 
 inline int Worker::sched_active() const { return sched->active.load(std::memory_order_relaxed); }

@@ -36,6 +36,13 @@ class TimerHeap {
     return true;
   }
   size_t size() const { return heap_.size(); }
+  // Pops the earliest entry whatever its deadline; false if empty.
+  bool pop(TimerEntry* out) {
+    if (heap_.empty()) return false;
+    *out = heap_.top();
+    heap_.pop();
+    return true;
+  }
 
  private:
   std::priority_queue<TimerEntry, std::vector<TimerEntry>, std::greater<TimerEntry>> heap_;

@@ -97,6 +97,11 @@ struct Options {
   // Guard region below every ULT stack (0 = none). Running into it aborts
   // the process with a "stack overflow in ULT" report.
   size_t guard_size = 4096;
+  // A worker whose ULT has been inside weft::blocking() this long has its
+  // queued ULTs and its place handed to a spare kernel thread, so the other
+  // ULTs keep running (see weft::blocking). Takes effect within about 1 ms
+  // after the threshold.
+  std::chrono::microseconds blocking_handoff{200};
 };
 
 // How one ULT is spawned.
@@ -136,6 +141,9 @@ struct RuntimeStats {
   uint64_t stacks_mapped = 0;    // stacks ever mmap'd
   uint64_t stacks_unmapped = 0;  // stacks given back by the reaper
   int bound_threads = 0;     // kernel threads running a bound ULT now
+  uint64_t handoffs = 0;     // workers replaced while blocked in weft::blocking()
+  uint64_t hog_rescues = 0;  // times queued ULTs were taken from a worker whose
+                             // ULT ran too long without a switch
 };
 
 // A handle to a spawned ULT. Move-only. join() or detach() it exactly once;
@@ -318,6 +326,43 @@ Ult spawn(F&& fn, const SpawnOptions& opts = {}) {
   using Fn = std::decay_t<F>;
   Fn f(std::forward<F>(fn));
   return detail::spawn(nullptr, opts, detail::make_closure(&f));
+}
+
+namespace detail {
+struct BlockingRegion {
+  void* ult = nullptr;
+  void* worker = nullptr;
+  uint64_t epoch = 0;
+};
+BlockingRegion blocking_enter();
+void blocking_exit(const BlockingRegion& r);
+}  // namespace detail
+
+// Runs fn() — a call that may block its kernel thread and that weft cannot
+// route through io_uring (a library's own blocking call, getaddrinfo, a
+// database driver) — and returns its result.
+//
+// In a ULT, fn runs at once on the caller's own stack and kernel thread
+// (thread_local state and the kernel thread id stay as they were, so it
+// costs nothing when the call is fast). If it is still running after
+// Options::blocking_handoff, the monitor hands the worker's queued ULTs and
+// its place in the pool to a spare kernel thread, so the other ULTs keep
+// running; the caller's kernel thread finishes fn, lets the caller run on,
+// and retires when the caller next parks or yields. Spare kernel threads
+// are reused and bounded by Options::max_workers.
+//
+// Inside fn the kernel thread counts as a foreign thread: weft calls made
+// there (locks, joins, sleep_for, weft::io) block the kernel thread instead
+// of parking a ULT, and this_ult::id() returns the invalid id. Do not
+// unlock, inside fn, a weft::Mutex locked outside it (debug builds see a
+// different owner). Outside a ULT, blocking() just calls fn.
+template <class F>
+decltype(auto) blocking(F&& fn) {
+  struct Exit {
+    detail::BlockingRegion r;
+    ~Exit() { detail::blocking_exit(r); }
+  } exit{detail::blocking_enter()};
+  return std::forward<F>(fn)();
 }
 
 namespace this_ult {

@@ -1,0 +1,60 @@
+// runtime/blocking.cc — weft::blocking(): blocking regions and handoffs.
+//
+// The handshake with the monitor (monitor.cc, handoff_locked):
+//
+//   the region's KLT                       monitor
+//   current = null                         sees flag 1 for longer than the
+//   blocking = epoch|1  (seq_cst)          threshold, takes the pool lock,
+//   ... fn() ...                           CAS blocking epoch|1 -> epoch+1|2;
+//                                          on success takes the worker's
+//                                          queued ULTs and timers, swaps its
+//                                          slot with a spare worker's
+//   CAS blocking epoch|1 -> epoch|0
+//   ok:   nothing happened, carry on
+//   fail: handed off (now retired): set flag 0 under the new epoch
+//   current = the ULT again
+//
+// Between the store of flag 1 and the CAS, the KLT runs only fn, which sees
+// no current ULT, so nothing it calls touches the worker's owner-only state
+// (its yield queue, timers): exactly the window in which the monitor may
+// take them. The epoch makes the CAS fail precisely when a handoff happened,
+// even if later regions reused flag 1.
+#include "runtime/log.h"
+#include "runtime/poller.h"
+#include "runtime/scheduler.h"
+#include "sys/raw_log.h"
+
+namespace weft::detail {
+
+BlockingRegion blocking_enter() {
+  rt::Worker* w = rt::current_worker();
+  if (w == nullptr) return {};
+  rt::Ult* self = w->current.load(std::memory_order_relaxed);
+  if (self == nullptr) return {};  // a foreign-like context already (nested region)
+  uint64_t st = w->blocking.load(std::memory_order_relaxed);
+  WEFT_DCHECK((st & 3) == 0, "worker %d enters a blocking region in state %lu", w->index.load(std::memory_order_relaxed),
+              static_cast<unsigned long>(st));
+  w->blocking_ult = self;
+  w->blocking_since_ns.store(rt::monotonic_ns(), std::memory_order_relaxed);
+  w->current.store(nullptr, std::memory_order_relaxed);
+  w->in_blocking.store(true, std::memory_order_relaxed);
+  w->blocking.store(st | 1, std::memory_order_seq_cst);
+  return BlockingRegion{self, w, st};
+}
+
+void blocking_exit(const BlockingRegion& r) {
+  if (r.ult == nullptr) return;
+  auto* w = static_cast<rt::Worker*>(r.worker);
+  uint64_t expected = r.epoch | 1;
+  if (!w->blocking.compare_exchange_strong(expected, r.epoch, std::memory_order_acq_rel)) {
+    // Handed off while we were away: this worker is retired now. Ready the
+    // word for later regions (flag 0 under the monitor's new epoch).
+    WEFT_DCHECK((expected & 3) == 2, "blocking word %lu after handoff", static_cast<unsigned long>(expected));
+    w->blocking.store(expected & ~uint64_t{3}, std::memory_order_release);
+  }
+  w->in_blocking.store(false, std::memory_order_relaxed);
+  w->blocking_ult = nullptr;
+  w->current.store(static_cast<rt::Ult*>(r.ult), std::memory_order_relaxed);
+}
+
+}  // namespace weft::detail
