@@ -39,6 +39,9 @@ class Poller {
   virtual void wait(int64_t deadline_ns) = 0;
   virtual void wake() = 0;
   virtual void poll() {}
+  // Set by io/'s engines, so io can find its engine without RTTI.
+  bool poller_is_io_engine = false;
+
   bool needs_poll() const {
     return pending_ != 0 || (flags_ != nullptr && (*flags_ & flags_mask_) != 0) ||
            (cq_tail_ != nullptr && *cq_tail_ != *cq_head_);

@@ -7,4 +7,5 @@
 
 #include "weft/runtime.h"
 #include "weft/sync.h"
+#include "weft/io.h"
 #include "weft/version.h"

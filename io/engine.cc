@@ -1,0 +1,78 @@
+// io/engine.cc — the engine registry, per-fd in-flight counts, and the
+// cross-worker cancel queue.
+#include "io/engine.h"
+
+#include <sys/mman.h>
+
+#include <algorithm>
+
+#include "sys/raw_syscall.h"
+
+namespace weft::io_internal {
+
+rt::KltMutex& registry_lock() {
+  static rt::KltMutex* m = new rt::KltMutex();
+  return *m;
+}
+
+std::vector<Engine*>& registry() {
+  static std::vector<Engine*>* v = new std::vector<Engine*>();
+  return *v;
+}
+
+void register_engine(Engine* e) {
+  rt::LockGuard<rt::KltMutex> g(registry_lock());
+  registry().push_back(e);
+}
+
+void unregister_engine(Engine* e) {
+  rt::LockGuard<rt::KltMutex> g(registry_lock());
+  auto& v = registry();
+  v.erase(std::remove(v.begin(), v.end(), e), v.end());
+}
+
+Engine::~Engine() { unregister_engine(this); }
+
+void Engine::post_cancel(CancelRequest* r) {
+  {
+    rt::LockGuard<rt::KltMutex> g(req_lock_);
+    r->next = requests_;
+    requests_ = r;
+    has_requests_.store(true, std::memory_order_release);
+  }
+  wake();
+}
+
+CancelRequest* Engine::take_requests() {
+  rt::LockGuard<rt::KltMutex> g(req_lock_);
+  CancelRequest* r = requests_;
+  requests_ = nullptr;
+  has_requests_.store(false, std::memory_order_relaxed);
+  return r;
+}
+
+namespace {
+// One counter per fd, in lazily committed memory (4 MiB of address space).
+std::atomic<uint32_t>* fd_counters() {
+  static std::atomic<uint32_t>* counters = [] {
+    long m = sys::raw_syscall(SYS_mmap, 0, kMaxTrackedFd * sizeof(std::atomic<uint32_t>), PROT_READ | PROT_WRITE,
+                              MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    return sys::is_error(m) ? nullptr : reinterpret_cast<std::atomic<uint32_t>*>(m);
+  }();
+  return counters;
+}
+}  // namespace
+
+void fd_ops_add(int fd, int delta) {
+  if (fd < 0 || fd >= kMaxTrackedFd) return;
+  if (std::atomic<uint32_t>* c = fd_counters()) c[fd].fetch_add(static_cast<uint32_t>(delta), std::memory_order_acq_rel);
+}
+
+bool fd_maybe_busy(int fd) {
+  if (fd < 0) return false;
+  std::atomic<uint32_t>* c = fd_counters();
+  if (fd >= kMaxTrackedFd || c == nullptr) return true;
+  return c[fd].load(std::memory_order_acquire) != 0;
+}
+
+}  // namespace weft::io_internal

@@ -1,0 +1,251 @@
+#include "io/uring_engine.h"
+
+#include <sys/eventfd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "io/uring_defs.h"
+#include "runtime/log.h"
+#include "sys/futex.h"
+#include "sys/raw_log.h"
+#include "sys/raw_syscall.h"
+
+namespace weft::io_internal {
+namespace {
+
+// user_data: a Completion* or CancelRequest* (8-byte aligned) with a tag in
+// the low bits, or kWakeData for the armed wake-up read.
+constexpr uint64_t kWakeData = 1;
+constexpr uint64_t kTagMask = 3;
+constexpr uint64_t kTagOp = 0;
+constexpr uint64_t kTagTimeout = 1;
+constexpr uint64_t kTagCancel = 2;
+
+std::atomic<unsigned> sq_entries_for_test{0};
+
+const char* flag_name(unsigned f) {
+  switch (f) {
+    case IORING_SETUP_DEFER_TASKRUN: return "DEFER_TASKRUN";
+    case IORING_SETUP_SINGLE_ISSUER: return "SINGLE_ISSUER";
+    case IORING_SETUP_TASKRUN_FLAG: return "TASKRUN_FLAG";
+    case IORING_SETUP_COOP_TASKRUN: return "COOP_TASKRUN";
+    case IORING_SETUP_SUBMIT_ALL: return "SUBMIT_ALL";
+  }
+  return "?";
+}
+
+}  // namespace
+
+void UringEngine::set_sq_entries_for_test(unsigned n) { sq_entries_for_test.store(n, std::memory_order_relaxed); }
+
+UringEngine::UringEngine() : Engine(Kind::kUring) {}
+
+UringEngine::~UringEngine() {
+  if (state_ == State::kReady) io_uring_queue_exit(&ring_);
+  if (eventfd_ >= 0) sys::raw_syscall(SYS_close, eventfd_);
+}
+
+bool UringEngine::ready() {
+  if (state_ == State::kReady) return true;
+  if (state_ == State::kFailed) return false;
+  return setup();
+}
+
+bool UringEngine::setup() {
+  unsigned entries = sq_entries_for_test.load(std::memory_order_relaxed);
+  if (entries == 0) entries = kSqEntries;
+  // Dropped in this order on EINVAL: DEFER_TASKRUN requires SINGLE_ISSUER.
+  static constexpr unsigned kDroppable[] = {IORING_SETUP_DEFER_TASKRUN, IORING_SETUP_SINGLE_ISSUER,
+                                            IORING_SETUP_TASKRUN_FLAG, IORING_SETUP_COOP_TASKRUN,
+                                            IORING_SETUP_SUBMIT_ALL};
+  unsigned flags = IORING_SETUP_CQSIZE;
+  for (unsigned f : kDroppable) flags |= f;
+  int r = 0;
+  for (size_t drop = 0;; ++drop) {
+    io_uring_params p{};
+    p.flags = flags;
+    p.cq_entries = entries * kCqFactor;
+    r = io_uring_queue_init_params(entries, &ring_, &p);
+    if (r == 0) break;
+    if (r != -EINVAL || drop == sizeof kDroppable / sizeof kDroppable[0]) break;
+    rt::log().debug("io_uring_setup: EINVAL, retrying without {}", flag_name(kDroppable[drop]));
+    flags &= ~kDroppable[drop];
+  }
+  if (r != 0) {
+    state_ = State::kFailed;
+    sys::raw_logf("weft: io_uring setup failed on a worker (%s); its io runs as blocking calls", strerror(-r));
+    return false;
+  }
+  setup_flags_ = flags;
+  io_uring_ring_dontfork(&ring_);  // a forked child must never touch this ring
+
+  if (io_uring_probe* probe = io_uring_get_probe_ring(&ring_)) {
+    use_futex_op_ = io_uring_opcode_supported(probe, kOpFutexWait);
+    io_uring_free_probe(probe);
+  }
+  if (!use_futex_op_) {
+    long fd = sys::raw_syscall(SYS_eventfd2, 0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (sys::is_error(fd)) {
+      io_uring_queue_exit(&ring_);
+      state_ = State::kFailed;
+      sys::raw_logf("weft: eventfd for io_uring wake-ups failed (%s); io runs as blocking calls",
+                    strerror(static_cast<int>(-fd)));
+      return false;
+    }
+    eventfd_ = static_cast<int>(fd);
+  }
+  flags_ = ring_.sq.kflags;
+  flags_mask_ = IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW;
+  cq_head_ = ring_.cq.khead;
+  cq_tail_ = ring_.cq.ktail;
+  state_ = State::kReady;
+  register_engine(this);
+  rt::log().debug("io_uring ready: {} SQ entries, flags {:#x}, wake-ups by {}", entries, flags,
+                  use_futex_op_ ? "FUTEX_WAIT" : "eventfd");
+  return true;
+}
+
+io_uring_sqe* UringEngine::get_sqes(unsigned n) {
+  for (;;) {
+    if (io_uring_sq_space_left(&ring_) >= n) return io_uring_get_sqe(&ring_);
+    // Back-pressure: push what is queued, take in what completed, retry.
+    submit();
+    reap();
+  }
+}
+
+void UringEngine::submit() {
+  int r = io_uring_submit_and_get_events(&ring_);
+  // -EBUSY/-EAGAIN: the CQ overflowed or the kernel is short of memory;
+  // reaping makes room and the SQEs stay queued for the next try.
+  pending_ = (r < 0 || io_uring_sq_ready(&ring_) != 0) ? 1 : 0;
+}
+
+void UringEngine::reap() {
+  unsigned head;
+  unsigned n = 0;
+  io_uring_cqe* cqe;
+  io_uring_for_each_cqe(&ring_, head, cqe) {
+    handle(cqe);
+    ++n;
+  }
+  io_uring_cq_advance(&ring_, n);
+}
+
+void UringEngine::handle(const io_uring_cqe* cqe) {
+  uint64_t ud = cqe->user_data;
+  if (ud == kWakeData) {
+    wake_armed_ = false;
+    return;
+  }
+  switch (ud & kTagMask) {
+    case kTagOp:
+    case kTagTimeout: {
+      auto* c = reinterpret_cast<Completion*>(ud & ~kTagMask);
+      if ((ud & kTagMask) == kTagOp) {
+        c->res = cqe->res;
+      } else if (cqe->res == -ETIME) {
+        c->timed_out = true;
+      }
+      rt::Ult* u = c->ult;  // read before the decrement: c may vanish after it
+      int fd = c->fd;
+      if (c->remaining.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+        in_flight.fetch_sub(1, std::memory_order_acq_rel);
+        fd_ops_add(fd, -1);
+        rt::unpark(u);
+      }
+      return;
+    }
+    case kTagCancel:
+      reinterpret_cast<CancelRequest*>(ud & ~kTagMask)->done->count_down();
+      return;
+  }
+}
+
+void UringEngine::process_requests() {
+  for (CancelRequest* r = take_requests(); r != nullptr;) {
+    CancelRequest* next = r->next;  // r may be gone once its latch is counted down
+    if (state_ != State::kReady) {
+      r->done->count_down();  // no ring, nothing in flight here
+    } else {
+      io_uring_sqe* sqe = get_sqes(1);
+      io_uring_prep_cancel_fd(sqe, r->fd, IORING_ASYNC_CANCEL_ALL);
+      io_uring_sqe_set_data64(sqe, reinterpret_cast<uint64_t>(r) | kTagCancel);
+      note_prepared();
+    }
+    r = next;
+  }
+}
+
+void UringEngine::poll() {
+  if (has_requests()) process_requests();
+  if (state_ != State::kReady) return;
+  if (pending_ != 0 || (*ring_.sq.kflags & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW)) != 0) submit();
+  reap();
+}
+
+void UringEngine::arm_wake() {
+  if (wake_armed_) return;
+  io_uring_sqe* sqe = get_sqes(1);
+  if (use_futex_op_) {
+    prep_futex_wait(sqe, reinterpret_cast<const uint32_t*>(&word_), 2);
+  } else {
+    io_uring_prep_read(sqe, eventfd_, &eventfd_buf_, sizeof eventfd_buf_, 0);
+  }
+  io_uring_sqe_set_data64(sqe, kWakeData);
+  wake_armed_ = true;
+  note_prepared();
+}
+
+void UringEngine::wait(int64_t deadline_ns) {
+  static_assert(sizeof(std::atomic<uint32_t>) == sizeof(uint32_t));
+  if (!ready()) {  // no ring: sleep on the word like FutexPoller
+    if (word_.exchange(2, std::memory_order_acq_rel) != 1) {
+      if (deadline_ns < 0) {
+        sys::futex_wait(&word_, 2);
+      } else {
+        timespec ts{deadline_ns / 1000000000LL, deadline_ns % 1000000000LL};
+        sys::futex_wait_until(&word_, 2, &ts);
+      }
+    }
+    word_.exchange(0, std::memory_order_acq_rel);
+    if (has_requests()) process_requests();
+    return;
+  }
+  if (word_.exchange(2, std::memory_order_acq_rel) == 1) {  // woken before we slept
+    word_.exchange(0, std::memory_order_acq_rel);
+    poll();
+    return;
+  }
+  if (has_requests()) process_requests();
+  arm_wake();
+  __kernel_timespec ts{};
+  __kernel_timespec* tsp = nullptr;
+  if (deadline_ns >= 0) {
+    int64_t rel = deadline_ns - rt::monotonic_ns();
+    if (rel < 0) rel = 0;
+    ts.tv_sec = rel / 1000000000LL;
+    ts.tv_nsec = rel % 1000000000LL;
+    tsp = &ts;
+  }
+  io_uring_cqe* cqe = nullptr;
+  int r = io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, tsp, nullptr);
+  pending_ = (r < 0 && r != -ETIME && r != -EINTR) || io_uring_sq_ready(&ring_) != 0 ? 1 : 0;
+  // Reset before reaping: the exchange orders the caller's queue re-checks
+  // after it (see FutexPoller).
+  word_.exchange(0, std::memory_order_acq_rel);
+  reap();
+}
+
+void UringEngine::wake() {
+  if (word_.exchange(1, std::memory_order_acq_rel) != 2) return;
+  if (eventfd_ >= 0) {
+    uint64_t one = 1;
+    sys::raw_syscall(SYS_write, eventfd_, reinterpret_cast<long>(&one), sizeof one);
+  } else {
+    sys::futex_wake(&word_, 1);  // reaches the ring's armed FUTEX_WAIT, or a plain futex_wait
+  }
+}
+
+}  // namespace weft::io_internal

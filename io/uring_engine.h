@@ -1,0 +1,91 @@
+// io/uring_engine.h — one io_uring per worker.
+//
+// Setup (lazily, on the worker's own KLT, at its first use): SINGLE_ISSUER |
+// DEFER_TASKRUN | COOP_TASKRUN | TASKRUN_FLAG | SUBMIT_ALL, dropping flags
+// one by one (DEFER_TASKRUN first, as it needs SINGLE_ISSUER) on EINVAL;
+// the CQ is kCqFactor times the SQ; no SQPOLL; the ring's memory is
+// MADV_DONTFORK so a forked child never sees it.
+//
+// An operation: the ULT takes SQEs on its current worker's ring (a full SQ
+// is back-pressure: submit, reap, retry), points user_data at a Completion
+// on its own stack, marks the engine pending and parks. The worker submits
+// the batch at its next scheduler pass (needs_poll() routes the switch
+// through the scheduler loop) and reaps completions there and in wait(). A
+// completion decrements Completion::remaining; the last one (an operation
+// with a deadline has two CQEs: the op's and its linked timeout's) unparks
+// the ULT, into this worker's run_next. So the ULT never resumes before its
+// operation's final CQE, and only then can it be stolen.
+//
+// Idle: wait() sleeps in io_uring_enter(GETEVENTS) with the runtime's next
+// timer as the timeout. Other threads wake it through its ring: an
+// IORING_OP_FUTEX_WAIT on the engine's wake word, armed before sleeping
+// (kernels >= 6.7), or else a read armed on an eventfd. The word follows
+// FutexPoller's protocol (runtime/poller.h), so wakers make a system call
+// only when the worker has said it sleeps.
+#pragma once
+
+#include <liburing.h>
+
+#include <atomic>
+#include <cstdint>
+
+#include "io/engine.h"
+
+namespace weft::io_internal {
+
+// One operation's record, on the waiting ULT's stack.
+struct Completion {
+  rt::Ult* ult = nullptr;
+  int fd = -1;                    // the descriptor it works on (-1: none)
+  std::atomic<int> remaining{0};  // CQEs still to come
+  int32_t res = 0;                // the operation's result
+  bool timed_out = false;         // its linked timeout fired
+  __kernel_timespec ts{};         // the deadline (read by the kernel at submission)
+};
+
+class UringEngine final : public Engine {
+ public:
+  static constexpr unsigned kSqEntries = 256;
+  static constexpr unsigned kCqFactor = 4;
+
+  UringEngine();
+  ~UringEngine() override;
+
+  // rt::Poller
+  void wait(int64_t deadline_ns) override;
+  void wake() override;
+  void poll() override;
+
+  // Owner only. Sets the ring up if needed; false if that failed (then the
+  // caller uses a blocking system call instead).
+  bool ready();
+  // Owner only: `n` consecutive SQEs (n <= 2), flushing and reaping while
+  // the SQ is full. Never fails once ready().
+  io_uring_sqe* get_sqes(unsigned n);
+  // Owner only: the SQEs just taken are complete; they go out at the next
+  // scheduler pass.
+  void note_prepared() { ++pending_; }
+
+  unsigned setup_flags() const { return setup_flags_; }
+  // For tests: shrink the SQ of engines created from now on.
+  static void set_sq_entries_for_test(unsigned n);
+
+ private:
+  bool setup();
+  void submit();
+  void reap();
+  void handle(const io_uring_cqe* cqe);
+  void arm_wake();
+  void process_requests();
+
+  io_uring ring_{};
+  enum class State { kNew, kReady, kFailed } state_ = State::kNew;
+  unsigned setup_flags_ = 0;
+  std::atomic<uint32_t> word_{0};  // 0 idle, 1 wake pending, 2 asleep
+  bool use_futex_op_ = false;
+  bool wake_armed_ = false;
+  int eventfd_ = -1;
+  uint64_t eventfd_buf_ = 0;
+};
+
+}  // namespace weft::io_internal
