@@ -475,7 +475,14 @@ void Scheduler::make_runnable(Ult* u, Worker* here) {
     return;
   }
   if (here != nullptr && here->sched == this && !here->is_bound && here->active() && here == current_worker()) {
-    Ult* old = here->run_next.exchange(u, std::memory_order_acq_rel);
+    // The owner fills an empty slot with a plain store: thieves only ever
+    // swap a ULT out for null, so an empty slot cannot change under us.
+    Ult* old = here->run_next.load(std::memory_order_relaxed);
+    if (old == nullptr) {
+      here->run_next.store(u, std::memory_order_release);
+    } else {
+      old = here->run_next.exchange(u, std::memory_order_acq_rel);
+    }
     if (old != nullptr) {
       if (!here->deque.push(old)) global_push(old);
       notify_work();

@@ -12,7 +12,8 @@
 //                       the first waiter, and nobody may take it otherwise
 //
 // Acquiring:
-//   fast  CAS 0 -> kLocked.
+//   fast  if !(kLocked|kHandoff): CAS in kLocked (barging past queued
+//         waiters is allowed outside handoff mode).
 //   slow  loop: if !(kLocked|kHandoff): CAS in kLocked (clearing kWoken if we
 //         were the woken one) -> done. Else, once per round, spin while the
 //         holder is running on a CPU (adaptive, below). Else, under the queue
@@ -21,7 +22,8 @@
 //         after being woken: it keeps its place) and block. Woken with the
 //         mutex handed over (tag kHanded): done; woken plainly: compete again.
 // Releasing:
-//   fast  CAS kLocked -> 0.
+//   fast  if no handoff and (nobody queued or a woken waiter competes):
+//         CAS out kLocked.
 //   slow  if a woken waiter is already competing, or nobody waits, and no
 //         handoff: just clear kLocked. Else under the queue lock: if
 //         kHandoff or the first waiter waited over 1 ms, pop it, make it the
@@ -82,7 +84,7 @@ bool owner_running(uintptr_t owner) {
 }
 
 // "ULT 12.3 "name"" or "thread 0x7f..." for misuse messages.
-const char* describe(uintptr_t who, char* buf, size_t n) {
+[[maybe_unused]] const char* describe(uintptr_t who, char* buf, size_t n) {
   if (who == 0) {
     snprintf(buf, n, "nobody");
   } else if (who & 1) {
@@ -94,9 +96,12 @@ const char* describe(uintptr_t who, char* buf, size_t n) {
   return buf;
 }
 
+// Statistics: a plain load and store, not a locked add. Increments racing
+// on two CPUs may be lost (the counters can under-count, never over-count);
+// a locked add on the mutex's own cache line would tax the contended path.
 template <class T>
 void bump(std::atomic<T>& c) {
-  c.fetch_add(1, std::memory_order_relaxed);
+  c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
 }
 
 }  // namespace
@@ -115,8 +120,12 @@ Mutex::~Mutex() {
 }
 
 void Mutex::lock() {
-  uint32_t z = 0;
-  if (state_.compare_exchange_strong(z, kLocked, std::memory_order_acquire, std::memory_order_relaxed)) {
+  // Free and nobody queued; or free with waiters queued (barging is allowed
+  // outside handoff mode).
+  uint32_t old = 0;
+  if (state_.compare_exchange_strong(old, kLocked, std::memory_order_acquire, std::memory_order_relaxed) ||
+      (!(old & (kLocked | kHandoff)) &&
+       state_.compare_exchange_strong(old, old | kLocked, std::memory_order_acquire, std::memory_order_relaxed))) {
     owner_.store(rt::sync::self_identity(), std::memory_order_relaxed);
     return;
   }
@@ -150,6 +159,7 @@ bool Mutex::lock_slow(int64_t deadline_ns) {
   rt::sync::init_waiter(&w);
   bool awoke = false;  // we are the waiter kWoken speaks of
   bool spun = false;   // spin at most once per round
+  bool waited = false; // spun or parked: this hold feeds the hold-time estimate
   for (;;) {
     uint32_t old = state_.load(std::memory_order_relaxed);
     if (!(old & (kLocked | kHandoff))) {
@@ -160,6 +170,7 @@ bool Mutex::lock_slow(int64_t deadline_ns) {
     }
     if (!spun && self != nullptr && !(old & kHandoff) && owner_running(owner_.load(std::memory_order_relaxed))) {
       spun = true;
+      waited = true;
       bump(n_spins_);
       uint64_t est = hold_ticks_.load(std::memory_order_relaxed);
       uint64_t budget = est == 0 ? kSpinDefaultTicks : 2 * est;
@@ -219,6 +230,7 @@ bool Mutex::lock_slow(int64_t deadline_ns) {
       }
     }
     bump(n_parks_);
+    waited = true;
     if (!rt::sync::block(&w, deadline_ns) && !rt::sync::cancel_wait(queue_, &w)) {
       // Timed out while queued and removed ourselves.
       QueueLock g(queue_);
@@ -233,7 +245,9 @@ bool Mutex::lock_slow(int64_t deadline_ns) {
     spun = false;
   }
   owner_.store(me, std::memory_order_relaxed);
-  acquired_at_.store(ticks(), std::memory_order_relaxed);
+  // rdtsc is slow on some VMs (tens of ns): time only holds that made
+  // somebody wait, which are the ones the spin budget is about.
+  if (waited) acquired_at_.store(ticks(), std::memory_order_relaxed);
   return true;
 }
 
@@ -256,9 +270,14 @@ void Mutex::unlock() {
     uint64_t est = hold_ticks_.load(std::memory_order_relaxed);
     hold_ticks_.store(est == 0 ? held : est - est / 8 + held / 8, std::memory_order_relaxed);
   }
-  uint32_t expected = kLocked;
-  if (state_.compare_exchange_strong(expected, 0, std::memory_order_release, std::memory_order_relaxed)) return;
-  unlock_slow(expected);
+  // Nobody queued; or a woken waiter already competes and no handoff: just
+  // release (the common case under contention too).
+  uint32_t old = kLocked;
+  if (state_.compare_exchange_strong(old, 0, std::memory_order_release, std::memory_order_relaxed) ||
+      (!(old & kHandoff) && (old & kWoken) &&
+       state_.compare_exchange_strong(old, old & ~kLocked, std::memory_order_release, std::memory_order_relaxed)))
+    return;
+  unlock_slow(old);
 }
 
 void Mutex::unlock_slow(uint32_t old) {

@@ -94,7 +94,8 @@ class Mutex {
   // Releases the mutex. The caller must hold it.
   void unlock();
 
-  // Counters for tests and tuning (exact, not a snapshot).
+  // Counters for tests and tuning. Cheap unlocked increments: under heavy
+  // contention they may under-count slightly, never over-count.
   struct Stats {
     uint64_t contended = 0;       // lock() calls that did not succeed at once
     uint64_t spins = 0;           // contended calls that spun
