@@ -68,13 +68,14 @@ int main(int argc, char** argv) {
       int c = weft::io::accept(lfd);
       if (c == -ECANCELED || c == -EBADF || c == -EINVAL) return;  // listener closed: shutting down
       if (c < 0) continue;
-      weft::spawn([c] {
+      // A handle destroyed while joinable detaches its ULT.
+      weft::Ult conn = weft::spawn([c] {
         char buf[512];
         int64_t n;
         while ((n = weft::io::recv(c, buf, sizeof buf)) > 0)
           if (weft::io::send_all(c, buf, static_cast<size_t>(n)) < 0) break;
         weft::io::close(c);
-      }).detach();
+      });
     }
   });
 

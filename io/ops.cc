@@ -295,7 +295,12 @@ int connect(int fd, const sockaddr* addr, socklen_t len, Deadline d) {
 
 int64_t recv(int fd, void* buf, size_t n, int flags, Deadline d) {
   if (UringEngine* e = uring())
-    return uring_op(e, fd, d, [&](io_uring_sqe* s) { io_uring_prep_recv(s, fd, buf, n, flags); });
+    return uring_op(e, fd, d, [&](io_uring_sqe* s) {
+      io_uring_prep_recv(s, fd, buf, n, flags);
+      // Arm the poll at once instead of trying a receive that, for a ULT
+      // that had to wait, usually finds nothing yet.
+      s->ioprio |= IORING_RECVSEND_POLL_FIRST;
+    });
   if (EpollEngine* e = epoll())
     return epoll_op(e, fd, EPOLLIN, d, [&] {
       return sys(SYS_recvfrom, fd, arg(buf), static_cast<long>(n), flags | MSG_DONTWAIT, 0, 0);

@@ -8,13 +8,16 @@
 //
 // An operation: the ULT takes SQEs on its current worker's ring (a full SQ
 // is back-pressure: submit, reap, retry), points user_data at a Completion
-// on its own stack, marks the engine pending and parks. The worker submits
-// the batch at its next scheduler pass (needs_poll() routes the switch
-// through the scheduler loop) and reaps completions there and in wait(). A
+// on its own stack, and parks. The worker goes on running what is runnable
+// and submits the whole batch at its next scheduler pass (poll(): when it
+// runs out of work, and at least every 61 switches), reaping completions
+// there and in wait(); needs_poll() sends it to the scheduler pass early
+// when completions are waiting (the TASKRUN flag or a non-empty CQ). A
 // completion decrements Completion::remaining; the last one (an operation
 // with a deadline has two CQEs: the op's and its linked timeout's) unparks
-// the ULT, into this worker's run_next. So the ULT never resumes before its
-// operation's final CQE, and only then can it be stolen.
+// the ULT — queued in completion order on this worker (scheduler.cc,
+// make_runnable from the scheduler loop). So the ULT never resumes before
+// its operation's final CQE, and only then can it be stolen.
 //
 // Idle: wait() sleeps in io_uring_enter(GETEVENTS) with the runtime's next
 // timer as the timeout. Other threads wake it through its ring: an
@@ -65,6 +68,7 @@ class UringEngine final : public Engine {
   // Owner only: the SQEs just taken are complete; they go out at the next
   // scheduler pass.
   void note_prepared() { ++pending_; }
+  uint32_t unsubmitted() const { return pending_; }
 
   unsigned setup_flags() const { return setup_flags_; }
   // For tests: shrink the SQ of engines created from now on.
@@ -79,6 +83,7 @@ class UringEngine final : public Engine {
   void process_requests();
 
   io_uring ring_{};
+  uint32_t pending_ = 0;  // SQEs prepared since the last submit
   enum class State { kNew, kReady, kFailed } state_ = State::kNew;
   unsigned setup_flags_ = 0;
   std::atomic<uint32_t> word_{0};  // 0 idle, 1 wake pending, 2 asleep

@@ -18,10 +18,12 @@
 //    not block. The default does nothing.
 //  - needs_poll() is checked at every direct ULT-to-ULT switch (inline, a
 //    few loads): when true the switch goes through the scheduler loop, which
-//    calls poll(). A poller sets `pending_` while it holds work that poll()
-//    must push out (unsubmitted io requests), and may point `flags_` at a
-//    word the kernel sets (io_uring's IORING_SQ_TASKRUN) and `cq_head_` /
-//    `cq_tail_` at a completion ring's indices.
+//    calls poll(). It means "completions are waiting": a poller may point
+//    `flags_` at a word the kernel sets (io_uring's IORING_SQ_TASKRUN) and
+//    `cq_head_` / `cq_tail_` at a completion ring's indices. Requests the
+//    poller holds but has not submitted do not count: they go out at the
+//    next scheduler pass, when the worker has run what was runnable, so
+//    that one submission carries many requests.
 //
 // Which Poller a runtime's workers get: FutexPoller, unless a factory was
 // registered (io/ registers its io_uring/epoll poller when it is linked in).
@@ -43,12 +45,10 @@ class Poller {
   bool poller_is_io_engine = false;
 
   bool needs_poll() const {
-    return pending_ != 0 || (flags_ != nullptr && (*flags_ & flags_mask_) != 0) ||
-           (cq_tail_ != nullptr && *cq_tail_ != *cq_head_);
+    return (flags_ != nullptr && (*flags_ & flags_mask_) != 0) || (cq_tail_ != nullptr && *cq_tail_ != *cq_head_);
   }
 
  protected:
-  uint32_t pending_ = 0;
   const volatile uint32_t* flags_ = nullptr;
   uint32_t flags_mask_ = 0;
   const volatile uint32_t* cq_head_ = nullptr;

@@ -475,6 +475,15 @@ void Scheduler::make_runnable(Ult* u, Worker* here) {
     return;
   }
   if (here != nullptr && here->sched == this && !here->is_bound && here->active() && here == current_worker()) {
+    if (here->current.load(std::memory_order_relaxed) == nullptr) {
+      // Woken from the scheduler loop (io completions, timers): keep their
+      // order, FIFO, behind what is already queued here. run_next is for a
+      // ULT woken by the running ULT (locality); a batch of completions
+      // pushed through it would run newest first and starve the oldest.
+      here->yq_push(u);
+      here->notify_deferred = true;
+      return;
+    }
     // The owner fills an empty slot with a plain store: thieves only ever
     // swap a ULT out for null, so an empty slot cannot change under us.
     Ult* old = here->run_next.load(std::memory_order_relaxed);
@@ -557,6 +566,28 @@ bool Scheduler::remove_idle(Worker* w, bool* was_woken_spinning) {
 // The scheduler loop
 // ---------------------------------------------------------------------------
 
+void Worker::spill_half_of_yq() {
+  Ult* keep_head = nullptr;
+  Ult* keep_tail = nullptr;
+  Ult* give_head = nullptr;
+  Ult* give_tail = nullptr;
+  int64_t given = 0;
+  bool give = false;
+  for (Ult* u; (u = yq_pop()) != nullptr; give = !give) {
+    Ult*& head = give ? give_head : keep_head;
+    Ult*& tail = give ? give_tail : keep_tail;
+    if (tail) tail->next = u; else head = u;
+    tail = u;
+    given += give;
+  }
+  yq_head = keep_head;
+  yq_tail = keep_tail;
+  if (given != 0) {
+    sched->global_push_list(give_head, give_tail, given);
+    sched->notify_work();
+  }
+}
+
 void Worker::fire_timers(int64_t now) {
   TimerEntry e;
   while (timers.pop_expired(now, &e)) {
@@ -610,6 +641,11 @@ Ult* Worker::find_runnable_inner() {
         if (Ult* u = run_next.exchange(nullptr, std::memory_order_acquire)) return u;
       }
       if (Ult* u = deque.pop()) return u;
+      if (yq_head != nullptr) {
+        // Woken by poll()/timers just now (FIFO). Share if others idle.
+        if (yq_head->next != nullptr && s->npidle.load(std::memory_order_relaxed) > 0) spill_half_of_yq();
+        return yq_pop();
+      }
       if (Ult* u = s->global_pop_batch(this)) return u;
 
       // Steal, as a spinner; at most half the busy workers spin at once.

@@ -121,6 +121,7 @@ struct alignas(64) Worker {
   void stop_spinning();
   Ult* pick_local(bool for_yield);
   void init_thread_state();  // on the worker's own KLT, before loop()
+  void spill_half_of_yq();   // every other queued ULT to the global queue
   void yq_push(Ult* u) {
     u->next = nullptr;
     if (yq_tail) yq_tail->next = u; else yq_head = u;
