@@ -1,5 +1,7 @@
 #include "runtime/death_row.h"
 
+#include <algorithm>
+
 #include "runtime/ult.h"
 #include "sys/stack.h"
 
@@ -26,6 +28,7 @@ uint32_t DeathRow::take_batch(size_t size, uint32_t n, Ult** head) {
     }
     last->next = nullptr;
     c.count -= taken;
+    taken_ += taken;
     count_.fetch_sub(taken, std::memory_order_relaxed);
     *head = first;
     return taken;
@@ -47,7 +50,7 @@ void DeathRow::put(Ult* head, uint32_t n, size_t size) {
     while (head != nullptr) {
       Ult* u = head;
       head = head->next;
-      if (slot != nullptr && count_.load(std::memory_order_relaxed) < kCap) {
+      if (slot != nullptr && count_.load(std::memory_order_relaxed) < cap_) {
         slot->size = size;
         u->next = slot->head;
         slot->head = u;
@@ -91,9 +94,13 @@ uint64_t DeathRow::reap() {
     stuck_ = nullptr;
     bool idle = activity_ == reaped_activity_;
     reaped_activity_ = activity_;
-    if (idle && !decommitted_) {
-      // Idle: keep kIdleKeep descriptors in all, decommit those kept.
-      uint64_t keep = kIdleKeep;
+    uint64_t mapped = mapped_.load(std::memory_order_relaxed);
+    cap_ = std::clamp<uint64_t>(2 * (taken_ + (mapped - mapped_at_reap_)), kMinCap, kMaxCap);
+    taken_ = 0;
+    mapped_at_reap_ = mapped;
+    if ((idle && !decommitted_) || count_.load(std::memory_order_relaxed) > cap_) {
+      // Keep what demand calls for (kIdleKeep when idle, decommitted).
+      uint64_t keep = idle ? kIdleKeep : cap_;
       for (Class& c : classes_) {
         Ult** link = &c.head;
         uint64_t kept = 0;
@@ -114,10 +121,12 @@ uint64_t DeathRow::reap() {
           ++recycled;
         }
       }
-      decommitted_ = true;
-      // Decommit under the lock: nobody may take a stack while its pages go.
-      for (Class& c : classes_)
-        for (Ult* u = c.head; u != nullptr; u = u->next) sys::stack_decommit(u->stack, sys::page_size());
+      if (idle) {
+        decommitted_ = true;
+        // Decommit under the lock: nobody may take a stack while its pages go.
+        for (Class& c : classes_)
+          for (Ult* u = c.head; u != nullptr; u = u->next) sys::stack_decommit(u->stack, sys::page_size());
+      }
     }
   }
   unmap_list(doomed);

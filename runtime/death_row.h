@@ -8,9 +8,14 @@
 // a LocalCache overflows, it goes to the process-wide DeathRow, sorted by
 // stack size; spawns from foreign threads and empty LocalCaches take from
 // there. The reaper (each runtime's monitor KLT, runtime/monitor.cc) bounds
-// the DeathRow and gives memory back: it unmaps the stacks of descriptors
-// beyond the cap, and when nothing was spawned or released for a while it
-// trims the cache and decommits the cached stacks but for their top page.
+// the DeathRow and gives memory back. The bound follows demand: at every
+// reap it becomes twice the demand since the previous reap — descriptors
+// taken from here plus stacks newly mapped because none was cached — (at
+// least kMinCap, at most kMaxCap), and what exceeds it is unmapped;
+// so a program that spawns waves of 10,000 ULTs keeps about that many
+// stacks, and one whose churn stops keeps few. When nothing was spawned or
+// released for a whole reap interval the cache is trimmed to kIdleKeep and
+// the stacks kept are decommitted but for their top page.
 //
 // The DeathRow is process-wide, not per runtime, so that releasing a ULT
 // never needs its runtime: a handle may be joined after the runtime that ran
@@ -36,8 +41,9 @@ struct LocalCache {
 
 class DeathRow {
  public:
-  static constexpr uint64_t kCap = 1024;       // descriptors with stacks kept
-  static constexpr uint64_t kIdleKeep = 64;    // kept once the process is idle
+  static constexpr uint64_t kMinCap = 1024;       // descriptors with stacks kept at least
+  static constexpr uint64_t kMaxCap = 1 << 18;    // ... and at most
+  static constexpr uint64_t kIdleKeep = 64;       // kept once the process is idle
   static constexpr int kClasses = 8;           // distinct stack sizes kept
 
   // A descriptor whose stack has `size` usable bytes, or null.
@@ -68,6 +74,9 @@ class DeathRow {
   Class classes_[kClasses];
   uint64_t activity_ = 0;       // takes and puts, guarded by lock_
   uint64_t reaped_activity_ = ~uint64_t{0};
+  uint64_t taken_ = 0;          // descriptors taken since the last reap, guarded by lock_
+  uint64_t cap_ = kMinCap;      // guarded by lock_
+  uint64_t mapped_at_reap_ = 0; // guarded by lock_
   bool decommitted_ = false;
   Ult* stuck_ = nullptr;        // stacks munmap refused (vm.max_map_count); retried by reap()
   std::atomic<uint64_t> count_{0};

@@ -350,7 +350,7 @@ Ult& Ult::operator=(Ult&& o) noexcept {
   if (this != &o) {
     if (joinable()) (void)detach();
     id_ = std::exchange(o.id_, UltId());
-    status_ = std::move(o.status_);
+    status_ = std::exchange(o.status_, absl::OkStatus());
   }
   return *this;
 }
@@ -509,8 +509,12 @@ namespace {
 struct ThreadLocals {
   std::vector<rt::LocalSlot> slots;
   ~ThreadLocals() {
-    for (auto& s : slots)
-      if (s.value != nullptr) s.destroy(s.value);
+    // By index: a destructor may add a slot (another UltLocal) meanwhile.
+    for (size_t i = 0; i < slots.size(); ++i) {
+      void* value = slots[i].value;
+      slots[i].value = nullptr;
+      if (value != nullptr) slots[i].destroy(value);
+    }
   }
 };
 thread_local ThreadLocals thread_locals;

@@ -325,11 +325,14 @@ static bool claim_for_direct_switch(Ult* u, Worker* w) {
 
 void exit_current(Ult* self) {
   Scheduler* s = self->sched;
-  // ULT-local values die with the ULT (their destructors may still park).
+  // ULT-local values die with the ULT (their destructors may still park,
+  // and may use other UltLocals, growing `locals`: copy each slot out and
+  // clear it before calling its destructor).
   for (uint32_t i = 0; i < self->locals_count; ++i) {
-    LocalSlot& slot = self->locals[i];
-    if (slot.value != nullptr) slot.destroy(slot.value);
-    slot.value = nullptr;
+    void* value = self->locals[i].value;
+    void (*destroy)(void*) = self->locals[i].destroy;
+    self->locals[i].value = nullptr;
+    if (value != nullptr) destroy(value);
   }
   self->locals_count = 0;
 
@@ -613,12 +616,11 @@ Ult* Worker::find_runnable_inner() {
   Scheduler* s = sched;
   for (;;) {
     if (stop.load(std::memory_order_acquire)) return nullptr;
-    // Yielded ULTs become visible to thieves (and to retirement) here.
-    if (yq_head != nullptr) {
-      bool act_now = active();
-      for (Ult* u; (u = yq_pop()) != nullptr;) {
-        if (!act_now || !deque.push(u)) s->global_push(u);
-      }
+    // The yield queue (yielded ULTs, and ULTs woken from this loop) stays
+    // FIFO and local; a retired worker hands it over, and half of it goes
+    // to the global queue when other workers are idle (below).
+    if (yq_head != nullptr && !active()) {
+      for (Ult* u; (u = yq_pop()) != nullptr;) s->global_push(u);
       s->notify_work();
     }
     if (timer_inbox_nonempty.load(std::memory_order_acquire)) {  // moved here by a handoff
@@ -694,7 +696,10 @@ Ult* Worker::find_runnable_inner() {
     }
     if (spinning) {
       spinning = false;
-      s->nmspinning.fetch_sub(1, std::memory_order_acq_rel);
+      // A spinner that was retired meanwhile skips the re-check of the
+      // shared queues below: if it was the last spinner, hand the duty on,
+      // or a ULT published while it was the spinner could be missed.
+      if (s->nmspinning.fetch_sub(1, std::memory_order_acq_rel) == 1 && !act) s->notify_work();
     }
     full_fence();
     bool work = inbox_count.load(std::memory_order_acquire) != 0 || stop.load(std::memory_order_acquire) ||

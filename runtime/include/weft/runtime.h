@@ -152,7 +152,7 @@ struct RuntimeStats {
 class Ult {
  public:
   Ult() = default;
-  Ult(Ult&& o) noexcept : id_(std::exchange(o.id_, UltId())), status_(std::move(o.status_)) {}
+  Ult(Ult&& o) noexcept : id_(std::exchange(o.id_, UltId())), status_(std::exchange(o.status_, absl::OkStatus())) {}
   Ult& operator=(Ult&& o) noexcept;
   Ult(const Ult&) = delete;
   Ult& operator=(const Ult&) = delete;
