@@ -130,6 +130,42 @@ int64_t blocking_call(F f) {
   return weft::blocking(f);
 }
 
+// poll(2) for one fd with the time left until `d` (-1: none). Ready
+// events, -ETIMEDOUT, or -errno; POLLNVAL is -EBADF.
+int poll_until(int fd, short events, Deadline d) {
+  pollfd p{fd, events, 0};
+  for (;;) {
+    int timeout = -1;
+    if (!d.is_none()) {
+      int64_t rel = d.ns() - rt::monotonic_ns();
+      timeout = rel <= 0 ? 0 : static_cast<int>((rel + 999999) / 1000000);
+    }
+    long r = blocking_call([&] { return sys(SYS_poll, arg(&p), 1, timeout); });
+    if (r == -EINTR) continue;
+    if (r < 0) return static_cast<int>(r);
+    if (r == 0) return -ETIMEDOUT;
+    return (p.revents & POLLNVAL) ? -EBADF : p.revents;
+  }
+}
+
+// The calling-thread path of a readiness-based operation (a foreign thread,
+// a weft::blocking() region, a worker without a ring): with a deadline,
+// wait for readiness within it first; retry on EAGAIN (the fd may be
+// non-blocking: the epoll backend makes the fds it serves so).
+template <class Attempt>
+int64_t thread_op(int fd, short events, Deadline d, Attempt attempt) {
+  for (;;) {
+    if (!d.is_none()) {
+      int w = poll_until(fd, events, d);
+      if (w < 0) return w;
+    }
+    int64_t r = blocking_call(attempt);
+    if (r != -EAGAIN) return r;
+    int w = poll_until(fd, events, d);
+    if (w < 0) return w;
+  }
+}
+
 int64_t rw_epoll(EpollEngine* e, int fd, uint32_t ev, Deadline d, long nr, long a2, long a3, long a4 = 0) {
   if (int r = ensure_nonblocking(fd); r < 0) return r;
   return epoll_op(e, fd, ev, d, [&] { return sys(nr, fd, a2, a3, a4); });
@@ -143,14 +179,14 @@ int64_t read(int fd, void* buf, size_t n, Deadline d) {
   if (UringEngine* e = uring())
     return uring_op(e, fd, d, [&](io_uring_sqe* s) { io_uring_prep_read(s, fd, buf, static_cast<unsigned>(n), -1); });
   if (EpollEngine* e = epoll()) return rw_epoll(e, fd, EPOLLIN, d, SYS_read, arg(buf), static_cast<long>(n));
-  return blocking_call([&] { return sys(SYS_read, fd, arg(buf), static_cast<long>(n)); });
+  return thread_op(fd, POLLIN, d, [&] { return sys(SYS_read, fd, arg(buf), static_cast<long>(n)); });
 }
 
 int64_t write(int fd, const void* buf, size_t n, Deadline d) {
   if (UringEngine* e = uring())
     return uring_op(e, fd, d, [&](io_uring_sqe* s) { io_uring_prep_write(s, fd, buf, static_cast<unsigned>(n), -1); });
   if (EpollEngine* e = epoll()) return rw_epoll(e, fd, EPOLLOUT, d, SYS_write, arg(buf), static_cast<long>(n));
-  return blocking_call([&] { return sys(SYS_write, fd, arg(buf), static_cast<long>(n)); });
+  return thread_op(fd, POLLOUT, d, [&] { return sys(SYS_write, fd, arg(buf), static_cast<long>(n)); });
 }
 
 int64_t pread(int fd, void* buf, size_t n, off_t off, Deadline d) {
@@ -173,14 +209,14 @@ int64_t readv(int fd, const iovec* iov, int cnt, Deadline d) {
   if (UringEngine* e = uring())
     return uring_op(e, fd, d, [&](io_uring_sqe* s) { io_uring_prep_readv(s, fd, iov, static_cast<unsigned>(cnt), -1); });
   if (EpollEngine* e = epoll()) return rw_epoll(e, fd, EPOLLIN, d, SYS_readv, arg(iov), cnt);
-  return blocking_call([&] { return sys(SYS_readv, fd, arg(iov), cnt); });
+  return thread_op(fd, POLLIN, d, [&] { return sys(SYS_readv, fd, arg(iov), cnt); });
 }
 
 int64_t writev(int fd, const iovec* iov, int cnt, Deadline d) {
   if (UringEngine* e = uring())
     return uring_op(e, fd, d, [&](io_uring_sqe* s) { io_uring_prep_writev(s, fd, iov, static_cast<unsigned>(cnt), -1); });
   if (EpollEngine* e = epoll()) return rw_epoll(e, fd, EPOLLOUT, d, SYS_writev, arg(iov), cnt);
-  return blocking_call([&] { return sys(SYS_writev, fd, arg(iov), cnt); });
+  return thread_op(fd, POLLOUT, d, [&] { return sys(SYS_writev, fd, arg(iov), cnt); });
 }
 
 int openat(int dirfd, const char* path, int flags, mode_t mode, Deadline d) {
@@ -234,22 +270,14 @@ int poll(int fd, short events, Deadline d) {
     for (;;) {
       long r = sys(SYS_poll, arg(&p), 1, 0);
       if (r < 0) return static_cast<int>(r);
-      if (r > 0) return p.revents;
+      if (r > 0) return (p.revents & POLLNVAL) ? -EBADF : p.revents;
       uint32_t ev = ((events & POLLIN) ? uint32_t{EPOLLIN} : 0u) | ((events & POLLOUT) ? uint32_t{EPOLLOUT} : 0u);
       int w = e->wait_ready(fd, ev, d.ns());
       if (w == -EPERM) continue;
       if (w < 0) return w;
     }
   }
-  pollfd p{fd, events, 0};
-  int timeout = -1;
-  if (!d.is_none()) {
-    int64_t rel = d.ns() - rt::monotonic_ns();
-    timeout = rel <= 0 ? 0 : static_cast<int>((rel + 999999) / 1000000);
-  }
-  long r = blocking_call([&] { return sys(SYS_poll, arg(&p), 1, timeout); });
-  if (r == 0) return -ETIMEDOUT;
-  return r < 0 ? static_cast<int>(r) : p.revents;
+  return poll_until(fd, events, d);
 }
 
 // --- sockets -------------------------------------------------------------------------
@@ -273,7 +301,8 @@ int accept(int fd, sockaddr* addr, socklen_t* len, Deadline d) {
       return sys(SYS_accept4, fd, arg(addr), arg(len), SOCK_CLOEXEC | SOCK_NONBLOCK);
     }));
   }
-  return static_cast<int>(blocking_call([&] { return sys(SYS_accept4, fd, arg(addr), arg(len), SOCK_CLOEXEC); }));
+  return static_cast<int>(
+      thread_op(fd, POLLIN, d, [&] { return sys(SYS_accept4, fd, arg(addr), arg(len), SOCK_CLOEXEC); }));
 }
 
 int connect(int fd, const sockaddr* addr, socklen_t len, Deadline d) {
@@ -290,7 +319,26 @@ int connect(int fd, const sockaddr* addr, socklen_t len, Deadline d) {
     r = sys(SYS_getsockopt, fd, SOL_SOCKET, SO_ERROR, arg(&err), arg(&elen));
     return r < 0 ? static_cast<int>(r) : -err;
   }
-  return static_cast<int>(blocking_call([&] { return sys(SYS_connect, fd, arg(addr), len); }));
+  if (d.is_none()) return static_cast<int>(blocking_call([&] { return sys(SYS_connect, fd, arg(addr), len); }));
+  // With a deadline: a non-blocking connect, then wait for it within the
+  // deadline; the fd's blocking mode is restored either way.
+  long fl = sys(SYS_fcntl, fd, F_GETFL);
+  if (fl < 0) return static_cast<int>(fl);
+  if (!(fl & O_NONBLOCK)) sys(SYS_fcntl, fd, F_SETFL, fl | O_NONBLOCK);
+  long r = sys(SYS_connect, fd, arg(addr), len);
+  if (r == -EINPROGRESS) {
+    int w = poll_until(fd, POLLOUT, d);
+    if (w < 0) {
+      r = w;
+    } else {
+      int err = 0;
+      socklen_t elen = sizeof err;
+      r = sys(SYS_getsockopt, fd, SOL_SOCKET, SO_ERROR, arg(&err), arg(&elen));
+      if (r == 0) r = -err;
+    }
+  }
+  if (!(fl & O_NONBLOCK)) sys(SYS_fcntl, fd, F_SETFL, fl);
+  return static_cast<int>(r);
 }
 
 int64_t recv(int fd, void* buf, size_t n, int flags, Deadline d) {
@@ -305,7 +353,9 @@ int64_t recv(int fd, void* buf, size_t n, int flags, Deadline d) {
     return epoll_op(e, fd, EPOLLIN, d, [&] {
       return sys(SYS_recvfrom, fd, arg(buf), static_cast<long>(n), flags | MSG_DONTWAIT, 0, 0);
     });
-  return blocking_call([&] { return sys(SYS_recvfrom, fd, arg(buf), static_cast<long>(n), flags, 0, 0); });
+  return thread_op(fd, POLLIN, d, [&] {
+    return sys(SYS_recvfrom, fd, arg(buf), static_cast<long>(n), flags | (d.is_none() ? 0 : MSG_DONTWAIT), 0, 0);
+  });
 }
 
 int64_t send(int fd, const void* buf, size_t n, int flags, Deadline d) {
@@ -316,7 +366,9 @@ int64_t send(int fd, const void* buf, size_t n, int flags, Deadline d) {
     return epoll_op(e, fd, EPOLLOUT, d, [&] {
       return sys(SYS_sendto, fd, arg(buf), static_cast<long>(n), flags | MSG_DONTWAIT, 0, 0);
     });
-  return blocking_call([&] { return sys(SYS_sendto, fd, arg(buf), static_cast<long>(n), flags, 0, 0); });
+  return thread_op(fd, POLLOUT, d, [&] {
+    return sys(SYS_sendto, fd, arg(buf), static_cast<long>(n), flags | (d.is_none() ? 0 : MSG_DONTWAIT), 0, 0);
+  });
 }
 
 int64_t send_all(int fd, const void* buf, size_t n, Deadline d) {

@@ -22,6 +22,11 @@ namespace {
 constexpr size_t kMaxHelpers = 4;
 
 absl::StatusOr<std::vector<Address>> lookup(const std::string& host, uint16_t port) {
+  // getaddrinfo may leave errno changed; weft calls never do.
+  struct KeepErrno {
+    int saved = errno;
+    ~KeepErrno() { errno = saved; }
+  } keep;
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;

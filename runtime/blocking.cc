@@ -5,13 +5,15 @@
 //   the region's KLT                       monitor
 //   current = null                         sees flag 1 for longer than the
 //   blocking = epoch|1  (seq_cst)          threshold, takes the pool lock,
-//   ... fn() ...                           CAS blocking epoch|1 -> epoch+1|2;
-//                                          on success takes the worker's
-//                                          queued ULTs and timers, swaps its
-//                                          slot with a spare worker's
+//   kick the monitor if it sleeps long     CAS blocking epoch|1 -> epoch|3;
+//   ... fn() ...                           on success swaps the worker's slot
+//                                          with a spare's, moves its queued
+//                                          ULTs and timers, then stores
+//                                          blocking = epoch+1|2
 //   CAS blocking epoch|1 -> epoch|0
 //   ok:   nothing happened, carry on
-//   fail: handed off (now retired): set flag 0 under the new epoch
+//   fail: handed off (now retired): wait while the flag is 3 (the monitor
+//         is still moving our state), then set flag 0 under the new epoch
 //   current = the ULT again
 //
 // Between the store of flag 1 and the CAS, the KLT runs only fn, which sees
@@ -39,6 +41,7 @@ BlockingRegion blocking_enter() {
   w->current.store(nullptr, std::memory_order_relaxed);
   w->in_blocking.store(true, std::memory_order_relaxed);
   w->blocking.store(st | 1, std::memory_order_seq_cst);
+  w->sched->kick_monitor();  // so the threshold is noticed on time
   return BlockingRegion{self, w, st};
 }
 
@@ -47,8 +50,13 @@ void blocking_exit(const BlockingRegion& r) {
   auto* w = static_cast<rt::Worker*>(r.worker);
   uint64_t expected = r.epoch | 1;
   if (!w->blocking.compare_exchange_strong(expected, r.epoch, std::memory_order_acq_rel)) {
-    // Handed off while we were away: this worker is retired now. Ready the
-    // word for later regions (flag 0 under the monitor's new epoch).
+    // Handed off while we were away: this worker is retired now. The
+    // monitor may still be moving its queues (flag 3): wait for it, then
+    // ready the word for later regions (flag 0 under the new epoch).
+    while ((expected & 3) == 3) {
+      rt::cpu_relax();
+      expected = w->blocking.load(std::memory_order_acquire);
+    }
     WEFT_DCHECK((expected & 3) == 2, "blocking word %lu after handoff", static_cast<unsigned long>(expected));
     w->blocking.store(expected & ~uint64_t{3}, std::memory_order_release);
   }

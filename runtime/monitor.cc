@@ -17,9 +17,10 @@
 //    notify (scheduler.cc, "Deferred notify").
 // Every kReapEvery it runs the reaper (death_row.h).
 //
-// The tick is 1 ms while any worker is awake, 100 ms when all sleep, and
-// shorter while a blocking region is open (it wakes when that region
-// reaches the threshold).
+// The tick is 1 ms while any worker is awake, shorter while a blocking
+// region is open (it wakes when that region reaches the threshold), and
+// 100 ms when all workers sleep — then whoever makes work (a worker waking
+// up, a region opening) kicks it awake (Scheduler::kick_monitor).
 #include <algorithm>
 #include <ctime>
 
@@ -84,9 +85,9 @@ void handoff_locked(Scheduler* s, Worker* w, uint64_t st) {
   if (i >= s->active.load(std::memory_order_relaxed)) return;
   Worker* spare = find_spare_locked(s);
   if (spare == nullptr) return;  // at max_workers: the region blocks its worker, as a plain call would
-  // Claim w. From here until its KLT sees flag 2, w's owner-only state is ours.
-  uint64_t claimed = (((st >> 2) + 1) << 2) | 2;
-  if (!w->blocking.compare_exchange_strong(st, claimed, std::memory_order_acq_rel)) return;  // it came back
+  // Claim w (flag 3). From here until we publish flag 2, w's owner-only
+  // state is ours: its KLT, if it leaves the region, waits for flag 2.
+  if (!w->blocking.compare_exchange_strong(st, (st & ~uint64_t{3}) | 3, std::memory_order_acq_rel)) return;
   int j = spare->index.load(std::memory_order_relaxed);
   s->slots[static_cast<size_t>(i)].store(spare, std::memory_order_release);
   s->slots[static_cast<size_t>(j)].store(w, std::memory_order_release);
@@ -105,6 +106,7 @@ void handoff_locked(Scheduler* s, Worker* w, uint64_t st) {
     }
     if (timers != 0) spare->timer_inbox_nonempty.store(true, std::memory_order_release);
   }
+  w->blocking.store((((st >> 2) + 1) << 2) | 2, std::memory_order_release);  // done: w may look again
   s->handoffs.fetch_add(1, std::memory_order_relaxed);
   s->wake_worker(spare);
   s->notify_work();
@@ -160,11 +162,26 @@ void monitor_main(void* arg) {
   while (s->monitor_word.load(std::memory_order_acquire) == 0) {
     timespec tick{tick_ns / 1000000000, tick_ns % 1000000000};
     sys::futex_wait_for(&s->monitor_word, 0, &tick);
+    s->monitor_idle.store(false, std::memory_order_relaxed);
     int64_t now = monotonic_ns();
     int64_t region = scan(s, now);
-    bool all_idle = s->npidle.load(std::memory_order_relaxed) >= s->active.load(std::memory_order_relaxed);
-    tick_ns = all_idle ? kIdleTickNs : kBusyTickNs;
-    if (region >= 0) tick_ns = std::clamp(region, kMinTickNs, tick_ns);
+    tick_ns = kBusyTickNs;
+    if (region >= 0) {
+      tick_ns = std::clamp(region, kMinTickNs, tick_ns);
+    } else if (s->npidle.load(std::memory_order_relaxed) >= s->active.load(std::memory_order_relaxed)) {
+      // All asleep: sleep long, but announce it first and look once more,
+      // so that a region opened or a worker woken meanwhile kicks us
+      // (store then load on both sides: one of them sees the other).
+      s->monitor_idle.store(true, std::memory_order_seq_cst);
+      bool busy = s->npidle.load(std::memory_order_seq_cst) < s->active.load(std::memory_order_relaxed);
+      for (int i = 0; !busy && i < s->active.load(std::memory_order_relaxed); ++i)
+        busy = (s->worker_at(i)->blocking.load(std::memory_order_seq_cst) & 3) == 1;
+      if (busy) {
+        s->monitor_idle.store(false, std::memory_order_relaxed);
+      } else {
+        tick_ns = kIdleTickNs;
+      }
+    }
     if (now >= next_reap) {
       next_reap = now + kReapEveryNs;
       uint64_t n = death_row().reap();

@@ -718,6 +718,7 @@ Ult* Worker::find_runnable_inner() {
     if (!work) {
       bump(sleeps);
       poller->wait(timers.earliest());
+      s->kick_monitor();  // we may run ULTs now: the monitor watches on its short tick
     }
     bool woken_spinning = false;
     if (act) s->remove_idle(this, &woken_spinning);

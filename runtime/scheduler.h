@@ -89,9 +89,11 @@ struct alignas(64) Worker {
   // not to touch the owner-only state above until it leaves the region. The
   // monitor may then take that state and give the worker's slot to a spare
   // worker (a handoff). The word: epoch << 2 | flag, flag 0 = not blocking,
-  // 1 = blocking, 2 = handed off; the monitor's handoff bumps the epoch so
-  // that the leaving KLT's CAS (epoch,1) -> (epoch,0) fails exactly when it
-  // lost its slot.
+  // 1 = blocking, 3 = being handed off (the monitor is moving the state),
+  // 2 = handed off. The monitor claims with CAS (epoch,1) -> (epoch,3) and
+  // publishes (epoch+1,2) when done; the leaving KLT's CAS (epoch,1) ->
+  // (epoch,0) fails exactly when it lost its slot, and then it waits out
+  // flag 3 before it touches anything.
   std::atomic<uint64_t> blocking{0};
   std::atomic<int64_t> blocking_since_ns{0};
   Ult* blocking_ult = nullptr;            // the ULT inside the region (overflow reports)
@@ -207,7 +209,14 @@ struct alignas(64) Scheduler {
 
   // --- monitor ----------------------------------------------------------------------------
   sys::Klt* monitor = nullptr;
-  std::atomic<uint32_t> monitor_word{0};  // futex: 1 = stop
+  std::atomic<uint32_t> monitor_word{0};  // futex: 1 = stop; woken without change = look now
+  // The monitor is in its long (idle) sleep: whoever makes work for it (a
+  // blocking region opens, a worker wakes up) kicks it awake first.
+  std::atomic<bool> monitor_idle{false};
+  void kick_monitor() {
+    if (monitor_idle.load(std::memory_order_relaxed) && monitor_idle.exchange(false, std::memory_order_acq_rel))
+      sys::futex_wake(&monitor_word, 1);
+  }
   std::atomic<uint64_t> monitor_reaped{0};
 
   // --- bound ULTs ------------------------------------------------------------------------

@@ -12,7 +12,10 @@
 //   - a Deadline that passes: -ETIMEDOUT, and the operation has really been
 //     cancelled (it did not and will not take effect later), except that a
 //     read or write may have transferred bytes just before the deadline, in
-//     which case the byte count is returned.
+//     which case the byte count is returned. On a thread (outside a ULT) a
+//     deadline bounds the wait for readiness (poll) of reads, writes,
+//     receives, sends, accepts and connects; file operations (openat,
+//     fsync, statx, pread, pwrite) honour deadlines in ULTs only.
 //
 // Backend: io_uring by default (one ring per worker, see DESIGN.md); epoll
 // when io_uring is unavailable (ENOSYS, EPERM from a seccomp profile,
