@@ -82,12 +82,56 @@ void fill_all(sigset_t* s) { memset(s, 0xff, sizeof *s); }
   exit_thread(0);
 }
 
-void free_parts(Klt* k) {
-  if (k->tp) tls_release(k->tp);
+// Stacks of exited KLTs, kept for the next KLTs: a fresh stack costs two
+// system calls and a page fault per page the thread touches (tens of µs
+// on these machines); a reused one costs nothing. glibc keeps such a cache
+// for its own threads. Bounded; exact size match only.
+constexpr int kStackCacheCap = 16;
+std::atomic_flag cache_lock = ATOMIC_FLAG_INIT;
+Stack cached_stacks[kStackCacheCap];
+int ncached = 0;
+
+struct CacheGuard {
+  CacheGuard() {
+    while (cache_lock.test_and_set(std::memory_order_acquire)) __builtin_ia32_pause();
+  }
+  ~CacheGuard() { cache_lock.clear(std::memory_order_release); }
+};
+
+// A cached stack of exactly `size` usable bytes and `guard` bytes of guard.
+bool take_cached(size_t size, size_t guard, Stack* out) {
+  size = round_to_pages(size);
+  guard = round_to_pages(guard);
+  CacheGuard g;
+  for (int i = 0; i < ncached; ++i) {
+    if (cached_stacks[i].size() == size && cached_stacks[i].guard_size == guard) {
+      *out = cached_stacks[i];
+      cached_stacks[i] = cached_stacks[--ncached];
+      return true;
+    }
+  }
+  return false;
+}
+
+void release_or_cache(Stack* s) {
+  if (s->base == nullptr) return;
+  {
+    CacheGuard g;
+    if (ncached < kStackCacheCap) {
+      cached_stacks[ncached++] = *s;
+      *s = Stack{};
+      return;
+    }
+  }
   // A failed munmap (vm.max_map_count) leaves address space, not memory:
   // stack_release has decommitted the pages.
-  (void)altstack_release(&k->alt);
-  (void)stack_release(&k->stack);
+  (void)stack_release(s);
+}
+
+void free_parts(Klt* k) {
+  if (k->tp) tls_release(k->tp);
+  release_or_cache(&k->alt.stack);
+  release_or_cache(&k->stack);
   free(k);
 }
 
@@ -115,11 +159,13 @@ int klt_create(KltMain fn, void* arg, const KltOptions& opts, Klt** out, const c
   if (opts.name) {
     strncpy(k->name, opts.name, sizeof k->name - 1);
   }
-  if (int r = stack_allocate(opts.stack_size, opts.guard_size, &k->stack, what); r != 0) {
-    free_parts(k);
-    return r;
+  if (!take_cached(opts.stack_size, opts.guard_size, &k->stack)) {
+    if (int r = stack_allocate(opts.stack_size, opts.guard_size, &k->stack, what); r != 0) {
+      free_parts(k);
+      return r;
+    }
   }
-  if (opts.altstack_size > 0) {
+  if (opts.altstack_size > 0 && !take_cached(altstack_size(opts.altstack_size), page_size(), &k->alt.stack)) {
     if (int r = altstack_allocate(opts.altstack_size, &k->alt); r != 0) {
       if (what) *what = "mmap of the KLT's signal stack failed";
       free_parts(k);

@@ -124,11 +124,15 @@ GuardKind stack_guard_mechanism() {
   return k;
 }
 
-int altstack_allocate(size_t size, AltStack* out) {
+size_t altstack_size(size_t size) {
   size_t min = getauxval(AT_MINSIGSTKSZ);
   if (min < static_cast<size_t>(MINSIGSTKSZ)) min = MINSIGSTKSZ;
   if (size < 4 * min) size = 4 * min;
-  return stack_allocate(size, page_size(), &out->stack);
+  return round_to_pages(size);
+}
+
+int altstack_allocate(size_t size, AltStack* out) {
+  return stack_allocate(altstack_size(size), page_size(), &out->stack);
 }
 
 int altstack_install(const AltStack& a) {

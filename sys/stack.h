@@ -79,8 +79,12 @@ struct AltStack {
   Stack stack;
 };
 
-// Maps a guarded signal stack of at least `size` bytes (at least the
-// kernel's minimum). Does not install it.
+// The usable size altstack_allocate(size) gives: `size`, raised to four
+// times the kernel's minimum signal stack, rounded to pages.
+size_t altstack_size(size_t size);
+
+// Maps a guarded signal stack of altstack_size(size) bytes with a one-page
+// guard. Does not install it.
 int altstack_allocate(size_t size, AltStack* out);
 
 // Installs `a` as the calling thread's signal stack. Returns 0 or -errno.
