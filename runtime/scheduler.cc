@@ -441,8 +441,9 @@ Ult* Scheduler::global_pop_batch(Worker* w) {
   int64_t taken = 1;
   while (taken < take && global_head != nullptr) {
     Ult* u = global_head;
+    Ult* next = u->next;  // before the push: once stealable, u may run and be requeued elsewhere
     if (!w->deque.push(u)) break;
-    global_head = u->next;
+    global_head = next;
     ++taken;
   }
   if (global_head == nullptr) global_tail = nullptr;

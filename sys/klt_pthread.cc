@@ -72,7 +72,13 @@ int klt_create(KltMain fn, void* arg, const KltOptions& opts, Klt** out, const c
     }
   }
   // glibc puts its TCB and static TLS at the top of a user stack: add room.
-  size_t size = round_to_pages(opts.stack_size < 65536 ? 65536 : opts.stack_size) + 64 * 1024;
+  // Sanitizer runtimes want much more (TSan asks for about 900 KiB).
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+  constexpr size_t kExtra = 4 << 20;
+#else
+  constexpr size_t kExtra = 64 * 1024;
+#endif
+  size_t size = round_to_pages(opts.stack_size < 65536 ? 65536 : opts.stack_size) + kExtra;
   if (int r = stack_allocate(size, opts.guard_size, &k->stack, what); r != 0) {
     (void)altstack_release(&k->alt);
     delete k;

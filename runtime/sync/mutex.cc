@@ -24,7 +24,8 @@
 // Releasing:
 //   fast  if no handoff and (nobody queued or a woken waiter competes):
 //         CAS out kLocked.
-//   slow  if a woken waiter is already competing, or nobody waits, and no
+//   slow  if a woken waiter is already competing (and was woken less than
+//         1 ms ago: the fast path samples that), or nobody waits, and no
 //         handoff: just clear kLocked. Else under the queue lock: if
 //         kHandoff or the first waiter waited over 1 ms, pop it, make it the
 //         owner and keep kLocked set (kHandoff stays while the waiters
@@ -126,7 +127,7 @@ void Mutex::lock() {
   if (state_.compare_exchange_strong(old, kLocked, std::memory_order_acquire, std::memory_order_relaxed) ||
       (!(old & (kLocked | kHandoff)) &&
        state_.compare_exchange_strong(old, old | kLocked, std::memory_order_acquire, std::memory_order_relaxed))) {
-    owner_.store(rt::sync::self_identity(), std::memory_order_relaxed);
+    owner_.store(rt::sync::self_identity(), std::memory_order_release);
     return;
   }
   lock_slow(-1);
@@ -137,7 +138,7 @@ bool Mutex::try_lock() {
   if (old & (kLocked | kHandoff)) return false;
   if (!state_.compare_exchange_strong(old, old | kLocked, std::memory_order_acquire, std::memory_order_relaxed))
     return false;
-  owner_.store(rt::sync::self_identity(), std::memory_order_relaxed);
+  owner_.store(rt::sync::self_identity(), std::memory_order_release);
   return true;
 }
 
@@ -168,7 +169,7 @@ bool Mutex::lock_slow(int64_t deadline_ns) {
       if (state_.compare_exchange_weak(old, nw, std::memory_order_acquire, std::memory_order_relaxed)) break;
       continue;
     }
-    if (!spun && self != nullptr && !(old & kHandoff) && owner_running(owner_.load(std::memory_order_relaxed))) {
+    if (!spun && self != nullptr && !(old & kHandoff) && owner_running(owner_.load(std::memory_order_acquire))) {
       spun = true;
       waited = true;
       bump(n_spins_);
@@ -184,7 +185,7 @@ bool Mutex::lock_slow(int64_t deadline_ns) {
           freed = true;
           break;
         }
-        if (!owner_running(owner_.load(std::memory_order_relaxed)) || ticks() - start > budget) break;
+        if (!owner_running(owner_.load(std::memory_order_acquire)) || ticks() - start > budget) break;
       }
       if (freed) {
         // Try once at the top of the loop; count it if it works.
@@ -244,7 +245,7 @@ bool Mutex::lock_slow(int64_t deadline_ns) {
     awoke = true;
     spun = false;
   }
-  owner_.store(me, std::memory_order_relaxed);
+  owner_.store(me, std::memory_order_release);
   // rdtsc is slow on some VMs (tens of ns): time only holds that made
   // somebody wait, which are the ones the spin budget is about.
   if (waited) acquired_at_.store(ticks(), std::memory_order_relaxed);
@@ -271,19 +272,29 @@ void Mutex::unlock() {
     hold_ticks_.store(est == 0 ? held : est - est / 8 + held / 8, std::memory_order_relaxed);
   }
   // Nobody queued; or a woken waiter already competes and no handoff: just
-  // release (the common case under contention too).
+  // release (the common case under contention too). But a woken waiter
+  // that cannot run (its worker is busy) must not let the queue starve:
+  // every 16th such unlock looks at how long ago it was woken, and past
+  // 1 ms takes the slow path, which hands off to a starving queue head.
   uint32_t old = kLocked;
-  if (state_.compare_exchange_strong(old, 0, std::memory_order_release, std::memory_order_relaxed) ||
-      (!(old & kHandoff) && (old & kWoken) &&
-       state_.compare_exchange_strong(old, old & ~kLocked, std::memory_order_release, std::memory_order_relaxed)))
-    return;
-  unlock_slow(old);
+  if (state_.compare_exchange_strong(old, 0, std::memory_order_release, std::memory_order_relaxed)) return;
+  bool woken_stale = false;
+  if (!(old & kHandoff) && (old & kWoken)) {
+    uint32_t n = woken_unlocks_.load(std::memory_order_relaxed) + 1;  // a sample count: races are harmless
+    woken_unlocks_.store(n, std::memory_order_relaxed);
+    woken_stale = (old & kHasWaiters) && (n & 15) == 0 &&
+                  rt::monotonic_ns() - woken_at_.load(std::memory_order_relaxed) > kStarvingNs;
+    if (!woken_stale &&
+        state_.compare_exchange_strong(old, old & ~kLocked, std::memory_order_release, std::memory_order_relaxed))
+      return;
+  }
+  unlock_slow(old, woken_stale);
 }
 
-void Mutex::unlock_slow(uint32_t old) {
+void Mutex::unlock_slow(uint32_t old, bool woken_stale) {
   for (;;) {
     WEFT_DCHECK(old & kLocked, "Mutex %p unlocked while not locked (state %u)", static_cast<void*>(this), old);
-    if ((old & kHandoff) || ((old & kHasWaiters) && !(old & kWoken))) break;
+    if ((old & kHandoff) || ((old & kHasWaiters) && (!(old & kWoken) || woken_stale))) break;
     // Nobody queued, or a woken waiter is already competing: just release.
     if (state_.compare_exchange_weak(old, old & ~kLocked, std::memory_order_release, std::memory_order_relaxed))
       return;
@@ -302,7 +313,7 @@ void Mutex::unlock_slow(uint32_t old) {
     bool starving = rt::monotonic_ns() - w->since_ns > kStarvingNs;
     if ((old & kHandoff) || starving) {
       rt::sync::pop_front(queue_);
-      owner_.store(w->who, std::memory_order_relaxed);
+      owner_.store(w->who, std::memory_order_release);
       w->tag = kHanded;
       // Handoff mode lasts while the waiters served are starving (Go's
       // rule): it ends when the queue drains or its head waited < 1 ms.
@@ -319,6 +330,7 @@ void Mutex::unlock_slow(uint32_t old) {
     } else {
       rt::sync::pop_front(queue_);
       uint32_t rest = queue_.size != 0 ? kHasWaiters : 0;
+      woken_at_.store(rt::monotonic_ns(), std::memory_order_relaxed);
       while (!state_.compare_exchange_weak(old, (old & ~(kLocked | kHasWaiters)) | kWoken | rest,
                                            std::memory_order_release, std::memory_order_relaxed)) {
       }
@@ -337,6 +349,7 @@ void Mutex::wake_one_waiter() {
     if ((old & (kLocked | kWoken | kHandoff)) || queue_.head == nullptr) return;
     w = rt::sync::pop_front(queue_);
     uint32_t rest = queue_.size != 0 ? kHasWaiters : 0;
+    woken_at_.store(rt::monotonic_ns(), std::memory_order_relaxed);
     while (!state_.compare_exchange_weak(old, (old & ~kHasWaiters) | kWoken | rest, std::memory_order_acq_rel,
                                          std::memory_order_relaxed)) {
       if (old & (kLocked | kWoken | kHandoff)) {  // someone took it: put w back

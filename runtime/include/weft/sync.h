@@ -109,7 +109,7 @@ class Mutex {
  private:
   bool lock_until(int64_t deadline_ns);
   bool lock_slow(int64_t deadline_ns);
-  void unlock_slow(uint32_t state);
+  void unlock_slow(uint32_t state, bool woken_stale);
   void wake_one_waiter();
 
   // state_: see runtime/sync/mutex.cc for the bits and transitions.
@@ -119,6 +119,8 @@ class Mutex {
   uint32_t permits_ = 0;                  // wake-ups released before their waiter queued
   std::atomic<uint64_t> hold_ticks_{0};   // running estimate (TSC ticks)
   std::atomic<uint64_t> acquired_at_{0};  // TSC at a contended acquisition, or 0
+  std::atomic<int64_t> woken_at_{0};      // when kWoken was last set (monotonic ns)
+  std::atomic<uint32_t> woken_unlocks_{0};  // unlocks seen with kWoken set (sampling)
   std::atomic<uint64_t> n_contended_{0}, n_spins_{0}, n_spin_acquired_{0}, n_parks_{0}, n_handoffs_{0};
 };
 
