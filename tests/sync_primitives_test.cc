@@ -953,6 +953,12 @@ TEST(AdaptiveSpin, HolderInBlockingRegionMeansNoSpinning) {
 // busy-waits (never switching) until B has started, so B must be on the
 // other worker. The test hammers until both counters move, for at most 10 s.
 TEST(AdaptiveSpin, BusyHolderOnOtherWorkerMakesWaitersSpin) {
+#if defined(__SANITIZE_THREAD__)
+  // TSan slows the holder's 2 us section several times over, past the spin
+  // budget: whether a spin succeeds is a timing property that TSan builds
+  // (which are here for races) cannot show.
+  GTEST_SKIP() << "spin success depends on timing that ThreadSanitizer distorts";
+#endif
   Watchdog wd(60s, "AdaptiveSpin.BusyHolderOnOtherWorkerMakesWaitersSpin");
   weft::Runtime rt(weft::Options{.workers = 2});
   weft::Mutex m;
