@@ -23,20 +23,15 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+
+#include "benchmarks/server_common.h"
 #include <vector>
 
 namespace {
 
-void usage(const char* argv0, int status) {
-  FILE* out = status == 0 ? stdout : stderr;
-  fprintf(out,
-          "usage: %s [--port P]\n"
-          "  Echoes every connection's bytes back from a single-threaded, level-triggered\n"
-          "  epoll loop (non-blocking sockets): the per-core reference of echo_bench.\n"
-          "  --port P     TCP port to listen on (default 7000; 0 picks a free one)\n",
-          argv0);
-  exit(status);
-}
+constexpr char kDescription[] =
+    "  Echoes every connection's bytes back from a single-threaded, level-triggered\n"
+    "  epoll loop (non-blocking sockets): the per-core reference of echo_bench.\n";
 
 struct Conn {
   std::string pending;  // bytes the peer has not taken yet
@@ -46,35 +41,11 @@ struct Conn {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int port = 7000;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    if (a == "--help" || a == "-h") usage(argv[0], 0);
-    if (a == "--port" && i + 1 < argc) {
-      char* end = nullptr;
-      long p = strtol(argv[++i], &end, 10);
-      if (*argv[i] == '\0' || *end != '\0' || p < 0 || p > 65535) usage(argv[0], 2);
-      port = static_cast<int>(p);
-    } else {
-      fprintf(stderr, "%s: unknown argument '%s'\n", argv[0], argv[i]);
-      usage(argv[0], 2);
-    }
-  }
+  int port = bench::parse_port(argc, argv, kDescription);
   signal(SIGPIPE, SIG_IGN);
 
-  int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  int one = 1;
-  setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  sa.sin_port = htons(static_cast<uint16_t>(port));
-  sa.sin_addr.s_addr = htonl(INADDR_ANY);
-  if (lfd < 0 || bind(lfd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0 || listen(lfd, 1024) != 0) {
-    fprintf(stderr, "echo_epoll: cannot listen on port %d: %s\n", port, strerror(errno));
-    return 1;
-  }
-  socklen_t len = sizeof sa;
-  getsockname(lfd, reinterpret_cast<sockaddr*>(&sa), &len);
+  int bound = 0;
+  int lfd = bench::listen_or_exit("echo_epoll", port, SOCK_NONBLOCK, &bound);
 
   int ep = epoll_create1(EPOLL_CLOEXEC);
   if (ep < 0) {
@@ -93,7 +64,7 @@ int main(int argc, char** argv) {
     if (static_cast<size_t>(fd) < conns.size()) conns[static_cast<size_t>(fd)] = Conn{};
   };
 
-  printf("listening on port %d (epoll loop, 1 thread, level-triggered)\n", ntohs(sa.sin_port));
+  printf("listening on port %d (epoll loop, 1 thread, level-triggered)\n", bound);
   fflush(stdout);
 
   constexpr int kEvents = 256;

@@ -33,6 +33,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+
+#include "benchmarks/server_common.h"
 #include <string_view>
 
 namespace {
@@ -40,17 +42,10 @@ namespace {
 constexpr size_t kStack = 64 * 1024;
 constexpr size_t kMaxHeader = 8192;
 
-void usage(const char* argv0, int status) {
-  FILE* out = status == 0 ? stdout : stderr;
-  fprintf(out,
-          "usage: %s [--port P]\n"
-          "  HTTP/1.1 keep-alive server answering \"hello\\n\" at / and /hello, one NPTL\n"
-          "  thread (64 KiB stack) per connection: the comparison point for\n"
-          "  examples/http_server in echo_bench --http.\n"
-          "  --port P     TCP port to listen on (default 8080; 0 picks a free one)\n",
-          argv0);
-  exit(status);
-}
+constexpr char kDescription[] =
+    "  HTTP/1.1 keep-alive server answering \"hello\\n\" at / and /hello, one NPTL\n"
+    "  thread (64 KiB stack) per connection: the comparison point for\n"
+    "  examples/http_server in echo_bench --http.\n";
 
 std::string response(int status, const char* reason, std::string_view body, bool keep_alive, bool head) {
   std::string m = "HTTP/1.1 " + std::to_string(status) + " " + reason + "\r\nContent-Length: " +
@@ -214,42 +209,18 @@ void* conn_main(void* arg) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int port = 8080;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    if (a == "--help" || a == "-h") usage(argv[0], 0);
-    if (a == "--port" && i + 1 < argc) {
-      char* end = nullptr;
-      long p = strtol(argv[++i], &end, 10);
-      if (*argv[i] == '\0' || *end != '\0' || p < 0 || p > 65535) usage(argv[0], 2);
-      port = static_cast<int>(p);
-    } else {
-      fprintf(stderr, "%s: unknown argument '%s'\n", argv[0], argv[i]);
-      usage(argv[0], 2);
-    }
-  }
+  int port = bench::parse_port(argc, argv, kDescription, 8080);
   signal(SIGPIPE, SIG_IGN);
 
-  int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  int one = 1;
-  setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  sa.sin_port = htons(static_cast<uint16_t>(port));
-  sa.sin_addr.s_addr = htonl(INADDR_ANY);
-  if (lfd < 0 || bind(lfd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0 || listen(lfd, 1024) != 0) {
-    fprintf(stderr, "http_nptl: cannot listen on port %d: %s\n", port, strerror(errno));
-    return 1;
-  }
-  socklen_t len = sizeof sa;
-  getsockname(lfd, reinterpret_cast<sockaddr*>(&sa), &len);
+  int bound = 0;
+  int lfd = bench::listen_or_exit("http_nptl", port, 0, &bound);
 
   pthread_attr_t attr;
   pthread_attr_init(&attr);
   pthread_attr_setstacksize(&attr, kStack);
   pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 
-  printf("listening on port %d (NPTL, thread per connection, %zu KiB stacks)\n", ntohs(sa.sin_port), kStack / 1024);
+  printf("listening on port %d (NPTL, thread per connection, %zu KiB stacks)\n", bound, kStack / 1024);
   fflush(stdout);
   for (;;) {
     int c = accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);

@@ -19,6 +19,8 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/watchdog.h"
+
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
@@ -43,35 +45,6 @@ using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 namespace io = weft::io;
 
-// Aborts the process with a message if not destroyed within `secs`.
-class Watchdog {
- public:
-  Watchdog(std::string what, int secs) : what_(std::move(what)) {
-    t_ = std::thread([this, secs] {
-      std::unique_lock<std::mutex> g(mu_);
-      if (!cv_.wait_for(g, std::chrono::seconds(secs), [this] { return done_; })) {
-        fprintf(stderr, "WATCHDOG: %s did not finish within %d s: aborting\n", what_.c_str(), secs);
-        fflush(stderr);
-        abort();
-      }
-    });
-  }
-  ~Watchdog() {
-    {
-      std::lock_guard<std::mutex> g(mu_);
-      done_ = true;
-    }
-    cv_.notify_all();
-    t_.join();
-  }
-
- private:
-  std::string what_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool done_ = false;
-  std::thread t_;
-};
 
 // The backend WEFT_IO asks for, as io::backend() names it.
 std::string ExpectedBackend() {

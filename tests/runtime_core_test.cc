@@ -32,6 +32,8 @@
 #include <vector>
 
 #include <gtest/gtest.h>
+
+#include "tests/watchdog.h"
 #include <weft/weft.h>
 
 #include "runtime/scheduler.h"
@@ -41,36 +43,6 @@ namespace {
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
-// Aborts the process with `what` if not destroyed within `limit`.
-class Watchdog {
- public:
-  Watchdog(std::chrono::seconds limit, std::string what) : what_(std::move(what)) {
-    t_ = std::thread([this, limit] {
-      std::unique_lock<std::mutex> l(m_);
-      if (!cv_.wait_for(l, limit, [this] { return done_; })) {
-        fprintf(stderr, "WATCHDOG: %s did not finish within %lld s\n", what_.c_str(),
-                static_cast<long long>(limit.count()));
-        fflush(stderr);
-        abort();
-      }
-    });
-  }
-  ~Watchdog() {
-    {
-      std::lock_guard<std::mutex> l(m_);
-      done_ = true;
-    }
-    cv_.notify_all();
-    t_.join();
-  }
-
- private:
-  std::string what_;
-  std::mutex m_;
-  std::condition_variable cv_;
-  bool done_ = false;
-  std::thread t_;
-};
 
 int Tid() { return static_cast<int>(syscall(SYS_gettid)); }
 

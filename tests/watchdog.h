@@ -1,0 +1,46 @@
+// tests/watchdog.h — bounds a test's waits: a hang fails instead of blocking CI.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <utility>
+
+// Aborts the process with a message naming `what` unless destroyed within
+// `limit` (a lost wake-up, a deadlock or a hang becomes a test failure).
+class Watchdog {
+ public:
+  Watchdog(std::chrono::seconds limit, std::string what) : what_(std::move(what)) {
+    thread_ = std::thread([this, limit] {
+      std::unique_lock<std::mutex> g(mu_);
+      if (!cv_.wait_for(g, limit, [this] { return done_; })) {
+        fprintf(stderr, "WATCHDOG: %s did not finish within %lld s (hang, deadlock or lost wake-up): aborting\n",
+                what_.c_str(), static_cast<long long>(limit.count()));
+        fflush(stderr);
+        abort();
+      }
+    });
+  }
+  Watchdog(std::string what, int seconds) : Watchdog(std::chrono::seconds(seconds), std::move(what)) {}
+  ~Watchdog() {
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      done_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  Watchdog(const Watchdog&) = delete;
+  Watchdog& operator=(const Watchdog&) = delete;
+
+ private:
+  std::string what_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::thread thread_;
+};
