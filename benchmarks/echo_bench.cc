@@ -43,7 +43,6 @@
 #include <sys/socket.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -64,22 +63,19 @@
 
 #include <weft/weft.h>
 
+#include "benchmarks/bench_common.h"
+
 namespace {
 
+// Not `using namespace bench`: echo_bench has a fail() of its own, which stops
+// the servers before it exits.
+using bench::fmt;
+using bench::now_ns;
+using bench::Samples;
+using bench::sleep_ns;
+
 // ---------------------------------------------------------------------------
-// Clocks, children, errors.
-
-uint64_t now_ns() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1000000000u + static_cast<uint64_t>(ts.tv_nsec);
-}
-
-void sleep_ns(uint64_t ns) {
-  timespec d{static_cast<time_t>(ns / 1000000000u), static_cast<long>(ns % 1000000000u)};
-  while (nanosleep(&d, &d) != 0 && errno == EINTR) {
-  }
-}
+// Children, errors.
 
 // Every child we started and have not reaped yet (servers and wrk); a fixed
 // array of atomics so that the signal handler may read it.
@@ -201,6 +197,13 @@ pid_t spawn_child(const std::string& path, const std::vector<std::string>& args,
 // ---------------------------------------------------------------------------
 // /proc.
 
+// /proc/<pid>/<file> opened for reading, or nullptr (the process is gone).
+FILE* open_proc(pid_t pid, const char* file) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/%s", pid, file);
+  return fopen(path, "r");
+}
+
 struct ProcStatus {
   long rss_kib = -1;
   long threads = -1;
@@ -209,9 +212,7 @@ struct ProcStatus {
 
 ProcStatus proc_status(pid_t pid) {
   ProcStatus s;
-  char path[64];
-  snprintf(path, sizeof path, "/proc/%d/status", pid);
-  FILE* f = fopen(path, "r");
+  FILE* f = open_proc(pid, "status");
   if (f == nullptr) return s;
   char line[256];
   while (fgets(line, sizeof line, f) != nullptr) {
@@ -236,9 +237,7 @@ struct CpuTimes {
 // process's threads.
 CpuTimes proc_cpu(pid_t pid) {
   CpuTimes c;
-  char path[64];
-  snprintf(path, sizeof path, "/proc/%d/stat", pid);
-  FILE* f = fopen(path, "r");
+  FILE* f = open_proc(pid, "stat");
   if (f == nullptr) return c;
   char buf[1024];
   size_t n = fread(buf, 1, sizeof buf - 1, f);
@@ -299,23 +298,23 @@ std::string task_states(pid_t pid) {
     closedir(d);
   }
   std::sort(tids.begin(), tids.end(), [](const std::string& a, const std::string& b) { return atoi(a.c_str()) < atoi(b.c_str()); });
+  // The first line of base/name into buf; where there is none, buf holds
+  // `fallback` (what it holds on entry).
+  auto first_line = [](const std::string& base, const char* name, char* buf, size_t size,
+                       const char* fallback) {
+    if (FILE* f = fopen((base + "/" + name).c_str(), "r")) {
+      if (fgets(buf, static_cast<int>(size), f) == nullptr) strcpy(buf, fallback);
+      fclose(f);
+    }
+  };
   for (const auto& t : tids) {
     std::string base = std::string(dir) + "/" + t;
     char comm[64] = "?", wchan[128] = "?";
-    if (FILE* f = fopen((base + "/comm").c_str(), "r")) {
-      if (fgets(comm, sizeof comm, f) == nullptr) strcpy(comm, "?");
-      comm[strcspn(comm, "\n")] = '\0';
-      fclose(f);
-    }
-    if (FILE* f = fopen((base + "/wchan").c_str(), "r")) {
-      if (fgets(wchan, sizeof wchan, f) == nullptr) strcpy(wchan, "?");
-      fclose(f);
-    }
+    first_line(base, "comm", comm, sizeof comm, "?");
+    comm[strcspn(comm, "\n")] = '\0';
+    first_line(base, "wchan", wchan, sizeof wchan, "?");
     char stat[512] = "";
-    if (FILE* f = fopen((base + "/stat").c_str(), "r")) {
-      if (fgets(stat, sizeof stat, f) == nullptr) stat[0] = '\0';
-      fclose(f);
-    }
+    first_line(base, "stat", stat, sizeof stat, "");
     const char* p = strrchr(stat, ')');
     char st = p != nullptr && p[1] != '\0' ? p[2] : '?';
     out += "    task " + t + " (" + comm + "): state " + st + ", wchan " + wchan + "\n";
@@ -551,19 +550,23 @@ void generator(int port, int nconns, uint32_t first_id, Shared* sh, GenResult* r
              first_id + static_cast<uint32_t>(i), what, err ? ": " : "", err ? strerror(err) : "", c.seq, c.got, kMsg);
     sh->set_error(b);
   };
+  // Moves c to kSending (waiting for EPOLLOUT) or kWaiting (EPOLLIN),
+  // unless it is there already.
+  auto set_state = [&](Conn& c, int i, Conn::State state) {
+    if (c.state == state) return;
+    epoll_event ev{};
+    ev.events = state == Conn::kSending ? EPOLLOUT : EPOLLIN;
+    ev.data.u32 = static_cast<uint32_t>(i);
+    epoll_ctl(ep, EPOLL_CTL_MOD, c.fd, &ev);
+    c.state = state;
+  };
   // Sends what is left of c.out; false on a connection error.
   auto send_rest = [&](Conn& c, int i) -> bool {
     while (c.sent < kMsg) {
       ssize_t w = send(c.fd, c.out + c.sent, kMsg - c.sent, MSG_NOSIGNAL);
       if (w < 0 && errno == EINTR) continue;
       if (w < 0 && errno == EAGAIN) {
-        if (c.state != Conn::kSending) {
-          epoll_event ev{};
-          ev.events = EPOLLOUT;
-          ev.data.u32 = static_cast<uint32_t>(i);
-          epoll_ctl(ep, EPOLL_CTL_MOD, c.fd, &ev);
-          c.state = Conn::kSending;
-        }
+        set_state(c, i, Conn::kSending);
         return true;
       }
       if (w <= 0) {
@@ -572,13 +575,7 @@ void generator(int port, int nconns, uint32_t first_id, Shared* sh, GenResult* r
       }
       c.sent += static_cast<uint32_t>(w);
     }
-    if (c.state != Conn::kWaiting) {
-      epoll_event ev{};
-      ev.events = EPOLLIN;
-      ev.data.u32 = static_cast<uint32_t>(i);
-      epoll_ctl(ep, EPOLL_CTL_MOD, c.fd, &ev);
-      c.state = Conn::kWaiting;
-    }
+    set_state(c, i, Conn::kWaiting);
     return true;
   };
   auto start_request = [&](Conn& c, int i, uint64_t t) -> bool {
@@ -929,37 +926,8 @@ WrkResult run_wrk(int port, int conns, int seconds, const char* name) {
 // ---------------------------------------------------------------------------
 // Statistics and output.
 
-struct Samples {
-  std::vector<double> v;
-  void add(double x) { v.push_back(x); }
-  bool empty() const { return v.empty(); }
-  double median() const {
-    if (v.empty()) return 0;
-    std::vector<double> s = v;
-    std::sort(s.begin(), s.end());
-    size_t n = s.size();
-    return n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
-  }
-  double min() const { return v.empty() ? 0 : *std::min_element(v.begin(), v.end()); }
-  double max() const { return v.empty() ? 0 : *std::max_element(v.begin(), v.end()); }
-};
-
-std::string fmt(double x, int prec = -1) {
-  char b[32];
-  if (prec >= 0) snprintf(b, sizeof b, "%.*f", prec, x);
-  else if (x >= 1000) snprintf(b, sizeof b, "%.0f", x);
-  else if (x >= 100) snprintf(b, sizeof b, "%.1f", x);
-  else snprintf(b, sizeof b, "%.2f", x);
-  return b;
-}
-
-std::string fmt_ratio(double r) {
-  char b[48];
-  if (!std::isfinite(r) || r <= 0) return "-";
-  if (r >= 100) snprintf(b, sizeof b, "%.0fx", r);
-  else snprintf(b, sizeof b, "%.2fx", r);
-  return b;
-}
+// A ratio of medians, or "-" where one side had nothing (a server not run).
+std::string fmt_ratio(double r) { return std::isfinite(r) && r > 0 ? bench::fmt_ratio(r) : "-"; }
 
 struct Cell {  // one server at one C, over the rounds
   Samples rps, p50, p90, p99, p999, maxlat, rss, threads, srv_cpu_us_per_req, srv_cpu_pct, srv_sys_pct, cli_cpu_pct, ramp,
@@ -1043,6 +1011,7 @@ std::string find_binary(const std::string& dir, const std::string& rel, const ch
 }  // namespace
 
 int main(int argc, char** argv) {
+  bench::g_prog = "echo_bench";
   Config cfg;
   for (int i = 1; i < argc; i++) {
     std::string a = argv[i];
@@ -1066,6 +1035,13 @@ int main(int argc, char** argv) {
       usage(stderr);
       exit(2);
     };
+    // The value as a whole number in [lo, hi], else a usage error.
+    auto int_value = [&](long lo, long hi) {
+      std::string v = value();
+      long n;
+      if (!parse_int(v.c_str(), lo, hi, &n)) bad(v);
+      return static_cast<int>(n);
+    };
     if (a == "--help" || a == "-h") {
       usage(stdout);
       return 0;
@@ -1074,20 +1050,11 @@ int main(int argc, char** argv) {
     } else if (a == "--http") {
       cfg.http = true;
     } else if (a == "--rounds") {
-      std::string v = value();
-      long n;
-      if (!parse_int(v.c_str(), 1, 1000, &n)) bad(v);
-      cfg.rounds = static_cast<int>(n);
+      cfg.rounds = int_value(1, 1000);
     } else if (a == "--weft-workers") {
-      std::string v = value();
-      long n;
-      if (!parse_int(v.c_str(), 1, 1024, &n)) bad(v);
-      g_weft_workers = static_cast<int>(n);
+      g_weft_workers = int_value(1, 1024);
     } else if (a == "--client-threads") {
-      std::string v = value();
-      long n;
-      if (!parse_int(v.c_str(), 1, 64, &n)) bad(v);
-      cfg.client_threads = static_cast<int>(n);
+      cfg.client_threads = int_value(1, 64);
     } else if (a == "--duration") {
       std::string v = value();
       char* end = nullptr;

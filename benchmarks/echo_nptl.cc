@@ -11,16 +11,13 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <pthread.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdint>
-#include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <string>
 
 #include "benchmarks/server_common.h"
@@ -58,27 +55,5 @@ done:
 int main(int argc, char** argv) {
   int port = bench::parse_port(argc, argv, kDescription);
   signal(SIGPIPE, SIG_IGN);
-
-  int bound = 0;
-  int lfd = bench::listen_or_exit("echo_nptl", port, 0, &bound);
-
-  pthread_attr_t attr;
-  pthread_attr_init(&attr);
-  pthread_attr_setstacksize(&attr, kStack);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-
-  printf("listening on port %d (NPTL, thread per connection, %zu KiB stacks)\n", bound, kStack / 1024);
-  fflush(stdout);
-  for (;;) {
-    int c = accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
-    if (c < 0) {
-      if (errno == EMFILE || errno == ENFILE || errno == ENOMEM || errno == ENOBUFS) usleep(10000);
-      continue;
-    }
-    pthread_t t;
-    if (int r = pthread_create(&t, &attr, conn_main, reinterpret_cast<void*>(static_cast<intptr_t>(c))); r != 0) {
-      fprintf(stderr, "echo_nptl: pthread_create: %s (dropping a connection)\n", strerror(r));
-      close(c);
-    }
-  }
+  bench::serve_thread_per_connection("echo_nptl", port, kStack, conn_main);
 }

@@ -24,11 +24,8 @@
 #include <pthread.h>
 #include <sched.h>
 #include <sys/syscall.h>
-#include <sys/utsname.h>
-#include <time.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -42,57 +39,14 @@
 
 #include <weft/weft.h>
 
+#include "benchmarks/bench_common.h"
+
 namespace {
 
+using namespace bench;  // the helpers of benchmarks/bench_common.h
+
 // ---------------------------------------------------------------------------
-// Clocks, errors, affinity.
-
-uint64_t now_ns() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1000000000u + static_cast<uint64_t>(ts.tv_nsec);
-}
-
-void sleep_ms(int ms) {
-  timespec d{ms / 1000, static_cast<long>(ms % 1000) * 1000000};
-  while (nanosleep(&d, &d) != 0 && errno == EINTR) {
-  }
-}
-
-[[noreturn]] void die(const char* what, int err) {
-  fprintf(stderr, "runtime_bench: %s: %s\n", what, strerror(err < 0 ? -err : err));
-  exit(1);
-}
-
-[[noreturn]] void fail(const char* what, const absl::Status& s) {
-  fprintf(stderr, "runtime_bench: %s: %s\n", what, s.ToString().c_str());
-  exit(1);
-}
-
-[[noreturn]] void fail(const char* what) {
-  fprintf(stderr, "runtime_bench: %s\n", what);
-  exit(1);
-}
-
-cpu_set_t g_all_cpus;  // the process's mask at start
-int g_cpu = 0;         // the CPU pinned measurements run on
-
-cpu_set_t one_cpu(int cpu) {
-  cpu_set_t s;
-  CPU_ZERO(&s);
-  CPU_SET(cpu, &s);
-  return s;
-}
-
-pthread_t start_thread(void* (*fn)(void*), void* arg, const cpu_set_t* mask) {
-  pthread_attr_t attr;
-  pthread_attr_init(&attr);
-  if (mask != nullptr) pthread_attr_setaffinity_np(&attr, sizeof *mask, mask);
-  pthread_t t;
-  if (int r = pthread_create(&t, &attr, fn, arg); r != 0) die("pthread_create", r);
-  pthread_attr_destroy(&attr);
-  return t;
-}
+// Runtime statistics, memory.
 
 uint64_t total_switches(const weft::RuntimeStats& s) {
   uint64_t n = 0;
@@ -146,8 +100,7 @@ double weft_yield(weft::Runtime& rt, uint64_t n) {
     if (absl::Status s = b.join(); !s.ok()) fail("join", s);
     uint64_t sw = s1 - s0;
     if (sw < n || sw > 2 * n + n / 10) {
-      fprintf(stderr, "runtime_bench: yield: %" PRIu64 " switches for 2 x %" PRIu64 " yields\n", sw, n);
-      exit(1);
+      failf("yield: %" PRIu64 " switches for 2 x %" PRIu64 " yields", sw, n);
     }
     return static_cast<double>(t1 - t0) / static_cast<double>(sw);
   });
@@ -207,10 +160,7 @@ double nptl_yield(uint64_t n) {
   p.go.store(1, std::memory_order_release);
   for (auto& th : t) pthread_join(th, nullptr);
   uint64_t sw = p.s1 - p.s0;
-  if (sw < n / 2) {
-    fprintf(stderr, "runtime_bench: sched_yield: only %" PRIu64 " switches for %" PRIu64 " yields\n", sw, n);
-    exit(1);
-  }
+  if (sw < n / 2) failf("sched_yield: only %" PRIu64 " switches for %" PRIu64 " yields", sw, n);
   return static_cast<double>(p.t1 - p.t0) / static_cast<double>(sw);
 }
 
@@ -293,9 +243,8 @@ double weft_skynet(weft::Runtime& rt, uint64_t leaves) {
   uint64_t t1 = now_ns();
   if (!r.ok()) fail("block_on", r.status());
   if (*r != expected_sum(leaves)) {
-    fprintf(stderr, "runtime_bench: weft skynet(%" PRIu64 ") = %" PRIu64 ", expected %" PRIu64 "\n", leaves, *r,
-            expected_sum(leaves));
-    exit(1);
+    failf("weft skynet(%" PRIu64 ") = %" PRIu64 ", expected %" PRIu64, leaves, *r,
+          expected_sum(leaves));
   }
   return static_cast<double>(t1 - t0) / 1e6;
 }
@@ -334,9 +283,8 @@ double nptl_skynet(uint64_t leaves) {
   pthread_join(t, nullptr);
   uint64_t t1 = now_ns();
   if (root.sum != expected_sum(leaves)) {
-    fprintf(stderr, "runtime_bench: NPTL skynet(%" PRIu64 ") = %" PRIu64 ", expected %" PRIu64 "\n", leaves,
-            root.sum, expected_sum(leaves));
-    exit(1);
+    failf("NPTL skynet(%" PRIu64 ") = %" PRIu64 ", expected %" PRIu64, leaves, root.sum,
+          expected_sum(leaves));
   }
   return static_cast<double>(t1 - t0) / 1e6;
 }
@@ -471,45 +419,7 @@ double nptl_idle_memory(int n) {
 }
 
 // ---------------------------------------------------------------------------
-// Statistics and output.
-
-struct Samples {
-  std::vector<double> v;
-  void add(double x) { v.push_back(x); }
-  bool empty() const { return v.empty(); }
-  double median() const {
-    std::vector<double> s = v;
-    std::sort(s.begin(), s.end());
-    size_t n = s.size();
-    return n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
-  }
-  double min() const { return *std::min_element(v.begin(), v.end()); }
-};
-
-std::string fmt(double x, int prec = -1) {
-  char b[32];
-  if (prec >= 0) snprintf(b, sizeof b, "%.*f", prec, x);
-  else if (x >= 1000) snprintf(b, sizeof b, "%.0f", x);
-  else if (x >= 100) snprintf(b, sizeof b, "%.1f", x);
-  else snprintf(b, sizeof b, "%.2f", x);
-  return b;
-}
-
-std::string fmt_ratio(double r) {
-  char b[48];
-  if (r >= 100) snprintf(b, sizeof b, "%.0fx", r);
-  else snprintf(b, sizeof b, "%.2fx", r);
-  return b;
-}
-
-std::string fmt_count(uint64_t n) {  // 1234567 -> "1.23M"
-  char b[32];
-  if (n >= 10000000) snprintf(b, sizeof b, "%.1fM", n / 1e6);
-  else if (n >= 1000000) snprintf(b, sizeof b, "%.2fM", n / 1e6);
-  else if (n >= 10000) snprintf(b, sizeof b, "%.1fk", n / 1e3);
-  else snprintf(b, sizeof b, "%" PRIu64, n);
-  return b;
-}
+// Output.
 
 double null_syscall_ns() {
   constexpr int kN = 200000;
@@ -553,27 +463,8 @@ void usage(FILE* f) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false;
-  int rounds = 0;
-  for (int i = 1; i < argc; i++) {
-    if (strcmp(argv[i], "--quick") == 0) {
-      quick = true;
-    } else if (strncmp(argv[i], "--rounds=", 9) == 0) {
-      rounds = atoi(argv[i] + 9);
-      if (rounds < 1) {
-        fprintf(stderr, "runtime_bench: --rounds needs a positive number\n");
-        return 2;
-      }
-    } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-      usage(stdout);
-      return 0;
-    } else {
-      fprintf(stderr, "runtime_bench: unknown argument '%s'\n", argv[i]);
-      usage(stderr);
-      return 2;
-    }
-  }
-  if (rounds == 0) rounds = quick ? 3 : 7;
+  bench::g_prog = "runtime_bench";
+  const auto [quick, rounds] = bench::parse_options(argc, argv, usage);
 
   const uint64_t yield_n = quick ? 500000 : 2000000;     // yields by the timing ULT
   const uint64_t sched_yield_n = quick ? 20000 : 100000;  // sched_yield calls by the timing thread
@@ -585,20 +476,11 @@ int main(int argc, char** argv) {
   const int park_threads = quick ? 1000 : 2000;
 
   uint64_t start = now_ns();
-  if (sched_getaffinity(0, sizeof g_all_cpus, &g_all_cpus) != 0) die("sched_getaffinity", errno);
-  g_cpu = sched_getcpu();
-  if (g_cpu < 0 || !CPU_ISSET(g_cpu, &g_all_cpus)) g_cpu = 0;
-  const int ncpus = CPU_COUNT(&g_all_cpus);
+  bench::init_cpus();
   const double syscall_ns = null_syscall_ns();
 
-  // One runtime per configuration, for the whole run. Idle workers sleep on
-  // a futex, so the other runtimes cost a measurement nothing.
-  weft::Runtime rt1(weft::Options{.workers = 1});
-  weft::Runtime rt2(weft::Options{.workers = 2});
-  weft::Runtime rtd;  // default Options: one worker per CPU
-  for (weft::Runtime* rt : {&rt1, &rt2, &rtd}) {
-    if (absl::Status s = rt->status(); !s.ok()) fail("the runtime did not start", s);
-  }
+  bench::Runtimes rts;
+  weft::Runtime &rt1 = rts.one, &rt2 = rts.two, &rtd = rts.per_cpu;  // workers: 1, 2, 1/CPU
   const size_t default_workers = rtd.stats().workers.size();
 
   // Warm-ups: worker stacks, descriptor caches, glibc's thread stack cache.
@@ -616,59 +498,44 @@ int main(int argc, char** argv) {
   for (int r = 0; r < rounds; r++) {
     const bool weft_first = r % 2 == 0;
 
-    for (int k = 0; k < 2; k++) {
-      if ((k == 0) == weft_first) y_w.add(weft_yield(rt1, yield_n));
-      else y_n.add(nptl_yield(sched_yield_n));
-    }
+    run_both(weft_first, [&] { y_w.add(weft_yield(rt1, yield_n)); },
+             [&] { y_n.add(nptl_yield(sched_yield_n)); });
 
-    for (int k = 0; k < 2; k++) {
-      if ((k == 0) == weft_first) {
-        sj1.add(weft_spawn_join(rt1, spawn_n));
-        sj2.add(weft_spawn_join(rt2, spawn_n));
-      } else {
-        sj_n.add(nptl_spawn_join(pthread_n));
-      }
-    }
+    run_both(weft_first, [&] {
+      sj1.add(weft_spawn_join(rt1, spawn_n));
+      sj2.add(weft_spawn_join(rt2, spawn_n));
+    }, [&] { sj_n.add(nptl_spawn_join(pthread_n)); });
 
-    for (int k = 0; k < 2; k++) {
-      if ((k == 0) == weft_first) {
-        sky_small_w.add(weft_skynet(rtd, skynet_small));
-        weft::RuntimeStats a = rtd.stats();
-        double ms = weft_skynet(rtd, skynet_big);
-        weft::RuntimeStats b = rtd.stats();
-        sky_big.add(ms);
-        sky0 = a;
-        sky1 = b;
-        sky_last_ms = ms;
-      } else {
-        sky_small_n.add(nptl_skynet(skynet_small));
-      }
-    }
+    run_both(weft_first, [&] {
+      sky_small_w.add(weft_skynet(rtd, skynet_small));
+      weft::RuntimeStats a = rtd.stats();
+      double ms = weft_skynet(rtd, skynet_big);
+      weft::RuntimeStats b = rtd.stats();
+      sky_big.add(ms);
+      sky0 = a;
+      sky1 = b;
+      sky_last_ms = ms;
+    }, [&] { sky_small_n.add(nptl_skynet(skynet_small)); });
 
-    for (int k = 0; k < 2; k++) {
-      if ((k == 0) == weft_first) {
-        MemResult m = weft_idle_memory(rtd, park_n);
-        mem_w.add(m.kib_per);
-        if (r == 0) {
-          mem_w_first.add(m.kib_per);
-          mem_first_mapped = m.stacks_mapped;
-        }
-        mem_last_mapped = m.stacks_mapped;
-      } else {
-        double kib = nptl_idle_memory(park_threads);
-        mem_n.add(kib);
-        if (r == 0) mem_n_first.add(kib);
+    run_both(weft_first, [&] {
+      MemResult m = weft_idle_memory(rtd, park_n);
+      mem_w.add(m.kib_per);
+      if (r == 0) {
+        mem_w_first.add(m.kib_per);
+        mem_first_mapped = m.stacks_mapped;
       }
-    }
+      mem_last_mapped = m.stacks_mapped;
+    }, [&] {
+      double kib = nptl_idle_memory(park_threads);
+      mem_n.add(kib);
+      if (r == 0) mem_n_first.add(kib);
+    });
   }
   double secs = static_cast<double>(now_ns() - start) / 1e9;
 
-  struct utsname un;
-  uname(&un);
   printf("weft runtime_bench: %d rounds%s, weft and NPTL interleaved; median and min of rounds\n", rounds,
          quick ? " (--quick)" : "");
-  printf("weft %s   klt backend: %s   CPUs: %d (online %ld)   default workers: %zu   kernel %s\n",
-         weft::version(), weft::klt_backend(), ncpus, sysconf(_SC_NPROCESSORS_ONLN), default_workers, un.release);
+  bench::print_system_line(default_workers);
   printf("null syscall (getppid): %.0f ns here\n\n", syscall_ns);
 
   printf("%-28s %-8s %9s %9s  %-9s %-4s  %-28s %9s %9s  %s\n", "weft", "unit", "median", "min", "target", "met",

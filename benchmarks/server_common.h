@@ -1,12 +1,16 @@
 // benchmarks/server_common.h — what the comparison servers (echo_nptl,
-// echo_epoll, http_nptl) share: their one flag and their listening socket.
+// echo_epoll, http_nptl) share: their one flag, their listening socket, and
+// the thread-per-connection accept loop of the NPTL ones.
 #pragma once
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -58,6 +62,39 @@ inline int listen_or_exit(const char* prog, int port, int flags, int* bound) {
   getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len);
   *bound = ntohs(sa.sin_port);
   return fd;
+}
+
+// The NPTL way: listens on `port`, prints the banner echo_bench waits for,
+// then runs conn_main(fd) for every connection on a detached pthread with a
+// `stack`-byte stack, for ever. conn_main gets the fd cast to a pointer and
+// closes it. While out of descriptors or memory, accept pauses 10 ms rather
+// than spin.
+[[noreturn]] inline void serve_thread_per_connection(const char* prog, int port, size_t stack,
+                                                     void* (*conn_main)(void*)) {
+  int bound = 0;
+  int lfd = listen_or_exit(prog, port, 0, &bound);
+
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setstacksize(&attr, stack);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+
+  printf("listening on port %d (NPTL, thread per connection, %zu KiB stacks)\n", bound,
+         stack / 1024);
+  fflush(stdout);
+  for (;;) {
+    int c = accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
+    if (c < 0) {
+      if (errno == EMFILE || errno == ENFILE || errno == ENOMEM || errno == ENOBUFS) usleep(10000);
+      continue;
+    }
+    pthread_t t;
+    void* arg = reinterpret_cast<void*>(static_cast<intptr_t>(c));
+    if (int r = pthread_create(&t, &attr, conn_main, arg); r != 0) {
+      fprintf(stderr, "%s: pthread_create: %s (dropping a connection)\n", prog, strerror(r));
+      close(c);
+    }
+  }
 }
 
 }  // namespace bench

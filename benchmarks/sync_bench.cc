@@ -32,9 +32,6 @@
 //
 // Usage: sync_bench [--quick] [--rounds=N] [--help]
 #include <pthread.h>
-#include <sched.h>
-#include <sys/utsname.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -45,7 +42,6 @@
 #include <condition_variable>
 #include <cstdint>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -54,53 +50,18 @@
 
 #include <weft/weft.h>
 
+#include "benchmarks/bench_common.h"
+
 namespace {
 
-// ---------------------------------------------------------------------------
-// Clocks, errors, threads.
+using namespace bench;  // the helpers of benchmarks/bench_common.h
 
-uint64_t now_ns() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1000000000u + static_cast<uint64_t>(ts.tv_nsec);
-}
+// ---------------------------------------------------------------------------
+// Clocks, threads.
 
 // CPU time of the calling kernel thread: what a single-threaded loop costs
 // without the time other processes take from it on a shared machine.
-uint64_t thread_cpu_ns() {
-  timespec ts;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1000000000u + static_cast<uint64_t>(ts.tv_nsec);
-}
-
-void sleep_ns(uint64_t ns) {
-  timespec d{static_cast<time_t>(ns / 1000000000u), static_cast<long>(ns % 1000000000u)};
-  while (nanosleep(&d, &d) != 0 && errno == EINTR) {
-  }
-}
-
-void sleep_ms(int ms) { sleep_ns(static_cast<uint64_t>(ms) * 1000000u); }
-
-[[noreturn]] void die(const char* what, int err) {
-  fprintf(stderr, "sync_bench: %s: %s\n", what, strerror(err < 0 ? -err : err));
-  exit(1);
-}
-
-[[noreturn]] void fail(const char* what, const absl::Status& s) {
-  fprintf(stderr, "sync_bench: %s: %s\n", what, s.ToString().c_str());
-  exit(1);
-}
-
-[[noreturn]] void fail(const char* what) {
-  fprintf(stderr, "sync_bench: %s\n", what);
-  exit(1);
-}
-
-pthread_t start_thread(void* (*fn)(void*), void* arg) {
-  pthread_t t;
-  if (int r = pthread_create(&t, nullptr, fn, arg); r != 0) die("pthread_create", r);
-  return t;
-}
+uint64_t thread_cpu_ns() { return bench::clock_ns(CLOCK_THREAD_CPUTIME_ID); }
 
 // Starts a pthread running a lambda (kept alive by the caller until joined).
 template <class F>
@@ -281,12 +242,51 @@ void check_exact(const char* who, int n, uint64_t shared, const std::vector<uint
   uint64_t sum = 0;
   for (uint64_t x : per) sum += x;
   if (sum != shared) {
-    fprintf(stderr,
-            "sync_bench: %s with %d lockers: the shared counter is %" PRIu64 " but %" PRIu64
-            " critical sections ran: the mutex let two in at once\n",
-            who, n, shared, sum);
-    exit(1);
+    failf("%s with %d lockers: the shared counter is %" PRIu64 " but %" PRIu64
+          " critical sections ran: the mutex let two in at once",
+          who, n, shared, sum);
   }
+}
+
+// A lock user: lock, critical section, unlock, until `stop`; returns how
+// often it got the lock. `S` is WeftContended or NptlContended.
+template <class S>
+uint64_t lock_user_loop(S* s, int k) {
+  uint64_t ops = 0;
+  while (!s->stop.load(std::memory_order_relaxed)) {
+    s->m.lock();
+    critical_section(s->d, k);
+    s->m.unlock();
+    ops++;
+  }
+  return ops;
+}
+
+// Waits until all `n` lock users are ready, lets them go with `go()` and
+// stops them `dur_ns` later; returns the window's wall-clock ns.
+template <class S, class Go>
+uint64_t run_window(S& st, int n, uint64_t dur_ns, Go go) {
+  while (st.ready.load(std::memory_order_relaxed) != n) sleep_ms(1);
+  sleep_ms(2);  // let the last ones park, waiting for go()
+  uint64_t t0 = now_ns();
+  go();
+  sleep_ns(dur_ns);
+  st.stop.store(true, std::memory_order_relaxed);
+  uint64_t t1 = now_ns();
+  return t1 - t0;
+}
+
+// The result of a window, once every lock user has ended: the shared
+// counter checked against their own counts (`who` names the lock).
+template <class S>
+ContendedResult contended_result(const char* who, int n, const S& st,
+                                 const std::vector<uint64_t>& per, uint64_t window_ns) {
+  check_exact(who, n, st.d.count, per);
+  ContendedResult r;
+  r.ops = st.d.count;
+  r.mops = static_cast<double>(r.ops) / static_cast<double>(window_ns) * 1e3;
+  per_thread_spread(per, &r);
+  return r;
 }
 
 struct WeftContended {
@@ -307,31 +307,14 @@ ContendedResult weft_contended(weft::Runtime& rt, int n, uint64_t dur_ns) {
     ults.push_back(rt.spawn([s = st.get(), &gate, &per, i, k] {
       s->ready.fetch_add(1, std::memory_order_relaxed);
       gate.wait();
-      uint64_t ops = 0;
-      while (!s->stop.load(std::memory_order_relaxed)) {
-        s->m.lock();
-        critical_section(s->d, k);
-        s->m.unlock();
-        ops++;
-      }
-      per[static_cast<size_t>(i)] = ops;
+      per[static_cast<size_t>(i)] = lock_user_loop(s, k);
     }));
     if (!ults.back().status().ok()) fail("spawn", ults.back().status());
   }
-  while (st->ready.load(std::memory_order_relaxed) != n) sleep_ms(1);
-  sleep_ms(2);  // let the last ones park in gate.wait()
-  uint64_t t0 = now_ns();
-  gate.count_down();
-  sleep_ns(dur_ns);
-  st->stop.store(true, std::memory_order_relaxed);
-  uint64_t t1 = now_ns();
+  const uint64_t window_ns = run_window(*st, n, dur_ns, [&gate] { gate.count_down(); });
   for (auto& u : ults) join_ult(u);
-  check_exact("weft::Mutex", n, st->d.count, per);
-  ContendedResult r;
-  r.ops = st->d.count;
-  r.mops = static_cast<double>(r.ops) / static_cast<double>(t1 - t0) * 1e3;
+  ContendedResult r = contended_result("weft::Mutex", n, *st, per, window_ns);
   r.stats = st->m.stats();
-  per_thread_spread(per, &r);
   return r;
 }
 
@@ -354,14 +337,7 @@ ContendedResult nptl_contended(int n, uint64_t dur_ns) {
     void operator()() const {
       s->ready.fetch_add(1, std::memory_order_relaxed);
       s->go.wait(0, std::memory_order_acquire);
-      uint64_t ops = 0;
-      while (!s->stop.load(std::memory_order_relaxed)) {
-        s->m.lock();
-        critical_section(s->d, k);
-        s->m.unlock();
-        ops++;
-      }
-      *out = ops;
+      *out = lock_user_loop(s, k);
     }
   };
   std::vector<Body> bodies;
@@ -371,21 +347,12 @@ ContendedResult nptl_contended(int n, uint64_t dur_ns) {
     bodies.push_back(Body{st.get(), &per[static_cast<size_t>(i)], k});
     t.push_back(start_fn(&bodies.back()));
   }
-  while (st->ready.load(std::memory_order_relaxed) != n) sleep_ms(1);
-  sleep_ms(2);
-  uint64_t t0 = now_ns();
-  st->go.store(1, std::memory_order_release);
-  st->go.notify_all();
-  sleep_ns(dur_ns);
-  st->stop.store(true, std::memory_order_relaxed);
-  uint64_t t1 = now_ns();
+  const uint64_t window_ns = run_window(*st, n, dur_ns, [&st] {
+    st->go.store(1, std::memory_order_release);
+    st->go.notify_all();
+  });
   for (pthread_t th : t) join_thread(th);
-  check_exact("pthread_mutex", n, st->d.count, per);
-  ContendedResult r;
-  r.ops = st->d.count;
-  r.mops = static_cast<double>(r.ops) / static_cast<double>(t1 - t0) * 1e3;
-  per_thread_spread(per, &r);
-  return r;
+  return contended_result("pthread_mutex", n, *st, per, window_ns);
 }
 
 // ---------------------------------------------------------------------------
@@ -554,44 +521,7 @@ uint64_t trips_for(double ns_per_handoff, double target_ns) {
 }
 
 // ---------------------------------------------------------------------------
-// Statistics and output.
-
-struct Samples {
-  std::vector<double> v;
-  void add(double x) { v.push_back(x); }
-  double median() const {
-    std::vector<double> s = v;
-    std::sort(s.begin(), s.end());
-    size_t n = s.size();
-    return n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
-  }
-  double min() const { return *std::min_element(v.begin(), v.end()); }
-  double max() const { return *std::max_element(v.begin(), v.end()); }
-};
-
-std::string fmt(double x) {
-  char b[32];
-  if (x >= 1000) snprintf(b, sizeof b, "%.0f", x);
-  else if (x >= 100) snprintf(b, sizeof b, "%.1f", x);
-  else snprintf(b, sizeof b, "%.2f", x);
-  return b;
-}
-
-std::string fmt_ratio(double r) {
-  char b[48];
-  if (r >= 100) snprintf(b, sizeof b, "%.0fx", r);
-  else snprintf(b, sizeof b, "%.2fx", r);
-  return b;
-}
-
-std::string fmt_count(uint64_t n) {  // 1234567 -> "1.23M"
-  char b[32];
-  if (n >= 10000000) snprintf(b, sizeof b, "%.1fM", n / 1e6);
-  else if (n >= 1000000) snprintf(b, sizeof b, "%.2fM", n / 1e6);
-  else if (n >= 10000) snprintf(b, sizeof b, "%.1fk", n / 1e3);
-  else snprintf(b, sizeof b, "%" PRIu64, n);
-  return b;
-}
+// Output.
 
 std::string fmt_pct(uint64_t part, uint64_t whole) {
   char b[32];
@@ -650,27 +580,8 @@ struct StatsSum {
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false;
-  int rounds = 0;
-  for (int i = 1; i < argc; i++) {
-    if (strcmp(argv[i], "--quick") == 0) {
-      quick = true;
-    } else if (strncmp(argv[i], "--rounds=", 9) == 0) {
-      rounds = atoi(argv[i] + 9);
-      if (rounds < 1) {
-        fprintf(stderr, "sync_bench: --rounds needs a positive number\n");
-        return 2;
-      }
-    } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-      usage(stdout);
-      return 0;
-    } else {
-      fprintf(stderr, "sync_bench: unknown argument '%s'\n", argv[i]);
-      usage(stderr);
-      return 2;
-    }
-  }
-  if (rounds == 0) rounds = quick ? 3 : 7;
+  bench::g_prog = "sync_bench";
+  const auto [quick, rounds] = bench::parse_options(argc, argv, usage);
 
   const uint64_t lock_n = quick ? 1000000 : 5000000;           // uncontended lock+unlock pairs
   const uint64_t ceiling_n = quick ? 500000 : 2000000;         // lock+CS+unlock by one thread alone
@@ -681,19 +592,13 @@ int main(int argc, char** argv) {
 
   uint64_t start = now_ns();
   const std::string load0 = loadavg();
-  cpu_set_t cpus;
-  if (sched_getaffinity(0, sizeof cpus, &cpus) != 0) die("sched_getaffinity", errno);
-  const int ncpus = CPU_COUNT(&cpus);
+  bench::init_cpus();
 
   g_cs_k = calibrate_cs(50);
   const double cs_ns = cs_cost_ns(g_cs_k);
 
-  weft::Runtime rt1(weft::Options{.workers = 1});
-  weft::Runtime rt2(weft::Options{.workers = 2});
-  weft::Runtime rtd;  // default Options: one worker per CPU
-  for (weft::Runtime* rt : {&rt1, &rt2, &rtd}) {
-    if (absl::Status s = rt->status(); !s.ok()) fail("the runtime did not start", s);
-  }
+  bench::Runtimes rts;
+  weft::Runtime &rt1 = rts.one, &rt2 = rts.two, &rtd = rts.per_cpu;  // workers: 1, 2, 1/CPU
   const size_t default_workers = rtd.stats().workers.size();
 
   // Warm-ups, and the ping-pong sizes: each configuration gets a fixed
@@ -716,55 +621,34 @@ int main(int argc, char** argv) {
   Samples cv1, cv2, cvn, ch1, ch2, chn;
   for (int r = 0; r < rounds; r++) {
     const bool weft_first = r % 2 == 0;
-    for (int k = 0; k < 2; k++) {
-      if ((k == 0) == weft_first) {
-        un_ult.add(weft_uncontended_ult(rt1, lock_n));
-        un_for.add(weft_uncontended_foreign(lock_n));
-      } else {
-        un_std.add(std_uncontended(lock_n));
-      }
-    }
-    for (int k = 0; k < 2; k++) {
-      if ((k == 0) == weft_first) ceil_w.add(weft_ceiling(rt1, ceiling_n));
-      else ceil_n.add(nptl_ceiling(ceiling_n));
-    }
+    run_both(weft_first, [&] {
+      un_ult.add(weft_uncontended_ult(rt1, lock_n));
+      un_for.add(weft_uncontended_foreign(lock_n));
+    }, [&] { un_std.add(std_uncontended(lock_n)); });
+    run_both(weft_first, [&] { ceil_w.add(weft_ceiling(rt1, ceiling_n)); },
+             [&] { ceil_n.add(nptl_ceiling(ceiling_n)); });
     for (int i = 0; i < 3; i++) {
-      for (int k = 0; k < 2; k++) {
-        if ((k == 0) == weft_first) {
-          ContendedResult c = weft_contended(rtd, weft_n[i], point_ns);
-          cw[i].add(c.mops);
-          sums[i].add(c);
-        } else {
-          cn[i].add(nptl_contended(nptl_n[i], point_ns).mops);
-        }
-      }
+      run_both(weft_first, [&] {
+        ContendedResult c = weft_contended(rtd, weft_n[i], point_ns);
+        cw[i].add(c.mops);
+        sums[i].add(c);
+      }, [&] { cn[i].add(nptl_contended(nptl_n[i], point_ns).mops); });
     }
-    for (int k = 0; k < 2; k++) {
-      if ((k == 0) == weft_first) {
-        cv1.add(weft_cv_pingpong(rt1, cv1_n));
-        cv2.add(weft_cv_pingpong(rt2, cv2_n));
-      } else {
-        cvn.add(nptl_cv_pingpong(cvn_n));
-      }
-    }
-    for (int k = 0; k < 2; k++) {
-      if ((k == 0) == weft_first) {
-        ch1.add(weft_chan_pingpong(rt1, ch1_n));
-        ch2.add(weft_chan_pingpong(rt2, ch2_n));
-      } else {
-        chn.add(nptl_chan_pingpong(chn_n));
-      }
-    }
+    run_both(weft_first, [&] {
+      cv1.add(weft_cv_pingpong(rt1, cv1_n));
+      cv2.add(weft_cv_pingpong(rt2, cv2_n));
+    }, [&] { cvn.add(nptl_cv_pingpong(cvn_n)); });
+    run_both(weft_first, [&] {
+      ch1.add(weft_chan_pingpong(rt1, ch1_n));
+      ch2.add(weft_chan_pingpong(rt2, ch2_n));
+    }, [&] { chn.add(nptl_chan_pingpong(chn_n)); });
   }
   double secs = static_cast<double>(now_ns() - start) / 1e9;
   const std::string load1 = loadavg();
 
-  struct utsname un;
-  uname(&un);
   printf("weft sync_bench: %d rounds%s, weft and NPTL interleaved; median and best of rounds\n", rounds,
          quick ? " (--quick)" : "");
-  printf("weft %s   klt backend: %s   CPUs: %d (online %ld)   default workers: %zu   kernel %s\n",
-         weft::version(), weft::klt_backend(), ncpus, sysconf(_SC_NPROCESSORS_ONLN), default_workers, un.release);
+  bench::print_system_line(default_workers);
   printf("load average: %s at start, %s at end\n", load0.c_str(), load1.c_str());
   printf("critical section (contended rows): %d dependent multiply-adds on a shared array + a\n"
          "  counter increment, %.1f ns alone\n\n",

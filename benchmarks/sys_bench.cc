@@ -29,17 +29,15 @@
 
 #include <linux/futex.h>
 
-#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cinttypes>
 #include <cstdint>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <string>
-#include <vector>
 
+#include "benchmarks/bench_common.h"
 #include "sys/context.h"
 #include "sys/futex.h"
 #include "sys/klt.h"
@@ -64,13 +62,10 @@ void* bench_floor_switch_jmp(void** save_sp, void* load_sp, void* transfer);
 void bench_floor_trampoline();
 }
 
+// The save, stack swap and restore both switches share (the frame layout
+// floor_init builds), as an assembler macro so that they cannot drift apart.
 __asm__(R"(
-        .text
-        .globl  bench_floor_switch
-        .hidden bench_floor_switch
-        .type   bench_floor_switch,@function
-        .p2align 4
-bench_floor_switch:
+        .macro  bench_floor_save_swap_restore
         pushq   %rbp
         pushq   %rbx
         pushq   %r12
@@ -85,6 +80,15 @@ bench_floor_switch:
         popq    %r12
         popq    %rbx
         popq    %rbp
+        .endm
+
+        .text
+        .globl  bench_floor_switch
+        .hidden bench_floor_switch
+        .type   bench_floor_switch,@function
+        .p2align 4
+bench_floor_switch:
+        bench_floor_save_swap_restore
         movq    %rdx, %rax
         ret
         .size   bench_floor_switch, .-bench_floor_switch
@@ -94,20 +98,7 @@ bench_floor_switch:
         .type   bench_floor_switch_jmp,@function
         .p2align 4
 bench_floor_switch_jmp:
-        pushq   %rbp
-        pushq   %rbx
-        pushq   %r12
-        pushq   %r13
-        pushq   %r14
-        pushq   %r15
-        movq    %rsp, (%rdi)
-        movq    %rsi, %rsp
-        popq    %r15
-        popq    %r14
-        popq    %r13
-        popq    %r12
-        popq    %rbx
-        popq    %rbp
+        bench_floor_save_swap_restore
         popq    %r8
         movq    %rdx, %rax
         jmpq    *%r8
@@ -127,14 +118,10 @@ bench_floor_trampoline:
 
 namespace {
 
+using namespace bench;  // the helpers of benchmarks/bench_common.h
+
 // ---------------------------------------------------------------------------
 // Clocks.
-
-uint64_t now_ns() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1000000000u + static_cast<uint64_t>(ts.tv_nsec);
-}
 
 inline uint64_t tsc_begin() {
   _mm_lfence();
@@ -162,26 +149,11 @@ double calibrate_tsc(int ms) {
   return static_cast<double>(c1 - c0) / static_cast<double>(n1 - n0);
 }
 
-[[noreturn]] void die(const char* what, int err) {
-  fprintf(stderr, "sys_bench: %s: %s\n", what, strerror(err < 0 ? -err : err));
-  exit(1);
-}
-
 // ---------------------------------------------------------------------------
 // CPU affinity.
 
-cpu_set_t g_all_cpus;  // the process's mask at start
-int g_cpu = 0;         // the CPU pinned measurements run on
-
 void set_affinity(pid_t tid, const cpu_set_t& s) {
   if (sched_setaffinity(tid, sizeof s, &s) != 0) die("sched_setaffinity", errno);
-}
-
-cpu_set_t one_cpu(int cpu) {
-  cpu_set_t s;
-  CPU_ZERO(&s);
-  CPU_SET(cpu, &s);
-  return s;
 }
 
 // ---------------------------------------------------------------------------
@@ -213,15 +185,13 @@ struct FloorPair {
   void* co_sp = nullptr;
 };
 
+// The coroutine of a floor pair: sends back what it gets plus one, by
+// `Switch` (bench_floor_switch or bench_floor_switch_jmp).
+template <void* (*Switch)(void**, void*, void*)>
 void floor_entry(void* t, void* arg) {
   auto* p = static_cast<FloorPair*>(arg);
-  for (;;) t = bench_floor_switch(&p->co_sp, p->main_sp, reinterpret_cast<void*>(reinterpret_cast<uintptr_t>(t) + 1));
-}
-
-void floor_jmp_entry(void* t, void* arg) {
-  auto* p = static_cast<FloorPair*>(arg);
   for (;;) {
-    t = bench_floor_switch_jmp(&p->co_sp, p->main_sp, reinterpret_cast<void*>(reinterpret_cast<uintptr_t>(t) + 1));
+    t = Switch(&p->co_sp, p->main_sp, reinterpret_cast<void*>(reinterpret_cast<uintptr_t>(t) + 1));
   }
 }
 
@@ -257,10 +227,7 @@ PerSwitch time_switches(uint64_t roundtrips, Sw&& sw) {
   for (uint64_t i = 0; i < roundtrips; i++) acc += sw(i);
   uint64_t c1 = tsc_end();
   uint64_t n1 = now_ns();
-  if (acc != roundtrips * (roundtrips + 1) / 2) {
-    fprintf(stderr, "sys_bench: context switch transfer values are wrong\n");
-    exit(1);
-  }
+  if (acc != roundtrips * (roundtrips + 1) / 2) fail("context switch transfer values are wrong");
   double sw_count = 2.0 * static_cast<double>(roundtrips);
   return {static_cast<double>(n1 - n0) / sw_count, static_cast<double>(c1 - c0) / sw_count};
 }
@@ -320,14 +287,8 @@ double time_futex_handoff(uint32_t handoffs, bool pinned, double* cross_frac) {
   p.total = p.warm + (handoffs & ~1u);
   Player pl[2] = {{&p, 0}, {&p, 1}};
   cpu_set_t mask = pinned ? one_cpu(g_cpu) : g_all_cpus;
-  pthread_attr_t attr;
-  pthread_attr_init(&attr);
-  pthread_attr_setaffinity_np(&attr, sizeof mask, &mask);
   pthread_t t[2];
-  for (int i = 0; i < 2; i++) {
-    if (int r = pthread_create(&t[i], &attr, player_main, &pl[i]); r != 0) die("pthread_create", r);
-  }
-  pthread_attr_destroy(&attr);
+  for (int i = 0; i < 2; i++) t[i] = bench::start_thread(player_main, &pl[i], &mask);
   for (auto& th : t) pthread_join(th, nullptr);
   *cross_frac = static_cast<double>(p.cross) / static_cast<double>(p.total - p.warm);
   return static_cast<double>(p.t1 - p.t0) / static_cast<double>(p.total - p.warm);
@@ -345,48 +306,49 @@ void* pthread_body(void*) {
   return nullptr;
 }
 
-// µs per create+join.
+// µs per call of `once`, `iters` calls in a row.
+template <class F>
+double us_per(int iters, F&& once) {
+  uint64_t n0 = now_ns();
+  for (int i = 0; i < iters; i++) once();
+  uint64_t n1 = now_ns();
+  return static_cast<double>(n1 - n0) / 1e3 / iters;
+}
+
+// µs per create+join by `once`, after 20 warm-ups; every body it starts
+// bumps g_bodies, so that a thread that never ran fails the run (`what`
+// names the kind of thread).
+template <class F>
+double time_create_join(int iters, const char* what, F&& once) {
+  for (int i = 0; i < 20; i++) once();
+  uint64_t before = g_bodies.load();
+  double us = us_per(iters, once);
+  if (g_bodies.load() - before != static_cast<uint64_t>(iters)) {
+    failf("a %s body did not run", what);
+  }
+  return us;
+}
+
 // `altstack`: keep the default 64 KiB sigaltstack (else none).
 double time_klt(int iters, bool altstack) {
   sys::KltOptions opts;  // the defaults: 256 KiB stack, 4 KiB guard, 64 KiB sigaltstack
   if (!altstack) opts.altstack_size = 0;
-  auto once = [&] {
+  return time_create_join(iters, "KLT", [&] {
     sys::Klt* k = nullptr;
     const char* what = nullptr;
     if (int r = sys::klt_create(klt_body, nullptr, opts, &k, &what); r != 0) {
-      fprintf(stderr, "sys_bench: klt_create: %s (%s)\n", strerror(-r), what ? what : "?");
-      exit(1);
+      failf("klt_create: %s (%s)", strerror(-r), what ? what : "?");
     }
     sys::klt_join(k);
-  };
-  for (int i = 0; i < 20; i++) once();
-  uint64_t before = g_bodies.load();
-  uint64_t n0 = now_ns();
-  for (int i = 0; i < iters; i++) once();
-  uint64_t n1 = now_ns();
-  if (g_bodies.load() - before != static_cast<uint64_t>(iters)) {
-    fprintf(stderr, "sys_bench: a KLT body did not run\n");
-    exit(1);
-  }
-  return static_cast<double>(n1 - n0) / 1e3 / iters;
+  });
 }
 
 double time_pthread(int iters) {
-  auto once = [] {
+  return time_create_join(iters, "pthread", [] {
     pthread_t t;
     if (int r = pthread_create(&t, nullptr, pthread_body, nullptr); r != 0) die("pthread_create", r);
     pthread_join(t, nullptr);
-  };
-  for (int i = 0; i < 20; i++) once();
-  uint64_t before = g_bodies.load();
-  uint64_t n0 = now_ns();
-  for (int i = 0; i < iters; i++) once();
-  uint64_t n1 = now_ns();
-  if (g_bodies.load() - before != static_cast<uint64_t>(iters)) {
-    fprintf(stderr, "sys_bench: a pthread body did not run\n");
-    exit(1);
-  }
-  return static_cast<double>(n1 - n0) / 1e3 / iters;
+  });
 }
 
 // ---------------------------------------------------------------------------
@@ -395,59 +357,32 @@ double time_pthread(int iters) {
 constexpr size_t kStackSize = 64 * 1024;
 uintptr_t g_sink = 0;
 
+// µs per stack.
 double time_stack(int iters) {
-  uint64_t n0 = now_ns();
-  for (int i = 0; i < iters; i++) {
+  return us_per(iters, [] {
     sys::Stack s;
     if (int r = sys::stack_allocate(kStackSize, 4096, &s); r != 0) die("stack_allocate", r);
     g_sink += reinterpret_cast<uintptr_t>(s.base);
     sys::stack_release(&s);
-  }
-  uint64_t n1 = now_ns();
-  return static_cast<double>(n1 - n0) / 1e3 / iters;
+  });
 }
 
 double time_mmap(int iters) {
-  uint64_t n0 = now_ns();
-  for (int i = 0; i < iters; i++) {
+  return us_per(iters, [] {
     void* p = mmap(nullptr, kStackSize, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
     if (p == MAP_FAILED) die("mmap", errno);
     g_sink += reinterpret_cast<uintptr_t>(p);
     munmap(p, kStackSize);
-  }
-  uint64_t n1 = now_ns();
-  return static_cast<double>(n1 - n0) / 1e3 / iters;
+  });
 }
 
 // ---------------------------------------------------------------------------
-// Statistics and output.
+// Output.
 
-struct Samples {
-  std::vector<double> v;
-  void add(double x) { v.push_back(x); }
-  double median() const {
-    std::vector<double> s = v;
-    std::sort(s.begin(), s.end());
-    size_t n = s.size();
-    return n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
-  }
-  double min() const { return *std::min_element(v.begin(), v.end()); }
-};
-
-std::string fmt(double x) {
-  char b[32];
-  if (x >= 1000) snprintf(b, sizeof b, "%.0f", x);
-  else if (x >= 100) snprintf(b, sizeof b, "%.1f", x);
-  else snprintf(b, sizeof b, "%.2f", x);
-  return b;
-}
-
+// "NPTL/weft 1.23x": the ratio with what it divides.
 std::string fmt_ratio(const char* label, double r) {
-  char b[48];
-  if (r >= 100) snprintf(b, sizeof b, "%s %.0fx", label, r);
-  else snprintf(b, sizeof b, "%s %.2fx", label, r);
-  return b;
+  return std::string(label) + " " + bench::fmt_ratio(r);
 }
 
 const char* guard_name(sys::GuardKind k) {
@@ -487,27 +422,8 @@ void usage(FILE* f) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false;
-  int rounds = 0;
-  for (int i = 1; i < argc; i++) {
-    if (strcmp(argv[i], "--quick") == 0) {
-      quick = true;
-    } else if (strncmp(argv[i], "--rounds=", 9) == 0) {
-      rounds = atoi(argv[i] + 9);
-      if (rounds < 1) {
-        fprintf(stderr, "sys_bench: --rounds needs a positive number\n");
-        return 2;
-      }
-    } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-      usage(stdout);
-      return 0;
-    } else {
-      fprintf(stderr, "sys_bench: unknown argument '%s'\n", argv[i]);
-      usage(stderr);
-      return 2;
-    }
-  }
-  if (rounds == 0) rounds = quick ? 3 : 7;
+  bench::g_prog = "sys_bench";
+  const auto [quick, rounds] = bench::parse_options(argc, argv, usage);
 
   const uint64_t switch_roundtrips = quick ? 1000000 : 5000000;
   const uint32_t handoffs = quick ? 8000 : 30000;
@@ -515,15 +431,12 @@ int main(int argc, char** argv) {
   const int stack_iters = quick ? 30000 : 100000;
 
   uint64_t start = now_ns();
-  if (sched_getaffinity(0, sizeof g_all_cpus, &g_all_cpus) != 0) die("sched_getaffinity", errno);
-  g_cpu = sched_getcpu();
-  if (g_cpu < 0 || !CPU_ISSET(g_cpu, &g_all_cpus)) g_cpu = 0;
+  bench::init_cpus();
   const cpu_set_t pinned = one_cpu(g_cpu);
 
   const char* what = nullptr;
   if (int r = sys::klt_backend_init(&what); r != 0) {
-    fprintf(stderr, "sys_bench: KLT backend unusable: %s\n", what ? what : strerror(-r));
-    return 1;
+    failf("KLT backend unusable: %s", what ? what : strerror(-r));
   }
   const double tsc_per_ns = calibrate_tsc(100);
 
@@ -547,8 +460,9 @@ int main(int argc, char** argv) {
   sys::context_init_native(&wd.main);
   sys::context_init(&wd.co, weft_diff_stack.lo(), weft_diff_stack.size(), weft_entry, &wd);
   FloorPair fp, fj;
-  floor_init(&fp.co_sp, floor_stack.lo(), floor_stack.size(), floor_entry, &fp);
-  floor_init(&fj.co_sp, floor_jmp_stack.lo(), floor_jmp_stack.size(), floor_jmp_entry, &fj);
+  floor_init(&fp.co_sp, floor_stack.lo(), floor_stack.size(), floor_entry<bench_floor_switch>, &fp);
+  floor_init(&fj.co_sp, floor_jmp_stack.lo(), floor_jmp_stack.size(),
+             floor_entry<bench_floor_switch_jmp>, &fj);
 
   auto weft_sw = [&](uint64_t i) {
     return reinterpret_cast<uintptr_t>(sys::context_switch(&wp.main, &wp.co, reinterpret_cast<void*>(i)));
@@ -582,15 +496,13 @@ int main(int argc, char** argv) {
     set_affinity(0, g_all_cpus);
 
     double x;
-    for (int k = 0; k < 2; k++) {
-      if ((k == 0) == weft_first) {
-        fx_pin.add(time_futex_handoff(handoffs, true, &x));
-        fx_pin_x.add(x);
-      } else {
-        fx_free.add(time_futex_handoff(handoffs, false, &x));
-        fx_free_x.add(x);
-      }
-    }
+    bench::run_both(weft_first, [&] {
+      fx_pin.add(time_futex_handoff(handoffs, true, &x));
+      fx_pin_x.add(x);
+    }, [&] {
+      fx_free.add(time_futex_handoff(handoffs, false, &x));
+      fx_free_x.add(x);
+    });
 
     // 2, 3. Creation and stacks: pinned to one CPU (new threads inherit
     // the creator's mask), then creation again unpinned.
