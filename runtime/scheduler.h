@@ -66,10 +66,12 @@ struct alignas(64) Worker {
   bool retired_flushed = false;   // inactive and its queues handed to the global queue
   LocalCache cache;               // recycled descriptors with stacks
   TimerHeap timers;               // timed parks registered while running here
-  // ULTs that yielded here, FIFO, not stealable: yield between ULTs of one
-  // worker then needs no atomic operation. Every scheduler-loop pass moves
-  // them to the deque, where thieves can see them; the worker never sleeps
-  // while this queue holds a ULT.
+  // ULTs that yielded here, and ULTs woken from this worker's scheduler
+  // loop (io completions, timers), FIFO, not stealable: yield between ULTs
+  // of one worker then needs no atomic operation. When other workers are
+  // idle, the scheduler loop moves every other one of them to the global
+  // queue (spill_half_of_yq); a retired worker hands all of them over; the
+  // worker never sleeps while this queue holds a ULT.
   Ult* yq_head = nullptr;
   Ult* yq_tail = nullptr;
 
