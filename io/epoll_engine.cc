@@ -55,7 +55,10 @@ void EpollEngine::rearm(FdState* st) {
     return;
   }
   epoll_event e{};
-  e.events = want | EPOLLONESHOT | EPOLLRDHUP;
+  // RDHUP (the peer shut its side down) releases readers only: asked for
+  // with writers alone, it would report at once, every time, while the
+  // writer still waits for buffer space (a busy loop).
+  e.events = want | EPOLLONESHOT | ((want & EPOLLIN) ? EPOLLRDHUP : 0u);
   e.data.u64 = static_cast<uint64_t>(static_cast<uint32_t>(st->fd));
   // `registered` is a hint: entries are dropped when they have no waiters,
   // and fds are closed and reused behind our back. Fall back either way.

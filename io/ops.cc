@@ -94,7 +94,11 @@ int64_t uring_op(UringEngine* e, int fd, Deadline d, Prep prep) {
   io_internal::fd_ops_add(fd, 1);
   e->note_prepared();
   while (c.remaining.load(std::memory_order_acquire) != 0) rt::park_current(self);
-  if (c.timed_out && c.res == -ECANCELED) return -ETIMEDOUT;
+  // The linked timeout cancelled the operation: -ECANCELED, or -EINTR when
+  // the kernel had handed it to an io-wq worker (a send waiting for buffer
+  // space on a blocking socket) and interrupted that. Either is our timeout;
+  // a partial result (bytes moved before the cancel) is returned as it is.
+  if (c.timed_out && (c.res == -ECANCELED || c.res == -EINTR)) return -ETIMEDOUT;
   return c.res;
 }
 

@@ -145,7 +145,12 @@ void UringEngine::handle(const io_uring_cqe* cqe) {
       auto* c = reinterpret_cast<Completion*>(ud & ~kTagMask);
       if ((ud & kTagMask) == kTagOp) {
         c->res = cqe->res;
-      } else if (cqe->res == -ETIME) {
+      } else if (cqe->res != -ECANCELED) {
+        // A linked timeout that fired (-ECANCELED: the op finished first and
+        // cancelled it): -ETIME when it cancelled the op; -EALREADY or
+        // -ENOENT when the op was already running in io-wq (e.g. a send
+        // waiting for space on a blocking socket, seen here) and could only
+        // be interrupted: the op then ends with -EINTR.
         c->timed_out = true;
       }
       rt::Ult* u = c->ult;  // read before the decrement: c may vanish after it
@@ -153,6 +158,7 @@ void UringEngine::handle(const io_uring_cqe* cqe) {
       if (c->remaining.fetch_sub(1, std::memory_order_acq_rel) == 1) {
         in_flight.fetch_sub(1, std::memory_order_acq_rel);
         fd_ops_add(fd, -1);
+        ++unparked_;
         rt::unpark(u);
       }
       return;
@@ -218,8 +224,18 @@ void UringEngine::wait(int64_t deadline_ns) {
     poll();
     return;
   }
+  // Taking SQEs below may have to flush and reap a full SQ, which can make
+  // ULTs runnable here: then do not sleep (the worker never sleeps while
+  // its queues hold a ULT), just submit and go back to the scheduler loop.
+  const uint64_t unparked_before = unparked_;
   if (has_requests()) process_requests();
   arm_wake();
+  if (unparked_ != unparked_before) {
+    submit();
+    word_.exchange(0, std::memory_order_acq_rel);
+    reap();
+    return;
+  }
   __kernel_timespec ts{};
   __kernel_timespec* tsp = nullptr;
   if (deadline_ns >= 0) {

@@ -84,6 +84,7 @@ class UringEngine final : public Engine {
 
   io_uring ring_{};
   uint32_t pending_ = 0;  // SQEs prepared since the last submit
+  uint64_t unparked_ = 0;  // ULTs made runnable by completions, ever (owner only)
   enum class State { kNew, kReady, kFailed } state_ = State::kNew;
   unsigned setup_flags_ = 0;
   std::atomic<uint32_t> word_{0};  // 0 idle, 1 wake pending, 2 asleep

@@ -17,9 +17,13 @@
 //   current = the ULT again
 //
 // Between the store of flag 1 and the CAS, the KLT runs only fn, which sees
-// no current ULT, so nothing it calls touches the worker's owner-only state
-// (its yield queue, timers): exactly the window in which the monitor may
-// take them. The epoch makes the CAS fail precisely when a handoff happened,
+// no current ULT and in_blocking set, so nothing it calls touches the
+// worker's owner-only queues or timers (a spawn goes through the global
+// queue, an unpark too: scheduler.cc) — exactly the window in which the
+// monitor may take them. Before the region opens, the worker's batched io
+// requests go out (poll) and a deferred notify is settled, so that ULTs
+// queued or readied just before it are not held for the whole call when no
+// handoff comes (no spare worker left). The epoch makes the CAS fail precisely when a handoff happened,
 // even if later regions reused flag 1.
 #include "runtime/log.h"
 #include "runtime/poller.h"
@@ -36,6 +40,8 @@ BlockingRegion blocking_enter() {
   uint64_t st = w->blocking.load(std::memory_order_relaxed);
   WEFT_DCHECK((st & 3) == 0, "worker %d enters a blocking region in state %lu", w->index.load(std::memory_order_relaxed),
               static_cast<unsigned long>(st));
+  w->poller->poll();  // submit batched io, take in completions (they queue here, notified below)
+  if (w->notify_deferred) w->sched->settle_deferred_notify(w);
   w->blocking_ult = self;
   w->blocking_since_ns.store(rt::monotonic_ns(), std::memory_order_relaxed);
   w->current.store(nullptr, std::memory_order_relaxed);

@@ -159,10 +159,16 @@ void monitor_main(void* arg) {
   auto* s = static_cast<Scheduler*>(arg);
   int64_t next_reap = monotonic_ns() + kReapEveryNs;
   int64_t tick_ns = kBusyTickNs;
+  bool idle = false;
   while (s->monitor_word.load(std::memory_order_acquire) == 0) {
     timespec tick{tick_ns / 1000000000, tick_ns % 1000000000};
-    sys::futex_wait_for(&s->monitor_word, 0, &tick);
-    s->monitor_idle.store(false, std::memory_order_relaxed);
+    if (idle) {
+      sys::futex_wait_for(&s->monitor_idle, 1, &tick);  // returns at once if kicked already
+    } else {
+      sys::futex_wait_for(&s->monitor_word, 0, &tick);
+    }
+    s->monitor_idle.store(0, std::memory_order_relaxed);
+    idle = false;
     int64_t now = monotonic_ns();
     int64_t region = scan(s, now);
     tick_ns = kBusyTickNs;
@@ -172,14 +178,17 @@ void monitor_main(void* arg) {
       // All asleep: sleep long, but announce it first and look once more,
       // so that a region opened or a worker woken meanwhile kicks us
       // (store then load on both sides: one of them sees the other).
-      s->monitor_idle.store(true, std::memory_order_seq_cst);
-      bool busy = s->npidle.load(std::memory_order_seq_cst) < s->active.load(std::memory_order_relaxed);
+      s->monitor_idle.store(1, std::memory_order_seq_cst);
+      // (Shutdown stores monitor_word before it clears monitor_idle.)
+      bool busy = s->npidle.load(std::memory_order_seq_cst) < s->active.load(std::memory_order_relaxed) ||
+                  s->monitor_word.load(std::memory_order_seq_cst) != 0;
       for (int i = 0; !busy && i < s->active.load(std::memory_order_relaxed); ++i)
         busy = (s->worker_at(i)->blocking.load(std::memory_order_seq_cst) & 3) == 1;
       if (busy) {
-        s->monitor_idle.store(false, std::memory_order_relaxed);
+        s->monitor_idle.store(0, std::memory_order_relaxed);
       } else {
         tick_ns = kIdleTickNs;
+        idle = true;
       }
     }
     if (now >= next_reap) {

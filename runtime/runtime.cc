@@ -230,8 +230,10 @@ absl::Status Scheduler::shutdown() {
     }
   }
   if (monitor != nullptr) {
-    monitor_word.store(1, std::memory_order_release);
+    monitor_word.store(1, std::memory_order_seq_cst);
     sys::futex_wake(&monitor_word, 1);
+    monitor_idle.store(0, std::memory_order_seq_cst);  // out of the long sleep too
+    sys::futex_wake(&monitor_idle, 1);
     sys::klt_join(monitor);
     monitor = nullptr;
   }

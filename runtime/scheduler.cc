@@ -11,8 +11,8 @@
 //            [0, active) run ULTs; the others are retired (set_concurrency)
 //            and serve only their inbox and timers. A bound worker runs one
 //            bound ULT and nothing else.
-//   Monitor  a KLT that runs no ULTs: the reaper (monitor.cc), and later the
-//            blocking-region handoff and preemption.
+//   Monitor  a KLT that runs no ULTs: the reaper, the blocking-region
+//            handoff and the hog rescue (monitor.cc); later, preemption.
 //
 // The path of a ULT
 //   spawn  -> create_ult (a recycled descriptor+stack when possible) ->
@@ -87,9 +87,10 @@ thread_local Worker* t_worker __attribute__((tls_model("initial-exec"))) = nullp
 
 namespace {
 
-// Every kGlobalEvery-th switch goes through the scheduler loop, which serves
-// the global queue first, the inbox and the timers (fairness for work that a
-// worker's own queues would otherwise starve).
+// Every kGlobalEvery-th switch goes through the scheduler loop (inbox,
+// timers, io), and every kGlobalEvery-th pass of the loop serves the global
+// queue before the local queues (fairness for work that a worker's own
+// queues would otherwise starve; an idle pass takes from it anyway).
 constexpr uint64_t kGlobalEvery = 61;
 constexpr int kStealRounds = 4;
 
@@ -203,7 +204,7 @@ void switch_from(Ult* self, Ult* next, SwitchAction action) {
   }
   uintptr_t t = reinterpret_cast<uintptr_t>(sys::context_switch(&self->ctx, to, reinterpret_cast<void*>(encode(self, action))));
   w = self->worker.load(std::memory_order_relaxed);  // the worker that resumed us
-  handle_transfer(w, t);
+  if (decode_action(t) != SwitchAction::kNone) handle_transfer(w, t);
   restore_thread_state(self, w);
 }
 
@@ -261,6 +262,20 @@ Ult* Worker::pick_local(bool for_yield) {
 void yield_current(Ult* self) {
   Worker* w = self->worker.load(std::memory_order_relaxed);
   Ult* next = w->pick_local(true);
+  if (next != nullptr && self->home == nullptr) {
+    // The common case, done here rather than by handle_transfer on the far
+    // side: queue ourselves behind the other yielders before switching.
+    // Safe although our context is not saved yet: the yield queue is the
+    // owner's alone (not stealable) and nothing on this KLT pops it before
+    // the switch completes (no scheduler pass comes in between). The worker
+    // is not bound (pick_local returned a ULT); if set_concurrency retires
+    // it meanwhile, its next scheduler pass hands the queue over, as for a
+    // ULT queued there by handle_transfer.
+    WEFT_DCHECK(!w->is_bound, "fast yield on bound worker %d", w->index.load(std::memory_order_relaxed));
+    w->yq_push(self);
+    switch_from(self, next, SwitchAction::kNone);
+    return;
+  }
   if (next == nullptr) {
     // Nothing local. If the scheduler loop has work for us (global queue,
     // inbox, timers) go through it; otherwise keep running.
@@ -303,8 +318,14 @@ void unpark(Ult* u) {
     if (st == ult_state::kParked) {
       if (u->state.compare_exchange_weak(s, ult_state::kLive, std::memory_order_acq_rel)) {
         Scheduler* sched = u->sched;
+        // Inside a blocking region (a mutex unlocked or a condvar notified
+        // by fn) this KLT is foreign: its worker's queues may be being
+        // moved by the monitor's handoff (blocking.cc). in_blocking is this
+        // KLT's own flag, so the relaxed load is exact.
         Worker* here = current_worker();
-        sched->make_runnable(u, here != nullptr && here->sched == sched ? here : nullptr);
+        if (here != nullptr && (here->sched != sched || here->in_blocking.load(std::memory_order_relaxed)))
+          here = nullptr;
+        sched->make_runnable(u, here);
         return;
       }
       continue;

@@ -211,13 +211,16 @@ struct alignas(64) Scheduler {
 
   // --- monitor ----------------------------------------------------------------------------
   sys::Klt* monitor = nullptr;
-  std::atomic<uint32_t> monitor_word{0};  // futex: 1 = stop; woken without change = look now
-  // The monitor is in its long (idle) sleep: whoever makes work for it (a
-  // blocking region opens, a worker wakes up) kicks it awake first.
-  std::atomic<bool> monitor_idle{false};
+  std::atomic<uint32_t> monitor_word{0};  // futex of the short tick: 1 = stop
+  // Futex of the long (idle) sleep: 1 while the monitor is in it or about
+  // to be. Whoever makes work for it (a blocking region opens, a worker
+  // wakes up) kicks it: the exchange to 0 before the wake means a kick that
+  // comes before the monitor's futex_wait makes that wait return at once
+  // (it waits for the value 1), so no kick is lost.
+  std::atomic<uint32_t> monitor_idle{0};
   void kick_monitor() {
-    if (monitor_idle.load(std::memory_order_relaxed) && monitor_idle.exchange(false, std::memory_order_acq_rel))
-      sys::futex_wake(&monitor_word, 1);
+    if (monitor_idle.load(std::memory_order_relaxed) != 0 && monitor_idle.exchange(0, std::memory_order_acq_rel) != 0)
+      sys::futex_wake(&monitor_idle, 1);
   }
   std::atomic<uint64_t> monitor_reaped{0};
 

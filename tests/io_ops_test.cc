@@ -734,6 +734,39 @@ TEST_P(IoOps, DeadlineRecvNoDataIsCancelled) {
   });
 }
 
+// A send waiting for buffer space on a socket whose peer has shut down its
+// writing side (so the socket reports RDHUP) waits quietly until its
+// deadline: the epoll backend must not turn the persistent RDHUP into a
+// busy loop of wake-ups (measured as the process's CPU time while it waits).
+TEST_P(IoOps, SendBlockedAfterPeerHalfCloseDoesNotSpin) {
+  Run([&] {
+    TcpPair p = MakeTcpPair();
+    ASSERT_EQ(::shutdown(p.client, SHUT_WR), 0);
+    weft::this_ult::sleep_for(milliseconds(20));  // the FIN arrives
+    std::vector<char> chunk(64 * 1024, 'x');
+    int64_t filled = 0;
+    for (;;) {  // fill both buffers; the client never reads
+      ssize_t n = ::send(p.server, chunk.data(), chunk.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+      if (n < 0) break;
+      filled += n;
+    }
+    ASSERT_EQ(errno, EAGAIN);
+    ASSERT_GT(filled, 0);
+    timespec c0, c1;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c0);
+    Clock::time_point t0 = Clock::now();
+    int64_t r = io::send(p.server, chunk.data(), chunk.size(), 0, io::Deadline::in(milliseconds(300)));
+    double wall_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c1);
+    double cpu_ms = (c1.tv_sec - c0.tv_sec) * 1e3 + (c1.tv_nsec - c0.tv_nsec) / 1e6;
+    EXPECT_EQ(r, -ETIMEDOUT);
+    EXPECT_GE(wall_ms, 290);
+    EXPECT_LT(cpu_ms, 0.3 * wall_ms) << "the process burnt " << cpu_ms << " ms of CPU in a " << wall_ms
+                                     << " ms wait";
+    ClosePair(p);
+  });
+}
+
 // poll() with a deadline times out; with data it returns at once.
 TEST_P(IoOps, DeadlinePoll) {
   Run([&] {

@@ -592,6 +592,62 @@ TEST(Blocking, SpawnFromInsideRegionRuns) {
   EXPECT_EQ(stranded_rounds, 0);
 }
 
+// fn inside a region wakes parked ULTs (a semaphore release). Inside the
+// region the KLT is foreign: each woken ULT goes to the global queue, and
+// runs on another worker while the region lasts. A wake that went to the
+// blocked worker's own yield queue instead would stay there until the
+// region ends (first case: 2 workers, no handoff within the test), or be
+// lost outright if the monitor was moving that queue at the same moment
+// (second case: 1 worker, wakes continuous across the handoff).
+TEST(Blocking, UnparkFromInsideRegionRuns) {
+  Watchdog wd(TestName(), 120);
+  for (int workers : {2, 1}) {
+  SCOPED_TRACE(workers);
+  weft::Runtime rt(weft::Options{.workers = workers,
+                                 .blocking_handoff = workers == 1 ? microseconds(200) : microseconds(600000000)});
+  ASSERT_TRUE(rt.status().ok());
+  int stranded_rounds = 0;
+  for (int round = 0; round < (workers == 1 ? 40 : 10); ++round) {
+    constexpr int kWaiters = 200;
+    weft::Semaphore sem;
+    std::atomic<int> done{0};
+    int released = 0;
+    int seen = -1;
+    absl::Status s = rt.block_on([&] {
+      std::vector<weft::Ult> waiters;
+      for (int i = 0; i < kWaiters; ++i) waiters.push_back(weft::spawn([&] {
+        sem.acquire();
+        ++done;
+      }));
+      weft::this_ult::sleep_for(milliseconds(1));  // they all park
+      weft::blocking([&] {
+        Clock::time_point t0 = Clock::now();
+        // Release one every ~15 us, across the handoff (~200 us .. ~1.2 ms).
+        while (released < kWaiters) {
+          sem.release();
+          ++released;
+          Clock::time_point t = Clock::now();
+          while (MsSince(t) < 0.015) {
+          }
+          if (MsSince(t0) > 3000) break;
+        }
+        Clock::time_point t1 = Clock::now();
+        while (done.load() < released && MsSince(t1) < 2000) usleep(200);
+        seen = done.load();
+      });
+      for (int i = released; i < kWaiters; ++i) sem.release();
+      for (auto& w : waiters) EXPECT_TRUE(w.join().ok());
+    });
+    ASSERT_TRUE(s.ok());
+    if (seen != released) ++stranded_rounds;
+    EXPECT_EQ(seen, released) << "round " << round << ": " << released - seen
+                              << " ULTs woken inside the region did not run while it lasted";
+    EXPECT_EQ(done.load(), kWaiters);
+  }
+  EXPECT_EQ(stranded_rounds, 0);
+  }
+}
+
 // A region that ends just as the monitor hands its worker off: the KLT
 // comes back (its CAS fails: handed off) and its ULT at once yields or
 // sleeps on that worker (pushing onto its yield queue or timer heap) while

@@ -224,10 +224,11 @@ class Semaphore {
   uint64_t count_;  // guarded by queue_.lock
 };
 
-// A reader-writer lock. Writers are not starved: once a writer waits, new
-// readers queue behind it; when a writer unlocks, the readers that queued
-// meanwhile go first, then the next writer. Satisfies SharedLockable
-// (std::shared_lock works) and Lockable.
+// A reader-writer lock, granted in arrival order. Writers are not starved:
+// once anyone waits, new readers queue too (behind a waiting writer they
+// wait for its turn); when the lock frees, the front of the queue goes
+// next: one writer, or every reader up to the next queued writer.
+// Satisfies SharedLockable (std::shared_lock works) and Lockable.
 class RwLock {
  public:
   constexpr RwLock() = default;
