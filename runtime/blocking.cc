@@ -23,8 +23,11 @@
 // monitor may take them. Before the region opens, the worker's batched io
 // requests go out (poll) and a deferred notify is settled, so that ULTs
 // queued or readied just before it are not held for the whole call when no
-// handoff comes (no spare worker left). The epoch makes the CAS fail precisely when a handoff happened,
-// even if later regions reused flag 1.
+// handoff comes (no spare worker left).
+//
+// Every region opens under a new epoch (and a handoff moves on to the next
+// one), so the monitor's claim fails for a region that ended meanwhile,
+// and the region's closing CAS fails precisely when a handoff happened.
 #include "runtime/log.h"
 #include "runtime/poller.h"
 #include "runtime/scheduler.h"
@@ -40,6 +43,10 @@ BlockingRegion blocking_enter() {
   uint64_t st = w->blocking.load(std::memory_order_relaxed);
   WEFT_DCHECK((st & 3) == 0, "worker %d enters a blocking region in state %lu", w->index.load(std::memory_order_relaxed),
               static_cast<unsigned long>(st));
+  // A fresh epoch for every region: a monitor that read the word of an
+  // earlier region (and its start time) and claims only now fails its CAS,
+  // instead of handing off a region that has just begun.
+  st += 4;
   w->poller->poll();  // submit batched io, take in completions (they queue here, notified below)
   if (w->notify_deferred) w->sched->settle_deferred_notify(w);
   w->blocking_ult = self;

@@ -356,6 +356,13 @@ void blocking_exit(const BlockingRegion& r);
 // of parking a ULT, and this_ult::id() returns the invalid id. Do not
 // unlock, inside fn, a weft::Mutex locked outside it (debug builds see a
 // different owner). Outside a ULT, blocking() just calls fn.
+//
+// Limit: a handoff moves the worker's queued ULTs and timers, not its io.
+// Operations other ULTs had in flight on this worker (weft::io with
+// io_uring) complete, and their deadlines fire, only when fn returns; a
+// weft::io::close of such an fd from elsewhere waits as long. Keep the io
+// of latency-sensitive ULTs off workers that run long blocking calls, or
+// run those calls on a thread of your own.
 template <class F>
 decltype(auto) blocking(F&& fn) {
   struct Exit {
