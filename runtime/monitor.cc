@@ -65,9 +65,7 @@ Worker* find_spare_locked(Scheduler* s) {
   int n = s->nworkers.load(std::memory_order_relaxed);
   for (int j = act; j < n; ++j) {
     Worker* c = s->worker_at(j);
-    if (c->current.load(std::memory_order_relaxed) == nullptr && (c->blocking.load(std::memory_order_acquire) & 3) == 0 &&
-        c->inbox_count.load(std::memory_order_relaxed) == 0 && !c->stop.load(std::memory_order_relaxed))
-      return c;
+    if (Scheduler::can_take_slot(c)) return c;
   }
   if (n < s->max_workers) {
     absl::StatusOr<Worker*> w = s->start_worker(n);  // starts retired: its slot is >= active
@@ -88,11 +86,7 @@ void handoff_locked(Scheduler* s, Worker* w, uint64_t st) {
   // Claim w (flag 3). From here until we publish flag 2, w's owner-only
   // state is ours: its KLT, if it leaves the region, waits for flag 2.
   if (!w->blocking.compare_exchange_strong(st, (st & ~uint64_t{3}) | 3, std::memory_order_acq_rel)) return;
-  int j = spare->index.load(std::memory_order_relaxed);
-  s->slots[static_cast<size_t>(i)].store(spare, std::memory_order_release);
-  s->slots[static_cast<size_t>(j)].store(w, std::memory_order_release);
-  spare->index.store(i, std::memory_order_release);
-  w->index.store(j, std::memory_order_release);
+  s->swap_slots_locked(i, spare->index.load(std::memory_order_relaxed));
   int64_t moved = 0;
   for (Ult* u; (u = w->yq_pop()) != nullptr; ++moved) s->global_push(u);
   moved += take_stealable(s, w);

@@ -151,6 +151,20 @@ absl::Status Scheduler::start() {
   return absl::OkStatus();
 }
 
+bool Scheduler::can_take_slot(const Worker* c) {
+  return c->current.load(std::memory_order_relaxed) == nullptr && (c->blocking.load(std::memory_order_acquire) & 3) == 0 &&
+         c->inbox_count.load(std::memory_order_relaxed) == 0 && !c->stop.load(std::memory_order_relaxed);
+}
+
+void Scheduler::swap_slots_locked(int i, int j) {
+  Worker* a = worker_at(i);
+  Worker* b = worker_at(j);
+  slots[static_cast<size_t>(i)].store(b, std::memory_order_release);
+  slots[static_cast<size_t>(j)].store(a, std::memory_order_release);
+  b->index.store(i, std::memory_order_release);
+  a->index.store(j, std::memory_order_release);
+}
+
 absl::Status Scheduler::set_concurrency(int n) {
   if (n < 1 || n > max_workers)
     return absl::InvalidArgumentError(absl::StrCat("concurrency ", n, " is outside [1, ", max_workers, "]"));
@@ -158,6 +172,19 @@ absl::Status Scheduler::set_concurrency(int n) {
   if (shutting_down.load(std::memory_order_acquire) || !start_status.ok())
     return absl::FailedPreconditionError("the runtime is not running");
   if (absl::Status s = start_workers_locked(n); !s.ok()) return s;
+  // Raising: a slot about to become active may hold a worker still inside
+  // a blocking region it was handed off from (or its ULT, after it): it
+  // could run nothing, and the monitor cannot hand it off twice. Put an
+  // idle retired worker (or a new one, within max_workers) there instead.
+  for (int i = active.load(std::memory_order_relaxed); i < n; ++i) {
+    if (can_take_slot(worker_at(i))) continue;
+    int j = n;
+    while (j < nworkers.load(std::memory_order_relaxed) && !can_take_slot(worker_at(j))) ++j;
+    if (j == nworkers.load(std::memory_order_relaxed)) {
+      if (j >= max_workers || !start_worker(j).ok()) break;  // keep the busy one: it returns soon
+    }
+    swap_slots_locked(i, j);
+  }
   int old = active.exchange(n, std::memory_order_acq_rel);
   // Raised: retired workers wake up and look for work. Lowered: the retired
   // ones wake up, notice, and hand their queues over.

@@ -251,6 +251,14 @@ struct alignas(64) Scheduler {
   absl::StatusOr<Worker*> take_bound_worker();
   void bound_done(Worker* w);
   absl::Status start_workers_locked(int n);
+  // A retired worker that may take an active slot: no ULT on it, not in a
+  // blocking region (not even one it was handed off from), nothing pinned
+  // to it waiting, not stopping.
+  static bool can_take_slot(const Worker* c);
+  // Exchanges the workers of slots i and j (and their indices). Caller holds
+  // concurrency_lock; neither worker may be running ULTs of an active slot
+  // it keeps (a retired worker reads its index at its next pass).
+  void swap_slots_locked(int i, int j);
 
   size_t default_stack_size = 0;   // Options::stack_size rounded to pages
   int64_t blocking_threshold_ns = 0;  // Options::blocking_handoff

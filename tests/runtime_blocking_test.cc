@@ -648,6 +648,48 @@ TEST(Blocking, UnparkFromInsideRegionRuns) {
   }
 }
 
+// After a handoff, the blocked kernel thread sits in a retired slot until
+// its call returns. Raising the concurrency must not make that slot active
+// (it could run nothing): set_concurrency(2) on a 1-worker runtime whose
+// only other thread is still blocked gives two workers that really run
+// ULTs at once. Two ULTs that spin without yielding until both have
+// started meet only if two workers run them.
+TEST(Blocking, RaisedConcurrencySkipsBlockedThread) {
+  Watchdog wd(TestName(), 60);
+  weft::Runtime rt(weft::Options{.workers = 1, .blocking_handoff = microseconds(200)});
+  ASSERT_TRUE(rt.status().ok());
+  std::atomic<bool> release{false};
+  weft::Ult blocker = rt.spawn([&] {
+    weft::blocking([&] {
+      while (!release.load()) usleep(1000);
+    });
+  });
+  ASSERT_TRUE(blocker.status().ok());
+  Clock::time_point t0 = Clock::now();
+  while (rt.stats().handoffs == 0 && MsSince(t0) < 5000) std::this_thread::sleep_for(milliseconds(1));
+  ASSERT_EQ(rt.stats().handoffs, 1u) << "no handoff within 5 s";
+  ASSERT_TRUE(rt.set_concurrency(2).ok());
+  std::atomic<int> arrived{0};
+  std::atomic<int> met{0};
+  absl::Status s = rt.block_on([&] {
+    auto spinner = [&] {
+      ++arrived;
+      Clock::time_point t = Clock::now();
+      while (arrived.load() < 2 && MsSince(t) < 300) {
+      }
+      if (arrived.load() == 2) ++met;
+    };
+    weft::Ult a = weft::spawn(spinner);
+    weft::Ult b = weft::spawn(spinner);
+    EXPECT_TRUE(a.join().ok());
+    EXPECT_TRUE(b.join().ok());
+  });
+  ASSERT_TRUE(s.ok()) << s;
+  EXPECT_EQ(met.load(), 2) << "the second spinner started only after the first gave up: one worker ran ULTs";
+  release = true;
+  EXPECT_TRUE(blocker.join().ok());
+}
+
 // A region that ends just as the monitor hands its worker off: the KLT
 // comes back (its CAS fails: handed off) and its ULT at once yields or
 // sleeps on that worker (pushing onto its yield queue or timer heap) while
