@@ -188,7 +188,7 @@ void handle_transfer(Worker* w, uintptr_t t) {
 // Switches from `self` (running on its worker) to `next` or, if null, to the
 // worker's scheduler loop, asking for `action`. Returns when `self` is
 // resumed, on whatever worker that is.
-void switch_from(Ult* self, Ult* next, SwitchAction action) {
+__attribute__((always_inline)) inline void switch_from(Ult* self, Ult* next, SwitchAction action) {
   Worker* w = self->worker.load(std::memory_order_relaxed);
   if (w->notify_deferred) w->sched->settle_deferred_notify(w);
   save_thread_state(self, w);
@@ -241,7 +241,7 @@ void Worker::init_thread_state() {
 // ULT-side operations
 // ---------------------------------------------------------------------------
 
-Ult* Worker::pick_local(bool for_yield) {
+__attribute__((always_inline)) inline Ult* Worker::pick_local(bool for_yield) {
   // Serve the scheduler loop regularly, and always when this worker must
   // not run ordinary work (bound, retired) or has ULTs that must run here.
   if (--until_loop <= 0 || is_bound || !active() || inbox_count.load(std::memory_order_relaxed) != 0 ||
