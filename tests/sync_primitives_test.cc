@@ -740,7 +740,12 @@ TEST(Timeouts, FireWhileLocalUltsOnlyYieldToEachOther) {
     printf("[ lateness ] %-28s among local yielders: took %.3f ms for a %lld ms timeout\n", what, ms,
            static_cast<long long>(kTimeout.count()));
     EXPECT_TRUE(timed_out.load()) << what;
-    EXPECT_LT(ms, static_cast<double>((kTimeout + kSlack).count()))
+    // The defect this guards against ends the wait only when the yielders
+    // stop, 2 s in. The worker is CPU-bound here, so when meson runs other
+    // busy tests beside this one the kernel may keep its KLT off a CPU for
+    // tens of ms (seen: 66 ms for the 30 ms timeout): the bound sits
+    // between those, not at kSlack.
+    EXPECT_LT(ms, static_cast<double>((kTimeout + 500ms).count()))
         << what << ": the timer did not fire while local ULTs yielded to each other (until_loop wrapped)";
   }
 }
