@@ -189,15 +189,7 @@ void EpollEngine::poll() {
 
 void EpollEngine::wait(int64_t deadline_ns) {
   if (!ready()) {
-    if (word_.exchange(2, std::memory_order_acq_rel) != 1) {
-      if (deadline_ns < 0) {
-        sys::futex_wait(&word_, 2);
-      } else {
-        timespec ts{deadline_ns / 1000000000LL, deadline_ns % 1000000000LL};
-        sys::futex_wait_until(&word_, 2, &ts);
-      }
-    }
-    word_.exchange(0, std::memory_order_acq_rel);
+    rt::futex_word_wait(&word_, deadline_ns);
     if (has_requests()) process_requests();
     return;
   }

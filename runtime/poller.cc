@@ -28,22 +28,22 @@ int64_t monotonic_ns() {
   return ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-void FutexPoller::wait(int64_t deadline_ns) {
-  if (word_.exchange(2, std::memory_order_acq_rel) == 1) {
-    word_.exchange(0, std::memory_order_acq_rel);
-    return;
-  }
-  if (deadline_ns < 0) {
-    sys::futex_wait(&word_, 2);
-  } else {
-    timespec ts{deadline_ns / 1000000000LL, deadline_ns % 1000000000LL};
-    sys::futex_wait_until(&word_, 2, &ts);
+void futex_word_wait(std::atomic<uint32_t>* word, int64_t deadline_ns) {
+  if (word->exchange(2, std::memory_order_acq_rel) != 1) {
+    if (deadline_ns < 0) {
+      sys::futex_wait(word, 2);
+    } else {
+      timespec ts{deadline_ns / 1000000000LL, deadline_ns % 1000000000LL};
+      sys::futex_wait_until(word, 2, &ts);
+    }
   }
   // An exchange, not a store: a locked op orders the caller's re-check of
   // its queues after this reset. With a plain store, x86 could let those
   // loads pass it, miss work pushed meanwhile, and erase the waker's 1.
-  word_.exchange(0, std::memory_order_acq_rel);
+  word->exchange(0, std::memory_order_acq_rel);
 }
+
+void FutexPoller::wait(int64_t deadline_ns) { futex_word_wait(&word_, deadline_ns); }
 
 void FutexPoller::wake() {
   if (word_.exchange(1, std::memory_order_acq_rel) == 2) sys::futex_wake(&word_, 1);

@@ -67,6 +67,12 @@ class Poller {
 // A wake before the waiter's exchange leaves 1, which the exchange sees; a
 // wake after it sees 2 and issues the futex wake, which the kernel delivers
 // unless the word already changed, in which case futex_wait does not sleep.
+// The waiting side of this protocol on `word`: returns after a wake (at
+// once if one is pending), at the deadline (CLOCK_MONOTONIC ns; -1 = none)
+// or spuriously, and leaves the word 0. io/'s engines use it while they
+// have no ring or epoll of their own.
+void futex_word_wait(std::atomic<uint32_t>* word, int64_t deadline_ns);
+
 class FutexPoller final : public Poller {
  public:
   void wait(int64_t deadline_ns) override;

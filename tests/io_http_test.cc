@@ -17,6 +17,7 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/test_util.h"
 #include "tests/watchdog.h"
 
 #include <algorithm>
@@ -37,12 +38,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 
-double MsSince(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
 
-std::string TestName() {
-  const testing::TestInfo* ti = testing::UnitTest::GetInstance()->current_test_info();
-  return std::string(ti->test_suite_name()) + "." + ti->name();
-}
 
 // The http_server child process, shared by the tests of this file.
 struct Server {
@@ -308,14 +304,6 @@ TEST_F(HttpServer, GarbageGets400AndClose) {
   }
 }
 
-uint64_t NextRand(uint64_t* s) {
-  uint64_t x = *s;
-  x ^= x >> 12;
-  x ^= x << 25;
-  x ^= x >> 27;
-  *s = x;
-  return x * 0x2545F4914F6CDD1DULL;
-}
 
 // A random input: random bytes; random bytes ending in CRLF CRLF (a complete
 // but garbage head: must get an error status); a valid request with random

@@ -19,6 +19,7 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/test_util.h"
 #include "tests/watchdog.h"
 
 #include <algorithm>
@@ -55,7 +56,6 @@ std::string ExpectedBackend() {
   return std::string(e) == "uring" ? "io_uring" : std::string(e);
 }
 
-double MsSince(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
 
 // errno through calls the compiler cannot merge: glibc declares
 // __errno_location() const, so a ULT that reads errno inline after a call

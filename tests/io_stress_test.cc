@@ -22,6 +22,7 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/test_util.h"
 #include "tests/watchdog.h"
 
 #include <algorithm>
@@ -53,10 +54,6 @@ using std::chrono::milliseconds;
 namespace io = weft::io;
 
 
-std::string TestName() {
-  const testing::TestInfo* ti = testing::UnitTest::GetInstance()->current_test_info();
-  return std::string(ti->test_suite_name()) + "." + ti->name();
-}
 
 std::string WeftIo() {
   const char* e = getenv("WEFT_IO");
@@ -76,16 +73,7 @@ void CheckBackend(weft::Runtime& rt) {
   ASSERT_EQ(*b, ExpectedBackend());
 }
 
-double MsSince(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
 
-uint64_t NextRand(uint64_t* s) {
-  uint64_t x = *s;
-  x ^= x >> 12;
-  x ^= x << 25;
-  x ^= x >> 27;
-  *s = x;
-  return x * 0x2545F4914F6CDD1DULL;
-}
 
 // Raises the soft fd limit to the hard one; returns the limit.
 rlim_t RaiseFdLimit() {

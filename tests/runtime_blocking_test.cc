@@ -10,6 +10,7 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/test_util.h"
 #include "tests/watchdog.h"
 
 #include <algorithm>
@@ -32,14 +33,8 @@ using std::chrono::microseconds;
 using std::chrono::milliseconds;
 
 
-std::string TestName() {
-  const testing::TestInfo* ti = testing::UnitTest::GetInstance()->current_test_info();
-  return std::string(ti->test_suite_name()) + "." + ti->name();
-}
 
-double MsSince(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
 
-int Tid() { return static_cast<int>(syscall(SYS_gettid)); }
 
 int ActiveWorkers(weft::Runtime& rt) {
   int n = 0;

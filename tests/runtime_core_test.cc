@@ -33,6 +33,7 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/test_util.h"
 #include "tests/watchdog.h"
 #include <weft/weft.h>
 
@@ -44,7 +45,6 @@ using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
 
-int Tid() { return static_cast<int>(syscall(SYS_gettid)); }
 
 // errno through opaque calls: `errno` is *__errno_location(), which glibc
 // declares const, so the compiler may keep its address across a yield. The
@@ -58,21 +58,6 @@ void SpinFor(std::chrono::microseconds d) {
   }
 }
 
-// Polls `pred` (yielding the calling thread or ULT) until it holds or
-// `limit` passes; returns whether it held.
-template <class P>
-bool WaitUntil(P pred, std::chrono::milliseconds limit = 10000ms) {
-  auto end = Clock::now() + limit;
-  while (!pred()) {
-    if (Clock::now() > end) return false;
-    if (weft::this_ult::in_ult()) {
-      weft::this_ult::sleep_for(100us);
-    } else {
-      std::this_thread::sleep_for(100us);
-    }
-  }
-  return true;
-}
 
 std::set<int> PoolTids(const weft::Runtime& rt) {
   std::set<int> s;

@@ -23,6 +23,7 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/test_util.h"
 #include "tests/watchdog.h"
 #include <weft/weft.h>
 
@@ -32,7 +33,6 @@ using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
 
-int Tid() { return static_cast<int>(syscall(SYS_gettid)); }
 
 void SpinFor(std::chrono::microseconds d) {
   auto end = Clock::now() + d;
@@ -246,6 +246,22 @@ TEST(Skynet, MillionLeaves) {
 // A million ULTs in waves
 // ---------------------------------------------------------------------------
 
+// Spawns `waves` waves of `wave` ULTs on rt (each bumps *ran) and joins each
+// wave before the next; false if a join fails. Callable from a ULT or a
+// foreign thread.
+bool RunWaves(weft::Runtime& rt, int waves, int wave, std::atomic<uint64_t>* ran) {
+  std::vector<weft::Ult> us;
+  us.reserve(static_cast<size_t>(wave));
+  for (int w = 0; w < waves; ++w) {
+    for (int i = 0; i < wave; ++i) us.push_back(rt.spawn([ran] { ran->fetch_add(1, std::memory_order_relaxed); }));
+    for (auto& u : us) {
+      if (!u.join().ok()) return false;
+    }
+    us.clear();
+  }
+  return true;
+}
+
 // 1,000,000 ULTs spawned and joined in 1,000 waves of 1,000, from a ULT and
 // from a foreign thread: the stats add up, and descriptors and stacks are
 // recycled (stacks ever mapped stay far below the number of ULTs).
@@ -254,18 +270,7 @@ TEST(Waves, MillionUltsRecycled) {
   weft::Runtime rt(weft::Options{.workers = 2});
   constexpr int kWaves = 500, kWave = 1000;
   std::atomic<uint64_t> ran{0};
-  auto wave_loop = [&] {
-    std::vector<weft::Ult> us;
-    us.reserve(kWave);
-    for (int w = 0; w < kWaves; ++w) {
-      for (int i = 0; i < kWave; ++i) us.push_back(rt.spawn([&ran] { ran.fetch_add(1, std::memory_order_relaxed); }));
-      for (auto& u : us) {
-        if (!u.join().ok()) return false;
-      }
-      us.clear();
-    }
-    return true;
-  };
+  auto wave_loop = [&] { return RunWaves(rt, kWaves, kWave, &ran); };
   uint64_t mapped0 = rt.stats().stacks_mapped;
   auto t0 = Clock::now();
   auto in_ult = rt.block_on(wave_loop);
@@ -295,18 +300,7 @@ TEST(Waves, LargeWavesReuseStacks) {
   weft::Runtime rt(weft::Options{.workers = 2});
   constexpr int kWaves = 20, kWave = 10000;
   std::atomic<uint64_t> ran{0};
-  auto wave_loop = [&] {
-    std::vector<weft::Ult> us;
-    us.reserve(kWave);
-    for (int w = 0; w < kWaves; ++w) {
-      for (int i = 0; i < kWave; ++i) us.push_back(rt.spawn([&ran] { ran.fetch_add(1, std::memory_order_relaxed); }));
-      for (auto& u : us) {
-        if (!u.join().ok()) return false;
-      }
-      us.clear();
-    }
-    return true;
-  };
+  auto wave_loop = [&] { return RunWaves(rt, kWaves, kWave, &ran); };
   uint64_t mapped0 = rt.stats().stacks_mapped;
   auto t0 = Clock::now();
   auto in_ult = rt.block_on(wave_loop);

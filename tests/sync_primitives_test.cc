@@ -31,6 +31,7 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/test_util.h"
 #include "tests/watchdog.h"
 #include <weft/weft.h>
 
@@ -42,23 +43,7 @@ using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
 
-int Tid() { return static_cast<int>(syscall(SYS_gettid)); }
 
-// Polls `pred` (sleeping the calling thread or ULT briefly) until it holds
-// or `limit` passes; returns whether it held.
-template <class P>
-bool WaitUntil(P pred, std::chrono::milliseconds limit = 10000ms) {
-  auto end = Clock::now() + limit;
-  while (!pred()) {
-    if (Clock::now() > end) return false;
-    if (weft::this_ult::in_ult()) {
-      weft::this_ult::sleep_for(100us);
-    } else {
-      std::this_thread::sleep_for(100us);
-    }
-  }
-  return true;
-}
 
 void SpinFor(std::chrono::nanoseconds d) {
   auto end = Clock::now() + d;

@@ -1,0 +1,54 @@
+// tests/test_util.h — small helpers the test programs share.
+#pragma once
+
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <thread>
+
+#include "weft/runtime.h"
+
+// Milliseconds since t0 on the steady clock.
+inline double MsSince(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// "Suite.Test" of the running test (for watchdog messages).
+inline std::string TestName() {
+  const testing::TestInfo* ti = testing::UnitTest::GetInstance()->current_test_info();
+  return std::string(ti->test_suite_name()) + "." + ti->name();
+}
+
+// The calling kernel thread's id.
+inline int Tid() { return static_cast<int>(syscall(SYS_gettid)); }
+
+// xorshift64*: a fast, reproducible pseudo-random sequence from seed *s.
+inline uint64_t NextRand(uint64_t* s) {
+  uint64_t x = *s;
+  x ^= x >> 12;
+  x ^= x << 25;
+  x ^= x >> 27;
+  *s = x;
+  return x * 0x2545F4914F6CDD1DULL;
+}
+
+// Polls `pred` (sleeping the calling ULT or thread for 100 us between
+// looks) until it holds or `limit` passes; returns whether it held.
+template <class P>
+bool WaitUntil(P pred, std::chrono::milliseconds limit = std::chrono::milliseconds(10000)) {
+  auto end = std::chrono::steady_clock::now() + limit;
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() > end) return false;
+    if (weft::this_ult::in_ult()) {
+      weft::this_ult::sleep_for(std::chrono::microseconds(100));
+    } else {
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
+  }
+  return true;
+}
