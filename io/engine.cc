@@ -6,9 +6,41 @@
 
 #include <algorithm>
 
+#include "runtime/fork.h"
 #include "sys/raw_syscall.h"
 
 namespace weft::io_internal {
+
+namespace {
+// Fork (runtime/fork.cc): the registry is consistent in the child because
+// its lock is held across the fork; the child empties it (the parent's
+// engines are not used there; the kept worker's new engine registers when
+// it sets up).
+void registry_fork_prepare() { registry_lock().lock(); }
+void registry_fork_parent() { registry_lock().unlock(); }
+void registry_fork_child() {
+  registry_lock().reset_after_fork();
+  registry().clear();
+  fd_ops_reset_after_fork();
+}
+}  // namespace
+
+void register_fork_hooks() {
+  rt::ForkHooks h;
+  h.prepare = [] {
+    registry_fork_prepare();
+    resolve_fork_prepare();
+  };
+  h.parent = [] {
+    resolve_fork_parent();
+    registry_fork_parent();
+  };
+  h.child = [] {
+    registry_fork_child();
+    resolve_fork_child();
+  };
+  rt::register_fork_hooks(h);
+}
 
 rt::KltMutex& registry_lock() {
   static rt::KltMutex* m = new rt::KltMutex();
@@ -62,6 +94,14 @@ std::atomic<uint32_t>* fd_counters() {
   return counters;
 }
 }  // namespace
+
+void fd_ops_reset_after_fork() {
+  // No operation is in flight in a fresh child: zero every counter
+  // (private anonymous memory reads as zero after MADV_DONTNEED).
+  if (std::atomic<uint32_t>* c = fd_counters())
+    sys::raw_syscall(SYS_madvise, reinterpret_cast<long>(c), kMaxTrackedFd * sizeof(std::atomic<uint32_t>),
+                     MADV_DONTNEED);
+}
 
 void fd_ops_add(int fd, int delta) {
   if (fd < 0 || fd >= kMaxTrackedFd) return;

@@ -76,6 +76,16 @@ inline constexpr int kMaxTrackedFd = 1 << 20;
 void fd_ops_add(int fd, int delta);
 bool fd_maybe_busy(int fd);
 
+// In a forked child: every fd counter to zero.
+void fd_ops_reset_after_fork();
+
+// Fork hooks of io/ (engine registry, resolver threads), registered with the
+// runtime once (register.cc).
+void register_fork_hooks();
+void resolve_fork_prepare();
+void resolve_fork_parent();
+void resolve_fork_child();
+
 // Engine construction for the runtime's poller factory.
 std::unique_ptr<rt::Poller> make_uring_engine();
 std::unique_ptr<rt::Poller> make_epoll_engine();

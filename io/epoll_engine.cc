@@ -209,6 +209,16 @@ void EpollEngine::wait(int64_t deadline_ns) {
   if (has_requests()) process_requests();
 }
 
+void EpollEngine::close_after_fork() {
+  // The epoll instance and eventfd are shared with the parent's copy of
+  // this worker: closing our descriptors leaves the parent's untouched;
+  // epoll_ctl or a read would change the parent's.
+  if (epfd_ >= 0) sys::raw_syscall(SYS_close, epfd_);
+  if (eventfd_ >= 0) sys::raw_syscall(SYS_close, eventfd_);
+  epfd_ = eventfd_ = -1;
+  state_ = State::kFailed;  // never used again: the worker gets a new engine
+}
+
 void EpollEngine::wake() {
   if (word_.exchange(1, std::memory_order_acq_rel) != 2) return;
   if (eventfd_ >= 0) {

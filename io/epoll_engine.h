@@ -28,6 +28,7 @@ class EpollEngine final : public Engine {
   void wait(int64_t deadline_ns) override;
   void wake() override;
   void poll() override;
+  void close_after_fork() override;
 
   // Owner only, from a ULT: waits until fd is ready for `events` (EPOLLIN
   // and/or EPOLLOUT). 0 when ready (or in error/hang-up: the caller's retry

@@ -78,7 +78,10 @@ std::unique_ptr<rt::Poller> make_engine(int, void*) {
 std::unique_ptr<rt::Poller> make_uring_engine() { return std::make_unique<UringEngine>(); }
 std::unique_ptr<rt::Poller> make_epoll_engine() { return std::make_unique<EpollEngine>(); }
 
-void register_engines() { rt::register_poller_factory(&make_engine, nullptr); }
+void register_engines() {
+  rt::register_poller_factory(&make_engine, nullptr);
+  register_fork_hooks();
+}
 
 }  // namespace weft::io_internal
 

@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "io/engine.h"
 #include "weft/io.h"
 #include "weft/sync.h"
 
@@ -70,6 +71,10 @@ class Helpers {
     }
     cv_.notify_one();
   }
+  // Fork: the queue is consistent in the child if its lock is held across
+  // the fork; the child then drops this object (its threads are gone).
+  void fork_prepare() { mu_.lock(); }
+  void fork_parent() { mu_.unlock(); }
 
  private:
   void run() {
@@ -94,12 +99,31 @@ class Helpers {
   size_t idle_ = 0;
 };
 
+// Never destroyed: its threads outlive static destructors. Replaced by a
+// fresh one in a forked child (the old one, whose threads and queued jobs
+// belong to the parent, is leaked there).
+std::atomic<Helpers*> the_helpers{nullptr};
+
 Helpers& helpers() {
-  static Helpers* h = new Helpers();  // threads outlive static destructors
+  Helpers* h = the_helpers.load(std::memory_order_acquire);
+  if (h != nullptr) return *h;
+  auto* fresh = new Helpers();
+  if (the_helpers.compare_exchange_strong(h, fresh, std::memory_order_acq_rel)) return *fresh;
+  delete fresh;
   return *h;
 }
 
 }  // namespace
+
+}  // namespace weft::io
+
+namespace weft::io_internal {
+void resolve_fork_prepare() { io::helpers().fork_prepare(); }
+void resolve_fork_parent() { io::helpers().fork_parent(); }
+void resolve_fork_child() { io::the_helpers.store(nullptr, std::memory_order_relaxed); }
+}  // namespace weft::io_internal
+
+namespace weft::io {
 
 absl::StatusOr<std::vector<Address>> resolve(std::string_view host, uint16_t port) {
   if (!this_ult::in_ult()) return lookup(std::string(host), port);

@@ -246,6 +246,18 @@ void UringEngine::wait(int64_t deadline_ns) {
   reap();
 }
 
+void UringEngine::close_after_fork() {
+  // The ring's memory is MADV_DONTFORK: not mapped here. Close its fd and
+  // the eventfd, touch nothing else, and never again (state kNew: the
+  // destructor skips io_uring_queue_exit).
+  if (state_ == State::kReady) sys::raw_syscall(SYS_close, ring_.ring_fd);
+  if (eventfd_ >= 0) sys::raw_syscall(SYS_close, eventfd_);
+  eventfd_ = -1;
+  state_ = State::kNew;
+  flags_ = nullptr;
+  cq_head_ = cq_tail_ = nullptr;
+}
+
 void UringEngine::wake() {
   if (word_.exchange(1, std::memory_order_acq_rel) != 2) return;
   if (eventfd_ >= 0) {

@@ -58,6 +58,7 @@ class UringEngine final : public Engine {
   void wait(int64_t deadline_ns) override;
   void wake() override;
   void poll() override;
+  void close_after_fork() override;
 
   // Owner only. Sets the ring up if needed; false if that failed (then the
   // caller uses a blocking system call instead).

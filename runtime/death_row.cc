@@ -85,6 +85,13 @@ void DeathRow::unmap_list(Ult* head) {
   }
 }
 
+void DeathRow::fork_child_for_each(void (*fn)(Ult*, void*), void* ctx) {
+  lock_.reset_after_fork();
+  for (Class& c : classes_)
+    for (Ult* u = c.head; u != nullptr; u = u->next) fn(u, ctx);
+  for (Ult* u = stuck_; u != nullptr; u = u->next) fn(u, ctx);
+}
+
 uint64_t DeathRow::reap() {
   Ult* doomed = nullptr;
   uint64_t recycled = 0;

@@ -62,6 +62,14 @@ class DeathRow {
   uint64_t mapped() const { return mapped_.load(std::memory_order_relaxed); }
   void count_mapped() { mapped_.fetch_add(1, std::memory_order_relaxed); }
 
+  // Fork (runtime/fork.cc): the lock is taken before fork and released in
+  // the parent; in the child it is reset, and fork_child_for_each calls
+  // fn on every cached descriptor (the lists were consistent at the fork,
+  // as the lock was held).
+  void fork_prepare() { lock_.lock(); }
+  void fork_parent() { lock_.unlock(); }
+  void fork_child_for_each(void (*fn)(Ult*, void*), void* ctx);
+
  private:
   struct Class {
     size_t size = 0;

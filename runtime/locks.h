@@ -34,6 +34,9 @@ class SpinLock {
   }
   bool try_lock() { return !locked_.load(std::memory_order_relaxed) && !locked_.exchange(true, std::memory_order_acquire); }
   void unlock() { locked_.store(false, std::memory_order_release); }
+  // In a forked child only: the holder may be a thread that does not exist
+  // there. Resets the lock to unlocked (runtime/fork.cc).
+  void reset_after_fork() { locked_.store(false, std::memory_order_relaxed); }
 
  private:
   std::atomic<bool> locked_{false};
@@ -67,6 +70,8 @@ class KltMutex {
   void unlock() {
     if (word_.exchange(0, std::memory_order_release) == 2) sys::futex_wake(&word_, 1);
   }
+  // In a forked child only (see SpinLock::reset_after_fork).
+  void reset_after_fork() { word_.store(0, std::memory_order_relaxed); }
 
  private:
   std::atomic<uint32_t> word_{0};

@@ -2,13 +2,19 @@
 
 #include <spdlog/sinks/stdout_sinks.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <memory>
 
 namespace weft::rt {
 
-spdlog::logger& log() {
-  static spdlog::logger* logger = [] {
+namespace {
+// Never destroyed (ULTs and workers may log during static destruction).
+// Replaced in a forked child: its sink's lock may be held by a thread that
+// does not exist there (the old logger is leaked).
+std::atomic<spdlog::logger*> the_logger{nullptr};
+
+spdlog::logger* make_logger() {
     auto sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
     auto* l = new spdlog::logger("weft", sink);
     l->set_pattern("[%H:%M:%S.%e] [weft] [%l] [tid %t] %v");
@@ -17,8 +23,18 @@ spdlog::logger& log() {
       l->set_level(spdlog::level::from_str(v));
     }
     return l;
-  }();
-  return *logger;
 }
+}  // namespace
+
+spdlog::logger& log() {
+  spdlog::logger* l = the_logger.load(std::memory_order_acquire);
+  if (l != nullptr) return *l;
+  spdlog::logger* fresh = make_logger();
+  if (the_logger.compare_exchange_strong(l, fresh, std::memory_order_acq_rel)) return *fresh;
+  delete fresh;
+  return *l;
+}
+
+void log_reset_after_fork() { the_logger.store(nullptr, std::memory_order_relaxed); }
 
 }  // namespace weft::rt

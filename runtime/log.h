@@ -13,4 +13,7 @@ namespace weft::rt {
 // The runtime's logger ("weft"), created on first use.
 spdlog::logger& log();
 
+// In a forked child (runtime/fork.cc): the next log() makes a new logger.
+void log_reset_after_fork();
+
 }  // namespace weft::rt

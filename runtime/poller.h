@@ -41,6 +41,14 @@ class Poller {
   virtual void wait(int64_t deadline_ns) = 0;
   virtual void wake() = 0;
   virtual void poll() {}
+  // In a forked child only, on the one KLT the child has. The parent's
+  // poller state (a ring, an epoll instance, an eventfd) must not be used
+  // there: close the descriptors it holds without using them (a ring's
+  // memory is not even mapped in the child: MADV_DONTFORK) and never touch
+  // them again; the object is then only destroyed or leaked. Reads nothing
+  // but the descriptor numbers: for another worker's poller, the rest of
+  // the object may have been in mid-change at the fork. Async-signal-safe.
+  virtual void close_after_fork() {}
   // Set by io/'s engines, so io can find its engine without RTTI.
   bool poller_is_io_engine = false;
 

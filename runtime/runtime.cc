@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "runtime/death_row.h"
+#include "runtime/fork.h"
 #include "runtime/globals.h"
 #include "runtime/log.h"
 #include "runtime/scheduler.h"
@@ -63,8 +64,7 @@ std::unique_ptr<Worker> new_worker(Scheduler* s, int index, bool bound) {
   w->index = index;
   w->is_bound = bound;
   w->rng = 0x9E3779B97F4A7C15ULL * static_cast<uint64_t>(index + 2) + reinterpret_cast<uintptr_t>(w.get());
-  if (s->poller_factory != nullptr) w->poller = s->poller_factory(index, s->poller_ctx);
-  if (!w->poller) w->poller = std::make_unique<FutexPoller>();
+  w->poller = s->make_poller(index);
   return w;
 }
 
@@ -81,6 +81,23 @@ Scheduler::Scheduler(const Options& o) : opts(o) {
   if (blocking_threshold_ns < 0) blocking_threshold_ns = 0;
   slots = std::make_unique<std::atomic<Worker*>[]>(static_cast<size_t>(max_workers));
   for (int i = 0; i < max_workers; ++i) slots[static_cast<size_t>(i)].store(nullptr, std::memory_order_relaxed);
+}
+
+std::unique_ptr<Poller> Scheduler::make_poller(int index) {
+  std::unique_ptr<Poller> p;
+  if (poller_factory != nullptr) p = poller_factory(index, poller_ctx);
+  if (!p) p = std::make_unique<FutexPoller>();
+  return p;
+}
+
+absl::Status Scheduler::start_monitor_locked() {
+  sys::KltOptions ko;
+  ko.stack_size = kWorkerStack;
+  ko.name = "weft-monitor";
+  const char* what = nullptr;
+  int r = sys::klt_create(monitor_main, this, ko, &monitor, &what);
+  if (r != 0) return klt_error(r, what, "monitor");
+  return absl::OkStatus();
 }
 
 Scheduler::~Scheduler() {
@@ -119,16 +136,17 @@ absl::Status Scheduler::start() {
     return start_status;
   }
   install_overflow_handler();
+  install_fork_handlers();
+  // Listed before any KLT starts: a fork from here on finds this runtime,
+  // takes its locks and rebuilds it in the child (fork.cc).
+  {
+    LockGuard<KltMutex> rg(globals().runtimes_lock);
+    globals().runtimes.push_back(this);
+  }
   {
     LockGuard<KltMutex> g(concurrency_lock);
     start_status = start_workers_locked(opts.workers);
-    if (start_status.ok()) {
-      sys::KltOptions ko;
-      ko.stack_size = kWorkerStack;
-      ko.name = "weft-monitor";
-      int r = sys::klt_create(monitor_main, this, ko, &monitor, &what);
-      if (r != 0) start_status = klt_error(r, what, "monitor");
-    }
+    if (start_status.ok()) start_status = start_monitor_locked();
     if (start_status.ok()) {
       // Workers started before `active` covered them and went to sleep as
       // retired; wake them so they register as active idle workers.
@@ -141,10 +159,6 @@ absl::Status Scheduler::start() {
     gate.fetch_or(kClosed, std::memory_order_acq_rel);
     (void)shutdown();
     return start_status;
-  }
-  {
-    LockGuard<KltMutex> rg(globals().runtimes_lock);
-    globals().runtimes.push_back(this);
   }
   log().debug("runtime started: {} workers (max {}), {} KiB stacks, KLT backend {}", opts.workers,
               max_workers, default_stack_size / 1024, sys::klt_backend_name());
@@ -227,6 +241,16 @@ absl::Status Scheduler::shutdown() {
   Ult* self = current_ult();
   if (self != nullptr && self->sched == this)
     return absl::FailedPreconditionError("shutdown() called from a ULT of the runtime it would wait for");
+  absl::Status s = shutdown_locked();
+  // Unlisted outside concurrency_lock: fork's prepare takes runtimes_lock
+  // before each runtime's concurrency_lock (fork.cc, lock order).
+  LockGuard<KltMutex> rg(globals().runtimes_lock);
+  auto& v = globals().runtimes;
+  v.erase(std::remove(v.begin(), v.end(), this), v.end());
+  return s;
+}
+
+absl::Status Scheduler::shutdown_locked() {
   LockGuard<KltMutex> g(concurrency_lock);
   if (stopped.load(std::memory_order_acquire)) return absl::OkStatus();
   shutting_down.store(true, std::memory_order_seq_cst);
@@ -274,11 +298,6 @@ absl::Status Scheduler::shutdown() {
       if (w->klt != nullptr) sys::klt_join(w->klt);
       w->klt = nullptr;
     }
-  }
-  {
-    LockGuard<KltMutex> rg(globals().runtimes_lock);
-    auto& v = globals().runtimes;
-    v.erase(std::remove(v.begin(), v.end(), this), v.end());
   }
   log().debug("runtime stopped");
   return absl::OkStatus();
@@ -362,6 +381,7 @@ std::string UltId::ToString() const {
 Runtime::Runtime(Options opts) : impl_(std::make_unique<Impl>(opts)) { (void)impl_->sched.start(); }
 
 Runtime::~Runtime() {
+  if (impl_->sched.exiting_process.load(std::memory_order_relaxed)) return;  // fork.cc
   absl::Status s = impl_->sched.shutdown();
   if (!s.ok()) {
     sys::raw_logf("weft: ~Runtime: %s", std::string(s.message()).c_str());

@@ -390,6 +390,7 @@ void exit_current(Ult* self) {
     s->exit_signal.fetch_add(1, std::memory_order_release);
     sys::futex_wake(&s->exit_signal, 1);
   }
+  if (__builtin_expect(s->exit_when_idle, false)) exit_process_if_idle(s);
   if (next == nullptr) next = w->pick_local(false);
   if (w->notify_deferred) s->settle_deferred_notify(w);
   if (next != nullptr) {

@@ -152,6 +152,7 @@ struct alignas(64) Scheduler {
 
   absl::Status start();
   absl::Status shutdown();
+  absl::Status shutdown_locked();  // shutdown's work; takes concurrency_lock
   absl::Status set_concurrency(int n);
   RuntimeStats stats() const;
 
@@ -224,6 +225,20 @@ struct alignas(64) Scheduler {
   }
   std::atomic<uint64_t> monitor_reaped{0};
 
+  // --- fork (runtime/fork.cc) --------------------------------------------------------
+  // Set in the child of a fork made by one of this runtime's ULTs: that ULT
+  // is the child's only thread of control, so the process exits with
+  // status 0 when the last ULT returns (as a process does when its last
+  // thread exits).
+  bool exit_when_idle = false;
+  // Set just before such a child calls exit(): ~Runtime then does not shut
+  // down (the caller is one of its ULTs; the process is ending).
+  std::atomic<bool> exiting_process{false};
+  // In a forked child: every KLT of this runtime but `keep` (the calling
+  // one, or null) is gone, and so is every ULT but `self`; rebuilds the
+  // pool around them and starts fresh workers and a monitor.
+  void rebuild_after_fork(Worker* keep, Ult* self);
+
   // --- bound ULTs ------------------------------------------------------------------------
   KltMutex bound_lock;
   std::vector<std::unique_ptr<Worker>> bound_all;  // every bound worker ever made
@@ -248,6 +263,8 @@ struct alignas(64) Scheduler {
   void wake_worker(Worker* w);
   bool remove_idle(Worker* w, bool* was_woken_spinning);
   absl::StatusOr<Worker*> start_worker(int index);
+  absl::Status start_monitor_locked();            // caller holds concurrency_lock
+  std::unique_ptr<Poller> make_poller(int index);  // the factory's, or a FutexPoller
   absl::StatusOr<Worker*> take_bound_worker();
   void bound_done(Worker* w);
   absl::Status start_workers_locked(int n);
@@ -318,5 +335,9 @@ void install_overflow_handler();
 
 // Entry of the monitor KLT (monitor.cc).
 void monitor_main(void* sched);
+
+// In a forked child (exit_when_idle): exits the process with status 0 if no
+// ULT of `s` is live any more (fork.cc).
+void exit_process_if_idle(Scheduler* s);
 
 }  // namespace weft::rt

@@ -36,6 +36,7 @@ class TimerHeap {
     return true;
   }
   size_t size() const { return heap_.size(); }
+  void clear() { heap_ = {}; }
   // Pops the earliest entry whatever its deadline; false if empty.
   bool pop(TimerEntry* out) {
     if (heap_.empty()) return false;

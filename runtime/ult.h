@@ -94,6 +94,7 @@ struct alignas(64) Ult {
   sys::Stack stack;                // its stack; the closure sits at its top
   bool default_stack = false;      // stack has the runtime's default size (cacheable)
   bool bound = false;              // runs on a KLT of its own
+  bool fork_cached = false;        // scratch of a forked child's table scan (fork.cc)
   void* closure = nullptr;
   void (*invoke)(void*) = nullptr;
 

@@ -105,6 +105,12 @@ class WorkDeque {
     int64_t t = top_.load(std::memory_order_relaxed);
     return b > t ? b - t : 0;
   }
+  // In a forked child only, by the one KLT left: empties the deque without
+  // looking at its slots (their ULTs do not exist in the child).
+  void reset_after_fork() {
+    top_.store(0, std::memory_order_relaxed);
+    bottom_.store(0, std::memory_order_relaxed);
+  }
   bool empty_approx() const { return size_approx() == 0; }
 
   static constexpr size_t capacity() { return kCapacity; }

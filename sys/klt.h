@@ -61,4 +61,20 @@ const char* klt_backend_name();
 // not repeat.
 int klt_backend_init(const char** what = nullptr);
 
+// Fork support, for the runtime's pthread_atfork handlers (runtime/fork.cc).
+// klt_atfork_prepare takes the backend's internal locks (its stack cache,
+// the TLS heritage pool, tls_init's flag), so that no other thread holds one
+// at the instant of the fork; klt_atfork_parent releases them;
+// klt_atfork_child resets them (in the child their holders do not exist).
+// Between prepare and parent/child the caller must not create or join KLTs.
+void klt_atfork_prepare();
+void klt_atfork_parent();
+void klt_atfork_child();
+
+// In a forked child only: frees what a KLT of the parent held (its stack,
+// signal stack, TLS block and handle) without waiting for it to exit — it
+// does not exist in the child. `k` must not be the calling KLT's own handle
+// (that KLT is the child's thread). Returns 0.
+int klt_forget_after_fork(Klt* k);
+
 }  // namespace weft::sys

@@ -230,6 +230,28 @@ int klt_join(Klt* k) {
   return 0;
 }
 
+void klt_atfork_prepare() {
+  while (cache_lock.test_and_set(std::memory_order_acquire)) sched_yield();
+  tls_atfork_prepare();
+}
+
+void klt_atfork_parent() {
+  tls_atfork_parent();
+  cache_lock.clear(std::memory_order_release);
+}
+
+void klt_atfork_child() {
+  tls_atfork_child();
+  cache_lock.clear(std::memory_order_relaxed);
+}
+
+int klt_forget_after_fork(Klt* k) {
+  // The kernel will never clear this word in the child; nobody waits on it.
+  tls_tid_word(k->tp)->store(0, std::memory_order_relaxed);
+  free_parts(k);
+  return 0;
+}
+
 int klt_tid(Klt* k) { return static_cast<int>(tls_tid_word(k->tp)->load(std::memory_order_relaxed)); }
 
 }  // namespace weft::sys

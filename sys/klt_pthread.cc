@@ -114,6 +114,22 @@ int klt_join(Klt* k) {
   return 0;
 }
 
+// glibc itself resets its locks around fork and forgets the parent's
+// threads in the child; this backend keeps no lock of its own.
+void klt_atfork_prepare() {}
+void klt_atfork_parent() {}
+void klt_atfork_child() {}
+
+int klt_forget_after_fork(Klt* k) {
+  // glibc's child has already dropped the thread from its lists (its stack
+  // is ours: a user stack); no pthread_join or detach on a thread that does
+  // not exist.
+  (void)altstack_release(&k->alt);
+  (void)stack_release(&k->stack);
+  delete k;
+  return 0;
+}
+
 int klt_tid(Klt* k) {
   for (;;) {
     if (k->exited.load(std::memory_order_acquire)) return 0;

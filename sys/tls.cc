@@ -97,6 +97,10 @@ size_t heritage_count = 0;
 std::atomic<uint64_t> stat_inherited{0};
 std::atomic<uint64_t> stat_dropped{0};
 
+// tls_init's one-time pthread_create (see there).
+std::atomic<bool> multithreaded{false};
+std::atomic_flag busy = ATOMIC_FLAG_INIT;
+
 struct HeritageGuard {
   HeritageGuard() {
     while (heritage_lock.test_and_set(std::memory_order_acquire)) __builtin_ia32_pause();
@@ -261,8 +265,6 @@ int tls_init(const char** what) {
   // locks) are switched off only by pthread_create; raw KLTs need them off.
   // This step can fail for passing reasons (memory, thread limits), so it is
   // retried by the next call rather than cached.
-  static std::atomic<bool> multithreaded{false};
-  static std::atomic_flag busy = ATOMIC_FLAG_INIT;
   if (multithreaded.load(std::memory_order_acquire)) return 0;
   while (busy.test_and_set(std::memory_order_acquire)) sched_yield();
   int result = 0;
@@ -422,5 +424,23 @@ TlsStats tls_stats() {
 }
 
 size_t tls_resolver_state_size() { return sizeof(struct __res_state); }
+
+// Fork (runtime/HACKING.md, "An atfork child"): the heritage lock and
+// tls_init's busy flag are taken before fork so that no other thread holds
+// one at the instant of the fork; the child resets them.
+void tls_atfork_prepare() {
+  while (busy.test_and_set(std::memory_order_acquire)) sched_yield();
+  while (heritage_lock.test_and_set(std::memory_order_acquire)) sched_yield();
+}
+
+void tls_atfork_parent() {
+  heritage_lock.clear(std::memory_order_release);
+  busy.clear(std::memory_order_release);
+}
+
+void tls_atfork_child() {
+  heritage_lock.clear(std::memory_order_relaxed);
+  busy.clear(std::memory_order_relaxed);
+}
 
 }  // namespace weft::sys

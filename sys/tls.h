@@ -87,4 +87,10 @@ TlsStats tls_stats();
 // The size of struct __res_state, for callers that allocate it.
 size_t tls_resolver_state_size();
 
+// Fork support (klt_atfork_*, sys/klt.h): take this module's locks before
+// fork, release them in the parent, reset them in the child.
+void tls_atfork_prepare();
+void tls_atfork_parent();
+void tls_atfork_child();
+
 }  // namespace weft::sys
