@@ -68,6 +68,11 @@ class DeathRow {
   // as the lock was held).
   void fork_prepare() { lock_.lock(); }
   void fork_parent() { lock_.unlock(); }
+  bool lock_free() {  // for tests: try-locks and releases
+    if (!lock_.try_lock()) return false;
+    lock_.unlock();
+    return true;
+  }
   void fork_child_for_each(void (*fn)(Ult*, void*), void* ctx);
 
  private:

@@ -97,6 +97,8 @@
 namespace weft::rt {
 namespace {
 
+std::atomic<uint64_t> n_prepare{0}, n_parent{0}, n_child{0};
+
 constexpr int kMaxHooks = 4;
 ForkHooks hooks[kMaxHooks];
 std::atomic<int> nhooks{0};
@@ -151,6 +153,7 @@ void forget_worker(Worker* w) {
 }
 
 void prepare() {
+  n_prepare.fetch_add(1, std::memory_order_relaxed);
   Globals& g = globals();
   g.runtimes_lock.lock();
   for (Scheduler* s : g.runtimes) {
@@ -166,6 +169,7 @@ void prepare() {
 }
 
 void parent() {
+  n_parent.fetch_add(1, std::memory_order_relaxed);
   Globals& g = globals();
   sys::klt_atfork_parent();
   int n = nhooks.load(std::memory_order_acquire);
@@ -181,6 +185,7 @@ void parent() {
 }
 
 void child() {
+  n_child.fetch_add(1, std::memory_order_relaxed);
   Globals& g = globals();
   sys::klt_atfork_child();
   int n = nhooks.load(std::memory_order_acquire);
@@ -215,6 +220,28 @@ void install_fork_handlers() {
     int r = pthread_atfork(prepare, parent, child);
     if (r != 0) sys::raw_logf("weft: pthread_atfork failed (%d): fork() while runtimes run is unsafe", r);
   });
+}
+
+ForkCounts fork_counts() {
+  return ForkCounts{n_prepare.load(std::memory_order_relaxed), n_parent.load(std::memory_order_relaxed),
+                    n_child.load(std::memory_order_relaxed)};
+}
+
+bool internal_locks_free() {
+  auto free_now = [](KltMutex& m) {
+    if (!m.try_lock()) return false;
+    m.unlock();
+    return true;
+  };
+  Globals& g = globals();
+  if (!free_now(g.runtimes_lock) || !free_now(g.table.lock) || !death_row().lock_free()) return false;
+  LockGuard<KltMutex> rg(g.runtimes_lock);
+  for (Scheduler* s : g.runtimes) {
+    if (!free_now(s->concurrency_lock) || !free_now(s->bound_lock) || !free_now(s->idle_lock) ||
+        !free_now(s->global_lock))
+      return false;
+  }
+  return true;
 }
 
 void register_fork_hooks(const ForkHooks& h) {

@@ -1,6 +1,8 @@
 // runtime/fork.h — fork() while runtimes run (the design is in fork.cc).
 #pragma once
 
+#include <cstdint>
+
 namespace weft::rt {
 
 // Registers weft's pthread_atfork handlers, once per process. A constructor
@@ -26,5 +28,15 @@ struct ForkHooks {
 // Adds hooks (at most four sets; a static initialiser's job). Not
 // thread-safe against a concurrent fork.
 void register_fork_hooks(const ForkHooks& h);
+
+// For tests: how many times each of weft's handlers has run in this
+// process (a child inherits its parent's counts), and whether every internal
+// lock the child resets is free right now (try-locks and releases each; call
+// only while no other thread uses the runtimes).
+struct ForkCounts {
+  uint64_t prepare = 0, parent = 0, child = 0;
+};
+ForkCounts fork_counts();
+bool internal_locks_free();
 
 }  // namespace weft::rt
