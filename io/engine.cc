@@ -6,6 +6,7 @@
 
 #include <algorithm>
 
+#include "io/offload.h"
 #include "runtime/fork.h"
 #include "sys/raw_syscall.h"
 
@@ -30,14 +31,17 @@ void register_fork_hooks() {
   h.prepare = [] {
     registry_fork_prepare();
     resolve_fork_prepare();
+    offload_fork_prepare();
   };
   h.parent = [] {
+    offload_fork_parent();
     resolve_fork_parent();
     registry_fork_parent();
   };
   h.child = [] {
     registry_fork_child();
     resolve_fork_child();
+    offload_fork_child();
   };
   rt::register_fork_hooks(h);
 }

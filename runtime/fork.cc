@@ -79,7 +79,9 @@
 // here), raw_logf for errors, no weft lock that the child did not reset.
 #include "runtime/fork.h"
 
+#include <dlfcn.h>
 #include <pthread.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cstdlib>
@@ -278,6 +280,7 @@ void Scheduler::rebuild_after_fork(Worker* keep, Ult* self) {
     }
   }
   bound_all = std::move(bound);
+  if (fork_worker != keep) fork_worker = nullptr;
   bound_spare.clear();
   bound_busy.store(keep != nullptr && keep->is_bound ? 1 : 0, std::memory_order_relaxed);
   if (monitor != nullptr) sys::klt_forget_after_fork(monitor);
@@ -353,6 +356,52 @@ void Scheduler::rebuild_after_fork(Worker* keep, Ult* self) {
   for (int i = n; i < act; ++i) wake_worker(worker_at(i));
 }
 
+namespace {
+
+using ForkFn = pid_t (*)();
+
+ForkFn libc_fork() {
+  static const ForkFn f = [] {
+    void* p = dlsym(RTLD_NEXT, "fork");
+    WEFT_CHECK(p != nullptr, "weft: fork not found in the C library");
+    return reinterpret_cast<ForkFn>(p);
+  }();
+  return f;
+}
+
+Worker* get_fork_worker(Scheduler* s) {
+  LockGuard<KltMutex> g(s->bound_lock);
+  if (s->fork_worker == nullptr) {
+    absl::StatusOr<Worker*> w = s->start_bound_klt_locked("weft-fork");
+    if (!w.ok()) return nullptr;
+    s->fork_worker = *w;
+  }
+  return s->fork_worker;
+}
+
+}  // namespace
+
+// fork() in a ULT: the ULT moves to its runtime's fork KLT, forks there and
+// moves back to the pool (in the parent and in the child alike). A pool
+// worker never spends the fork's page-table copy (milliseconds for a large
+// process) with ULTs queued behind it. A bound or pinned ULT forks where
+// it is; so does any ULT when the fork KLT cannot be made.
+pid_t fork_from_ult(Ult* self) {
+  Scheduler* s = self->sched;
+  Worker* fw = nullptr;
+  if (!self->bound && self->pin_count == 0) fw = get_fork_worker(s);
+  if (fw == nullptr) return libc_fork()();
+  self->home = fw;  // requeued to fw's inbox
+  requeue_current(self);
+  self = current_ult();
+  WEFT_DCHECK(current_worker() == fw, "fork: ULT %u not on the fork KLT", self->index);
+  pid_t pid = libc_fork()();
+  self = current_ult();  // the same ULT, in the parent or the child
+  self->home = nullptr;
+  requeue_current(self);  // from a bound worker: to the pool's global queue
+  return pid;
+}
+
 void exit_process_if_idle(Scheduler* s) {
   if (s->live_ults() != 0) return;
   // The last ULT of the child has returned: the process exits as it would
@@ -363,3 +412,11 @@ void exit_process_if_idle(Scheduler* s) {
 }
 
 }  // namespace weft::rt
+
+// The C library's fork(), interposed (weft/runtime.h, "Fork"). Outside a
+// ULT (or inside weft::blocking(), which counts as outside) it is glibc's.
+extern "C" pid_t fork() noexcept {
+  weft::rt::Ult* self = weft::rt::current_ult();
+  if (self == nullptr) return weft::rt::libc_fork()();
+  return weft::rt::fork_from_ult(self);
+}

@@ -217,9 +217,15 @@ absl::StatusOr<Worker*> Scheduler::take_bound_worker() {
     bound_busy.fetch_add(1, std::memory_order_relaxed);
     return w;
   }
-  std::unique_ptr<Worker> w = new_worker(this, -1, true);
   char name[16];
   snprintf(name, sizeof name, "weft-b%zu", bound_all.size());
+  absl::StatusOr<Worker*> w = start_bound_klt_locked(name);
+  if (w.ok()) bound_busy.fetch_add(1, std::memory_order_relaxed);
+  return w;
+}
+
+absl::StatusOr<Worker*> Scheduler::start_bound_klt_locked(const char* name) {
+  std::unique_ptr<Worker> w = new_worker(this, -1, true);
   sys::KltOptions ko;
   ko.stack_size = kWorkerStack;
   ko.name = name;
@@ -227,7 +233,6 @@ absl::StatusOr<Worker*> Scheduler::take_bound_worker() {
   int r = sys::klt_create(worker_main, w.get(), ko, &w->klt, &what);
   if (r != 0) return klt_error(r, what, "bound-ULT");
   bound_all.push_back(std::move(w));
-  bound_busy.fetch_add(1, std::memory_order_relaxed);
   return bound_all.back().get();
 }
 

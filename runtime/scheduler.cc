@@ -288,6 +288,8 @@ void yield_current(Ult* self) {
   switch_from(self, next, SwitchAction::kRequeue);
 }
 
+void requeue_current(Ult* self) { switch_from(self, nullptr, SwitchAction::kRequeue); }
+
 void park_current(Ult* self) {
   uint32_t s = self->state.load(std::memory_order_acquire);
   for (;;) {

@@ -231,6 +231,10 @@ struct alignas(64) Scheduler {
   // status 0 when the last ULT returns (as a process does when its last
   // thread exits).
   bool exit_when_idle = false;
+  // The KLT on which this runtime's ULTs call fork(): a bound-style worker
+  // made at the first fork (guarded by bound_lock), so that the fork's
+  // page-table copy never stalls a pool worker (fork.cc).
+  Worker* fork_worker = nullptr;
   // Set just before such a child calls exit(): ~Runtime then does not shut
   // down (the caller is one of its ULTs; the process is ending).
   std::atomic<bool> exiting_process{false};
@@ -266,6 +270,9 @@ struct alignas(64) Scheduler {
   absl::Status start_monitor_locked();            // caller holds concurrency_lock
   std::unique_ptr<Poller> make_poller(int index);  // the factory's, or a FutexPoller
   absl::StatusOr<Worker*> take_bound_worker();
+  // A bound-style worker on a new KLT, listed in bound_all (not spare).
+  // Caller holds bound_lock.
+  absl::StatusOr<Worker*> start_bound_klt_locked(const char* name);
   void bound_done(Worker* w);
   absl::Status start_workers_locked(int n);
   // A retired worker that may take an active slot: no ULT on it, not in a
@@ -309,6 +316,11 @@ inline Worker* local_worker(Scheduler* s) {
 
 // ULT-side operations. `self` must be the calling ULT.
 void yield_current(Ult* self);
+// Switches away unconditionally (through the scheduler loop) and lets the
+// loop requeue the ULT where it belongs: its home's inbox if it has one
+// (bound, pinned, or a home just set to move it there), else a run queue.
+// How a ULT moves itself to another KLT (fork.cc).
+void requeue_current(Ult* self);
 // Parks until unparked; may return spuriously (callers re-check their
 // condition in a loop). A wake-up that arrives before the park is kept as a
 // permit and makes it return at once.

@@ -8,4 +8,5 @@
 #include "weft/runtime.h"
 #include "weft/sync.h"
 #include "weft/io.h"
+#include "weft/process.h"
 #include "weft/version.h"
