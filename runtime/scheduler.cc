@@ -80,6 +80,7 @@
 
 #include "runtime/log.h"
 #include "sys/raw_log.h"
+#include "sys/thread_stack.h"
 
 namespace weft::rt {
 
@@ -129,6 +130,10 @@ inline void restore_thread_state(Ult* u, Worker* w) {
   auto* g = static_cast<EhGlobals*>(w->eh_globals);
   g->caught = u->eh_caught;
   g->uncaught = u->eh_uncaught;
+  // glibc's idea of this thread's stack (its alloca cutoff, pthread_getattr_np)
+  // is the ULT's stack while the ULT runs: two %fs-relative stores
+  // (sys/thread_stack.h, issue 9 #2).
+  sys::thread_stack_set(u->stack.lo(), u->stack.size());
 }
 
 inline void fresh_thread_state(Worker* w) {
@@ -214,6 +219,7 @@ __attribute__((always_inline)) inline void switch_from(Ult* self, Ult* next, Swi
   Worker* w = self->worker.load(std::memory_order_relaxed);
   handle_transfer(w, reinterpret_cast<uintptr_t>(transfer));
   fresh_thread_state(w);
+  sys::thread_stack_set(self->stack.lo(), self->stack.size());
   try {
     self->invoke(self->closure);
   } catch (const std::exception& e) {

@@ -116,7 +116,9 @@ void klt_for_each_locked(void (*fn)(const KltInfo& info, void* arg), void* arg);
 int klt_count_locked();
 
 // Prepares the backend (for clone: validates glibc's thread layout and makes
-// glibc multi-threaded, which creates and joins one pthread). Idempotent.
+// glibc multi-threaded, which creates and joins one pthread; for both:
+// finds where glibc keeps a thread's stack, sys/thread_stack.h, with one
+// more pthread). Idempotent.
 // Returns 0; -ENOTSUP with *what set when this glibc is not supported; or a
 // transient thread-creation error (-EAGAIN, -ENOMEM) that a later call may
 // not repeat.

@@ -33,6 +33,7 @@
 #include "sys/stack.h"
 #include "sys/raw_syscall.h"
 #include "sys/spin.h"
+#include "sys/thread_stack.h"
 #include "sys/tls.h"
 
 extern "C" {
@@ -152,11 +153,14 @@ bool klt_glibc_knows_threads() { return false; }
 
 bool klt_uses_clone3() { return !no_clone3.load(std::memory_order_relaxed); }
 
-int klt_backend_init(const char** what) { return tls_init(what); }
+int klt_backend_init(const char** what) {
+  if (int r = tls_init(what); r != 0) return r;
+  return thread_stack_init(what);
+}
 
 int klt_create(KltMain fn, void* arg, const KltOptions& opts, Klt** out, const char** what) {
   static_assert(sizeof(Klt::res) >= 568, "struct __res_state must fit");
-  if (int r = tls_init(what); r != 0) return r;
+  if (int r = klt_backend_init(what); r != 0) return r;
   if (tls_resolver_state_size() > sizeof(Klt::res)) {
     if (what) *what = "struct __res_state is larger than expected";
     return -ENOTSUP;
@@ -198,6 +202,8 @@ int klt_create(KltMain fn, void* arg, const KltOptions& opts, Klt** out, const c
     return -ENOMEM;
   }
   std::atomic<uint32_t>* tid = tls_tid_word(k->tp);
+  // glibc's view of the KLT's stack (alloca cutoff, pthread_getattr_np).
+  thread_stack_set_for(k->tp, k->stack.lo(), k->stack.size());
 
   sigset_t all, old;
   fill_all(&all);

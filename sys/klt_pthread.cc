@@ -15,6 +15,7 @@
 #include "sys/futex.h"
 #include "sys/klt.h"
 #include "sys/klt_registry.h"
+#include "sys/thread_stack.h"
 #include "sys/stack.h"
 #include "sys/raw_syscall.h"
 
@@ -67,7 +68,7 @@ bool klt_glibc_knows_threads() { return true; }
 
 bool klt_uses_clone3() { return false; }
 
-int klt_backend_init(const char**) { return 0; }
+int klt_backend_init(const char** what) { return thread_stack_init(what); }
 
 int klt_create(KltMain fn, void* arg, const KltOptions& opts, Klt** out, const char** what) {
   Klt* k = new (std::nothrow) Klt{};
