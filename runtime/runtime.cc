@@ -380,6 +380,7 @@ Ult& Ult::operator=(Ult&& o) noexcept {
     if (joinable()) (void)detach();
     id_ = std::exchange(o.id_, UltId());
     status_ = std::exchange(o.status_, absl::OkStatus());
+    exit_value_ = std::exchange(o.exit_value_, nullptr);
   }
   return *this;
 }
@@ -391,7 +392,7 @@ Ult::~Ult() {
 absl::Status Ult::join() {
   if (!status_.ok()) return status_;
   if (!id_.valid()) return absl::FailedPreconditionError("this Ult handle is empty (already joined or detached)");
-  absl::Status s = rt::join_ult(id_);
+  absl::Status s = rt::join_ult(id_, &exit_value_);
   if (s.ok() || absl::IsNotFound(s)) id_ = UltId();
   return s;
 }

@@ -74,6 +74,7 @@
 #include "runtime/scheduler.h"
 
 #include <cxxabi.h>
+#include <unwind.h>
 
 #include <cerrno>
 #include <cstring>
@@ -220,8 +221,25 @@ __attribute__((always_inline)) inline void switch_from(Ult* self, Ult* next, Swi
   handle_transfer(w, reinterpret_cast<uintptr_t>(transfer));
   fresh_thread_state(w);
   sys::thread_stack_set(self->stack.lo(), self->stack.size());
+  // The stack pointer of this frame (at the call below). When the unwinder
+  // examines ult_entry's frame, the CFA it reports (that of the callee it
+  // came from, libgcc's view) equals it; for every deeper frame it is lower
+  // (unwind_and_exit's stop function).
+  const void* sp;
+  __asm__ volatile("movq %%rsp, %0" : "=r"(sp));
+  self->unwind_limit = sp;
+  self->exit_value = nullptr;
   try {
     self->invoke(self->closure);
+  } catch (abi::__forced_unwind&) {
+    // weft's own forced unwinding (pthread_exit) stops before this frame;
+    // this one was started by glibc directly (pthread_exit or cancellation
+    // reached glibc without passing weft's interposer).
+    sys::raw_logf("weft: forced unwinding not started by weft reached the entry of ULT %u.%u \"%s\" "
+                  "(glibc's pthread_exit or cancellation was called directly; with the static "
+                  "library, export weft's pthread_exit from the executable)",
+                  self->index, self->generation.load(), self->name);
+    abort();
   } catch (const std::exception& e) {
     sys::raw_logf("weft: exception escaped ULT %u.%u \"%s\": %s", self->index,
                   self->generation.load(), self->name, e.what());
@@ -234,9 +252,51 @@ __attribute__((always_inline)) inline void switch_from(Ult* self, Ult* next, Swi
   exit_current(self);
 }
 
+// glibc's exception class for forced unwinding ("GNUCFOR\0"): libstdc++
+// treats any forced unwind as abi::__forced_unwind whatever the class.
+constexpr _Unwind_Exception_Class kForcedUnwindClass = 0x474e5543464f5200ULL;
+
+// Called by the unwinder before each frame's personality routine. Lets
+// every frame of the ULT's function unwind (destructors, cleanup handlers,
+// catch blocks that rethrow); at ult_entry's frame (or the end of the
+// stack) it leaves the unwinder and finishes the exit. The abandoned
+// unwinder frames hold no locks.
+_Unwind_Reason_Code exit_stop(int, _Unwind_Action actions, _Unwind_Exception_Class, _Unwind_Exception*,
+                              _Unwind_Context* ctx, void* arg) {
+  Ult* self = static_cast<Ult*>(arg);
+  if ((actions & _UA_END_OF_STACK) != 0 ||
+      _Unwind_GetRegionStart(ctx) == reinterpret_cast<uintptr_t>(&ult_entry) ||
+      reinterpret_cast<const char*>(_Unwind_GetCFA(ctx)) >= static_cast<const char*>(self->unwind_limit)) {
+    exit_current(self);
+  }
+  return _URC_NO_REASON;
+}
+
+// Runs if a catch block swallowed the forced unwinding (did not rethrow):
+// the ULT cannot both exit and go on.
+void exit_exception_cleanup(_Unwind_Reason_Code, _Unwind_Exception*) {
+  Ult* self = current_ult();
+  sys::raw_logf("weft: ULT %u.%u \"%s\" called pthread_exit() and a catch (...) block did not rethrow "
+                "the forced unwinding (abi::__forced_unwind must be rethrown)",
+                self ? self->index : 0, self ? self->generation.load() : 0, self ? self->name : "?");
+  abort();
+}
+
 }  // namespace
 
 void* ult_entry_address() { return reinterpret_cast<void*>(&ult_entry); }
+
+void unwind_and_exit(Ult* self, void* value) {
+  self->exit_value = value;
+  static_assert(sizeof(_Unwind_Exception) <= sizeof(Ult::exit_exception));
+  auto* exc = reinterpret_cast<_Unwind_Exception*>(self->exit_exception);
+  memset(exc, 0, sizeof *exc);
+  exc->exception_class = kForcedUnwindClass;
+  exc->exception_cleanup = exit_exception_cleanup;
+  _Unwind_ForcedUnwind(exc, exit_stop, self);
+  // Only if the unwinder could not start (no unwind tables): exit without.
+  exit_current(self);
+}
 
 void Worker::init_thread_state() {
   errno_ptr = &errno;

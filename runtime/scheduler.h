@@ -300,6 +300,10 @@ void park_current(Ult* self);
 // deadline passed (the timer won), true otherwise (possibly spurious).
 bool park_current_until(Ult* self, int64_t deadline_ns);
 [[noreturn]] void exit_current(Ult* self);
+// pthread_exit(value) in a ULT: forced unwinding of the ULT's stack (C++
+// destructors and pthread_cleanup_push handlers run; catch (...) blocks see
+// abi::__forced_unwind and must rethrow), then exit_current. Never returns.
+[[noreturn]] void unwind_and_exit(Ult* self, void* value);
 // Makes a parked ULT runnable (or leaves a permit). Any thread.
 void unpark(Ult* u);
 
@@ -310,7 +314,9 @@ Ult* create_ult(Scheduler* s, Worker* local, const SpawnOptions& o, const detail
 // join lock, by whoever decided who releases it).
 void release(Ult* u);
 void drain_local_cache(Worker* w);
-absl::Status join_ult(UltId id);
+// Joins the ULT `id`; stores the value it passed to pthread_exit (or null)
+// in *value when value is not null.
+absl::Status join_ult(UltId id, void** value = nullptr);
 absl::Status detach_ult(UltId id);
 
 // The SIGSEGV handler that reports stack overflows in ULTs (overflow.cc).

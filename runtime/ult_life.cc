@@ -183,7 +183,7 @@ Ult* lock_by_id(UltId id, absl::Status* err) {
 
 }  // namespace
 
-absl::Status join_ult(UltId id) {
+absl::Status join_ult(UltId id, void** value) {
   Ult* self = current_ult();
   if (self != nullptr && self->id_value() == id.value())
     return absl::FailedPreconditionError("a ULT cannot join itself");
@@ -202,6 +202,7 @@ absl::Status join_ult(UltId id) {
     u->detached = true;  // consumed
     advance_generation(u);
     u->join_lock.unlock();
+    if (value != nullptr) *value = u->exit_value;
     release(u);
     return absl::OkStatus();
   }
@@ -214,6 +215,7 @@ absl::Status join_ult(UltId id) {
   } else {
     while (w.done.load(std::memory_order_acquire) == 0) sys::futex_wait(&w.done, 0);
   }
+  if (value != nullptr) *value = u->exit_value;
   release(u);
   return absl::OkStatus();
 }

@@ -38,6 +38,8 @@
 // absl::StatusOr, and no weft call reports through errno.
 #pragma once
 
+#include <cxxabi.h>
+
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -168,7 +170,10 @@ struct RuntimeStats {
 class Ult {
  public:
   Ult() = default;
-  Ult(Ult&& o) noexcept : id_(std::exchange(o.id_, UltId())), status_(std::exchange(o.status_, absl::OkStatus())) {}
+  Ult(Ult&& o) noexcept
+      : id_(std::exchange(o.id_, UltId())),
+        status_(std::exchange(o.status_, absl::OkStatus())),
+        exit_value_(std::exchange(o.exit_value_, nullptr)) {}
   Ult& operator=(Ult&& o) noexcept;
   Ult(const Ult&) = delete;
   Ult& operator=(const Ult&) = delete;
@@ -186,6 +191,12 @@ class Ult {
   // when it returns. Same errors as join(), without waiting.
   absl::Status detach();
 
+  // The value the ULT passed to pthread_exit(), or nullptr if its function
+  // returned. Valid after join() returned OK; nullptr before. (In a ULT,
+  // pthread_exit(v) ends the ULT as it ends a thread: destructors of its
+  // frames and pthread_cleanup_push handlers run, then join() returns OK.)
+  void* exit_value() const { return exit_value_; }
+
   // The ULT's id (invalid for an empty handle or after join/detach).
   UltId id() const { return id_; }
   bool joinable() const { return id_.valid(); }
@@ -198,6 +209,7 @@ class Ult {
   Ult(UltId id, absl::Status s) : id_(id), status_(std::move(s)) {}
   UltId id_;
   absl::Status status_;
+  void* exit_value_ = nullptr;
 };
 
 namespace detail {
@@ -280,6 +292,8 @@ class Runtime {
       Ult u = spawn([&fn, &error] {
         try {
           fn();
+        } catch (abi::__forced_unwind&) {
+          throw;  // pthread_exit in fn: let it end the ULT
         } catch (...) {
           error = std::current_exception();
         }
@@ -293,6 +307,8 @@ class Runtime {
       Ult u = spawn([&fn, &error, &result] {
         try {
           result.emplace(fn());
+        } catch (abi::__forced_unwind&) {
+          throw;  // pthread_exit in fn: let it end the ULT
         } catch (...) {
           error = std::current_exception();
         }
@@ -301,6 +317,7 @@ class Runtime {
       absl::Status s = u.join();
       if (error) std::rethrow_exception(error);
       if (!s.ok()) return s;
+      if (!result) return absl::AbortedError("the function called pthread_exit() instead of returning a value");
       return std::move(*result);
     }
   }
