@@ -35,6 +35,7 @@
 // only if the executable exports the symbols (-rdynamic, or
 // -Wl,--export-dynamic-symbol=pthread_exit,--export-dynamic-symbol=pthread_cancel).
 #include <dlfcn.h>
+#include <locale.h>
 #include <pthread.h>
 
 #include <atomic>
@@ -42,6 +43,7 @@
 #include <cstdlib>
 
 #include "runtime/scheduler.h"
+#include "runtime/thread_compat.h"
 #include "sys/klt.h"
 #include "sys/raw_log.h"
 #include "sys/raw_syscall.h"
@@ -94,10 +96,34 @@ int weft_klt_tid(pthread_t t) {
   return l.tid;
 }
 
+using UselocaleFn = locale_t (*)(locale_t);
+
 }  // namespace
+
+thread_local locale_t t_klt_locale __attribute__((tls_model("initial-exec"))) = nullptr;
+
+void switch_klt_locale(locale_t l) {
+  glibc<UselocaleFn>("uselocale")(l == nullptr ? LC_GLOBAL_LOCALE : l);
+  t_klt_locale = l;
+}
+
 }  // namespace weft::rt
 
 extern "C" {
+
+// uselocale in a ULT: the ULT's locale (thread_compat.h); elsewhere glibc's.
+__attribute__((visibility("default"))) locale_t uselocale(locale_t l) {
+  using namespace weft;
+  locale_t old = rt::glibc<rt::UselocaleFn>("uselocale")(l);
+  if (l != nullptr) {
+    if (rt::Ult* self = rt::calling_ult(rt::current_worker())) {
+      locale_t mine = l == LC_GLOBAL_LOCALE ? nullptr : l;
+      self->locale = mine;
+      rt::t_klt_locale = mine;
+    }
+  }
+  return old;
+}
 
 __attribute__((visibility("default"))) void pthread_exit(void* value) {
   using namespace weft;

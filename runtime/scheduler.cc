@@ -80,6 +80,7 @@
 #include <cstring>
 
 #include "runtime/log.h"
+#include "runtime/thread_compat.h"
 #include "sys/raw_log.h"
 #include "sys/thread_stack.h"
 
@@ -135,6 +136,7 @@ inline void restore_thread_state(Ult* u, Worker* w) {
   // is the ULT's stack while the ULT runs: two %fs-relative stores
   // (sys/thread_stack.h, issue 9 #2).
   sys::thread_stack_set(u->stack.lo(), u->stack.size());
+  restore_ult_locale(u);  // one compare unless the ULTs' locales differ
 }
 
 inline void fresh_thread_state(Worker* w) {
@@ -229,6 +231,8 @@ __attribute__((always_inline)) inline void switch_from(Ult* self, Ult* next, Swi
   __asm__ volatile("movq %%rsp, %0" : "=r"(sp));
   self->unwind_limit = sp;
   self->exit_value = nullptr;
+  self->locale = nullptr;
+  restore_ult_locale(self);
   try {
     self->invoke(self->closure);
   } catch (abi::__forced_unwind&) {
@@ -249,6 +253,9 @@ __attribute__((always_inline)) inline void switch_from(Ult* self, Ult* next, Swi
                   self->generation.load(), self->name);
     abort();
   }
+  // The KLT keeps no locale of an exited ULT (it may be freed after join).
+  self->locale = nullptr;
+  restore_ult_locale(self);
   exit_current(self);
 }
 
@@ -267,6 +274,8 @@ _Unwind_Reason_Code exit_stop(int, _Unwind_Action actions, _Unwind_Exception_Cla
   if ((actions & _UA_END_OF_STACK) != 0 ||
       _Unwind_GetRegionStart(ctx) == reinterpret_cast<uintptr_t>(&ult_entry) ||
       reinterpret_cast<const char*>(_Unwind_GetCFA(ctx)) >= static_cast<const char*>(self->unwind_limit)) {
+    self->locale = nullptr;
+    restore_ult_locale(self);
     exit_current(self);
   }
   return _URC_NO_REASON;
@@ -540,9 +549,14 @@ Ult* Scheduler::global_pop_batch(Worker* w) {
 }
 
 void Scheduler::submit_new(Ult* u, Worker* local) {
-  if (u->home != nullptr) {  // bound
-    u->home->inbox_push(u);
-    wake_worker(u->home);
+  if (Worker* home = u->home; home != nullptr) {  // bound
+    // After the push u may run, exit and its worker finish: hold the worker
+    // (wakers) until the wake is done; never re-read u (runtime.cc, "Bound
+    // workers").
+    home->wakers.fetch_add(1, std::memory_order_acq_rel);
+    home->inbox_push(u);
+    wake_worker(home);
+    home->wakers.fetch_sub(1, std::memory_order_release);
     return;
   }
   if (local != nullptr) {
@@ -560,9 +574,13 @@ void Scheduler::submit_new(Ult* u, Worker* local) {
 }
 
 void Scheduler::make_runnable(Ult* u, Worker* here) {
-  if (u->home != nullptr) {
-    u->home->inbox_push(u);
-    if (u->home != here) wake_worker(u->home);
+  if (Worker* home = u->home; home != nullptr) {
+    // As in submit_new: u may be gone after the push, and a bound home
+    // with it; read home once and hold it until the wake is done.
+    home->wakers.fetch_add(1, std::memory_order_acq_rel);
+    home->inbox_push(u);
+    if (home != here) wake_worker(home);
+    home->wakers.fetch_sub(1, std::memory_order_release);
     return;
   }
   if (here != nullptr && here->sched == this && !here->is_bound && here->active() && here == current_worker()) {
@@ -837,7 +855,9 @@ void Worker::loop() {
     handle_transfer(this, t);
     SwitchAction a = decode_action(t);
     if (is_bound && (a == SwitchAction::kExit || a == SwitchAction::kExitRelease)) {
-      sched->bound_done(this);  // our ULT is gone: back to the spare list
+      // Our ULT is gone: this KLT ends with it (runtime.cc, "Bound workers").
+      sched->bound_done(this);
+      return;
     }
     WEFT_DCHECK(!spinning, "worker %d ran a ULT while counted as spinning", index.load(std::memory_order_relaxed));
   }

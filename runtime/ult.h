@@ -11,6 +11,8 @@
 // recycled with it through the death-row caches (runtime/death_row.h).
 #pragma once
 
+#include <locale.h>
+
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -113,6 +115,11 @@ struct alignas(64) Ult {
   // Each timed park takes a new sequence number; the timer and the wake-up
   // race to advance it, and the winner decides whether the park timed out.
   std::atomic<uint64_t> timer_seq{0};
+
+  // --- per-ULT libc state (runtime/thread_compat.h) ----------------------------
+  // The locale the ULT set with uselocale(), nullptr for the global one.
+  // Written only by the ULT itself; reset by ult_entry.
+  locale_t locale = nullptr;
 
   // --- pthread_exit in a ULT (runtime/pthread_compat.cc) ----------------------
   // The value passed to pthread_exit (PTHREAD_CANCELED never: cancellation

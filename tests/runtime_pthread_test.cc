@@ -8,7 +8,10 @@
 // modes. Each case that could kill the process runs in a child (gtest
 // death tests, threadsafe style) that exits 0 when every check held;
 // alarm() bounds every child.
+#include <dirent.h>
 #include <dlfcn.h>
+#include <langinfo.h>
+#include <sched.h>
 #include <locale.h>
 #include <pthread.h>
 #include <signal.h>
@@ -243,3 +246,199 @@ TEST_F(PthreadInUlt, PthreadCancelOfAWeftThreadIsRefusedOthersWork) {
 }
 
 }  // namespace
+
+// ---------------------------------------------------------------------------
+// Per-thread libc state (issue 9 #17)
+
+namespace {
+
+// The codeset of the calling thread's current locale.
+std::string Codeset() { return nl_langinfo(CODESET); }
+
+}  // namespace
+
+// Regression (issue 9 #17): on 15df0bc uselocale() in a ULT changed the
+// locale of every ULT that ran on the same kernel thread afterwards, and
+// was lost when the ULT migrated. The locale must follow the ULT.
+TEST(PerUltState, UselocaleFollowsTheUlt) {
+  locale_t utf8 = newlocale(LC_ALL_MASK, "C.UTF-8", nullptr);
+  ASSERT_NE(utf8, nullptr) << "C.UTF-8 locale not available";
+  const std::string global = Codeset();
+  ASSERT_NE(global, "UTF-8") << "the test needs a global locale that is not UTF-8 (run with LANG=C)";
+  alarm(kChildTimeoutSec);
+  for (int workers : {1, 2}) {
+    weft::Runtime rt(weft::Options{.workers = workers});
+    std::atomic<int> wrong_a{0}, wrong_b{0}, rounds{0};
+    std::atomic<bool> a_set{false};
+    weft::Ult a = rt.spawn([&] {
+      uselocale(utf8);
+      a_set = true;
+      for (int i = 0; i < 200; ++i) {
+        weft::this_ult::yield();  // B runs on this KLT in between; may migrate
+        if (Codeset() != "UTF-8" || uselocale(nullptr) != utf8) wrong_a.fetch_add(1);
+        rounds.fetch_add(1);
+      }
+      uselocale(LC_GLOBAL_LOCALE);
+    });
+    weft::Ult b = rt.spawn([&] {
+      while (!a_set.load()) weft::this_ult::yield();
+      for (int i = 0; i < 200; ++i) {
+        if (Codeset() != global || uselocale(nullptr) != LC_GLOBAL_LOCALE) wrong_b.fetch_add(1);
+        weft::this_ult::yield();
+      }
+    });
+    ASSERT_TRUE(a.join().ok());
+    ASSERT_TRUE(b.join().ok());
+    EXPECT_EQ(rounds.load(), 200);
+    EXPECT_EQ(wrong_a.load(), 0) << workers << " workers: the ULT lost its locale";
+    EXPECT_EQ(wrong_b.load(), 0) << workers << " workers: another ULT's locale leaked into this one";
+    // A ULT that exits with a locale set leaves none behind on its KLT.
+    ASSERT_TRUE(rt.spawn([&] { uselocale(utf8); }).join().ok());
+    std::vector<weft::Ult> after;
+    std::atomic<int> leaked{0};
+    for (int i = 0; i < 8; ++i) after.push_back(rt.spawn([&] {
+      if (Codeset() != global) leaked.fetch_add(1);
+    }));
+    for (auto& u : after) ASSERT_TRUE(u.join().ok());
+    EXPECT_EQ(leaked.load(), 0);
+  }
+  alarm(0);
+  freelocale(utf8);
+}
+
+namespace {
+
+std::atomic<int> g_tl_dtor_runs{0};
+struct ThreadState {
+  int value = 0;
+  ~ThreadState() {
+    if (value == 42) g_tl_dtor_runs.fetch_add(1);
+  }
+};
+thread_local ThreadState t_state;
+
+struct BoundView {
+  int tid = 0;
+  int tl_value = -1;
+  std::string name;
+  bool locale_global = false;
+  bool sigusr1_blocked = true;
+  int cpus = 0;
+};
+
+BoundView LookAround() {
+  BoundView v;
+  v.tid = static_cast<int>(gettid());
+  v.tl_value = t_state.value;
+  char name[16] = {};
+  pthread_getname_np(pthread_self(), name, sizeof name);
+  v.name = name;
+  v.locale_global = uselocale(nullptr) == LC_GLOBAL_LOCALE;
+  sigset_t cur;
+  pthread_sigmask(SIG_BLOCK, nullptr, &cur);
+  v.sigusr1_blocked = sigismember(&cur, SIGUSR1) == 1;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  sched_getaffinity(0, sizeof set, &set);
+  v.cpus = CPU_COUNT(&set);
+  return v;
+}
+
+int ThreadCount() {
+  int n = 0;
+  if (DIR* d = opendir("/proc/self/task")) {
+    while (dirent* e = readdir(d)) n += e->d_name[0] != '.';
+    closedir(d);
+  }
+  return n;
+}
+
+}  // namespace
+
+// Regression (issue 9 #17 and #13): on 15df0bc a bound ULT ran on a
+// recycled kernel thread that kept the previous bound ULT's thread_local
+// values, locale, blocked signals, thread name and CPU affinity, and that
+// thread's thread_local destructors ran only at shutdown. Each bound ULT
+// must get a fresh thread, which ends (running its destructors) with it.
+TEST(PerUltState, EachBoundUltGetsAFreshThreadThatEndsWithIt) {
+  alarm(kChildTimeoutSec);
+  locale_t utf8 = newlocale(LC_ALL_MASK, "C.UTF-8", nullptr);
+  ASSERT_NE(utf8, nullptr);
+  weft::Runtime rt(weft::Options{.workers = 1});
+  g_tl_dtor_runs = 0;
+  BoundView first_before, first_after, second;
+  weft::Ult u1 = rt.spawn(
+      [&] {
+        first_before = LookAround();
+        t_state.value = 42;
+        pthread_setname_np(pthread_self(), "dirty-name");
+        uselocale(utf8);
+        sigset_t s;
+        sigemptyset(&s);
+        sigaddset(&s, SIGUSR1);
+        pthread_sigmask(SIG_BLOCK, &s, nullptr);
+        cpu_set_t one;
+        CPU_ZERO(&one);
+        CPU_SET(sched_getcpu(), &one);
+        sched_setaffinity(0, sizeof one, &one);
+        first_after = LookAround();
+      },
+      weft::SpawnOptions{.bound = true});
+  ASSERT_TRUE(u1.join().ok());
+  ASSERT_EQ(first_after.tl_value, 42);
+  ASSERT_EQ(first_after.name, "dirty-name");
+  ASSERT_EQ(first_after.cpus, 1);
+  // The first bound ULT's thread ends: its thread_local destructor runs and
+  // the kernel thread disappears.
+  const std::string task = "/proc/self/task/" + std::to_string(first_after.tid);
+  for (int i = 0; i < 10000 && (g_tl_dtor_runs.load() == 0 || access(task.c_str(), F_OK) == 0); ++i) usleep(1000);
+  EXPECT_EQ(g_tl_dtor_runs.load(), 1) << "the bound ULT's thread_local destructor did not run when it ended";
+  EXPECT_NE(access(task.c_str(), F_OK), 0) << "the bound ULT's kernel thread did not end";
+  weft::Ult u2 = rt.spawn([&] { second = LookAround(); }, weft::SpawnOptions{.bound = true});
+  ASSERT_TRUE(u2.join().ok());
+  EXPECT_NE(second.tid, first_after.tid);
+  EXPECT_EQ(second.tl_value, 0) << "thread_local value inherited from the previous bound ULT";
+  EXPECT_NE(second.name, "dirty-name");
+  EXPECT_TRUE(second.locale_global) << "locale inherited from the previous bound ULT";
+  EXPECT_EQ(second.sigusr1_blocked, first_before.sigusr1_blocked) << "signal mask inherited";
+  EXPECT_EQ(second.cpus, first_before.cpus) << "CPU affinity inherited";
+  alarm(0);
+  freelocale(utf8);
+}
+
+// Bound kernel threads are reclaimed: 40 bound ULTs alive at once take 40
+// threads; once they have ended the process is back to its pool.
+TEST(PerUltState, BoundThreadsAreReclaimed) {
+  alarm(kChildTimeoutSec);
+  weft::Runtime rt(weft::Options{.workers = 2});
+  const int base = ThreadCount();
+  std::atomic<int> started{0};
+  std::atomic<bool> release{false};
+  std::vector<weft::Ult> us;
+  for (int i = 0; i < 40; ++i) {
+    us.push_back(rt.spawn(
+        [&] {
+          started.fetch_add(1);
+          while (!release.load()) weft::this_ult::sleep_for(std::chrono::milliseconds(1));
+        },
+        weft::SpawnOptions{.bound = true}));
+  }
+  for (int i = 0; i < 20000 && started.load() < 40; ++i) usleep(500);
+  ASSERT_EQ(started.load(), 40);
+  EXPECT_GE(ThreadCount(), base + 40);
+  EXPECT_EQ(rt.stats().bound_threads, 40);
+  release = true;
+  for (auto& u : us) ASSERT_TRUE(u.join().ok());
+  int now = ThreadCount();
+  for (int i = 0; i < 10000 && now > base; ++i) {
+    usleep(1000);
+    now = ThreadCount();
+  }
+  EXPECT_LE(now, base) << "bound ULTs' kernel threads were not reclaimed";
+  EXPECT_EQ(rt.stats().bound_threads, 0);
+  // And the runtime still makes bound ULTs, with exact live accounting.
+  for (int i = 0; i < 50; ++i) ASSERT_TRUE(rt.spawn([] {}, weft::SpawnOptions{.bound = true}).join().ok());
+  EXPECT_EQ(rt.stats().live, 0u);
+  EXPECT_EQ(rt.stats().exited, rt.stats().spawned);
+  alarm(0);
+}
