@@ -23,6 +23,7 @@
 #include "runtime/scheduler.h"
 #include "sys/futex.h"
 #include "sys/raw_log.h"
+#include "sys/raw_syscall.h"
 
 namespace weft::rt {
 
@@ -144,7 +145,16 @@ Ult* create_ult(Scheduler* s, Worker* w, const SpawnOptions& o, const detail::Cl
 }
 
 void release(Ult* u) {
-  while (u->on_stack.load(std::memory_order_acquire)) cpu_relax();
+  // The exiting ULT's KLT is between its joiner wake and the end of its
+  // switch; yield after a while (a bound ULT's new KLT is often preempted
+  // right there by the joiner it woke, on the same CPU).
+  for (int i = 0; u->on_stack.load(std::memory_order_acquire); ++i) {
+    if (i < 128) {
+      cpu_relax();
+    } else {
+      sys::sched_yield();
+    }
+  }
   free(u->locals);
   u->locals = nullptr;
   u->locals_count = 0;
