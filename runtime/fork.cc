@@ -25,7 +25,7 @@
 //     runtimes_lock                     the list of runtimes
 //     per runtime: concurrency_lock     worker_storage, slots, monitor, the
 //                                       handoff's moves of timer inboxes
-//                  bound_lock           bound_all, bound_spare
+//                  bound_lock           bound_all, bound_finished, the fork KLT
 //     table.lock                        the descriptor table, its free list
 //     death row lock                    cached descriptors and their stacks
 //     hooks (io/)                       engine registry, resolver queue
@@ -280,9 +280,10 @@ void Scheduler::rebuild_after_fork(Worker* keep, Ult* self) {
     }
   }
   bound_all = std::move(bound);
-  if (fork_worker != keep) fork_worker = nullptr;
-  bound_spare.clear();
-  bound_busy.store(keep != nullptr && keep->is_bound ? 1 : 0, std::memory_order_relaxed);
+  if (fork_worker != nullptr && fork_worker.get() != keep) forget_worker(fork_worker.release());
+  bound_finished.clear();  // their KLTs are gone too (forgotten above)
+  bool keep_bound = !bound_all.empty();
+  bound_busy.store(keep_bound ? 1 : 0, std::memory_order_relaxed);
   if (monitor != nullptr) sys::klt_forget_after_fork(monitor);
   monitor = nullptr;
   monitor_word.store(0, std::memory_order_relaxed);
@@ -325,6 +326,7 @@ void Scheduler::rebuild_after_fork(Worker* keep, Ult* self) {
     w->woken_spinning = false;
     w->in_idle_set = false;
     w->stop.store(false, std::memory_order_relaxed);
+    w->wakers.store(0, std::memory_order_relaxed);
     w->until_loop = 1;
     w->monitor_seen = 0;
     w->monitor_stalled_since = 0;
@@ -371,12 +373,9 @@ ForkFn libc_fork() {
 
 Worker* get_fork_worker(Scheduler* s) {
   LockGuard<KltMutex> g(s->bound_lock);
-  if (s->fork_worker == nullptr) {
-    absl::StatusOr<Worker*> w = s->start_bound_klt_locked("weft-fork");
-    if (!w.ok()) return nullptr;
-    s->fork_worker = *w;
-  }
-  return s->fork_worker;
+  if (s->fork_worker != nullptr) return s->fork_worker->klt != nullptr ? s->fork_worker.get() : nullptr;
+  absl::StatusOr<Worker*> w = s->start_fork_worker_locked();
+  return w.ok() ? *w : nullptr;
 }
 
 }  // namespace

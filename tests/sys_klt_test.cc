@@ -43,6 +43,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -764,6 +765,199 @@ TEST(KltTrio, ThreadLocalInLibraryDlopenedAfterKltsStarted) {
   EXPECT_EQ(dtor_count(), 2) << "one thread_local destructor per exited KLT";
   EXPECT_EQ(dtor_sum(), (10 + 0) + (10 + 1)) << "each KLT's destructor must see its own object";
   EXPECT_EQ(dlclose(handle), 0);
+}
+
+namespace {
+
+struct IeLib {
+  void* handle = nullptr;
+  int (*read)() = nullptr;
+  long (*array_sum)() = nullptr;
+  int (*bss_sum)() = nullptr;
+  int* (*address)() = nullptr;
+  std::string error;
+
+  void Open(const std::string& path) {
+    handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+    if (handle == nullptr) {
+      error = dlerror();
+      return;
+    }
+    read = reinterpret_cast<int (*)()>(dlsym(handle, "weft_test_ie_read"));
+    array_sum = reinterpret_cast<long (*)()>(dlsym(handle, "weft_test_ie_array_sum"));
+    bss_sum = reinterpret_cast<int (*)()>(dlsym(handle, "weft_test_ie_bss_sum"));
+    address = reinterpret_cast<int* (*)()>(dlsym(handle, "weft_test_ie_address"));
+    if (!read || !array_sum || !bss_sum || !address) error = "missing symbols";
+  }
+  bool ok() const { return handle != nullptr && error.empty(); }
+};
+
+// Runs the initial-exec check: `opener` (kMain or a KLT) dlopens the
+// library while all three threads exist; then each reads its own copy.
+void CheckInitialExecAfterDlopen(int opener) {
+  const char* lib = getenv("WEFT_TEST_TLS_IE_LIB");
+  ASSERT_NE(lib, nullptr) << "WEFT_TEST_TLS_IE_LIB must name tests/libweft_test_tls_ie.so (meson test sets it)";
+  const std::string copy = CopyToTemp(lib);
+  ASSERT_FALSE(copy.empty()) << "cannot copy " << lib;
+  IeLib ie;
+  int value[3] = {}, bss[3] = {-1, -1, -1}, after_write[3] = {};
+  long sum[3] = {};
+  int* addr[3] = {};
+  Trio trio;
+  trio.Run([&](int who) {
+    if (who == opener) ie.Open(copy);
+    trio.Sync();  // the library is loaded; every thread existed before
+    if (ie.ok()) {
+      value[who] = ie.read();
+      sum[who] = ie.array_sum();
+      bss[who] = ie.bss_sum();
+      addr[who] = ie.address();
+      *addr[who] = 100 + who;
+    }
+    trio.Sync();  // all three have written
+    if (ie.ok()) after_write[who] = ie.read();
+    trio.Sync();
+  });
+  unlink(copy.c_str());
+  ASSERT_TRUE(ie.ok()) << ie.error;
+  for (int w = 0; w < 3; ++w) {
+    EXPECT_EQ(value[w], 4242) << "thread " << w << ": initial-exec TLS of a library dlopen'ed later not initialised";
+    EXPECT_EQ(sum[w], 10) << "thread " << w;
+    EXPECT_EQ(bss[w], 0) << "thread " << w;
+    EXPECT_EQ(after_write[w], 100 + w) << "thread " << w << ": writes leaked between threads";
+  }
+  EXPECT_NE(addr[0], addr[1]);
+  EXPECT_NE(addr[0], addr[kMain]);
+}
+
+}  // namespace
+
+// Regression (issue 9 #18): on 15df0bc KLTs that existed before the dlopen
+// read 0 (not 4242) from a library's initial-exec TLS; the main thread,
+// which glibc knows, read 4242.
+TEST(KltTrio, InitialExecTlsInLibraryDlopenedByMainAfterKltsStarted) { CheckInitialExecAfterDlopen(kMain); }
+
+// The same when a KLT itself calls dlopen (glibc initialises no thread's
+// block but those on its lists: here only main).
+TEST(KltTrio, InitialExecTlsInLibraryDlopenedByAKlt) { CheckInitialExecAfterDlopen(0); }
+
+// ---------------------------------------------------------------------------
+// The registry of live KLTs (klt.h)
+
+namespace {
+
+// The system call a thread is blocked in (first field of
+// /proc/self/task/<tid>/syscall), or -1.
+long BlockedSyscall(int tid) {
+  std::string s = ReadFile("/proc/self/task/" + std::to_string(tid) + "/syscall");
+  if (s.empty() || s[0] < '0' || s[0] > '9') return -1;
+  return atol(s.c_str());
+}
+
+bool WaitForFutexWait(int tid) {
+  const int64_t deadline = NowNs() + 10'000'000'000;
+  while (NowNs() < deadline) {
+    if (BlockedSyscall(tid) == SYS_futex) return true;
+    usleep(1000);
+  }
+  return false;
+}
+
+struct Listed {
+  std::map<int, void*> by_tid;
+  int count = 0;
+};
+
+Listed ListKlts() {
+  Listed l;
+  sys::KltRegistryLock lock;
+  sys::klt_for_each_locked(
+      [](const sys::KltInfo& k, void* arg) {
+        auto* out = static_cast<Listed*>(arg);
+        out->by_tid[k.tid] = k.tp;
+        ++out->count;
+      },
+      &l);
+  EXPECT_EQ(l.count, sys::klt_count_locked());
+  return l;
+}
+
+}  // namespace
+
+// Every live KLT is listed once, with its tid and its TCB (pthread_self()
+// on it); a KLT that has exited is not.
+TEST(KltRegistry, ListsEveryLiveKltWithItsTidAndTcb) {
+  const int before = ListKlts().count;
+  std::atomic<int> tids[2] = {0, 0};
+  std::atomic<void*> tps[2] = {nullptr, nullptr};
+  Listed during;
+  Trio trio;
+  trio.Run([&](int who) {
+    if (who != kMain) {
+      tids[who] = gettid();
+      tps[who] = reinterpret_cast<void*>(pthread_self());
+    }
+    trio.Sync();
+    if (who == kMain) during = ListKlts();
+    trio.Sync();
+  });
+  EXPECT_EQ(during.count, before + 2);
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_EQ(during.by_tid.count(tids[i].load()), 1u) << "KLT " << i << " (tid " << tids[i] << ") not listed";
+    EXPECT_EQ(during.by_tid[tids[i].load()], tps[i].load());
+  }
+  Listed after = ListKlts();
+  EXPECT_EQ(after.count, before);
+  EXPECT_EQ(after.by_tid.count(tids[0].load()), 0u);
+}
+
+// While the registry lock is held, a KLT whose function has returned stays
+// listed and alive (it waits in FUTEX_WAIT to leave), and klt_create on
+// another thread waits; both proceed once the lock is released.
+TEST(KltRegistry, LockHoldsOffExitAndCreation) {
+  std::atomic<bool> go{false};
+  std::atomic<int> tid{0};
+  struct Arg {
+    std::atomic<bool>* go;
+    std::atomic<int>* tid;
+  } arg{&go, &tid};
+  sys::Klt* k = nullptr;
+  ASSERT_EQ(sys::klt_create(
+                [](void* p) {
+                  auto* a = static_cast<Arg*>(p);
+                  a->tid->store(gettid());
+                  while (!a->go->load()) usleep(100);
+                },
+                &arg, sys::KltOptions{}, &k),
+            0);
+  while (tid.load() == 0) usleep(100);
+  const int before = ListKlts().count;
+  std::atomic<int> created{0};
+  std::atomic<int> creator_tid{0};
+  sys::Klt* k2 = nullptr;
+  {
+    sys::KltRegistryLock lock;
+    go = true;  // k's fn returns and k tries to leave the registry
+    ASSERT_TRUE(WaitForFutexWait(tid.load())) << "the exiting KLT did not wait for the registry lock";
+    EXPECT_EQ(access(("/proc/self/task/" + std::to_string(tid.load())).c_str(), F_OK), 0);
+    EXPECT_EQ(sys::klt_count_locked(), before);
+    std::thread creator([&] {
+      creator_tid = gettid();
+      created = sys::klt_create(Noop, nullptr, sys::KltOptions{}, &k2) == 0 ? 1 : -1;
+    });
+    while (creator_tid.load() == 0) usleep(100);
+    bool waited = WaitForFutexWait(creator_tid.load());
+    EXPECT_TRUE(waited) << "klt_create did not wait for the registry lock";
+    EXPECT_EQ(created.load(), 0);
+    EXPECT_EQ(sys::klt_count_locked(), before);
+    creator.detach();
+  }
+  const int64_t deadline = NowNs() + 10'000'000'000;
+  while (created.load() == 0 && NowNs() < deadline) usleep(1000);
+  ASSERT_EQ(created.load(), 1);
+  EXPECT_EQ(sys::klt_join(k), 0);
+  EXPECT_EQ(sys::klt_join(k2), 0);
+  EXPECT_EQ(ListKlts().count, before - 1);
 }
 
 // ---------------------------------------------------------------------------
