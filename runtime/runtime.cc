@@ -90,6 +90,18 @@ std::unique_ptr<Poller> Scheduler::make_poller(int index) {
   return p;
 }
 
+absl::StatusOr<Worker*> Scheduler::start_fork_worker_locked() {
+  std::unique_ptr<Worker> w = new_worker(this, -1, true);
+  sys::KltOptions ko;
+  ko.stack_size = kWorkerStack;
+  ko.name = "weft-fork";
+  const char* what = nullptr;
+  int r = sys::klt_create(worker_main, w.get(), ko, &w->klt, &what);
+  if (r != 0) return klt_error(r, what, "fork");
+  fork_worker = std::move(w);
+  return fork_worker.get();
+}
+
 absl::Status Scheduler::start_monitor_locked() {
   sys::KltOptions ko;
   ko.stack_size = kWorkerStack;

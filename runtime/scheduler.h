@@ -237,9 +237,11 @@ struct alignas(64) Scheduler {
   // thread exits).
   bool exit_when_idle = false;
   // The KLT on which this runtime's ULTs call fork(): a bound-style worker
-  // made at the first fork (guarded by bound_lock), so that the fork's
-  // page-table copy never stalls a pool worker (fork.cc).
-  Worker* fork_worker = nullptr;
+  // (it runs only what its inbox holds) made at the first fork, so that the
+  // fork's page-table copy never stalls a pool worker (fork.cc). Created
+  // under bound_lock; stopped and joined by shutdown.
+  std::unique_ptr<Worker> fork_worker;
+  absl::StatusOr<Worker*> start_fork_worker_locked();
   // Set just before such a child calls exit(): ~Runtime then does not shut
   // down (the caller is one of its ULTs; the process is ending).
   std::atomic<bool> exiting_process{false};
@@ -286,9 +288,6 @@ struct alignas(64) Scheduler {
   absl::Status start_monitor_locked();            // caller holds concurrency_lock
   std::unique_ptr<Poller> make_poller(int index);  // the factory's, or a FutexPoller
   absl::StatusOr<Worker*> take_bound_worker();
-  // A bound-style worker on a new KLT, listed in bound_all (not spare).
-  // Caller holds bound_lock.
-  absl::StatusOr<Worker*> start_bound_klt_locked(const char* name);
   void bound_done(Worker* w);
   absl::Status start_workers_locked(int n);
   // A retired worker that may take an active slot: no ULT on it, not in a
