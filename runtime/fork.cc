@@ -302,7 +302,10 @@ void Scheduler::rebuild_after_fork(Worker* keep, Ult* self) {
   idle.clear();
   npidle.store(0, std::memory_order_relaxed);
   nmspinning.store(0, std::memory_order_relaxed);
-  foreign_created.store(0, std::memory_order_relaxed);
+  // The live count starts over: the forking ULT, if it is ours, counted as
+  // made from outside (its worker may be the fork KLT, which live_ults does
+  // not visit).
+  foreign_created.store(mine ? 1 : 0, std::memory_order_relaxed);
   gate.store(gate.load(std::memory_order_relaxed) & kClosed, std::memory_order_relaxed);
   if (!stopped.load(std::memory_order_relaxed)) shutting_down.store(false, std::memory_order_relaxed);
   exit_when_idle = mine;
@@ -331,7 +334,7 @@ void Scheduler::rebuild_after_fork(Worker* keep, Ult* self) {
     w->monitor_seen = 0;
     w->monitor_stalled_since = 0;
     w->tid.store(sys::gettid(), std::memory_order_relaxed);
-    w->created.store(mine ? 1 : 0, std::memory_order_relaxed);
+    w->created.store(0, std::memory_order_relaxed);
     w->exited.store(0, std::memory_order_relaxed);
     w->poller->close_after_fork();
     w->poller = make_poller(w->is_bound ? -1 : 0);

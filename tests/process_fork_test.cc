@@ -116,17 +116,29 @@ TEST(Fork, ChildOfAUltRunsTheRuntime) {
 TEST(Fork, ChildExitsWhenItsLastUltReturns) {
   Watchdog wd(TestName(), 60);
   weft::Runtime rt(weft::Options{.workers = 2});
-  auto r = rt.block_on([] {
+  int p[2];
+  ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+  auto r = rt.block_on([&] {
     pid_t pid = fork();
     if (pid == 0) {
-      // A ULT spawned here is the last to return.
-      weft::spawn([] { weft::this_ult::sleep_for(20ms); }).detach().IgnoreError();
+      // A ULT spawned here is the last to return: the process must live
+      // until it has written its byte, then exit 0.
+      weft::spawn([&] {
+        weft::this_ult::sleep_for(50ms);
+        char c = 'z';
+        weft::io::write(p[1], &c, 1);
+      }).detach().IgnoreError();
       return std::string("child");
     }
-    return Describe(WaitChild(pid));
+    weft::io::close(p[1]);
+    std::string st = Describe(WaitChild(pid));
+    char c = 0;
+    int64_t n = weft::io::read(p[0], &c, 1, weft::io::Deadline::in(1s));
+    weft::io::close(p[0]);
+    return st + (n == 1 && c == 'z' ? " after the last ULT" : " before the last ULT returned");
   });
   ASSERT_TRUE(r.ok()) << r.status();
-  EXPECT_EQ(*r, "exit 0");
+  EXPECT_EQ(*r, "exit 0 after the last ULT");
 }
 
 TEST(Fork, FromAForeignThreadWhileUltsRun) {
