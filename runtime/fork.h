@@ -15,6 +15,10 @@ namespace weft::rt {
 // fork.cc only when something refers to it). Thread-safe.
 void install_fork_handlers();
 
+// Does nothing; Scheduler::start calls it so that a static link always
+// includes weft's set*id/setgroups (runtime/credentials.cc).
+void credentials_linked();
+
 // Fork steps of a layer above runtime/ (io/ registers one for its engine
 // registry and resolver threads). prepare runs after the runtime's own
 // locks are taken, parent before they are released; child runs in the

@@ -149,6 +149,7 @@ absl::Status Scheduler::start() {
   }
   install_overflow_handler();
   install_fork_handlers();
+  credentials_linked();
   // Listed before any KLT starts: a fork from here on finds this runtime,
   // takes its locks and rebuilds it in the child (fork.cc).
   {

@@ -124,6 +124,31 @@ int klt_count_locked();
 // not repeat.
 int klt_backend_init(const char** what = nullptr);
 
+// The signal weft reserves for making every KLT run a system call (the
+// credential broadcast, klt_syscall_all_locked). Every KLT starts with it
+// unblocked; code on a KLT must not block it or change its disposition.
+inline const int kAllKltsSignal = SIGRTMAX;
+
+// Why klt_syscall_all_locked failed on some KLT.
+struct KltSyscallFailure {
+  int tid = 0;        // the first KLT whose result differed (0: none)
+  long result = 0;    // its result (-errno), or -ETIMEDOUT if it never answered
+  int failed = 0;     // how many KLTs failed or did not answer
+};
+
+// Makes every registered KLT except the calling thread run the raw system
+// call nr(args...) on itself, in a handler of kAllKltsSignal (tgkill), and
+// waits until each has — or until `timeout_ms` passed, for a KLT that
+// blocks the signal. For per-thread kernel state that must be the same on
+// every thread (credentials: the kernel keeps them per thread, and glibc's
+// own broadcast reaches only the threads glibc made). The caller holds a
+// KltRegistryLock (no KLT starts or leaves meanwhile). Returns 0 when every
+// KLT's result was 0; otherwise -1 with *f filled. A no-op returning 0 on
+// the pthread backend, whose KLTs glibc reaches itself. The first call
+// installs the signal's handler (chaining to a handler the application
+// installed before, for signals that are not weft's).
+int klt_syscall_all_locked(long nr, const long (&args)[6], int timeout_ms, KltSyscallFailure* f);
+
 // Fork support, for the runtime's pthread_atfork handlers (runtime/fork.cc).
 // klt_atfork_prepare takes the backend's internal locks (its stack cache,
 // the TLS heritage pool, tls_init's flag), so that no other thread holds one

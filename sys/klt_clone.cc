@@ -213,6 +213,7 @@ int klt_create(KltMain fn, void* arg, const KltOptions& opts, Klt** out, const c
   } else {
     k->mask = old;
   }
+  sigdelset(&k->mask, kAllKltsSignal);  // klt_syscall_all must reach it
 
   long r = -ENOSYS;
   bool tried_clone3 = false;

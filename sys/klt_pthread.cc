@@ -107,6 +107,7 @@ int klt_create(KltMain fn, void* arg, const KltOptions& opts, Klt** out, const c
   memset(&all, 0xff, sizeof all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
   k->mask = opts.sigmask ? *opts.sigmask : old;
+  sigdelset(&k->mask, kAllKltsSignal);  // klt_syscall_all must reach it
   int r = pthread_create(&k->thread, &attr, klt_entry, k);
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
   pthread_attr_destroy(&attr);
