@@ -1,10 +1,15 @@
 // io/uring_engine.h — one io_uring per worker.
 //
-// Setup (lazily, on the worker's own KLT, at its first use): SINGLE_ISSUER |
+// Setup (lazily, on the worker's own KLT, at its first use: its first idle
+// wait or its first operation): SINGLE_ISSUER |
 // DEFER_TASKRUN | COOP_TASKRUN | TASKRUN_FLAG | SUBMIT_ALL, dropping flags
 // one by one (DEFER_TASKRUN first, as it needs SINGLE_ISSUER) on EINVAL;
 // the CQ is kCqFactor times the SQ; no SQPOLL; the ring's memory is
-// MADV_DONTFORK so a forked child never sees it.
+// MADV_DONTFORK so a forked child never sees it. If setup fails (EMFILE,
+// ENOMEM, ...), the failure is logged, the worker's io runs as blocking
+// calls meanwhile, and setup is tried again at the worker's next io or
+// idle wait once a backoff has passed (1 ms, doubling up to 1 s): a
+// transient shortage never degrades a worker for good.
 //
 // An operation: the ULT takes SQEs on its current worker's ring (a full SQ
 // is back-pressure: submit, reap, retry), points user_data at a Completion
@@ -59,9 +64,15 @@ class UringEngine final : public Engine {
   void wake() override;
   void poll() override;
 
-  // Owner only. Sets the ring up if needed; false if that failed (then the
+  // Owner only. Sets the ring up if needed (at most once per backoff
+  // period after a failure); false while there is no ring (then the
   // caller uses a blocking system call instead).
-  bool ready();
+  bool ready() override;
+  // Owner only (see Engine::cancel_now): submits IORING_OP_ASYNC_CANCEL
+  // for every request on fd and waits in io_uring_enter for its CQE
+  // (posted as the kernel processes the cancel, without waiting for io),
+  // reaping other completions meanwhile.
+  void cancel_now(int fd) override;
   // Owner only: `n` consecutive SQEs (n <= 2), flushing and reaping while
   // the SQ is full. Never fails once ready().
   io_uring_sqe* get_sqes(unsigned n);
@@ -76,6 +87,7 @@ class UringEngine final : public Engine {
 
  private:
   bool setup();
+  bool setup_failed(const char* what, int err);
   void submit();
   void reap();
   void handle(const io_uring_cqe* cqe);
@@ -86,6 +98,9 @@ class UringEngine final : public Engine {
   uint32_t pending_ = 0;  // SQEs prepared since the last submit
   uint64_t unparked_ = 0;  // ULTs made runnable by completions, ever (owner only)
   enum class State { kNew, kReady, kFailed } state_ = State::kNew;
+  int64_t retry_at_ns_ = 0;   // kFailed: no new attempt before this
+  int64_t backoff_ns_ = 0;    // kFailed: the wait after the next failure
+  uint32_t failures_ = 0;     // failed setups since the last success
   unsigned setup_flags_ = 0;
   std::atomic<uint32_t> word_{0};  // 0 idle, 1 wake pending, 2 asleep
   bool use_futex_op_ = false;
