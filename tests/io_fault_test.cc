@@ -290,7 +290,8 @@ TEST(IoFault, AcceptUnderEmfile) {
 // sets its engine up and io uses it (and that is reported too).
 //
 // Regression (issue 9 #8): on 15df0bc the worker stayed on blocking calls
-// for good (backend() still "blocking" after 5 s with free descriptors).
+// for good (io_uring: backend() still "blocking" after 5 s with free
+// descriptors; epoll: a read with a deadline returned -ENOSYS).
 TEST(IoFault, EngineSetupUnderEmfileRecovers) {
   Watchdog wd(TestName(), 60);
   (void)io::default_backend();  // the process's probe, before the shortage
@@ -484,7 +485,8 @@ TEST(IoFault, IoUringDisabledSysctlFallsBackToEpoll) {
 // through the ULT; once threads can be made again, resolve works.
 //
 // Regression (issue 9 #10): on 15df0bc std::thread's std::system_error went
-// through the ULT and terminated the child.
+// through the ULT (the child's test body caught "Resource temporarily
+// unavailable" from resolve()).
 long VmSizeBytes() {
   FILE* f = fopen("/proc/self/status", "re");
   if (f == nullptr) return -1;
