@@ -161,7 +161,7 @@ TEST(IoDefects, CloseInsideBlockingRegionCancelsOwnWorkersOps) {
 TEST(IoDefects, CloseIsBoundedWhileTheOwningWorkerIsBusy) {
   Watchdog wd(TestName(), 60);
   weft::Runtime rt(weft::Options{.workers = 1});
-  ASSERT_TRUE(rt.status().ok());
+  ASSERT_TRUE(rt.status().ok()) << rt.status();
   int p[2];
   ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
   const int fd = p[0];
@@ -500,7 +500,7 @@ TEST(IoDefects, EpollRegularFileReadIsABlockingRegion) {
   std::atomic<bool> other_ran{false}, read_started{false};
   std::atomic<int64_t> result{1};
   weft::Runtime rt(weft::Options{.workers = 1});
-  ASSERT_TRUE(rt.status().ok());
+  ASSERT_TRUE(rt.status().ok()) << rt.status();
   ASSERT_EQ(lseek(f, 0, SEEK_SET), 0);
   weft::Ult reader = rt.spawn([&] {
     read_started = true;
@@ -637,12 +637,15 @@ TEST(IoDefects, ResolveQueueIsBounded) {
 // #19: sub-millisecond sleeps on the epoll backend.
 //
 // Regression (issue 9 #19): on 15df0bc, with epoll, a 200 us sleep of a ULT
-// on an idle worker took at least 1 ms (epoll_wait's timeout is in ms).
+// on an idle worker took at least 1 ms (epoll_wait's timeout is in ms):
+// the shortest of 41 was over 1000 us. The check is on the shortest
+// sleep, not the median, so that a loaded machine (which delays wake-ups,
+// never advances them) cannot fail it.
 TEST(IoDefects, SubMillisecondSleepsAreNotRoundedUp) {
   Watchdog wd(TestName(), 60);
   std::vector<double> us;
   InUlt(1, [&] {
-    for (int i = 0; i < 41; ++i) {
+    for (int i = 0; i < 101; ++i) {
       Clock::time_point t0 = Clock::now();
       weft::this_ult::sleep_for(microseconds(200));
       us.push_back(MsSince(t0) * 1000);
@@ -652,7 +655,7 @@ TEST(IoDefects, SubMillisecondSleepsAreNotRoundedUp) {
   double median = us[us.size() / 2];
   printf("[   INFO   ] 200 us sleeps: min %.0f us, median %.0f us, max %.0f us\n", us.front(), median, us.back());
   EXPECT_GE(us.front(), 200);
-  EXPECT_LT(median, 900) << "sub-millisecond sleeps are rounded up to 1 ms";
+  EXPECT_LT(us.front(), 900) << "sub-millisecond sleeps are rounded up to 1 ms";
 }
 
 }  // namespace
