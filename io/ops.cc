@@ -219,10 +219,11 @@ int64_t rw_epoll(EpollEngine* e, int fd, bool write, const iovec* iov, int cnt, 
   }
 }
 
-// connect() with a deadline on a socket in blocking mode, where nothing
-// else can bound it: O_NONBLOCK for the duration of the call, restored
-// after (the one place weft changes the flag of a descriptor it did not
-// make; io.h says so), then wait for the result within the deadline.
+// connect() without waiting, then a wait for its result within `d`
+// (through e's epoll in a ULT, else ppoll). A socket in blocking mode gets
+// O_NONBLOCK for the duration of the call, restored after: with a deadline
+// nothing else can bound a blocking connect (the one place weft changes
+// the flag of a descriptor it may not have made; io.h says so).
 int connect_with_flag_flip(int fd, const sockaddr* addr, socklen_t len, Deadline d, EpollEngine* e) {
   long fl = sys(SYS_fcntl, fd, F_GETFL);
   if (fl < 0) return static_cast<int>(fl);
@@ -472,16 +473,14 @@ int accept(int fd, sockaddr* addr, socklen_t* len, Deadline d) {
 int connect(int fd, const sockaddr* addr, socklen_t len, Deadline d) {
   if (UringEngine* e = uring())
     return static_cast<int>(uring_op(e, fd, d, [&](io_uring_sqe* s) { io_uring_prep_connect(s, fd, addr, len); }));
-  EpollEngine* e = epoll();
-  if (e != nullptr) {
-    long fl = sys(SYS_fcntl, fd, F_GETFL);
-    if (fl < 0) return static_cast<int>(fl);
-    if (fl & O_NONBLOCK) return connect_with_flag_flip(fd, addr, len, d, e);  // nothing to flip
-  }
-  // A socket in blocking mode: without a deadline, the plain call as a
-  // blocking region; with one, the flag flip is the only way to bound it.
-  if (d.is_none()) return static_cast<int>(blocking_call([&] { return sys(SYS_connect, fd, arg(addr), len); }));
-  return connect_with_flag_flip(fd, addr, len, d, e);
+  long fl = sys(SYS_fcntl, fd, F_GETFL);
+  if (fl < 0) return static_cast<int>(fl);
+  // A non-blocking socket (nothing to flip), or a deadline to keep: connect
+  // without waiting, then wait for the result (through epoll in a ULT).
+  if ((fl & O_NONBLOCK) || !d.is_none()) return connect_with_flag_flip(fd, addr, len, d, epoll());
+  // A socket in blocking mode and no deadline: the plain call as a
+  // blocking region.
+  return static_cast<int>(blocking_call([&] { return sys(SYS_connect, fd, arg(addr), len); }));
 }
 
 int64_t recv(int fd, void* buf, size_t n, int flags, Deadline d) {

@@ -24,6 +24,13 @@
 // make_runnable from the scheduler loop). So the ULT never resumes before
 // its operation's final CQE, and only then can it be stolen.
 //
+// Cancelling (io::close, ops.cc "Closing"): requests posted by other
+// threads are turned into IORING_OP_ASYNC_CANCEL SQEs at the next
+// scheduler pass, behind any SQE already taken, and acknowledged at their
+// CQE; the owner's own KLT (a ULT of this worker, or this worker's KLT in a
+// weft::blocking() region) cancels on the spot with cancel_now(), which
+// submits and waits in io_uring_enter for that one CQE.
+//
 // Idle: wait() sleeps in io_uring_enter(GETEVENTS) with the runtime's next
 // timer as the timeout. Other threads wake it through its ring: an
 // IORING_OP_FUTEX_WAIT on the engine's wake word, armed before sleeping
