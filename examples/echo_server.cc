@@ -7,8 +7,12 @@
 // epoll backend.
 #include <weft/weft.h>
 
-#include <cstdio>
+#include <unistd.h>
 
+#include <cstdio>
+#include <cstring>
+
+#include "examples/accept.h"
 #include "examples/args.h"
 
 int main(int argc, char** argv) {
@@ -18,21 +22,23 @@ int main(int argc, char** argv) {
     fprintf(stderr, "echo_server: %s\n", rt.status().ToString().c_str());
     return 1;
   }
-  absl::Status s = rt.block_on([&] {
-    int lfd = weft::io::listen_tcp("0.0.0.0", static_cast<uint16_t>(args.port));
-    if (lfd < 0) {
-      fprintf(stderr, "echo_server: cannot listen on port %d: %s\n", args.port, strerror(-lfd));
-      exit(1);
-    }
+  // Errors found in a ULT come back to main as values: exit() in a ULT
+  // would run static destructors while the workers still run.
+  absl::StatusOr<int> listening =
+      rt.block_on([&] { return weft::io::listen_tcp("0.0.0.0", static_cast<uint16_t>(args.port)); });
+  if (!listening.ok() || *listening < 0) {
+    fprintf(stderr, "echo_server: cannot listen on port %d: %s\n", args.port,
+            listening.ok() ? strerror(-*listening) : listening.status().ToString().c_str());
+    return 1;
+  }
+  int lfd = *listening;
+  absl::StatusOr<int> error = rt.block_on([&] {
     printf("listening on port %d (backend %s, %d workers)\n", weft::io::local_port(lfd), weft::io::backend(),
            rt.concurrency());
     fflush(stdout);
     for (;;) {
-      int c = weft::io::accept(lfd);
-      if (c < 0) {
-        if (c == -EMFILE || c == -ENFILE || c == -ENOMEM) weft::this_ult::sleep_for(std::chrono::milliseconds(10));
-        continue;
-      }
+      int c = examples::accept_next(lfd);
+      if (c < 0) return c;
       weft::Ult u = weft::spawn([c] {
         char buf[4096];
         for (;;) {
@@ -44,6 +50,6 @@ int main(int argc, char** argv) {
       if (!u.status().ok()) weft::io::close(c);  // out of memory: drop this connection, keep serving
     }
   });
-  fprintf(stderr, "echo_server: %s\n", s.ToString().c_str());
-  return 1;
+  fprintf(stderr, "echo_server: accept: %s\n", error.ok() ? strerror(-*error) : error.status().ToString().c_str());
+  _exit(1);  // connection ULTs may still run: do not wait for them in ~Runtime
 }

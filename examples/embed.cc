@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "examples/accept.h"
 #include "examples/args.h"
 
 namespace {
@@ -65,9 +66,8 @@ int main(int argc, char** argv) {
   int port = rt.block_on([&] { return weft::io::local_port(lfd); }).value_or(-1);
   weft::Ult server = rt.spawn([lfd] {
     for (;;) {
-      int c = weft::io::accept(lfd);
-      if (c == -ECANCELED || c == -EBADF || c == -EINVAL) return;  // listener closed: shutting down
-      if (c < 0) continue;
+      int c = examples::accept_next(lfd);  // waits out EMFILE instead of spinning
+      if (c < 0) return;                    // listener closed: shutting down
       // A handle destroyed while joinable detaches its ULT.
       weft::Ult conn = weft::spawn([c] {
         char buf[512];

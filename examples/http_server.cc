@@ -3,279 +3,245 @@
 //
 //   http_server --port 8080 --workers 2 --root ./public
 //
-//   GET /  or  /hello     -> 200 "hello\n"
-//   GET /static/NAME      -> the file ROOT/NAME (NAME: letters, digits, . _ -,
-//                            not starting with '.'; at most 4 MiB)
-//   HEAD of either        -> the same headers, no body
-//   anything malformed    -> 400 and the connection is closed; other errors:
-//                            404, 405, 413, 431, 501
-// Connections idle for 30 s are closed.
+//   GET /  or  /hello   -> 200 "hello\n"
+//   GET /static/NAME    -> the regular file ROOT/NAME, streamed in 64 KiB
+//                          pieces (NAME: letters, digits, . _ -, not starting
+//                          with '.'). Symbolic links (even ones that stay in
+//                          ROOT), FIFOs, devices and directories: 404.
+//   HEAD of either      -> the same headers, no body
+//   anything malformed  -> 400 and the connection is closed; other errors:
+//                          404, 405, 413, 431, 501, 505
+//
+// Limits against slow or greedy clients:
+//   --request-timeout S  a request's head must be complete S seconds after
+//                        its first byte, and its body S seconds after that
+//                        (default 10): a client that sends one byte at a
+//                        time ("slowloris") cannot hold a connection longer.
+//   --idle-timeout S     a keep-alive connection where no next request starts
+//                        within S seconds is closed (default 30); a response
+//                        must make progress too: each piece within S seconds.
+//   --max-connections N  at most N connections at once (default 1000). One
+//                        more is answered 503 and closed at once, unread (a
+//                        client that had already sent its request may see a
+//                        reset instead); waiting for a slot instead would let
+//                        N slow clients stall every new one in the backlog.
 #include <weft/weft.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
-#include <cctype>
+#include <atomic>
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <string_view>
 
+#include "examples/accept.h"
 #include "examples/args.h"
+#include "examples/http_parse.h"
 
 namespace {
 
-constexpr size_t kMaxHeader = 8192;
-constexpr size_t kMaxBody = 1 << 20;     // discarded request bodies
-constexpr size_t kMaxFile = 4 << 20;
-constexpr auto kIdle = std::chrono::seconds(30);
+using weft::io::Deadline;
 
-std::string g_root;
+constexpr size_t kChunk = 64 * 1024;  // file bytes read and sent at a time
 
-struct Request {
-  int status = 0;  // 0: well formed; else the error status to answer
-  std::string_view method, target;
-  bool http10 = false;
-  bool keep_alive = true;
-  size_t content_length = 0;
-};
+int g_root_fd = -1;  // the document root, opened once at start
+std::chrono::seconds g_request_timeout{10}, g_idle_timeout{30};
+std::atomic<int> g_connections{0};  // being served now
 
-bool is_alnum(char c) { return isalnum(static_cast<unsigned char>(c)) != 0; }
-
-bool is_tchar(char c) { return c != '\0' && (is_alnum(c) || strchr("!#$%&'*+-.^_`|~", c) != nullptr); }
-
-bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i)
-    if (tolower(static_cast<unsigned char>(a[i])) != tolower(static_cast<unsigned char>(b[i]))) return false;
-  return true;
+bool send_text(int fd, const std::string& msg) {
+  return weft::io::send_all(fd, msg.data(), msg.size(), Deadline::in(g_idle_timeout)) ==
+         static_cast<int64_t>(msg.size());
 }
 
-std::string_view strip(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
+std::string head_of(int status, uint64_t length, std::string_view type, bool keep_alive) {
+  return "HTTP/1.1 " + std::to_string(status) + " " + http::reason(status) +
+         "\r\nContent-Length: " + std::to_string(length) + "\r\nContent-Type: " + std::string(type) +
+         "\r\nConnection: " + (keep_alive ? "keep-alive" : "close") + "\r\n\r\n";
 }
 
-// A decimal Content-Length without sign or overflow.
-bool parse_size(std::string_view s, size_t* out) {
-  if (s.empty() || s.size() > 18) return false;
-  size_t n = 0;
-  for (char c : s) {
-    if (c < '0' || c > '9') return false;
-    n = n * 10 + static_cast<size_t>(c - '0');
-  }
-  *out = n;
-  return true;
-}
-
-Request bad(int status) {
-  Request r;
-  r.status = status;
-  return r;
-}
-
-bool is_token(std::string_view s) { return !s.empty() && std::all_of(s.begin(), s.end(), is_tchar); }
-
-bool is_field_value(std::string_view s) {
-  for (unsigned char c : s)
-    if ((c < 0x20 && c != '\t') || c == 0x7f) return false;
-  return true;
-}
-
-// Parses the head [request line, headers] without its final CRLF CRLF.
-Request parse(std::string_view head) {
-  Request r;
-  size_t eol = head.find("\r\n");
-  std::string_view line = head.substr(0, eol);
-  size_t sp1 = line.find(' ');
-  size_t sp2 = sp1 == std::string_view::npos ? sp1 : line.find(' ', sp1 + 1);
-  if (sp2 == std::string_view::npos || line.find(' ', sp2 + 1) != std::string_view::npos) return bad(400);
-  r.method = line.substr(0, sp1);
-  r.target = line.substr(sp1 + 1, sp2 - sp1 - 1);
-  std::string_view version = line.substr(sp2 + 1);
-  if (!is_token(r.method) || r.target.empty() || r.target[0] != '/') return bad(400);
-  for (unsigned char c : r.target)
-    if (c <= 0x20 || c >= 0x7f) return bad(400);
-  if (version == "HTTP/1.0") {
-    r.http10 = true;
-    r.keep_alive = false;
-  } else if (version != "HTTP/1.1") {
-    return bad(version.substr(0, 5) == "HTTP/" ? 505 : 400);
-  }
-  bool have_length = false;
-  while (eol != std::string_view::npos) {
-    size_t start = eol + 2;
-    eol = head.find("\r\n", start);
-    std::string_view h = head.substr(start, eol == std::string_view::npos ? head.npos : eol - start);
-    if (h.empty()) return bad(400);
-    size_t colon = h.find(':');
-    if (colon == std::string_view::npos || !is_token(h.substr(0, colon))) return bad(400);
-    std::string_view name = h.substr(0, colon);
-    std::string_view value = strip(h.substr(colon + 1));
-    if (!is_field_value(value)) return bad(400);
-    if (iequals(name, "content-length")) {
-      size_t n;
-      if (!parse_size(value, &n) || (have_length && n != r.content_length)) return bad(400);
-      have_length = true;
-      r.content_length = n;
-    } else if (iequals(name, "transfer-encoding")) {
-      return bad(501);
-    } else if (iequals(name, "connection")) {
-      if (iequals(value, "close")) r.keep_alive = false;
-      if (iequals(value, "keep-alive")) r.keep_alive = true;
-    }
-  }
-  if (r.content_length > kMaxBody) return bad(413);
-  return r;
-}
-
-const char* reason(int status) {
-  switch (status) {
-    case 200: return "OK";
-    case 400: return "Bad Request";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 413: return "Content Too Large";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 505: return "HTTP Version Not Supported";
-  }
-  return "Error";
-}
-
-bool respond(int fd, int status, std::string_view body, bool keep_alive, bool head_only,
-             std::string_view type = "text/plain") {
-  std::string msg = "HTTP/1.1 " + std::to_string(status) + " " + reason(status) +
-                    "\r\nContent-Length: " + std::to_string(body.size()) + "\r\nContent-Type: " + std::string(type) +
-                    "\r\nConnection: " + (keep_alive ? "keep-alive" : "close") + "\r\n\r\n";
+// Sends a whole response; false if the connection must be closed.
+bool respond(int fd, int status, std::string_view body, bool keep_alive, bool head_only) {
+  std::string msg = head_of(status, body.size(), "text/plain", keep_alive);
   if (!head_only) msg.append(body);
-  return weft::io::send_all(fd, msg.data(), msg.size(), weft::io::Deadline::in(kIdle)) >= 0;
+  return send_text(fd, msg);
 }
 
-bool valid_name(std::string_view n) {
-  if (n.empty() || n[0] == '.' || n.size() > 255) return false;
-  for (char c : n)
-    if (!is_alnum(c) && c != '.' && c != '_' && c != '-') return false;
-  return true;
+bool respond_error(int fd, int status, bool keep_alive, bool head_only) {
+  return respond(fd, status, std::string(http::reason(status)) + "\n", keep_alive, head_only);
 }
 
-// Reads ROOT/NAME into *out: 200, 404, 413 or 500.
-int read_file(std::string_view name, std::string* out) {
-  std::string path = g_root + "/" + std::string(name);
-  int fd = weft::io::openat(AT_FDCWD, path.c_str(), O_RDONLY);
-  if (fd < 0) return fd == -ENOENT || fd == -ENOTDIR ? 404 : 500;
+// Answers GET/HEAD /static/NAME; false if the connection must be closed.
+bool send_file(int fd, std::string_view name, bool keep_alive, bool head_only) {
+  // NAME is one path component (http::valid_name), so only a symbolic link
+  // could lead out of the root: O_NOFOLLOW refuses it (ELOOP). O_NONBLOCK:
+  // opening a FIFO does not wait for a writer (that would block an io_uring
+  // worker thread or, with epoll, a weft worker). openat2's RESOLVE_BENEATH
+  // would add nothing for a single component, and weft::io has no openat2.
+  std::string path(name);
+  int f = weft::io::openat(g_root_fd, path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY);
+  if (f < 0) {
+    bool missing = f == -ENOENT || f == -ENOTDIR || f == -ELOOP || f == -EACCES;
+    return respond_error(fd, missing ? 404 : 500, keep_alive, head_only);
+  }
   struct statx st {};
   int status = 200;
-  if (weft::io::statx(fd, "", AT_EMPTY_PATH, STATX_SIZE | STATX_TYPE, &st) < 0 || !S_ISREG(st.stx_mode)) {
-    status = 404;
-  } else if (st.stx_size > kMaxFile) {
-    status = 413;
-  } else {
-    out->resize(st.stx_size);
-    size_t done = 0;
-    while (done < out->size()) {
-      int64_t n = weft::io::pread(fd, out->data() + done, out->size() - done, static_cast<off_t>(done));
-      if (n <= 0) {
-        status = 500;
-        break;
-      }
-      done += static_cast<size_t>(n);
+  if (weft::io::statx(f, "", AT_EMPTY_PATH, STATX_TYPE | STATX_SIZE, &st) < 0) {
+    status = 500;
+  } else if (!S_ISREG(st.stx_mode)) {
+    status = 404;  // a FIFO, a socket, a device or a directory
+  } else if (fcntl(f, F_SETFL, 0) != 0) {
+    // A regular file is read with O_NONBLOCK cleared: io_uring would
+    // otherwise answer -EAGAIN for data not in the page cache.
+    status = 500;
+  }
+  if (status != 200) {
+    weft::io::close(f);
+    return respond_error(fd, status, keep_alive, head_only);
+  }
+  bool ok = send_text(fd, head_of(200, st.stx_size, "application/octet-stream", keep_alive));
+  if (ok && !head_only) {
+    std::unique_ptr<char[]> chunk(new char[kChunk]);
+    for (uint64_t off = 0; ok && off < st.stx_size;) {
+      int64_t n = weft::io::pread(f, chunk.get(), std::min<uint64_t>(kChunk, st.stx_size - off),
+                                  static_cast<off_t>(off));
+      // A file that shrank or failed meanwhile: the promised length cannot be
+      // kept, so the connection is closed.
+      ok = n > 0 && weft::io::send_all(fd, chunk.get(), static_cast<size_t>(n), Deadline::in(g_idle_timeout)) == n;
+      off += static_cast<uint64_t>(std::max<int64_t>(n, 0));
     }
   }
-  weft::io::close(fd);
-  return status;
+  weft::io::close(f);
+  return ok;
+}
+
+// Receives up to `max` more bytes into *buf before the deadline; false on
+// EOF, error, reset or the deadline.
+bool receive(int fd, std::string* buf, size_t max, Deadline d) {
+  char tmp[4096];
+  int64_t n = weft::io::recv(fd, tmp, std::min(sizeof tmp, max), 0, d);
+  if (n <= 0) return false;
+  buf->append(tmp, static_cast<size_t>(n));
+  return true;
 }
 
 void serve(int fd) {
   std::string buf;
-  buf.reserve(kMaxHeader);
   for (;;) {
-    size_t end;
-    while ((end = buf.find("\r\n\r\n")) == std::string::npos) {
-      if (buf.size() >= kMaxHeader) {
-        respond(fd, 431, "header too large\n", false, false);
+    // Keep-alive: the next request must start within the idle timeout...
+    if (buf.empty() && !receive(fd, &buf, http::kMaxHeader + 4, Deadline::in(g_idle_timeout))) return;
+    // ... and its head be complete within the request timeout.
+    Deadline head_by = Deadline::in(g_request_timeout);
+    size_t end, searched = 0;
+    while ((end = http::find_head_end(buf, searched)) == std::string::npos) {
+      if (buf.size() >= http::kMaxHeader) {
+        respond_error(fd, 431, false, false);
         return;
       }
-      char tmp[4096];
-      int64_t n = weft::io::recv(fd, tmp, std::min(sizeof tmp, kMaxHeader + 4 - buf.size()), 0,
-                                 weft::io::Deadline::in(kIdle));
-      if (n <= 0) return;  // closed, reset, or idle too long
-      buf.append(tmp, static_cast<size_t>(n));
+      searched = buf.size();
+      if (!receive(fd, &buf, http::kMaxHeader + 4 - buf.size(), head_by)) return;  // gone, or too slow
     }
-    Request r = parse(std::string_view(buf).substr(0, end));
-    size_t consumed = end + 4;
+    http::Request r = http::parse(std::string_view(buf).substr(0, end));
     if (r.status != 0) {
-      respond(fd, r.status, std::string(reason(r.status)) + "\n", false, false);
+      respond_error(fd, r.status, false, false);
       return;
     }
-    // Skip a request body (we serve no POSTs, but must not misread it).
-    size_t body = r.content_length;
-    while (body > 0) {
-      size_t take = std::min(body, buf.size() - consumed);
-      consumed += take;
-      body -= take;
-      if (body == 0) break;
-      buf.clear();
-      consumed = 0;
+    // Skip a request body (we serve no POSTs, but must not misread it); the
+    // part not yet in buf must arrive within the request timeout.
+    size_t consumed = end + 4;
+    size_t in_buf = std::min(r.content_length, buf.size() - consumed);
+    consumed += in_buf;
+    Deadline body_by = Deadline::in(g_request_timeout);
+    for (size_t left = r.content_length - in_buf; left > 0;) {
       char tmp[4096];
-      int64_t n = weft::io::recv(fd, tmp, std::min(sizeof tmp, body), 0, weft::io::Deadline::in(kIdle));
+      int64_t n = weft::io::recv(fd, tmp, std::min(sizeof tmp, left), 0, body_by);
       if (n <= 0) return;
-      buf.assign(tmp, static_cast<size_t>(n));
+      left -= static_cast<size_t>(n);
     }
     bool head = r.method == "HEAD";
     bool ok;
     if (r.method != "GET" && !head) {
-      ok = respond(fd, 405, "method not allowed\n", r.keep_alive, false);
+      ok = respond_error(fd, 405, r.keep_alive, false);
     } else if (r.target == "/" || r.target == "/hello") {
       ok = respond(fd, 200, "hello\n", r.keep_alive, head);
-    } else if (r.target.substr(0, 8) == "/static/" && valid_name(r.target.substr(8))) {
-      std::string content;
-      int status = read_file(r.target.substr(8), &content);
-      ok = status == 200 ? respond(fd, 200, content, r.keep_alive, head, "application/octet-stream")
-                         : respond(fd, status, std::string(reason(status)) + "\n", r.keep_alive, head);
+    } else if (r.target.substr(0, 8) == "/static/" && http::valid_name(r.target.substr(8))) {
+      ok = send_file(fd, r.target.substr(8), r.keep_alive, head);
     } else {
-      ok = respond(fd, 404, "not found\n", r.keep_alive, head);
+      ok = respond_error(fd, 404, r.keep_alive, head);
     }
     if (!ok || !r.keep_alive) return;
-    buf.erase(0, consumed);
+    buf.erase(0, consumed);  // r's views into buf are dead from here
+  }
+}
+
+// Accepts connections until the listener fails; returns its error.
+int accept_loop(int lfd, int max_connections) {
+  static const std::string k503 = head_of(503, 0, "text/plain", false);
+  for (;;) {
+    int c = examples::accept_next(lfd);
+    if (c < 0) return c;
+    if (g_connections.load() >= max_connections) {
+      // Never wait for this client: a new socket's buffer takes the answer.
+      weft::io::send(c, k503.data(), k503.size(), MSG_DONTWAIT);
+      weft::io::close(c);
+      continue;
+    }
+    g_connections.fetch_add(1);
+    weft::Ult u = weft::spawn(
+        [c] {
+          serve(c);
+          weft::io::close(c);
+          g_connections.fetch_sub(1);
+        },
+        weft::SpawnOptions{.name = "http-conn"});
+    if (!u.status().ok()) {  // out of memory: drop this connection, keep serving
+      weft::io::close(c);
+      g_connections.fetch_sub(1);
+    }
   }
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  examples::Args args =
-      examples::parse(argc, argv, "Serves \"hello\" at / and files under /static/, HTTP/1.1 keep-alive.", true);
-  g_root = args.root;
+  int request_timeout = 10, idle_timeout = 30, max_connections = 1000;
+  examples::Args args = examples::parse(
+      argc, argv, "Serves \"hello\" at / and files under /static/, HTTP/1.1 keep-alive.", true,
+      {{"--request-timeout", &request_timeout, 1, 3600, "seconds for a request's head (and again its body)"},
+       {"--idle-timeout", &idle_timeout, 1, 86400, "seconds a keep-alive connection may idle"},
+       {"--max-connections", &max_connections, 1, 1 << 20, "connections at once; more are answered 503"}});
+  g_request_timeout = std::chrono::seconds(request_timeout);
+  g_idle_timeout = std::chrono::seconds(idle_timeout);
+  g_root_fd = open(args.root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (g_root_fd < 0) {
+    fprintf(stderr, "http_server: cannot open --root %s: %s\n", args.root.c_str(), strerror(errno));
+    return 1;
+  }
   weft::Runtime rt(weft::Options{.workers = args.workers});
   if (!rt.status().ok()) {
     fprintf(stderr, "http_server: %s\n", rt.status().ToString().c_str());
     return 1;
   }
-  absl::Status s = rt.block_on([&] {
-    int lfd = weft::io::listen_tcp("0.0.0.0", static_cast<uint16_t>(args.port));
-    if (lfd < 0) {
-      fprintf(stderr, "http_server: cannot listen on port %d: %s\n", args.port, strerror(-lfd));
-      exit(1);
-    }
+  // Errors found in a ULT come back to main as values: exit() in a ULT
+  // would run static destructors while the workers still run.
+  absl::StatusOr<int> listening =
+      rt.block_on([&] { return weft::io::listen_tcp("0.0.0.0", static_cast<uint16_t>(args.port)); });
+  if (!listening.ok() || *listening < 0) {
+    fprintf(stderr, "http_server: cannot listen on port %d: %s\n", args.port,
+            listening.ok() ? strerror(-*listening) : listening.status().ToString().c_str());
+    return 1;
+  }
+  int lfd = *listening;
+  absl::StatusOr<int> error = rt.block_on([&] {
     printf("listening on port %d (backend %s, %d workers)\n", weft::io::local_port(lfd), weft::io::backend(),
            rt.concurrency());
     fflush(stdout);
-    for (;;) {
-      int c = weft::io::accept(lfd);
-      if (c < 0) {
-        if (c == -EMFILE || c == -ENFILE || c == -ENOMEM) weft::this_ult::sleep_for(std::chrono::milliseconds(10));
-        continue;
-      }
-      weft::Ult u = weft::spawn(
-          [c] {
-            serve(c);
-            weft::io::close(c);
-          },
-          weft::SpawnOptions{.name = "http-conn"});
-      if (!u.status().ok()) weft::io::close(c);
-    }
+    return accept_loop(lfd, max_connections);
   });
-  fprintf(stderr, "http_server: %s\n", s.ToString().c_str());
-  return 1;
+  fprintf(stderr, "http_server: accept: %s\n",
+          error.ok() ? strerror(-*error) : error.status().ToString().c_str());
+  _exit(1);  // connection ULTs may still run: do not wait for them in ~Runtime
 }

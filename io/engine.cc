@@ -1,5 +1,5 @@
 // io/engine.cc — the engine registry, per-fd in-flight counts, and the
-// cross-worker cancel queue.
+// cross-worker cancel queue (io::close's requests).
 #include "io/engine.h"
 
 #include <sys/mman.h>
@@ -8,6 +8,7 @@
 
 #include "io/offload.h"
 #include "runtime/fork.h"
+#include "sys/raw_log.h"
 #include "sys/raw_syscall.h"
 
 namespace weft::io_internal {
@@ -67,24 +68,43 @@ void unregister_engine(Engine* e) {
   v.erase(std::remove(v.begin(), v.end(), e), v.end());
 }
 
-Engine::~Engine() { unregister_engine(this); }
+Engine::~Engine() {
+  unregister_engine(this);
+  for (CloseRequest* r : take_requests()) close_request_ack(r);
+}
 
-void Engine::post_cancel(CancelRequest* r) {
+void close_request_unref(CloseRequest* r) {
+  if (r->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) delete r;
+}
+
+void close_request_ack(CloseRequest* r) {
+  uint32_t prev = r->state.fetch_sub(1, std::memory_order_acq_rel);
+  WEFT_DCHECK((prev & ~CloseRequest::kAbandoned) != 0, "close request for fd %d acknowledged once too often", r->fd);
+  if (prev == (CloseRequest::kAbandoned | 1)) {
+    // The closer stopped waiting and this was the last engine with
+    // operations on fd: they are cancelled (a ring's SQEs for fd went to
+    // the kernel, in order, before its cancel), so the number may go now.
+    sys::raw_syscall(SYS_close, r->fd);
+  }
+  r->acked.count_down();
+  close_request_unref(r);
+}
+
+void Engine::post_cancel(CloseRequest* r) {
   {
     rt::LockGuard<rt::KltMutex> g(req_lock_);
-    r->next = requests_;
-    requests_ = r;
+    requests_.push_back(r);
     has_requests_.store(true, std::memory_order_release);
   }
   wake();
 }
 
-CancelRequest* Engine::take_requests() {
+std::vector<CloseRequest*> Engine::take_requests() {
+  std::vector<CloseRequest*> out;
   rt::LockGuard<rt::KltMutex> g(req_lock_);
-  CancelRequest* r = requests_;
-  requests_ = nullptr;
+  out.swap(requests_);
   has_requests_.store(false, std::memory_order_relaxed);
-  return r;
+  return out;
 }
 
 namespace {

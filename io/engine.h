@@ -7,6 +7,8 @@
 //
 // Ownership: an engine is used by its worker's KLT only (the ring is
 // SINGLE_ISSUER), except wake() and post_cancel(), which any thread calls.
+// "Its worker's KLT" includes that KLT inside a weft::blocking() region:
+// a handoff moves a blocked worker's queues and timers, never its engine.
 #pragma once
 
 #include <atomic>
@@ -20,36 +22,86 @@
 
 namespace weft::io_internal {
 
-// A request to cancel everything in flight on fd on one engine (io::close).
-struct CancelRequest {
-  int fd = -1;
-  Latch* done = nullptr;        // counted down once the engine has cancelled
-  CancelRequest* next = nullptr;
+// io::close's request to the engines that had operations in flight when it
+// looked: cancel everything in flight on fd, then acknowledge. Heap-allocated
+// and reference counted (the closer and each engine it was posted to hold
+// one reference), because the closer may stop waiting before every engine
+// has answered (ops.cc, close(): "Closing"). Created and posted by ops.cc;
+// acknowledged with close_request_ack() by each engine, exactly once.
+struct CloseRequest {
+  explicit CloseRequest(int f) : fd(f) {}
+  const int fd;
+  // The state word: the number of engines that have not acknowledged yet
+  // (low bits) and kAbandoned once the closer stopped waiting. Whoever
+  // makes the word exactly kAbandoned (count zero, flag set) closes fd, and
+  // so does the closer if it finds the count zero:
+  //   closer, on timeout:  prev = fetch_or(kAbandoned)
+  //                        count(prev) == 0: every engine answered in the
+  //                        meantime, the closer closes fd itself;
+  //                        else: the engine that answers last closes it.
+  //   engine, on ack:      prev = fetch_sub(1)
+  //                        prev == kAbandoned|1: last, and the closer is
+  //                        gone: this engine closes fd.
+  // Both are read-modify-writes of one word, so they are totally ordered:
+  // exactly one party closes fd. The closer adds one to the count before
+  // it posts to an engine, so the count cannot reach zero while it still
+  // posts.
+  static constexpr uint32_t kAbandoned = 1u << 31;
+  std::atomic<uint32_t> state{0};
+  Latch acked{0};                  // counted down by every acknowledgement
+  std::atomic<uint32_t> refs{1};   // the closer's
 };
+
+// Takes a reference for an engine (before posting r to it).
+inline void close_request_ref(CloseRequest* r) { r->refs.fetch_add(1, std::memory_order_relaxed); }
+// Drops a reference; the last one frees r.
+void close_request_unref(CloseRequest* r);
+// An engine has cancelled what it had in flight on r->fd: acknowledges
+// (closing fd if it is the last engine and the closer has given up
+// waiting) and drops the engine's reference. Any thread.
+void close_request_ack(CloseRequest* r);
 
 class Engine : public rt::Poller {
  public:
   enum class Kind { kUring, kEpoll };
   explicit Engine(Kind k) : kind_(k) { poller_is_io_engine = true; }
+  // Acknowledges the requests still queued (an engine that goes away has
+  // nothing in flight: its worker never exits with operations in flight).
+  // Derived destructors unregister first, so that nobody posts to or wakes
+  // a half-destroyed engine.
   ~Engine() override;
   Kind kind() const { return kind_; }
 
-  // Any thread: ask the owner to cancel all operations on fd; `r->done` is
-  // counted down when it has. The owner is woken.
-  void post_cancel(CancelRequest* r);
+  // Owner only: whether the engine is set up (its ring or epoll instance
+  // exists), trying to set it up if it is not and no retry is pending.
+  // While false, operations run as plain blocking calls (see setup() in
+  // the derived classes for the retry policy).
+  virtual bool ready() = 0;
+
+  // Owner only — a ULT running on this engine's worker, or that worker's
+  // own KLT inside a weft::blocking() region (it is still the ring's only
+  // issuer; the monitor moves a blocked worker's queues, never its
+  // engine): cancels every operation in flight on fd here, and returns
+  // once they have been cancelled. Does not park.
+  virtual void cancel_now(int fd) = 0;
+
+  // Any thread: queues r for the owner, which cancels what it has in
+  // flight on r->fd and then calls close_request_ack(r). The owner is
+  // woken. The caller has taken a reference for this engine.
+  void post_cancel(CloseRequest* r);
 
   // Operations this engine has in flight (read by io::close on any thread).
   std::atomic<int64_t> in_flight{0};
 
  protected:
-  // Owner: the cancel requests posted since the last call.
-  CancelRequest* take_requests();
+  // Owner: the requests posted since the last call, oldest first.
+  std::vector<CloseRequest*> take_requests();
   bool has_requests() const { return has_requests_.load(std::memory_order_acquire); }
 
  private:
   Kind kind_;
   rt::KltMutex req_lock_;
-  CancelRequest* requests_ = nullptr;
+  std::vector<CloseRequest*> requests_;  // guarded by req_lock_
   std::atomic<bool> has_requests_{false};
 };
 
@@ -66,7 +118,8 @@ inline Engine* current_engine() {
 void register_engine(Engine* e);
 void unregister_engine(Engine* e);
 // Calls f(e) for every live engine with operations in flight, under the
-// registry lock (f must not block).
+// registry lock (f must not block; an engine stays alive while f runs,
+// as engines unregister before they are destroyed).
 template <class F>
 void for_each_busy_engine(F f);
 

@@ -3,8 +3,11 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
+#include <ctime>
 
 #include "runtime/log.h"
 #include "sys/futex.h"
@@ -13,29 +16,80 @@
 #include "weft/runtime.h"
 
 namespace weft::io_internal {
+#ifndef SYS_epoll_pwait2
+#define SYS_epoll_pwait2 441  // Linux 5.11; glibc's headers may predate it
+#endif
+
 namespace {
 constexpr uint64_t kEventfdKey = ~uint64_t{0};  // epoll data of the wake-up eventfd
 constexpr int kMaxEvents = 64;
+constexpr int64_t kRetryMinNs = 1000 * 1000;         // setup retries: 1 ms,
+constexpr int64_t kRetryMaxNs = 1000 * 1000 * 1000;  // doubling up to 1 s
+
+// 1: epoll_pwait2 works, 0: it does not (ENOSYS, or EPERM from a seccomp
+// profile that predates it), -1: not tried yet. Process-wide.
+std::atomic<int> have_pwait2{-1};
+
+// epoll_wait with a timeout in nanoseconds (-1: none).
+long epoll_wait_ns(int epfd, epoll_event* events, int max, int64_t timeout_ns) {
+  if (have_pwait2.load(std::memory_order_relaxed) != 0) {
+    timespec ts{};  // the kernel's __kernel_timespec on x86_64
+    if (timeout_ns >= 0) {
+      ts.tv_sec = timeout_ns / 1000000000LL;
+      ts.tv_nsec = timeout_ns % 1000000000LL;
+    }
+    long n = sys::raw_syscall(SYS_epoll_pwait2, epfd, reinterpret_cast<long>(events), max,
+                              timeout_ns >= 0 ? reinterpret_cast<long>(&ts) : 0, 0, 0);
+    if (n != -ENOSYS && n != -EPERM) {
+      have_pwait2.store(1, std::memory_order_relaxed);
+      return n;
+    }
+    have_pwait2.store(0, std::memory_order_relaxed);
+  }
+  // Milliseconds, rounded up (never wake before the deadline), clamped.
+  int ms = -1;
+  if (timeout_ns >= 0) {
+    int64_t m = timeout_ns / 1000000 + (timeout_ns % 1000000 != 0 ? 1 : 0);
+    ms = m > INT32_MAX ? INT32_MAX : static_cast<int>(m);
+  }
+  return sys::raw_syscall(SYS_epoll_wait, epfd, reinterpret_cast<long>(events), max, ms);
+}
 }  // namespace
 
 EpollEngine::EpollEngine() : Engine(Kind::kEpoll) {}
 
 EpollEngine::~EpollEngine() {
+  unregister_engine(this);  // first: nobody may post to or wake us from here on
   if (epfd_ >= 0) sys::raw_syscall(SYS_close, epfd_);
   if (eventfd_ >= 0) sys::raw_syscall(SYS_close, eventfd_);
 }
 
 bool EpollEngine::ready() {
-  if (state_ != State::kNew) return state_ == State::kReady;
+  if (state_ == State::kReady) return true;
+  if (state_ == State::kFailed && rt::monotonic_ns() < retry_at_ns_) return false;
   long ep = sys::raw_syscall(SYS_epoll_create1, EPOLL_CLOEXEC);
-  long ev = sys::raw_syscall(SYS_eventfd2, 0, EFD_CLOEXEC | EFD_NONBLOCK);
+  long ev = sys::is_error(ep) ? 0 : sys::raw_syscall(SYS_eventfd2, 0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (sys::is_error(ep) || sys::is_error(ev)) {
     if (!sys::is_error(ep)) sys::raw_syscall(SYS_close, ep);
-    if (!sys::is_error(ev)) sys::raw_syscall(SYS_close, ev);
+    int err = static_cast<int>(sys::is_error(ep) ? -ep : -ev);
+    // Not for good: log the first failure of a run and retry after a
+    // backoff (the worker's io runs as blocking calls meanwhile).
     state_ = State::kFailed;
-    sys::raw_logf("weft: epoll/eventfd setup failed on a worker; its io runs as blocking calls");
+    backoff_ns_ = backoff_ns_ == 0 ? kRetryMinNs : std::min(backoff_ns_ * 2, kRetryMaxNs);
+    retry_at_ns_ = rt::monotonic_ns() + backoff_ns_;
+    if (failures_++ == 0) {
+      sys::raw_logf("weft: epoll/eventfd setup failed on a worker (%s); its io runs as blocking calls until a "
+                    "retry succeeds (retried at its next io, backing off up to 1 s)",
+                    strerror(err));
+    }
     return false;
   }
+  if (failures_ != 0) {
+    sys::raw_logf("weft: epoll setup succeeded on a worker after %u failed attempts; its io uses epoll again",
+                  failures_);
+  }
+  failures_ = 0;
+  backoff_ns_ = 0;
   epfd_ = static_cast<int>(ep);
   eventfd_ = static_cast<int>(ev);
   epoll_event e{};
@@ -130,9 +184,9 @@ int EpollEngine::wait_ready(int fd, uint32_t events, int64_t deadline_ns) {
   return me.result;
 }
 
-void EpollEngine::dispatch(int timeout_ms) {
+void EpollEngine::dispatch(int64_t timeout_ns) {
   epoll_event events[kMaxEvents];
-  long n = sys::raw_syscall(SYS_epoll_wait, epfd_, reinterpret_cast<long>(events), kMaxEvents, timeout_ms);
+  long n = epoll_wait_ns(epfd_, events, kMaxEvents, timeout_ns);
   if (n <= 0) return;
   for (long i = 0; i < n; ++i) {
     if (events[i].data.u64 == kEventfdKey) {
@@ -164,21 +218,22 @@ void EpollEngine::dispatch(int timeout_ms) {
   }
 }
 
+void EpollEngine::cancel_now(int fd) {
+  auto it = fds_.find(fd);
+  if (it == fds_.end()) return;
+  for (Waiter* w : it->second.waiters) {
+    w->result = -ECANCELED;
+    rt::unpark(w->ult);
+  }
+  waiting_ -= static_cast<uint32_t>(it->second.waiters.size());
+  if (it->second.registered) sys::raw_syscall(SYS_epoll_ctl, epfd_, EPOLL_CTL_DEL, fd, 0);
+  fds_.erase(it);
+}
+
 void EpollEngine::process_requests() {
-  for (CancelRequest* r = take_requests(); r != nullptr;) {
-    CancelRequest* next = r->next;
-    auto it = fds_.find(r->fd);
-    if (it != fds_.end()) {
-      for (Waiter* w : it->second.waiters) {
-        w->result = -ECANCELED;
-        rt::unpark(w->ult);
-      }
-      waiting_ -= static_cast<uint32_t>(it->second.waiters.size());
-      if (it->second.registered) sys::raw_syscall(SYS_epoll_ctl, epfd_, EPOLL_CTL_DEL, r->fd, 0);
-      fds_.erase(it);
-    }
-    r->done->count_down();
-    r = next;
+  for (CloseRequest* r : take_requests()) {
+    cancel_now(r->fd);
+    close_request_ack(r);
   }
 }
 
@@ -199,12 +254,12 @@ void EpollEngine::wait(int64_t deadline_ns) {
     return;
   }
   if (has_requests()) process_requests();
-  int timeout_ms = -1;
+  int64_t timeout_ns = -1;
   if (deadline_ns >= 0) {
     int64_t rel = deadline_ns - rt::monotonic_ns();
-    timeout_ms = rel <= 0 ? 0 : static_cast<int>((rel + 999999) / 1000000);
+    timeout_ns = rel <= 0 ? 0 : rel;
   }
-  dispatch(timeout_ms);
+  dispatch(timeout_ns);
   word_.exchange(0, std::memory_order_acq_rel);
   if (has_requests()) process_requests();
 }

@@ -1,15 +1,22 @@
 // io/epoll_engine.h — the fallback: one epoll instance per worker.
 //
 // Used where io_uring is missing or forbidden, or with WEFT_IO=epoll. An
-// operation tries the non-blocking system call; on EAGAIN the ULT registers
+// operation tries the system call without waiting (per-call flags:
+// MSG_DONTWAIT, RWF_NOWAIT; weft never sets O_NONBLOCK on a descriptor it
+// did not create, see ops.cc); on EAGAIN the ULT registers
 // interest in the fd on its worker's epoll (EPOLLONESHOT), pins itself to
 // the worker (the registration is the worker's own state) and parks until
 // the fd is ready, its deadline passes (-ETIMEDOUT) or io::close cancels it
 // (-ECANCELED); then it tries again. The worker polls its epoll at each
 // scheduler pass while anybody waits on it, and sleeps in epoll_wait when
-// idle, with its next timer as the timeout. Wake-ups from other threads
+// idle, with its next timer as the timeout (epoll_pwait2, nanoseconds,
+// where the kernel has it — Linux 5.11 —, else epoll_wait, whose timeout is
+// rounded up to whole milliseconds). Wake-ups from other threads
 // come through an eventfd in the epoll set, written only when the worker
-// has said it sleeps (FutexPoller's word protocol).
+// has said it sleeps (FutexPoller's word protocol). The epoll instance and
+// eventfd are made at the worker's first idle wait or io; if that fails
+// (EMFILE, ...) it is logged, io runs as blocking calls meanwhile, and it
+// is tried again after a backoff (1 ms, doubling up to 1 s).
 #pragma once
 
 #include <cstdint>
@@ -29,6 +36,9 @@ class EpollEngine final : public Engine {
   void wake() override;
   void poll() override;
   void close_after_fork() override;
+  bool ready() override;
+  // Owner only: every waiter on fd returns -ECANCELED; fd leaves the epoll set.
+  void cancel_now(int fd) override;
 
   // Owner only, from a ULT: waits until fd is ready for `events` (EPOLLIN
   // and/or EPOLLOUT). 0 when ready (or in error/hang-up: the caller's retry
@@ -49,12 +59,14 @@ class EpollEngine final : public Engine {
     std::vector<Waiter*> waiters;
   };
 
-  bool ready();
-  void dispatch(int timeout_ms);
+  void dispatch(int64_t timeout_ns);
   void rearm(FdState* st);
   void process_requests();
 
   enum class State { kNew, kReady, kFailed } state_ = State::kNew;
+  int64_t retry_at_ns_ = 0;   // kFailed: no new attempt before this
+  int64_t backoff_ns_ = 0;    // kFailed: the wait after the next failure
+  uint32_t failures_ = 0;     // failed setups since the last success
   int epfd_ = -1;
   int eventfd_ = -1;
   std::atomic<uint32_t> word_{0};

@@ -4,6 +4,11 @@
 // forces epoll; WEFT_IO=uring forces io_uring and aborts with the reason if
 // it cannot be set up; otherwise a probe ring decides (ENOSYS: no io_uring
 // in this kernel; EPERM: a seccomp profile or kernel.io_uring_disabled).
+// Other probe failures (EMFILE, ENFILE, ENOMEM, ...) come from the kernel
+// after it accepted the call, so io_uring is there: they are a shortage of
+// the moment and must not decide the process's backend for good; the
+// workers' own setup retries (uring_engine.h). WEFT_IO is read with
+// secure_getenv: a set-user-ID program ignores it.
 #include <liburing.h>
 
 #include <cerrno>
@@ -36,7 +41,7 @@ std::string disabled_sysctl() {
 }
 
 Choice decide() {
-  const char* env = getenv("WEFT_IO");
+  const char* env = secure_getenv("WEFT_IO");
   std::string forced = env != nullptr ? env : "";
   if (forced == "epoll") return {false, "WEFT_IO=epoll"};
   if (!forced.empty() && forced != "uring") {
@@ -48,6 +53,12 @@ Choice decide() {
   if (r == 0) {
     io_uring_queue_exit(&probe);
     return {true, forced == "uring" ? "WEFT_IO=uring" : "io_uring available"};
+  }
+  if (r != -ENOSYS && r != -EPERM && r != -EACCES && r != -EINVAL) {
+    // The kernel got past its permission checks: io_uring is available,
+    // the probe just ran short of something (a descriptor, memory).
+    return {true, std::string(forced == "uring" ? "WEFT_IO=uring" : "io_uring available") + " (probe: " +
+                      strerror(-r) + ", transient)"};
   }
   std::string why = std::string("io_uring_setup: ") + strerror(-r);
   if (r == -ENOSYS) why += " (kernel without io_uring)";

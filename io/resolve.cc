@@ -1,26 +1,39 @@
 // io/resolve.cc — getaddrinfo on a small bounded pool of helper threads.
 //
-// getaddrinfo blocks (files, DNS) and io_uring cannot run it. A ULT hands
-// the lookup to one of at most kMaxHelpers pthreads and parks on a Latch;
-// the helper counts the latch down when done. Helpers are started on demand
-// and live as long as the process. Outside a ULT the lookup runs inline.
+// getaddrinfo blocks (files, DNS) and io_uring cannot run it. A ULT (or a
+// thread that gave a deadline) hands the lookup to one of at most
+// kMaxHelpers pthreads and waits on the Job's Latch, for at most its
+// deadline; the helper counts the latch down when done. At most
+// kMaxQueued lookups wait for a helper; more are refused
+// (ResourceExhausted), as is a lookup that finds no helper and cannot
+// start one (std::thread throws: caught here, reported as a status).
+// Helpers are started on demand and live as long as the process. A thread
+// without a deadline runs the lookup inline.
+//
+// A Job is shared (std::shared_ptr) between the waiter and the queue or
+// helper: a waiter that gives up at its deadline returns at once, and the
+// helper still running getaddrinfo for it writes its result into the Job,
+// not into the waiter's (by then reused) stack. A job given up while still
+// queued is taken off the queue.
 #include <netdb.h>
 
 #include <condition_variable>
 #include <deque>
+#include <exception>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "io/engine.h"
+#include "runtime/poller.h"
 #include "weft/io.h"
 #include "weft/sync.h"
 
 namespace weft::io {
 namespace {
 
-constexpr size_t kMaxHelpers = 4;
 
 absl::StatusOr<std::vector<Address>> lookup(const std::string& host, uint16_t port) {
   // getaddrinfo may leave errno changed; weft calls never do.
@@ -54,22 +67,53 @@ absl::StatusOr<std::vector<Address>> lookup(const std::string& host, uint16_t po
 }
 
 struct Job {
-  std::string host;
-  uint16_t port;
-  absl::StatusOr<std::vector<Address>> result;
+  Job(std::string h, uint16_t p) : host(std::move(h)), port(p) {}
+  const std::string host;
+  const uint16_t port;
+  absl::StatusOr<std::vector<Address>> result;  // written by the helper before `done`
   Latch done{1};
 };
+using JobPtr = std::shared_ptr<Job>;
 
 class Helpers {
  public:
-  void submit(Job* j) {
+  // Queues j for a helper, starting one if none is idle and fewer than
+  // kMaxHelpers run. ResourceExhausted if the queue is full, or if no
+  // helper runs and none can be started.
+  absl::Status submit(JobPtr j) {
     std::lock_guard<std::mutex> g(mu_);
+    if (queue_.size() >= kResolveMaxQueued) {
+      return absl::ResourceExhaustedError(absl::StrCat("resolve(", j->host, "): ", kResolveMaxQueued,
+                                                       " lookups already wait for a helper thread"));
+    }
     queue_.push_back(j);
-    if (idle_ == 0 && started_ < kMaxHelpers) {
-      ++started_;
-      std::thread([this] { run(); }).detach();
+    if (idle_ < queue_.size() && started_ < kResolveMaxHelpers) {
+      try {
+        std::thread([this] { run(); }).detach();
+        ++started_;
+      } catch (const std::exception& e) {
+        // Out of threads or memory. Helpers that run will get to the job;
+        // with none, nobody would.
+        if (started_ == 0) {
+          queue_.pop_back();
+          return absl::ResourceExhaustedError(
+              absl::StrCat("resolve(", j->host, "): cannot start a helper thread: ", e.what()));
+        }
+      }
     }
     cv_.notify_one();
+    return absl::OkStatus();
+  }
+
+  // Takes j off the queue if no helper has taken it yet (its waiter gave up).
+  void withdraw(const Job* j) {
+    std::lock_guard<std::mutex> g(mu_);
+    for (auto it = queue_.begin(); it != queue_.end(); ++it) {
+      if (it->get() == j) {
+        queue_.erase(it);
+        return;
+      }
+    }
   }
   // Fork: the queue is consistent in the child if its lock is held across
   // the fork; the child then drops this object (its threads are gone).
@@ -83,18 +127,19 @@ class Helpers {
       ++idle_;
       cv_.wait(g, [this] { return !queue_.empty(); });
       --idle_;
-      Job* j = queue_.front();
+      JobPtr j = std::move(queue_.front());
       queue_.pop_front();
       g.unlock();
       j->result = lookup(j->host, j->port);
-      j->done.count_down();  // j may be gone after this
+      j->done.count_down();
+      j.reset();  // the waiter may have gone: the last reference frees the job
       g.lock();
     }
   }
 
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<Job*> queue_;
+  std::deque<JobPtr> queue_;
   size_t started_ = 0;
   size_t idle_ = 0;
 };
@@ -126,13 +171,26 @@ void resolve_fork_child() { io::the_helpers.store(nullptr, std::memory_order_rel
 namespace weft::io {
 
 absl::StatusOr<std::vector<Address>> resolve(std::string_view host, uint16_t port) {
-  if (!this_ult::in_ult()) return lookup(std::string(host), port);
-  Job job;
-  job.host = std::string(host);
-  job.port = port;
-  helpers().submit(&job);
-  job.done.wait();
-  return std::move(job.result);
+  return resolve(host, port, Deadline::none());
+}
+
+absl::StatusOr<std::vector<Address>> resolve(std::string_view host, uint16_t port, Deadline d) {
+  if (d.is_none() && !this_ult::in_ult()) return lookup(std::string(host), port);
+  auto job = std::make_shared<Job>(std::string(host), port);
+  if (absl::Status s = helpers().submit(job); !s.ok()) return s;
+  bool done;
+  if (d.is_none()) {
+    job->done.wait();
+    done = true;
+  } else {
+    int64_t rel = d.ns() - rt::monotonic_ns();
+    done = job->done.wait_for(std::chrono::nanoseconds(rel > 0 ? rel : 0)) || job->done.try_wait();
+  }
+  if (!done) {
+    helpers().withdraw(job.get());
+    return absl::DeadlineExceededError(absl::StrCat("resolve(", job->host, "): no answer before the deadline"));
+  }
+  return std::move(job->result);
 }
 
 }  // namespace weft::io

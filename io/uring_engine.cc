@@ -2,6 +2,7 @@
 
 #include <sys/eventfd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -14,13 +15,24 @@
 namespace weft::io_internal {
 namespace {
 
-// user_data: a Completion* or CancelRequest* (8-byte aligned) with a tag in
-// the low bits, or kWakeData for the armed wake-up read.
+// user_data: a Completion*, CloseRequest* or CancelHere* (8-byte aligned)
+// with a tag in the low bits, or kWakeData for the armed wake-up read.
 constexpr uint64_t kWakeData = 1;
 constexpr uint64_t kTagMask = 3;
 constexpr uint64_t kTagOp = 0;
 constexpr uint64_t kTagTimeout = 1;
-constexpr uint64_t kTagCancel = 2;
+constexpr uint64_t kTagCancel = 2;      // a CloseRequest from another thread
+constexpr uint64_t kTagCancelHere = 3;  // cancel_now's own cancel
+
+// Setup retries after a failure: the first after kRetryMinNs, each next one
+// twice as late, at most kRetryMaxNs apart.
+constexpr int64_t kRetryMinNs = 1000 * 1000;
+constexpr int64_t kRetryMaxNs = 1000 * 1000 * 1000;
+
+// 8-byte aligned like every user_data pointer: the tag lives in the low bits.
+struct alignas(8) CancelHere {
+  bool done = false;
+};
 
 std::atomic<unsigned> sq_entries_for_test{0};
 
@@ -42,14 +54,31 @@ void UringEngine::set_sq_entries_for_test(unsigned n) { sq_entries_for_test.stor
 UringEngine::UringEngine() : Engine(Kind::kUring) {}
 
 UringEngine::~UringEngine() {
+  unregister_engine(this);  // first: nobody may post to or wake us from here on
   if (state_ == State::kReady) io_uring_queue_exit(&ring_);
   if (eventfd_ >= 0) sys::raw_syscall(SYS_close, eventfd_);
 }
 
 bool UringEngine::ready() {
   if (state_ == State::kReady) return true;
-  if (state_ == State::kFailed) return false;
+  if (state_ == State::kFailed && rt::monotonic_ns() < retry_at_ns_) return false;
   return setup();
+}
+
+// A failed setup: log the first failure of a run (and say that the worker
+// keeps trying), schedule the next attempt.
+bool UringEngine::setup_failed(const char* what, int err) {
+  state_ = State::kFailed;
+  backoff_ns_ = backoff_ns_ == 0 ? kRetryMinNs : std::min(backoff_ns_ * 2, kRetryMaxNs);
+  retry_at_ns_ = rt::monotonic_ns() + backoff_ns_;
+  if (failures_++ == 0) {
+    sys::raw_logf("weft: %s failed on a worker (%s); its io runs as blocking calls until a retry succeeds "
+                  "(retried at its next io, backing off up to 1 s)",
+                  what, strerror(err));
+  } else {
+    rt::log().debug("{} failed again on a worker ({}), attempt {}", what, strerror(err), failures_);
+  }
+  return false;
 }
 
 bool UringEngine::setup() {
@@ -72,11 +101,7 @@ bool UringEngine::setup() {
     rt::log().debug("io_uring_setup: EINVAL, retrying without {}", flag_name(kDroppable[drop]));
     flags &= ~kDroppable[drop];
   }
-  if (r != 0) {
-    state_ = State::kFailed;
-    sys::raw_logf("weft: io_uring setup failed on a worker (%s); its io runs as blocking calls", strerror(-r));
-    return false;
-  }
+  if (r != 0) return setup_failed("io_uring setup", -r);
   setup_flags_ = flags;
   io_uring_ring_dontfork(&ring_);  // a forked child must never touch this ring
 
@@ -88,10 +113,8 @@ bool UringEngine::setup() {
     long fd = sys::raw_syscall(SYS_eventfd2, 0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (sys::is_error(fd)) {
       io_uring_queue_exit(&ring_);
-      state_ = State::kFailed;
-      sys::raw_logf("weft: eventfd for io_uring wake-ups failed (%s); io runs as blocking calls",
-                    strerror(static_cast<int>(-fd)));
-      return false;
+      ring_ = io_uring{};
+      return setup_failed("eventfd for io_uring wake-ups", static_cast<int>(-fd));
     }
     eventfd_ = static_cast<int>(fd);
   }
@@ -100,6 +123,12 @@ bool UringEngine::setup() {
   cq_head_ = ring_.cq.khead;
   cq_tail_ = ring_.cq.ktail;
   state_ = State::kReady;
+  if (failures_ != 0) {
+    sys::raw_logf("weft: io_uring setup succeeded on a worker after %u failed attempts; its io uses the ring again",
+                  failures_);
+  }
+  failures_ = 0;
+  backoff_ns_ = 0;
   register_engine(this);
   rt::log().debug("io_uring ready: {} SQ entries, flags {:#x}, wake-ups by {}", entries, flags,
                   use_futex_op_ ? "FUTEX_WAIT" : "eventfd");
@@ -164,23 +193,54 @@ void UringEngine::handle(const io_uring_cqe* cqe) {
       return;
     }
     case kTagCancel:
-      reinterpret_cast<CancelRequest*>(ud & ~kTagMask)->done->count_down();
+      close_request_ack(reinterpret_cast<CloseRequest*>(ud & ~kTagMask));
+      return;
+    case kTagCancelHere:
+      reinterpret_cast<CancelHere*>(ud & ~kTagMask)->done = true;
       return;
   }
 }
 
 void UringEngine::process_requests() {
-  for (CancelRequest* r = take_requests(); r != nullptr;) {
-    CancelRequest* next = r->next;  // r may be gone once its latch is counted down
+  for (CloseRequest* r : take_requests()) {
     if (state_ != State::kReady) {
-      r->done->count_down();  // no ring, nothing in flight here
-    } else {
-      io_uring_sqe* sqe = get_sqes(1);
-      io_uring_prep_cancel_fd(sqe, r->fd, IORING_ASYNC_CANCEL_ALL);
-      io_uring_sqe_set_data64(sqe, reinterpret_cast<uint64_t>(r) | kTagCancel);
-      note_prepared();
+      close_request_ack(r);  // no ring, nothing in flight here
+      continue;
     }
-    r = next;
+    // Behind every SQE already taken for fd: those go to the kernel first
+    // (the SQ is consumed in order) and resolve fd while it still names the
+    // file they were meant for; this cancel then finds them.
+    io_uring_sqe* sqe = get_sqes(1);
+    io_uring_prep_cancel_fd(sqe, r->fd, IORING_ASYNC_CANCEL_ALL);
+    io_uring_sqe_set_data64(sqe, reinterpret_cast<uint64_t>(r) | kTagCancel);
+    note_prepared();
+  }
+}
+
+void UringEngine::cancel_now(int fd) {
+  if (state_ != State::kReady) return;  // no ring: nothing in flight here
+  WEFT_DCHECK(rt::current_worker() != nullptr && rt::current_worker()->poller.get() == this,
+              "cancel_now on an engine that is not the calling KLT's own");
+  CancelHere here;
+  io_uring_sqe* sqe = get_sqes(1);
+  io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
+  io_uring_sqe_set_data64(sqe, reinterpret_cast<uint64_t>(&here) | kTagCancelHere);
+  note_prepared();
+  // The kernel executes an async cancel as it consumes the SQE and posts
+  // its CQE then (operations it cancels post theirs no later): this wait
+  // ends at once, it does not wait for io. Other CQEs reaped here unpark
+  // their ULTs as at a scheduler pass (from a blocking region they go to
+  // the global queue or, if pinned, to this worker's inbox: scheduler.cc).
+  while (!here.done) {
+    int r = io_uring_submit_and_wait(&ring_, 1);
+    pending_ = r < 0 || io_uring_sq_ready(&ring_) != 0 ? 1 : 0;
+    reap();
+    // -EBUSY/-EAGAIN (CQ overflow, kernel short of memory): reaping made
+    // room, try again; -EINTR: a signal. Anything else is a broken ring,
+    // and `here` must not be left behind in it (its CQE would write into
+    // a dead frame).
+    WEFT_CHECK(r >= 0 || r == -EINTR || r == -EBUSY || r == -EAGAIN || r == -ETIME || here.done,
+               "io_uring_enter for a cancel on fd %d failed: %s", fd, strerror(-r));
   }
 }
 

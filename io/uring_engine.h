@@ -1,10 +1,15 @@
 // io/uring_engine.h — one io_uring per worker.
 //
-// Setup (lazily, on the worker's own KLT, at its first use): SINGLE_ISSUER |
+// Setup (lazily, on the worker's own KLT, at its first use: its first idle
+// wait or its first operation): SINGLE_ISSUER |
 // DEFER_TASKRUN | COOP_TASKRUN | TASKRUN_FLAG | SUBMIT_ALL, dropping flags
 // one by one (DEFER_TASKRUN first, as it needs SINGLE_ISSUER) on EINVAL;
 // the CQ is kCqFactor times the SQ; no SQPOLL; the ring's memory is
-// MADV_DONTFORK so a forked child never sees it.
+// MADV_DONTFORK so a forked child never sees it. If setup fails (EMFILE,
+// ENOMEM, ...), the failure is logged, the worker's io runs as blocking
+// calls meanwhile, and setup is tried again at the worker's next io or
+// idle wait once a backoff has passed (1 ms, doubling up to 1 s): a
+// transient shortage never degrades a worker for good.
 //
 // An operation: the ULT takes SQEs on its current worker's ring (a full SQ
 // is back-pressure: submit, reap, retry), points user_data at a Completion
@@ -18,6 +23,13 @@
 // the ULT — queued in completion order on this worker (scheduler.cc,
 // make_runnable from the scheduler loop). So the ULT never resumes before
 // its operation's final CQE, and only then can it be stolen.
+//
+// Cancelling (io::close, ops.cc "Closing"): requests posted by other
+// threads are turned into IORING_OP_ASYNC_CANCEL SQEs at the next
+// scheduler pass, behind any SQE already taken, and acknowledged at their
+// CQE; the owner's own KLT (a ULT of this worker, or this worker's KLT in a
+// weft::blocking() region) cancels on the spot with cancel_now(), which
+// submits and waits in io_uring_enter for that one CQE.
 //
 // Idle: wait() sleeps in io_uring_enter(GETEVENTS) with the runtime's next
 // timer as the timeout. Other threads wake it through its ring: an
@@ -60,9 +72,15 @@ class UringEngine final : public Engine {
   void poll() override;
   void close_after_fork() override;
 
-  // Owner only. Sets the ring up if needed; false if that failed (then the
+  // Owner only. Sets the ring up if needed (at most once per backoff
+  // period after a failure); false while there is no ring (then the
   // caller uses a blocking system call instead).
-  bool ready();
+  bool ready() override;
+  // Owner only (see Engine::cancel_now): submits IORING_OP_ASYNC_CANCEL
+  // for every request on fd and waits in io_uring_enter for its CQE
+  // (posted as the kernel processes the cancel, without waiting for io),
+  // reaping other completions meanwhile.
+  void cancel_now(int fd) override;
   // Owner only: `n` consecutive SQEs (n <= 2), flushing and reaping while
   // the SQ is full. Never fails once ready().
   io_uring_sqe* get_sqes(unsigned n);
@@ -77,6 +95,7 @@ class UringEngine final : public Engine {
 
  private:
   bool setup();
+  bool setup_failed(const char* what, int err);
   void submit();
   void reap();
   void handle(const io_uring_cqe* cqe);
@@ -87,6 +106,9 @@ class UringEngine final : public Engine {
   uint32_t pending_ = 0;  // SQEs prepared since the last submit
   uint64_t unparked_ = 0;  // ULTs made runnable by completions, ever (owner only)
   enum class State { kNew, kReady, kFailed } state_ = State::kNew;
+  int64_t retry_at_ns_ = 0;   // kFailed: no new attempt before this
+  int64_t backoff_ns_ = 0;    // kFailed: the wait after the next failure
+  uint32_t failures_ = 0;     // failed setups since the last success
   unsigned setup_flags_ = 0;
   std::atomic<uint32_t> word_{0};  // 0 idle, 1 wake pending, 2 asleep
   bool use_futex_op_ = false;

@@ -36,6 +36,7 @@
 #include <weft/weft.h>
 
 #include "runtime/scheduler.h"
+#include "runtime/sync/wait_list.h"
 
 namespace {
 
@@ -244,6 +245,7 @@ TEST(MutexStd, TimedLockSucceedsWhenReleased) {
   weft::Mutex m;
   for (int from_ult = 0; from_ult < 2; ++from_ult) {
     m.lock();
+    const uint64_t parks0 = m.stats().parks;
     std::atomic<int> result{-1};
     std::atomic<bool> started{false};
     auto attempt = [&] {
@@ -258,7 +260,9 @@ TEST(MutexStd, TimedLockSucceedsWhenReleased) {
     std::thread t;
     if (from_ult) u = rt.spawn(attempt); else t = std::thread(attempt);
     ASSERT_TRUE(WaitUntil([&] { return started.load(); }));
-    std::this_thread::sleep_for(20ms);
+    // The attempt is queued: Mutex counts a park only after queuing the
+    // waiter. While queued behind the held mutex it has not returned.
+    ASSERT_TRUE(WaitUntil([&] { return m.stats().parks > parks0; })) << "the timed lock never queued";
     EXPECT_EQ(result.load(), -1) << "acquired a held mutex";
     m.unlock();
     ASSERT_TRUE(WaitUntil([&] { return result.load() != -1; }));
@@ -1049,6 +1053,26 @@ TEST(RwLock, ReadersShare) {
   rw.unlock();
 }
 
+// Test-only access to RwLock's private wait queue (weft/sync.h has no
+// accessor; an explicit instantiation may name a private member, and the
+// friend function it defines hands the member pointer out).
+template <class Tag, typename Tag::type M>
+struct PrivateMember {
+  friend typename Tag::type get(Tag) { return M; }
+};
+struct RwLockQueue {
+  using type = weft::detail::WaitQueue weft::RwLock::*;
+  friend type get(RwLockQueue);
+};
+template struct PrivateMember<RwLockQueue, &weft::RwLock::queue_>;
+
+// Readers and writers queued on rw now, read under its queue lock.
+uint32_t QueuedOn(weft::RwLock& rw) {
+  weft::detail::WaitQueue& q = rw.*get(RwLockQueue{});
+  weft::rt::sync::QueueLock g(q);
+  return q.size;
+}
+
 // A writer excludes everyone: readers and writers (ULTs and a thread) that
 // arrive while it holds the lock do not get in until it unlocks, then all
 // get in; try_lock/try_lock_shared fail meanwhile.
@@ -1079,7 +1103,8 @@ TEST(RwLock, WriterExcludesReadersAndWriters) {
     if (writer_in.load()) violated.fetch_add(1);
     got_in.fetch_add(1);
   });
-  std::this_thread::sleep_for(30ms);
+  // All three are queued behind the writer (not in, not still on the way).
+  ASSERT_TRUE(WaitUntil([&] { return QueuedOn(rw) == 3; })) << QueuedOn(rw) << " of 3 queued";
   EXPECT_EQ(got_in.load(), 0) << "got in while a writer held the lock";
   writer_in = false;
   rw.unlock();
@@ -1126,7 +1151,9 @@ TEST(RwLock, QueuedWriterGoesBeforeLaterReaders) {
     record('t');
     rw.unlock_shared();
   });
-  std::this_thread::sleep_for(20ms);
+  // Both late readers are queued behind the writer before R leaves (else
+  // the order below would prove nothing).
+  ASSERT_TRUE(WaitUntil([&] { return QueuedOn(rw) == 3; })) << QueuedOn(rw) << " of 3 queued";
   {
     std::lock_guard<std::mutex> g(order_mu);
     EXPECT_TRUE(order.empty());
