@@ -18,10 +18,18 @@ namespace {
 // its lock is held across the fork; the child empties it (the parent's
 // engines are not used there; the kept worker's new engine registers when
 // it sets up).
-void registry_fork_prepare() { registry_lock().lock(); }
-void registry_fork_parent() { registry_lock().unlock(); }
+// Lock order: the registry, then each engine's request queue (post_cancel).
+void registry_fork_prepare() {
+  registry_lock().lock();
+  for (Engine* e : registry()) e->fork_lock_requests();
+}
+void registry_fork_parent() {
+  for (Engine* e : registry()) e->fork_unlock_requests();
+  registry_lock().unlock();
+}
 void registry_fork_child() {
   registry_lock().reset_after_fork();
+  for (Engine* e : registry()) e->fork_reset_request_lock();
   registry().clear();
   fd_ops_reset_after_fork();
 }

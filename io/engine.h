@@ -93,6 +93,13 @@ class Engine : public rt::Poller {
   // Operations this engine has in flight (read by io::close on any thread).
   std::atomic<int64_t> in_flight{0};
 
+  // Fork (engine.cc's hooks, under the registry lock): the request queue is
+  // locked across the fork so that it is consistent in the child, where the
+  // kept worker's engine acknowledges what it holds when it is replaced.
+  void fork_lock_requests() { req_lock_.lock(); }
+  void fork_unlock_requests() { req_lock_.unlock(); }
+  void fork_reset_request_lock() { req_lock_.reset_after_fork(); }
+
  protected:
   // Owner: the requests posted since the last call, oldest first.
   std::vector<CloseRequest*> take_requests();

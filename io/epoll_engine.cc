@@ -272,6 +272,7 @@ void EpollEngine::close_after_fork() {
   if (eventfd_ >= 0) sys::raw_syscall(SYS_close, eventfd_);
   epfd_ = eventfd_ = -1;
   state_ = State::kFailed;  // never used again: the worker gets a new engine
+  retry_at_ns_ = INT64_MAX;
 }
 
 void EpollEngine::wake() {
