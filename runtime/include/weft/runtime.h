@@ -477,4 +477,54 @@ class UltLocal {
   uint32_t key_;
 };
 
+// ---------------------------------------------------------------------------
+// Process-wide calls made in ULTs: fork, child processes, credentials.
+//
+// Fork. fork() keeps POSIX's meaning per ULT: the child has one thread of
+// control, the ULT (or foreign thread) that called fork. In a ULT:
+//   - the ULT moves to its runtime's fork kernel thread, forks there and
+//     moves back, so the page-table copy (milliseconds for a large process)
+//     never holds up a pool worker; a bound or pinned ULT forks in place;
+//   - weft's pthread_atfork handlers run around the fork (registered when
+//     libweft is loaded, so the application's prepare handlers run before
+//     weft's and its child handlers after weft's, in POSIX order); they
+//     hold weft's internal locks across the fork, so no internal lock is
+//     ever found held in the child;
+//   - in the child the ULT goes on running and every runtime is usable:
+//     fresh workers, monitor and io engines (new rings or epoll instances;
+//     the parent's are closed without being touched); spawn, join, locks,
+//     timers and weft::io work. Every other ULT of the parent does not
+//     exist there: joining or detaching one reports NotFound, and its
+//     memory is reclaimed. A weft lock another ULT held at the fork stays
+//     held in the child, as with threads (use pthread_atfork as for
+//     threads). When the child's last ULT returns, the child exits with
+//     status 0, as a process does when its last thread exits;
+//   - the parent is undisturbed: its ULTs, timers and io go on.
+// A foreign thread that forks while runtimes run gets the same child, with
+// no ULT. vfork() from a ULT blocks its worker until the child calls exec
+// or _exit; prefer posix_spawn (weft/process.h).
+//
+// Child processes. In a ULT, system(), popen(), pclose(), posix_spawn(),
+// posix_spawnp(), waitpid(), wait(), wait4() and waitid() keep glibc's
+// results and errno but park the ULT instead of blocking its worker
+// (weft/process.h; weft::Process gives spawn/wait/kill as values).
+//
+// Credentials. setuid, setgid, seteuid, setegid, setreuid, setregid,
+// setresuid, setresgid and setgroups, called anywhere (a ULT, a foreign
+// thread), change the credentials of every kernel thread of the process
+// before they return: glibc's own threads and every KLT weft made (pool,
+// spare and retired workers, bound ULTs' threads, the monitor, the fork
+// thread), including KLTs started while the call runs. A call glibc
+// refuses (EPERM, EINVAL) changes nothing anywhere and returns glibc's
+// error. If a kernel thread cannot make the change that succeeded on the
+// caller (it blocks signal SIGRTMAX, which weft reserves for this), the
+// process aborts with a message naming the thread, as glibc does when its
+// own broadcast fails: a half-dropped privilege never goes on running.
+//
+// Static linking: these C functions are exported from libweft. With
+// libweft.a, a call in the program itself binds to weft's; a call from a
+// shared library binds to weft's only if the executable exports the symbol
+// (link with -Wl,--export-dynamic, or use libweft.so).
+// ---------------------------------------------------------------------------
+
 }  // namespace weft
