@@ -110,6 +110,7 @@ struct CacheGuard : SysLockGuard<SpinFlag> {
 
 // A cached stack of exactly `size` usable bytes and `guard` bytes of guard.
 bool take_cached(size_t size, size_t guard, Stack* out) {
+  if (stack_test_mmap_failures_pending()) return false;  // fault injection reaches klt_create
   size = round_to_pages(size);
   guard = round_to_pages(guard);
   CacheGuard g;

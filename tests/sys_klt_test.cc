@@ -19,6 +19,10 @@
 #include <resolv.h>
 #include <sched.h>
 #include <signal.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -1925,3 +1929,57 @@ TEST(KltContractDeathTest, FirstCreateUnderMemoryPressureIsNotAPermanentFailure)
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_EXIT(ChildFirstCreateUnderRlimitAs(), testing::ExitedWithCode(0), "");
 }
+
+// ---------------------------------------------------------------------------
+// clone3 refused by a seccomp profile (issue 9, fault injection)
+
+#if WEFT_KLT_BACKEND_CLONE
+namespace {
+
+// Installs a seccomp filter that makes `nr1` (and `nr2`, if not -1) fail
+// with EPERM, as some container profiles did for clone3.
+bool RefuseWithEperm(long nr1, long nr2) {
+  sock_filter filter[] = {
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, static_cast<uint32_t>(nr1), 1, 0),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, static_cast<uint32_t>(nr2), 0, 1),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+  };
+  sock_fprog prog{static_cast<unsigned short>(sizeof filter / sizeof filter[0]), filter};
+  return prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 && prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) == 0;
+}
+
+[[noreturn]] void ChildClone3Eperm() {
+  const char* what = nullptr;
+  if (sys::klt_backend_init(&what) != 0) ChildFail(2, "init: %s", what);  // its pthreads need clone3
+  if (!RefuseWithEperm(SYS_clone3, -1)) ChildFail(3, "seccomp: %s", strerror(errno));
+  int ran = 0;
+  int r = RunKlt([&] { ran = 1; }, sys::KltOptions{}, &what);
+  if (r != 0) ChildFail(4, "klt_create with clone3 refused (EPERM) returned %d: %s", r, what ? what : "");
+  if (ran != 1) ChildFail(5, "the KLT did not run");
+  if (sys::klt_uses_clone3()) ChildFail(6, "klt_uses_clone3() after EPERM");
+  for (int i = 0; i < 20; ++i) {
+    if (RunKlt([] {}) != 0) ChildFail(7, "create %d", i);
+  }
+  // clone refused too: a clear error, nothing created, the process usable.
+  if (!RefuseWithEperm(SYS_clone, SYS_clone3)) ChildFail(8, "seccomp 2");
+  what = nullptr;
+  r = RunKlt([] {}, sys::KltOptions{}, &what);
+  if (r != -EPERM) ChildFail(9, "klt_create with clone and clone3 refused returned %d", r);
+  if (what == nullptr || strstr(what, "EPERM") == nullptr) ChildFail(10, "message: %s", what ? what : "(null)");
+  fprintf(stderr, "clone3-eperm ok: %s\n", what);
+  _exit(0);
+}
+
+}  // namespace
+
+// Regression (issue 9, fault injection): on 15df0bc klt_create failed with
+// -EPERM when a seccomp profile refused clone3 with EPERM (only ENOSYS fell
+// back to clone). It must fall back to clone, and report clearly when clone
+// is refused as well.
+TEST(KltFaultDeathTest, Clone3RefusedWithEpermFallsBackToClone) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(ChildClone3Eperm(), testing::ExitedWithCode(0), "clone3-eperm ok: .*EPERM");
+}
+#endif
