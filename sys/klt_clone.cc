@@ -152,6 +152,8 @@ const char* klt_backend_name() { return "clone"; }
 
 bool klt_glibc_knows_threads() { return false; }
 
+SpinFlag& klt_stack_cache_lock_for_test() { return cache_lock; }
+
 bool klt_uses_clone3() { return !no_clone3.load(std::memory_order_relaxed); }
 
 int klt_backend_init(const char** what) {

@@ -455,6 +455,8 @@ void tls_release(void* tp) {
   L.deallocate_tls(tp, true);
 }
 
+SpinFlag& tls_heritage_lock_for_test() { return heritage_lock; }
+
 TlsStats tls_stats() {
   return TlsStats{stat_inherited.load(std::memory_order_relaxed),
                   stat_dropped.load(std::memory_order_relaxed)};

@@ -81,6 +81,12 @@ inline void* tls_self() {
 // after a dlopen (for tests and diagnostics).
 uint64_t dl_tls_modules_initialised();
 
+// The spinlocks of the clone backend (heritage pool here, KLT stack cache
+// in klt_clone.cc), for tests that check that a waiter yields the CPU.
+class SpinFlag;
+SpinFlag& tls_heritage_lock_for_test();
+SpinFlag& klt_stack_cache_lock_for_test();
+
 // Counters for tests and diagnostics.
 struct TlsStats {
   uint64_t inherited;  // new TCBs that adopted a dead thread's libc block

@@ -1983,3 +1983,50 @@ TEST(KltFaultDeathTest, Clone3RefusedWithEpermFallsBackToClone) {
   EXPECT_EXIT(ChildClone3Eperm(), testing::ExitedWithCode(0), "clone3-eperm ok: .*EPERM");
 }
 #endif
+
+// ---------------------------------------------------------------------------
+// sys/ spinlocks yield (issue 9 #13)
+
+#if WEFT_KLT_BACKEND_CLONE
+#include "sys/spin.h"
+
+namespace {
+
+// While main holds `lock`, klt_create on another thread (pinned to main's
+// CPU) must wait for it — and yield the CPU while it waits, so that the
+// holder can run: on 15df0bc the waiter spun with `pause` only, burning its
+// whole time slice on the CPU the holder needed.
+void CheckWaiterYields(sys::SpinFlag& lock) {
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(sched_getcpu(), &one);
+  cpu_set_t old;
+  ASSERT_EQ(sched_getaffinity(0, sizeof old, &old), 0);
+  ASSERT_EQ(sched_setaffinity(0, sizeof one, &one), 0);
+  const uint64_t before = lock.yields();
+  std::atomic<int> created{0};
+  lock.lock();
+  std::thread creator([&] {
+    sched_setaffinity(0, sizeof one, &one);
+    sys::Klt* k = nullptr;
+    created = sys::klt_create(Noop, nullptr, sys::KltOptions{}, &k) == 0 ? 1 : -1;
+    if (created == 1) sys::klt_join(k);
+  });
+  const int64_t deadline = NowNs() + 10'000'000'000;
+  while (lock.yields() == before && NowNs() < deadline) sched_yield();
+  const uint64_t yields = lock.yields() - before;
+  const int created_while_held = created.load();
+  lock.unlock();
+  creator.join();
+  sched_setaffinity(0, sizeof old, &old);
+  EXPECT_GT(yields, 0u) << "a waiter did not yield the CPU while the lock was held";
+  EXPECT_EQ(created_while_held, 0) << "klt_create did not wait for the lock";
+  EXPECT_EQ(created.load(), 1);
+}
+
+}  // namespace
+
+TEST(KltSpinLocks, HeritageLockWaiterYields) { CheckWaiterYields(sys::tls_heritage_lock_for_test()); }
+
+TEST(KltSpinLocks, StackCacheLockWaiterYields) { CheckWaiterYields(sys::klt_stack_cache_lock_for_test()); }
+#endif
