@@ -39,6 +39,17 @@
 //     for a KLT that needs the lock to leave);
 //   - in the child of fork() the registry holds only the forking thread (if
 //     it is a KLT) and the lock is free.
+//
+// dlopen after KLTs exist (clone backend, sys/dl_tls.cc). libweft exports
+// dlopen, dlmopen and dlclose; after glibc's dlopen returns, the initial
+// image of every object that got a static TLS block (initial-exec TLS) is
+// copied into each registered KLT's block, as glibc does for its own
+// threads. Limits: constructors of the new library that run on a KLT during
+// the dlopen see that KLT's copy uninitialised, and what they store there is
+// replaced by the initial image when dlopen returns; with the static
+// library, calls made by shared libraries reach weft's dlopen only if the
+// executable exports it. General-dynamic TLS needs none of this (glibc
+// allocates it per thread on first use).
 #pragma once
 
 #include <signal.h>
