@@ -945,14 +945,26 @@ TEST(KltRegistry, LockHoldsOffExitAndCreation) {
     ASSERT_TRUE(WaitForFutexWait(tid.load())) << "the exiting KLT did not wait for the registry lock";
     EXPECT_EQ(access(("/proc/self/task/" + std::to_string(tid.load())).c_str(), F_OK), 0);
     EXPECT_EQ(sys::klt_count_locked(), before);
+    static std::atomic<int> fn_ran{0};
+    fn_ran = 0;
     std::thread creator([&] {
       creator_tid = gettid();
-      created = sys::klt_create(Noop, nullptr, sys::KltOptions{}, &k2) == 0 ? 1 : -1;
+      created = sys::klt_create([](void*) { fn_ran = 1; }, nullptr, sys::KltOptions{}, &k2) == 0 ? 1 : -1;
     });
     while (creator_tid.load() == 0) usleep(100);
+#if WEFT_KLT_BACKEND_CLONE
+    // klt_create registers the KLT: it waits for the lock.
     bool waited = WaitForFutexWait(creator_tid.load());
     EXPECT_TRUE(waited) << "klt_create did not wait for the registry lock";
     EXPECT_EQ(created.load(), 0);
+#else
+    // The new thread registers itself before fn: it waits for the lock.
+    while (created.load() == 0) usleep(100);
+    ASSERT_EQ(created.load(), 1);
+    bool waited = WaitForFutexWait(sys::klt_tid(k2));
+    EXPECT_TRUE(waited) << "the new KLT did not wait for the registry lock";
+#endif
+    EXPECT_EQ(fn_ran.load(), 0) << "a KLT ran user code before it was registered";
     EXPECT_EQ(sys::klt_count_locked(), before);
     creator.detach();
   }
