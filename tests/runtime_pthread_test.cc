@@ -451,7 +451,7 @@ TEST(PerUltState, BoundThreadsAreReclaimed) {
 // shared library the library is opened by its bare name, found through
 // this executable's RUNPATH: weft's dlopen must search its caller's RUNPATH
 // (glibc's would search libweft.so's).
-TEST(DlopenAfterStart, InitialExecTlsIsInitialisedOnEveryWorker) {
+void CheckIeDlopenAfterStart() {
   weft::Runtime rt(weft::Options{.workers = 2});
   ASSERT_TRUE(rt.block_on([] { return 1; }).ok());  // the workers exist and ran
 #if WEFT_TEST_SHARED_LIBRARY
@@ -479,4 +479,17 @@ TEST(DlopenAfterStart, InitialExecTlsIsInitialisedOnEveryWorker) {
   EXPECT_EQ(runs.load(), 640);
   EXPECT_EQ(wrong.load(), 0) << "a worker read its initial-exec TLS uninitialised";
   EXPECT_EQ(read(), 4242);  // main, which glibc initialised itself
+}
+
+// In a fresh process each time (the library can be loaded once per process).
+TEST(DlopenAfterStartDeathTest, InitialExecTlsIsInitialisedOnEveryWorker) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        alarm(kChildTimeoutSec);
+        CheckIeDlopenAfterStart();
+        fprintf(stderr, "ie-dlopen %s\n", testing::Test::HasFailure() ? "failed" : "ok");
+        _exit(testing::Test::HasFailure() ? 1 : 0);
+      },
+      ::testing::ExitedWithCode(0), "ie-dlopen ok");
 }
