@@ -32,11 +32,16 @@ int ThreadCount() {
   return n;
 }
 
-long CountMaps() {
+// Mappings of exactly `bytes` bytes in /proc/self/maps.
+long CountMapsOfSize(size_t bytes) {
   FILE* f = fopen("/proc/self/maps", "re");
   if (f == nullptr) return -1;
   long n = 0;
-  for (int c; (c = fgetc(f)) != EOF;) n += c == '\n';
+  unsigned long lo = 0, hi = 0;
+  char line[512];
+  while (fgets(line, sizeof line, f) != nullptr) {
+    if (sscanf(line, "%lx-%lx", &lo, &hi) == 2 && hi - lo == bytes) ++n;
+  }
   fclose(f);
   return n;
 }
@@ -55,7 +60,8 @@ TEST(FaultInjection, StackMmapFailureDuringSpawn) {
   ASSERT_TRUE(rt.spawn([] {}, weft::SpawnOptions{.stack_size = kOddStack}).join().ok());
   const uint64_t mapped = rt.stats().stacks_mapped;
   const uint64_t table = weft::rt::ult_table::size();
-  const long maps = CountMaps();
+  const size_t failing_map = kOddStack + 4096 + weft::Options{}.guard_size;  // stack + guard
+  const long maps = CountMapsOfSize(failing_map);
   for (int i = 0; i < 1000; ++i) {
     weft::sys::stack_test_fail_next_mmaps(1);
     // A size no descriptor in the caches has: the spawn must map.
@@ -68,7 +74,7 @@ TEST(FaultInjection, StackMmapFailureDuringSpawn) {
   }
   EXPECT_LE(weft::rt::ult_table::size(), table + 1) << "failed spawns leaked descriptors";
   EXPECT_EQ(rt.stats().stacks_mapped, mapped);
-  EXPECT_EQ(CountMaps(), maps) << "failed spawns left mappings behind";
+  EXPECT_EQ(CountMapsOfSize(failing_map), maps) << "failed spawns left stack mappings behind";
   EXPECT_TRUE(rt.spawn([] {}, weft::SpawnOptions{.stack_size = kOddStack + 4096}).join().ok());
 
   const int threads = ThreadCount();
