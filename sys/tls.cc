@@ -277,6 +277,11 @@ const char* discover() {
 }  // namespace
 
 bool tls_module_static_offset(const void* map, size_t* modid, long* offset) {
+  if (L.lm_tls_offset_off == 0) {  // tls_init() has not succeeded: no KLT exists
+    *modid = 0;
+    *offset = 0;
+    return false;
+  }
   const char* m = static_cast<const char*>(map);
   *modid = *reinterpret_cast<const size_t*>(m + L.lm_tls_modid_off);
   *offset = *reinterpret_cast<const long*>(m + L.lm_tls_offset_off);
