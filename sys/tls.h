@@ -98,8 +98,8 @@ TlsStats tls_stats();
 // TLS block lives in the static TLS area (initial-exec TLS, or a module
 // glibc placed there), the block's offset below the thread pointer (the
 // block of thread T is at T's tp - *offset). Returns false (with *modid 0
-// for an object without TLS) when the object has no static TLS block.
-// Requires tls_init() == 0.
+// for an object without TLS) when the object has no static TLS block, and
+// before tls_init() has succeeded (no KLT can exist then).
 bool tls_module_static_offset(const void* link_map, size_t* modid, long* offset);
 
 // Runs user-visible per-thread destructors on the calling KLT: thread_local
