@@ -4,8 +4,9 @@
 // klt_backend):
 //   clone   (default, the product) raw clone3/clone with a glibc-compatible
 //           TCB from sys/tls.h: glibc and libstdc++ work on the thread, but
-//           glibc does not know it exists (no pthread_join, pthread_cancel,
-//           pthread_exit or pthread_getattr_np on it).
+//           glibc does not know it exists (no pthread_join, pthread_cancel
+//           or pthread_exit on it; pthread_getattr_np and glibc's alloca
+//           limit see its stack, sys/thread_stack.h).
 //   pthread for ASan/TSan builds, which do not know raw threads.
 //
 // A KLT runs `fn(arg)` with the signal mask the options give, on a guarded

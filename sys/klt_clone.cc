@@ -3,13 +3,17 @@
 // Creation handshake (no lost exit, no early free):
 //
 //   creator                                  new KLT
-//   allocate Klt, stack, TLS, sigaltstack
+//   allocate Klt, stack, sigaltstack
+//   lock the registry (klt.h); allocate TLS
 //   block all signals
 //   clone3(SETTLS=tp, PARENT_SETTID=&tid,
 //          CHILD_CLEARTID=&tid)  ----------> starts with all signals blocked
-//   restore its mask                         tls_thread_start, name, sigaltstack,
-//   (kernel wrote tid before clone returned)   its mask, fn(arg)
-//                                            block all signals, destructors,
+//   register (tid, tp); restore its mask;    tls_thread_start, name, sigaltstack,
+//   unlock the registry                        its mask, fn(arg)
+//   (kernel wrote tid before clone returned) destructors (with fn's mask),
+//                                            leave the registry (waits for its
+//                                            lock with fn's mask),
+//                                            block all signals, cleanup,
 //                                            disable sigaltstack
 //                                            SYS_exit: kernel stores 0 in tid
 //   klt_join: futex_wait_shared(&tid) <----  and FUTEX_WAKEs it (a shared wake)

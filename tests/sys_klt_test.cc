@@ -2056,3 +2056,40 @@ TEST(KltSpinLocks, HeritageLockWaiterYields) { CheckWaiterYields(sys::tls_herita
 
 TEST(KltSpinLocks, StackCacheLockWaiterYields) { CheckWaiterYields(sys::klt_stack_cache_lock_for_test()); }
 #endif
+
+// glibc's view of a KLT's stack (issue 9 #2): on 15df0bc a raw KLT's TCB had
+// stackblock 0, so pthread_getattr_np reported the main thread's stack and
+// __libc_alloca_cutoff allowed 64 KiB whatever the stack. Now both describe
+// the KLT's own stack.
+TEST(KltGlibc, PthreadGetattrNpReportsTheKltsOwnStack) {
+  bool inside = false;
+  size_t size = 0;
+  int cutoff_quarter = -1, cutoff_over = -1;
+  sys::KltOptions opts;
+  opts.stack_size = 512 * 1024;
+  ASSERT_EQ(RunKlt(
+                [&] {
+                  pthread_attr_t a;
+                  if (pthread_getattr_np(pthread_self(), &a) != 0) return;
+                  void* addr = nullptr;
+                  pthread_attr_getstack(&a, &addr, &size);
+                  pthread_attr_destroy(&a);
+                  volatile char local = 0;
+                  const char* p = const_cast<const char*>(&local);
+                  inside = p >= static_cast<char*>(addr) && p < static_cast<char*>(addr) + size;
+                  using CutoffFn = int (*)(size_t);
+                  if (auto cutoff = reinterpret_cast<CutoffFn>(dlsym(RTLD_DEFAULT, "__libc_alloca_cutoff"))) {
+                    cutoff_quarter = cutoff(size / 4 < 65536 ? size / 4 : 65536);
+                    cutoff_over = cutoff(size / 4 < 65536 ? size / 4 + 1 : 65537);
+                  }
+                },
+                opts),
+            0);
+  EXPECT_TRUE(inside) << "pthread_getattr_np's stack does not hold a local of the KLT";
+  EXPECT_GE(size, opts.stack_size);
+  EXPECT_LT(size, 2 * opts.stack_size) << "not the KLT's stack";
+  if (cutoff_quarter != -1) {
+    EXPECT_EQ(cutoff_quarter, 1);
+    EXPECT_EQ(cutoff_over, 0);
+  }
+}
