@@ -195,17 +195,27 @@ absl::Status Scheduler::set_concurrency(int n) {
   return absl::OkStatus();
 }
 
+// Bound workers. A bound ULT gets a KLT of its own that ends with it: when
+// the ULT exits, its worker's loop calls bound_done and returns, and the KLT
+// exits like a thread — its thread_local and pthread-key destructors run
+// then, and the next bound ULT starts on a fresh thread (fresh
+// thread_locals, locale, thread name, signal mask and CPU affinity; sys/
+// caches KLT stacks and TLS blocks, so this costs a clone, not mmaps).
+// bound_done moves the worker to bound_finished; reap_bound_workers (at the
+// next bound spawn, and at shutdown) frees those whose KLT has exited.
+//
+// Freeing a Worker needs one more guarantee: a thread that made the bound
+// ULT runnable (make_runnable, submit_new) read u->home and still calls
+// wake_worker(home) after the push, by which time the ULT may have run,
+// exited and its worker finished. Such a waker raises home->wakers before
+// the push (the ULT cannot run, so cannot exit, before the push) and lowers
+// it after its last access; reap waits for 0 before it frees the worker.
 absl::StatusOr<Worker*> Scheduler::take_bound_worker() {
+  reap_bound_workers(false);
   LockGuard<KltMutex> g(bound_lock);
-  if (!bound_spare.empty()) {
-    Worker* w = bound_spare.back();
-    bound_spare.pop_back();
-    bound_busy.fetch_add(1, std::memory_order_relaxed);
-    return w;
-  }
   std::unique_ptr<Worker> w = new_worker(this, -1, true);
   char name[16];
-  snprintf(name, sizeof name, "weft-b%zu", bound_all.size());
+  snprintf(name, sizeof name, "weft-b%llu", static_cast<unsigned long long>(bound_made++ % 1000000));
   sys::KltOptions ko;
   ko.stack_size = kWorkerStack;
   ko.name = name;
@@ -217,10 +227,50 @@ absl::StatusOr<Worker*> Scheduler::take_bound_worker() {
   return bound_all.back().get();
 }
 
+// The bound worker `w` will run no (more) ULT: on its own KLT after its ULT
+// exited (its loop returns next), or from spawn when create_ult failed
+// after the worker was made (it is stopped and woken).
 void Scheduler::bound_done(Worker* w) {
-  LockGuard<KltMutex> g(bound_lock);
-  bound_spare.push_back(w);
-  bound_busy.fetch_sub(1, std::memory_order_relaxed);
+  {
+    LockGuard<KltMutex> g(bound_lock);
+    bound_finished.push_back(w);
+    bound_busy.fetch_sub(1, std::memory_order_relaxed);
+    w->stop.store(true, std::memory_order_release);
+  }
+  if (w != current_worker()) w->poller->wake();
+}
+
+void Scheduler::reap_bound_workers(bool all) {
+  std::vector<std::unique_ptr<Worker>> reaped;
+  {
+    LockGuard<KltMutex> g(bound_lock);
+    for (size_t i = 0; i < bound_finished.size();) {
+      Worker* w = bound_finished[i];
+      // Its KLT is gone (clone: the kernel cleared the tid; pthread: fn
+      // returned), or, at shutdown, it is about to be: join below.
+      if (!all && w->klt != nullptr && sys::klt_tid(w->klt) != 0) {
+        ++i;
+        continue;
+      }
+      bound_finished[i] = bound_finished.back();
+      bound_finished.pop_back();
+      auto it = std::find_if(bound_all.begin(), bound_all.end(), [w](auto& p) { return p.get() == w; });
+      WEFT_DCHECK(it != bound_all.end(), "finished bound worker not in bound_all");
+      // Its counters are final (its ULT exited; spawns from its KLT's
+      // thread_local destructors count as foreign): fold them in first,
+      // then drop the worker from bound_all, in one critical section, so
+      // live_ults() sees each count exactly once.
+      bound_reaped_created.fetch_add(w->created.load(std::memory_order_acquire), std::memory_order_release);
+      bound_reaped_exited.fetch_add(w->exited.load(std::memory_order_acquire), std::memory_order_release);
+      reaped.push_back(std::move(*it));
+      bound_all.erase(it);
+    }
+  }
+  for (auto& w : reaped) {
+    if (w->klt != nullptr) sys::klt_join(w->klt);
+    w->klt = nullptr;
+    while (w->wakers.load(std::memory_order_acquire) != 0) sys::sched_yield();
+  }
 }
 
 absl::Status Scheduler::shutdown() {
@@ -250,6 +300,9 @@ absl::Status Scheduler::shutdown() {
     w->poller->wake();
   }
   {
+    // Every bound ULT has exited: each bound worker is finished or about to
+    // call bound_done; stop them all anyway (a worker made for a spawn that
+    // failed is already stopped).
     LockGuard<KltMutex> bg(bound_lock);
     for (auto& w : bound_all) {
       w->stop.store(true, std::memory_order_release);
@@ -268,13 +321,25 @@ absl::Status Scheduler::shutdown() {
     if (w->klt != nullptr) sys::klt_join(w->klt);
     w->klt = nullptr;
   }
-  {
-    LockGuard<KltMutex> bg(bound_lock);
-    for (auto& w : bound_all) {
-      if (w->klt != nullptr) sys::klt_join(w->klt);
-      w->klt = nullptr;
+  // Bound KLTs: wait until every one has called bound_done (its loop sees
+  // `stop`), then join and free them all, outside bound_lock (their
+  // thread_local destructors may take it).
+  for (;;) {
+    {
+      LockGuard<KltMutex> bg(bound_lock);
+      for (auto& w : bound_all) {
+        if (std::find(bound_finished.begin(), bound_finished.end(), w.get()) == bound_finished.end() &&
+            !w->stop.load(std::memory_order_acquire)) {
+          w->stop.store(true, std::memory_order_release);
+          w->poller->wake();
+        }
+      }
+      bool all_finished = bound_finished.size() == bound_all.size();
+      if (all_finished) break;
     }
+    sys::sched_yield();
   }
+  reap_bound_workers(true);
   {
     LockGuard<KltMutex> rg(globals().runtimes_lock);
     auto& v = globals().runtimes;
@@ -291,6 +356,7 @@ uint64_t Scheduler::live_ults() const {
   for (int i = 0; i < n; ++i) e += worker_at(i)->exited.load(std::memory_order_acquire);
   {
     LockGuard<KltMutex> g(const_cast<KltMutex&>(bound_lock));
+    e += bound_reaped_exited.load(std::memory_order_acquire);
     for (auto& w : bound_all) e += w->exited.load(std::memory_order_acquire);
   }
   full_fence();
@@ -299,6 +365,7 @@ uint64_t Scheduler::live_ults() const {
   for (int i = 0; i < n; ++i) c += worker_at(i)->created.load(std::memory_order_acquire);
   {
     LockGuard<KltMutex> g(const_cast<KltMutex&>(bound_lock));
+    c += bound_reaped_created.load(std::memory_order_acquire);
     for (auto& w : bound_all) c += w->created.load(std::memory_order_acquire);
   }
   return c - e;
@@ -330,6 +397,8 @@ RuntimeStats Scheduler::stats() const {
   }
   {
     LockGuard<KltMutex> g(const_cast<KltMutex&>(bound_lock));
+    exited += bound_reaped_exited.load(std::memory_order_relaxed);
+    created += bound_reaped_created.load(std::memory_order_relaxed);
     for (auto& w : bound_all) {
       exited += w->exited.load(std::memory_order_relaxed);
       created += w->created.load(std::memory_order_relaxed);
@@ -380,6 +449,7 @@ Ult& Ult::operator=(Ult&& o) noexcept {
     if (joinable()) (void)detach();
     id_ = std::exchange(o.id_, UltId());
     status_ = std::exchange(o.status_, absl::OkStatus());
+    exit_value_ = std::exchange(o.exit_value_, nullptr);
   }
   return *this;
 }
@@ -391,7 +461,7 @@ Ult::~Ult() {
 absl::Status Ult::join() {
   if (!status_.ok()) return status_;
   if (!id_.valid()) return absl::FailedPreconditionError("this Ult handle is empty (already joined or detached)");
-  absl::Status s = rt::join_ult(id_);
+  absl::Status s = rt::join_ult(id_, &exit_value_);
   if (s.ok() || absl::IsNotFound(s)) id_ = UltId();
   return s;
 }

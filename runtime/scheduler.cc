@@ -74,12 +74,15 @@
 #include "runtime/scheduler.h"
 
 #include <cxxabi.h>
+#include <unwind.h>
 
 #include <cerrno>
 #include <cstring>
 
 #include "runtime/log.h"
+#include "runtime/thread_compat.h"
 #include "sys/raw_log.h"
+#include "sys/thread_stack.h"
 
 namespace weft::rt {
 
@@ -129,6 +132,11 @@ inline void restore_thread_state(Ult* u, Worker* w) {
   auto* g = static_cast<EhGlobals*>(w->eh_globals);
   g->caught = u->eh_caught;
   g->uncaught = u->eh_uncaught;
+  // glibc's idea of this thread's stack (its alloca cutoff, pthread_getattr_np)
+  // is the ULT's stack while the ULT runs: two %fs-relative stores
+  // (sys/thread_stack.h, issue 9 #2).
+  sys::thread_stack_set(u->stack.lo(), u->stack.size());
+  restore_ult_locale(u);  // one compare unless the ULTs' locales differ
 }
 
 inline void fresh_thread_state(Worker* w) {
@@ -214,8 +222,28 @@ __attribute__((always_inline)) inline void switch_from(Ult* self, Ult* next, Swi
   Worker* w = self->worker.load(std::memory_order_relaxed);
   handle_transfer(w, reinterpret_cast<uintptr_t>(transfer));
   fresh_thread_state(w);
+  sys::thread_stack_set(self->stack.lo(), self->stack.size());
+  // The stack pointer of this frame (at the call below). When the unwinder
+  // examines ult_entry's frame, the CFA it reports (that of the callee it
+  // came from, libgcc's view) equals it; for every deeper frame it is lower
+  // (unwind_and_exit's stop function).
+  const void* sp;
+  __asm__ volatile("movq %%rsp, %0" : "=r"(sp));
+  self->unwind_limit = sp;
+  self->exit_value = nullptr;
+  self->locale = nullptr;
+  restore_ult_locale(self);
   try {
     self->invoke(self->closure);
+  } catch (abi::__forced_unwind&) {
+    // weft's own forced unwinding (pthread_exit) stops before this frame;
+    // this one was started by glibc directly (pthread_exit or cancellation
+    // reached glibc without passing weft's interposer).
+    sys::raw_logf("weft: forced unwinding not started by weft reached the entry of ULT %u.%u \"%s\" "
+                  "(glibc's pthread_exit or cancellation was called directly; with the static "
+                  "library, export weft's pthread_exit from the executable)",
+                  self->index, self->generation.load(), self->name);
+    abort();
   } catch (const std::exception& e) {
     sys::raw_logf("weft: exception escaped ULT %u.%u \"%s\": %s", self->index,
                   self->generation.load(), self->name, e.what());
@@ -225,12 +253,59 @@ __attribute__((always_inline)) inline void switch_from(Ult* self, Ult* next, Swi
                   self->generation.load(), self->name);
     abort();
   }
+  // The KLT keeps no locale of an exited ULT (it may be freed after join).
+  self->locale = nullptr;
+  restore_ult_locale(self);
   exit_current(self);
+}
+
+// glibc's exception class for forced unwinding ("GNUCFOR\0"): libstdc++
+// treats any forced unwind as abi::__forced_unwind whatever the class.
+constexpr _Unwind_Exception_Class kForcedUnwindClass = 0x474e5543464f5200ULL;
+
+// Called by the unwinder before each frame's personality routine. Lets
+// every frame of the ULT's function unwind (destructors, cleanup handlers,
+// catch blocks that rethrow); at ult_entry's frame (or the end of the
+// stack) it leaves the unwinder and finishes the exit. The abandoned
+// unwinder frames hold no locks.
+_Unwind_Reason_Code exit_stop(int, _Unwind_Action actions, _Unwind_Exception_Class, _Unwind_Exception*,
+                              _Unwind_Context* ctx, void* arg) {
+  Ult* self = static_cast<Ult*>(arg);
+  if ((actions & _UA_END_OF_STACK) != 0 ||
+      _Unwind_GetRegionStart(ctx) == reinterpret_cast<uintptr_t>(&ult_entry) ||
+      reinterpret_cast<const char*>(_Unwind_GetCFA(ctx)) >= static_cast<const char*>(self->unwind_limit)) {
+    self->locale = nullptr;
+    restore_ult_locale(self);
+    exit_current(self);
+  }
+  return _URC_NO_REASON;
+}
+
+// Runs if a catch block swallowed the forced unwinding (did not rethrow):
+// the ULT cannot both exit and go on.
+void exit_exception_cleanup(_Unwind_Reason_Code, _Unwind_Exception*) {
+  Ult* self = current_ult();
+  sys::raw_logf("weft: ULT %u.%u \"%s\" called pthread_exit() and a catch (...) block did not rethrow "
+                "the forced unwinding (abi::__forced_unwind must be rethrown)",
+                self ? self->index : 0, self ? self->generation.load() : 0, self ? self->name : "?");
+  abort();
 }
 
 }  // namespace
 
 void* ult_entry_address() { return reinterpret_cast<void*>(&ult_entry); }
+
+void unwind_and_exit(Ult* self, void* value) {
+  self->exit_value = value;
+  static_assert(sizeof(_Unwind_Exception) <= sizeof(Ult::exit_exception));
+  auto* exc = reinterpret_cast<_Unwind_Exception*>(self->exit_exception);
+  memset(exc, 0, sizeof *exc);
+  exc->exception_class = kForcedUnwindClass;
+  exc->exception_cleanup = exit_exception_cleanup;
+  _Unwind_ForcedUnwind(exc, exit_stop, self);
+  // Only if the unwinder could not start (no unwind tables): exit without.
+  exit_current(self);
+}
 
 void Worker::init_thread_state() {
   errno_ptr = &errno;
@@ -474,9 +549,14 @@ Ult* Scheduler::global_pop_batch(Worker* w) {
 }
 
 void Scheduler::submit_new(Ult* u, Worker* local) {
-  if (u->home != nullptr) {  // bound
-    u->home->inbox_push(u);
-    wake_worker(u->home);
+  if (Worker* home = u->home; home != nullptr) {  // bound
+    // After the push u may run, exit and its worker finish: hold the worker
+    // (wakers) until the wake is done; never re-read u (runtime.cc, "Bound
+    // workers").
+    home->wakers.fetch_add(1, std::memory_order_acq_rel);
+    home->inbox_push(u);
+    wake_worker(home);
+    home->wakers.fetch_sub(1, std::memory_order_release);
     return;
   }
   if (local != nullptr) {
@@ -494,9 +574,13 @@ void Scheduler::submit_new(Ult* u, Worker* local) {
 }
 
 void Scheduler::make_runnable(Ult* u, Worker* here) {
-  if (u->home != nullptr) {
-    u->home->inbox_push(u);
-    if (u->home != here) wake_worker(u->home);
+  if (Worker* home = u->home; home != nullptr) {
+    // As in submit_new: u may be gone after the push, and a bound home
+    // with it; read home once and hold it until the wake is done.
+    home->wakers.fetch_add(1, std::memory_order_acq_rel);
+    home->inbox_push(u);
+    if (home != here) wake_worker(home);
+    home->wakers.fetch_sub(1, std::memory_order_release);
     return;
   }
   if (here != nullptr && here->sched == this && !here->is_bound && here->active() && here == current_worker()) {
@@ -771,7 +855,9 @@ void Worker::loop() {
     handle_transfer(this, t);
     SwitchAction a = decode_action(t);
     if (is_bound && (a == SwitchAction::kExit || a == SwitchAction::kExitRelease)) {
-      sched->bound_done(this);  // our ULT is gone: back to the spare list
+      // Our ULT is gone: this KLT ends with it (runtime.cc, "Bound workers").
+      sched->bound_done(this);
+      return;
     }
     WEFT_DCHECK(!spinning, "worker %d ran a ULT while counted as spinning", index.load(std::memory_order_relaxed));
   }

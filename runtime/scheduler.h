@@ -84,7 +84,12 @@ struct alignas(64) Worker {
   std::atomic<uint32_t> inbox_count{0};
   bool woken_spinning = false;           // guarded by Scheduler::idle_lock
   bool in_idle_set = false;              // guarded by Scheduler::idle_lock
-  std::atomic<bool> stop{false};         // leave loop() (shutdown, or spare bound worker)
+  std::atomic<bool> stop{false};         // leave loop() (shutdown, or a bound worker whose ULT is gone)
+  // Bound workers: threads between "took u->home" and "done waking it"
+  // (make_runnable, submit_new). A finished bound worker is freed only when
+  // this is 0, so a waker never touches a freed Worker (runtime.cc,
+  // "Bound workers").
+  std::atomic<int> wakers{0};
   // Blocking regions (weft::blocking, runtime/blocking.cc). While a ULT is
   // inside one, its worker's `current` is null (weft calls made there act as
   // on a foreign thread: they block the KLT) and the worker's KLT promises
@@ -225,10 +230,21 @@ struct alignas(64) Scheduler {
   std::atomic<uint64_t> monitor_reaped{0};
 
   // --- bound ULTs ------------------------------------------------------------------------
+  // Each bound ULT gets a new KLT that ends with it (runtime.cc, "Bound
+  // workers"); finished ones are reaped at the next bound spawn and at
+  // shutdown.
   KltMutex bound_lock;
-  std::vector<std::unique_ptr<Worker>> bound_all;  // every bound worker ever made
-  std::vector<Worker*> bound_spare;                // idle, waiting for a bound ULT
+  std::vector<std::unique_ptr<Worker>> bound_all;  // bound workers not yet reaped
+  std::vector<Worker*> bound_finished;             // their ULT is gone; the KLT exits
   std::atomic<int> bound_busy{0};
+  uint64_t bound_made = 0;                         // for KLT names; under bound_lock
+  // Live accounting of reaped bound workers (their created/exited counters),
+  // so that live_ults() stays exact; written under bound_lock.
+  std::atomic<uint64_t> bound_reaped_created{0};
+  std::atomic<uint64_t> bound_reaped_exited{0};
+  // Joins and frees the bound workers whose KLT has exited. Not under
+  // bound_lock; never blocks on a KLT that is still running.
+  void reap_bound_workers(bool all);
 
   // --- operations -----------------------------------------------------------------------
   // Makes a ULT created by spawn runnable for the first time; `local` is
@@ -300,6 +316,10 @@ void park_current(Ult* self);
 // deadline passed (the timer won), true otherwise (possibly spurious).
 bool park_current_until(Ult* self, int64_t deadline_ns);
 [[noreturn]] void exit_current(Ult* self);
+// pthread_exit(value) in a ULT: forced unwinding of the ULT's stack (C++
+// destructors and pthread_cleanup_push handlers run; catch (...) blocks see
+// abi::__forced_unwind and must rethrow), then exit_current. Never returns.
+[[noreturn]] void unwind_and_exit(Ult* self, void* value);
 // Makes a parked ULT runnable (or leaves a permit). Any thread.
 void unpark(Ult* u);
 
@@ -310,7 +330,9 @@ Ult* create_ult(Scheduler* s, Worker* local, const SpawnOptions& o, const detail
 // join lock, by whoever decided who releases it).
 void release(Ult* u);
 void drain_local_cache(Worker* w);
-absl::Status join_ult(UltId id);
+// Joins the ULT `id`; stores the value it passed to pthread_exit (or null)
+// in *value when value is not null.
+absl::Status join_ult(UltId id, void** value = nullptr);
 absl::Status detach_ult(UltId id);
 
 // The SIGSEGV handler that reports stack overflows in ULTs (overflow.cc).

@@ -23,6 +23,7 @@
 #include "runtime/scheduler.h"
 #include "sys/futex.h"
 #include "sys/raw_log.h"
+#include "sys/raw_syscall.h"
 
 namespace weft::rt {
 
@@ -144,7 +145,16 @@ Ult* create_ult(Scheduler* s, Worker* w, const SpawnOptions& o, const detail::Cl
 }
 
 void release(Ult* u) {
-  while (u->on_stack.load(std::memory_order_acquire)) cpu_relax();
+  // The exiting ULT's KLT is between its joiner wake and the end of its
+  // switch; yield after a while (a bound ULT's new KLT is often preempted
+  // right there by the joiner it woke, on the same CPU).
+  for (int i = 0; u->on_stack.load(std::memory_order_acquire); ++i) {
+    if (i < 128) {
+      cpu_relax();
+    } else {
+      sys::sched_yield();
+    }
+  }
   free(u->locals);
   u->locals = nullptr;
   u->locals_count = 0;
@@ -183,7 +193,7 @@ Ult* lock_by_id(UltId id, absl::Status* err) {
 
 }  // namespace
 
-absl::Status join_ult(UltId id) {
+absl::Status join_ult(UltId id, void** value) {
   Ult* self = current_ult();
   if (self != nullptr && self->id_value() == id.value())
     return absl::FailedPreconditionError("a ULT cannot join itself");
@@ -202,6 +212,7 @@ absl::Status join_ult(UltId id) {
     u->detached = true;  // consumed
     advance_generation(u);
     u->join_lock.unlock();
+    if (value != nullptr) *value = u->exit_value;
     release(u);
     return absl::OkStatus();
   }
@@ -214,6 +225,7 @@ absl::Status join_ult(UltId id) {
   } else {
     while (w.done.load(std::memory_order_acquire) == 0) sys::futex_wait(&w.done, 0);
   }
+  if (value != nullptr) *value = u->exit_value;
   release(u);
   return absl::OkStatus();
 }

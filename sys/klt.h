@@ -4,8 +4,9 @@
 // klt_backend):
 //   clone   (default, the product) raw clone3/clone with a glibc-compatible
 //           TCB from sys/tls.h: glibc and libstdc++ work on the thread, but
-//           glibc does not know it exists (no pthread_join, pthread_cancel,
-//           pthread_exit or pthread_getattr_np on it).
+//           glibc does not know it exists (no pthread_join, pthread_cancel
+//           or pthread_exit on it; pthread_getattr_np and glibc's alloca
+//           limit see its stack, sys/thread_stack.h).
 //   pthread for ASan/TSan builds, which do not know raw threads.
 //
 // A KLT runs `fn(arg)` with the signal mask the options give, on a guarded
@@ -13,6 +14,43 @@
 // returns: thread_local and pthread-key destructors run, then the thread
 // ends. klt_join waits for the end and frees everything. Every KLT must be
 // joined exactly once. All calls return 0 or -errno; none touches errno.
+//
+// The registry of live KLTs (both backends). weft keeps a list of the KLTs
+// it made, with their tids and TCBs, for the work that must reach every
+// thread of the process and that glibc does only for the threads it made
+// itself: initialising the static TLS of a library dlopen'ed after the KLTs
+// started (sys/dl_tls.cc, clone backend), and broadcasting credential changes
+// (setuid & co., later). Its contract:
+//   - a KLT is in the registry from before its `fn` starts until its last
+//     user code has returned (fn, then its thread_local and pthread-key
+//     destructors on the clone backend; fn on the pthread backend, where
+//     glibc runs the destructors afterwards);
+//   - adding (klt_create on the clone backend, the new thread itself on the
+//     pthread backend, before fn) and removing (the KLT itself) take the
+//     registry lock; while a caller holds it (KltRegistryLock), no KLT is
+//     added and none leaves, so a walk under the lock sees each KLT that
+//     runs or may still run user code exactly once, with its tid (never 0:
+//     the thread exists until it has removed itself) and its TCB;
+//   - a KLT waiting to remove itself waits in FUTEX_WAIT with the signal mask
+//     it ran fn with, so signals the lock holder sends it are still
+//     delivered (the holder may wait for their handlers to run);
+//   - the registry lock is a leaf for weft, but it is held across glibc's
+//     TLS allocation in klt_create (which takes glibc's loader locks): never
+//     call dlopen, klt_create or klt_join while holding it (klt_join waits
+//     for a KLT that needs the lock to leave);
+//   - in the child of fork() the registry holds only the forking thread (if
+//     it is a KLT) and the lock is free.
+//
+// dlopen after KLTs exist (clone backend, sys/dl_tls.cc). libweft exports
+// dlopen, dlmopen and dlclose; after glibc's dlopen returns, the initial
+// image of every object that got a static TLS block (initial-exec TLS) is
+// copied into each registered KLT's block, as glibc does for its own
+// threads. Limits: constructors of the new library that run on a KLT during
+// the dlopen see that KLT's copy uninitialised, and what they store there is
+// replaced by the initial image when dlopen returns; with the static
+// library, calls made by shared libraries reach weft's dlopen only if the
+// executable exports it. General-dynamic TLS needs none of this (glibc
+// allocates it per thread on first use).
 #pragma once
 
 #include <signal.h>
@@ -54,8 +92,45 @@ int klt_tid(Klt* k);
 // "clone" or "pthread".
 const char* klt_backend_name();
 
+// True when glibc itself knows the KLTs (the pthread backend): its setuid
+// broadcast and its static-TLS initialisation at dlopen reach them, and
+// the registry is informative only. False for raw-clone KLTs.
+bool klt_glibc_knows_threads();
+
+// Clone backend: whether klt_create still uses clone3; false once clone3
+// answered ENOSYS or EPERM (an old kernel, or a seccomp profile that
+// forbids it) and clone worked instead. Always false on the pthread backend.
+bool klt_uses_clone3();
+
+// A registered KLT, as seen under the registry lock.
+struct KltInfo {
+  Klt* klt;   // the handle (valid while the lock is held)
+  int tid;    // its kernel thread id, > 0
+  void* tp;   // its thread pointer (%fs base, the TCB); pthread_self() on it
+};
+
+// Holds the registry lock for its scope (see the contract above). Blocks
+// the calling KLT (FUTEX_WAIT) while another holder has it. Not recursive.
+class KltRegistryLock {
+ public:
+  KltRegistryLock();
+  ~KltRegistryLock();
+  KltRegistryLock(const KltRegistryLock&) = delete;
+  KltRegistryLock& operator=(const KltRegistryLock&) = delete;
+};
+
+// Calls fn(info, arg) for every registered KLT, oldest first. The caller
+// holds a KltRegistryLock. fn must not take the registry lock, create, join
+// or wait for the exit of a KLT.
+void klt_for_each_locked(void (*fn)(const KltInfo& info, void* arg), void* arg);
+
+// Registered KLTs; the caller holds a KltRegistryLock.
+int klt_count_locked();
+
 // Prepares the backend (for clone: validates glibc's thread layout and makes
-// glibc multi-threaded, which creates and joins one pthread). Idempotent.
+// glibc multi-threaded, which creates and joins one pthread; for both:
+// finds where glibc keeps a thread's stack, sys/thread_stack.h, with one
+// more pthread). Idempotent.
 // Returns 0; -ENOTSUP with *what set when this glibc is not supported; or a
 // transient thread-creation error (-EAGAIN, -ENOMEM) that a later call may
 // not repeat.

@@ -3,13 +3,17 @@
 // Creation handshake (no lost exit, no early free):
 //
 //   creator                                  new KLT
-//   allocate Klt, stack, TLS, sigaltstack
+//   allocate Klt, stack, sigaltstack
+//   lock the registry (klt.h); allocate TLS
 //   block all signals
 //   clone3(SETTLS=tp, PARENT_SETTID=&tid,
 //          CHILD_CLEARTID=&tid)  ----------> starts with all signals blocked
-//   restore its mask                         tls_thread_start, name, sigaltstack,
-//   (kernel wrote tid before clone returned)   its mask, fn(arg)
-//                                            block all signals, destructors,
+//   register (tid, tp); restore its mask;    tls_thread_start, name, sigaltstack,
+//   unlock the registry                        its mask, fn(arg)
+//   (kernel wrote tid before clone returned) destructors (with fn's mask),
+//                                            leave the registry (waits for its
+//                                            lock with fn's mask),
+//                                            block all signals, cleanup,
 //                                            disable sigaltstack
 //                                            SYS_exit: kernel stores 0 in tid
 //   klt_join: futex_wait_shared(&tid) <----  and FUTEX_WAKEs it (a shared wake)
@@ -29,8 +33,11 @@
 
 #include "sys/futex.h"
 #include "sys/klt.h"
+#include "sys/klt_registry.h"
 #include "sys/stack.h"
 #include "sys/raw_syscall.h"
+#include "sys/spin.h"
+#include "sys/thread_stack.h"
 #include "sys/tls.h"
 
 extern "C" {
@@ -49,6 +56,7 @@ struct Klt {
   AltStack alt;                  // alt.stack.base == nullptr: none
   sigset_t mask;                 // the mask the KLT runs fn with
   char name[16];
+  KltNode node;                  // in the registry while it may run user code
   alignas(16) unsigned char res[512 + 64];  // struct __res_state, private per KLT
 };
 
@@ -59,7 +67,9 @@ constexpr unsigned long kCloneFlags = CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_
                                       CLONE_PARENT_SETTID | CLONE_CHILD_CLEARTID;
 
 // Set once clone3 answered ENOSYS (an old kernel, or a seccomp profile that
-// forbids it, as container runtimes do); every later create uses clone.
+// forbids it, as container runtimes do) or EPERM (older container seccomp
+// profiles refused clone3 that way) and clone then worked; every later
+// create uses clone.
 std::atomic<bool> no_clone3{false};
 
 void fill_all(sigset_t* s) { memset(s, 0xff, sizeof *s); }
@@ -74,6 +84,12 @@ void fill_all(sigset_t* s) { memset(s, 0xff, sizeof *s); }
 
   k->fn(k->arg);
 
+  // User code ends with the destructors, run (as glibc does) with fn's
+  // mask; then the KLT leaves the registry, waiting with that mask while a
+  // walker holds the lock (klt.h).
+  tls_thread_run_destructors(k->tp);
+  registry_remove_self(&k->node);
+
   sigset_t all;
   fill_all(&all);
   sigprocmask(SIG_SETMASK, &all, nullptr);  // no handler may run on a dying TCB
@@ -87,19 +103,18 @@ void fill_all(sigset_t* s) { memset(s, 0xff, sizeof *s); }
 // on these machines); a reused one costs nothing. glibc keeps such a cache
 // for its own threads. Bounded; exact size match only.
 constexpr int kStackCacheCap = 16;
-std::atomic_flag cache_lock = ATOMIC_FLAG_INIT;
+// Guarded by cache_lock (a few loads and stores; spins, then yields).
+SpinFlag cache_lock;
 Stack cached_stacks[kStackCacheCap];
 int ncached = 0;
 
-struct CacheGuard {
-  CacheGuard() {
-    while (cache_lock.test_and_set(std::memory_order_acquire)) __builtin_ia32_pause();
-  }
-  ~CacheGuard() { cache_lock.clear(std::memory_order_release); }
+struct CacheGuard : SysLockGuard<SpinFlag> {
+  CacheGuard() : SysLockGuard<SpinFlag>(cache_lock) {}
 };
 
 // A cached stack of exactly `size` usable bytes and `guard` bytes of guard.
 bool take_cached(size_t size, size_t guard, Stack* out) {
+  if (stack_test_mmap_failures_pending()) return false;  // fault injection reaches klt_create
   size = round_to_pages(size);
   guard = round_to_pages(guard);
   CacheGuard g;
@@ -139,11 +154,20 @@ void free_parts(Klt* k) {
 
 const char* klt_backend_name() { return "clone"; }
 
-int klt_backend_init(const char** what) { return tls_init(what); }
+bool klt_glibc_knows_threads() { return false; }
+
+SpinFlag& klt_stack_cache_lock_for_test() { return cache_lock; }
+
+bool klt_uses_clone3() { return !no_clone3.load(std::memory_order_relaxed); }
+
+int klt_backend_init(const char** what) {
+  if (int r = tls_init(what); r != 0) return r;
+  return thread_stack_init(what);
+}
 
 int klt_create(KltMain fn, void* arg, const KltOptions& opts, Klt** out, const char** what) {
   static_assert(sizeof(Klt::res) >= 568, "struct __res_state must fit");
-  if (int r = tls_init(what); r != 0) return r;
+  if (int r = klt_backend_init(what); r != 0) return r;
   if (tls_resolver_state_size() > sizeof(Klt::res)) {
     if (what) *what = "struct __res_state is larger than expected";
     return -ENOTSUP;
@@ -172,6 +196,12 @@ int klt_create(KltMain fn, void* arg, const KltOptions& opts, Klt** out, const c
       return r;
     }
   }
+  // From the TLS allocation to the registration the registry lock is held:
+  // a walker (dl_tls.cc) that runs after glibc registered a new module
+  // either finds this KLT registered, or this KLT's TLS was allocated after
+  // the module existed (glibc initialised it). Taken before all signals are
+  // blocked: a holder may be waiting for this thread's signal handlers.
+  SysLockGuard<SysMutex> reg(registry_mutex());
   k->tp = tls_allocate();
   if (k->tp == nullptr) {
     if (what) *what = "out of memory for the KLT's TLS block";
@@ -179,6 +209,8 @@ int klt_create(KltMain fn, void* arg, const KltOptions& opts, Klt** out, const c
     return -ENOMEM;
   }
   std::atomic<uint32_t>* tid = tls_tid_word(k->tp);
+  // glibc's view of the KLT's stack (alloca cutoff, pthread_getattr_np).
+  thread_stack_set_for(k->tp, k->stack.lo(), k->stack.size());
 
   sigset_t all, old;
   fill_all(&all);
@@ -190,6 +222,8 @@ int klt_create(KltMain fn, void* arg, const KltOptions& opts, Klt** out, const c
   }
 
   long r = -ENOSYS;
+  bool tried_clone3 = false;
+  const char* failure = nullptr;
   if (!no_clone3.load(std::memory_order_relaxed)) {
     clone_args ca{};
     ca.flags = kCloneFlags;
@@ -199,19 +233,36 @@ int klt_create(KltMain fn, void* arg, const KltOptions& opts, Klt** out, const c
     ca.stack_size = k->stack.size();
     ca.tls = reinterpret_cast<uint64_t>(k->tp);
     r = weft_clone3(&ca, CLONE_ARGS_SIZE_VER0, klt_entry, k);
-    if (r == -ENOSYS) no_clone3.store(true, std::memory_order_relaxed);
+    tried_clone3 = true;
   }
-  if (r == -ENOSYS) {
+  if (r == -ENOSYS || r == -EPERM) {
+    long r3 = r;
     r = weft_clone(kCloneFlags, k->stack.hi(), reinterpret_cast<int*>(tid),
                    reinterpret_cast<int*>(tid), k->tp, klt_entry, k);
+    // clone worked where clone3 did not: a kernel or a seccomp profile
+    // without clone3. Remember it (an EPERM that clone shares is a real
+    // refusal and is reported below).
+    if (r >= 0 && tried_clone3) no_clone3.store(true, std::memory_order_relaxed);
+    if (r == -EPERM && r3 == -EPERM) {
+      failure = "clone3 and clone were refused with EPERM (a seccomp profile or security module "
+              "forbids creating threads)";
+    }
+  }
+  if (r >= 0) {
+    k->node.klt = k;
+    k->node.tp = k->tp;
+    k->node.tid = static_cast<int>(tid->load(std::memory_order_relaxed));  // CLONE_PARENT_SETTID
+    registry_add_locked(&k->node);
   }
   sigprocmask(SIG_SETMASK, &old, nullptr);
 
   if (r < 0) {
-    if (what) {
-      *what = r == -EAGAIN ? "clone failed: too many threads (RLIMIT_NPROC or kernel.threads-max)"
-                           : "clone failed";
+    if (failure == nullptr) {
+      failure = r == -EAGAIN ? "clone failed: too many threads (RLIMIT_NPROC or kernel.threads-max)"
+                : r == -EPERM ? "clone failed with EPERM (a seccomp profile or security module forbids it)"
+                              : "clone failed";
     }
+    if (what) *what = failure;
     free_parts(k);
     return static_cast<int>(r);
   }

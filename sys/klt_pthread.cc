@@ -14,6 +14,8 @@
 
 #include "sys/futex.h"
 #include "sys/klt.h"
+#include "sys/klt_registry.h"
+#include "sys/thread_stack.h"
 #include "sys/stack.h"
 #include "sys/raw_syscall.h"
 
@@ -29,6 +31,7 @@ struct Klt {
   AltStack alt;
   sigset_t mask;
   char name[16];
+  KltNode node;  // registered by the thread itself, before fn (klt.h)
 };
 
 namespace {
@@ -39,8 +42,16 @@ void* klt_entry(void* p) {
   futex_wake(&k->tid, 1 << 30);
   if (k->name[0] != '\0') raw_syscall(SYS_prctl, PR_SET_NAME, reinterpret_cast<long>(k->name));
   if (k->alt.stack.base != nullptr) altstack_install(k->alt);
+  {
+    SysLockGuard<SysMutex> g(registry_mutex());
+    k->node.klt = k;
+    k->node.tp = reinterpret_cast<void*>(pthread_self());
+    k->node.tid = static_cast<int>(k->tid.load(std::memory_order_relaxed));
+    registry_add_locked(&k->node);
+  }
   sigprocmask(SIG_SETMASK, &k->mask, nullptr);
   k->fn(k->arg);
+  registry_remove_self(&k->node);  // glibc runs the destructors after this
   sigset_t all;
   memset(&all, 0xff, sizeof all);
   sigprocmask(SIG_SETMASK, &all, nullptr);
@@ -53,7 +64,11 @@ void* klt_entry(void* p) {
 
 const char* klt_backend_name() { return "pthread"; }
 
-int klt_backend_init(const char**) { return 0; }
+bool klt_glibc_knows_threads() { return true; }
+
+bool klt_uses_clone3() { return false; }
+
+int klt_backend_init(const char** what) { return thread_stack_init(what); }
 
 int klt_create(KltMain fn, void* arg, const KltOptions& opts, Klt** out, const char** what) {
   Klt* k = new (std::nothrow) Klt{};

@@ -21,6 +21,7 @@
 #include <cstring>
 
 #include "sys/raw_syscall.h"
+#include "sys/spin.h"
 
 namespace weft::sys {
 namespace {
@@ -84,24 +85,24 @@ struct Layout {
   long libc_block_off;       // libc's static TLS block, relative to tp
   size_t libc_block_size;
   long resp_off;             // libc's __resp, relative to tp
+  size_t lm_tls_modid_off;   // struct link_map: l_tls_modid (size_t)
+  size_t lm_tls_offset_off;  //                  l_tls_offset (ptrdiff_t, tp - block)
 };
 
 Layout L;
 
 // Heritage pool: libc TLS blocks of dead KLTs, waiting for a new KLT.
-// Guarded by heritage_lock (a spinlock: the critical sections are a few
-// loads and stores, and the callers may be on any kind of thread).
-std::atomic_flag heritage_lock = ATOMIC_FLAG_INIT;
+// Guarded by heritage_lock (a spinlock that yields after a while: the
+// critical sections are a few loads and stores, and the callers may be on
+// any kind of thread).
+SpinFlag heritage_lock;
 void* heritage[kHeritageCap];
 size_t heritage_count = 0;
 std::atomic<uint64_t> stat_inherited{0};
 std::atomic<uint64_t> stat_dropped{0};
 
-struct HeritageGuard {
-  HeritageGuard() {
-    while (heritage_lock.test_and_set(std::memory_order_acquire)) __builtin_ia32_pause();
-  }
-  ~HeritageGuard() { heritage_lock.clear(std::memory_order_release); }
+struct HeritageGuard : SysLockGuard<SpinFlag> {
+  HeritageGuard() : SysLockGuard<SpinFlag>(heritage_lock) {}
 };
 
 template <class T>
@@ -119,6 +120,8 @@ struct PhdrSearch {
   const void* needle;
   const void* block = nullptr;
   size_t size = 0;
+  ElfW(Addr) addr = 0;
+  size_t modid = 0;
 };
 
 int find_tls_block(dl_phdr_info* info, size_t, void* data) {
@@ -132,6 +135,8 @@ int find_tls_block(dl_phdr_info* info, size_t, void* data) {
     if (p >= lo && p < lo + ph.p_memsz) {
       s->block = lo;
       s->size = ph.p_memsz;
+      s->addr = info->dlpi_addr;
+      s->modid = info->dlpi_tls_modid;
       return 1;
     }
   }
@@ -245,10 +250,44 @@ const char* discover() {
     return fail("__resp is not in libc's TLS block");
   if (L.libc_block_off + static_cast<long>(L.libc_block_size) > 0)
     return fail("libc's TLS block is not below the TCB");
+
+  // struct link_map's TLS fields (for dlopen'ed static TLS, dl_tls.cc),
+  // checked against libc's own link map: its module id is the one
+  // dl_iterate_phdr reports and its static offset puts its block where
+  // errno is.
+  const uint32_t* lm_modid = descriptor("_thread_db_link_map_l_tls_modid");
+  const uint32_t* lm_offset = descriptor("_thread_db_link_map_l_tls_offset");
+  if (!lm_modid || !lm_offset || lm_modid[0] != 64 || lm_offset[0] != 64)
+    return fail("the link_map TLS descriptors are missing or unexpected");
+  L.lm_tls_modid_off = lm_modid[2];
+  L.lm_tls_offset_off = lm_offset[2];
+  const link_map* libc_map = nullptr;
+  for (const link_map* m = _r_debug.r_map; m != nullptr; m = m->l_next) {
+    if (m->l_addr == s.addr) libc_map = m;
+  }
+  if (libc_map == nullptr) return fail("libc's link_map was not found");
+  size_t modid = 0;
+  long offset = 0;
+  if (!tls_module_static_offset(libc_map, &modid, &offset) || modid != s.modid ||
+      -offset != L.libc_block_off)
+    return fail("struct link_map's l_tls_modid/l_tls_offset do not describe libc's TLS block");
   return nullptr;
 }
 
 }  // namespace
+
+bool tls_module_static_offset(const void* map, size_t* modid, long* offset) {
+  if (L.lm_tls_offset_off == 0) {  // tls_init() has not succeeded: no KLT exists
+    *modid = 0;
+    *offset = 0;
+    return false;
+  }
+  const char* m = static_cast<const char*>(map);
+  *modid = *reinterpret_cast<const size_t*>(m + L.lm_tls_modid_off);
+  *offset = *reinterpret_cast<const long*>(m + L.lm_tls_offset_off);
+  // x86_64 (TLS_TCB_AT_TP): 0 is NO_TLS_OFFSET, -1 FORCED_DYNAMIC_TLS_OFFSET.
+  return *modid != 0 && *offset > 0;
+}
 
 int tls_init(const char** what) {
   // The layout checks are facts about this glibc: computed once, cached.
@@ -355,7 +394,7 @@ void tls_thread_start(void* tp, void* res) {
   h_errno = 0;
 }
 
-void tls_thread_finish(void* tp, void* res) {
+void tls_thread_run_destructors(void* tp) {
   // glibc's own order: C++ thread_local destructors, then pthread-key
   // destructors. A key destructor may touch a thread_local with a
   // destructor, registering it anew, so repeat both until neither has
@@ -386,6 +425,11 @@ void tls_thread_finish(void* tp, void* res) {
     if (!again) break;
   }
   L.call_tls_dtors();
+}
+
+void tls_thread_finish(void* tp, void* res) {
+  tls_thread_run_destructors(tp);  // anything a signal handler registered meanwhile
+  char** specific = reinterpret_cast<char**>(static_cast<char*>(tp) + L.specific_off);
   for (size_t i = 1; i < L.specific_count; ++i) {  // specific[0] is the inline block
     free(specific[i]);
     specific[i] = nullptr;
@@ -415,6 +459,8 @@ void tls_release(void* tp) {
   }
   L.deallocate_tls(tp, true);
 }
+
+SpinFlag& tls_heritage_lock_for_test() { return heritage_lock; }
 
 TlsStats tls_stats() {
   return TlsStats{stat_inherited.load(std::memory_order_relaxed),

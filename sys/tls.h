@@ -77,12 +77,36 @@ inline void* tls_self() {
   return tp;
 }
 
+// Objects whose static TLS block dl_tls.cc initialised in the live KLTs
+// after a dlopen (for tests and diagnostics).
+uint64_t dl_tls_modules_initialised();
+
+// The spinlocks of the clone backend (heritage pool here, KLT stack cache
+// in klt_clone.cc), for tests that check that a waiter yields the CPU.
+class SpinFlag;
+SpinFlag& tls_heritage_lock_for_test();
+SpinFlag& klt_stack_cache_lock_for_test();
+
 // Counters for tests and diagnostics.
 struct TlsStats {
   uint64_t inherited;  // new TCBs that adopted a dead thread's libc block
   uint64_t dropped;    // dead threads whose libc block (malloc cache) was leaked
 };
 TlsStats tls_stats();
+
+// For a loaded object's struct link_map: its TLS module id and, when its
+// TLS block lives in the static TLS area (initial-exec TLS, or a module
+// glibc placed there), the block's offset below the thread pointer (the
+// block of thread T is at T's tp - *offset). Returns false (with *modid 0
+// for an object without TLS) when the object has no static TLS block, and
+// before tls_init() has succeeded (no KLT can exist then).
+bool tls_module_static_offset(const void* link_map, size_t* modid, long* offset);
+
+// Runs user-visible per-thread destructors on the calling KLT: thread_local
+// destructors and pthread-key destructors, as glibc does at thread exit,
+// until none is left. Called before the KLT leaves the registry, with the
+// signal mask fn ran with; tls_thread_finish repeats it (a no-op by then).
+void tls_thread_run_destructors(void* tp);
 
 // The size of struct __res_state, for callers that allocate it.
 size_t tls_resolver_state_size();

@@ -6,7 +6,9 @@
 // the check is that a message is *absent*, a fork()ed child whose stderr is
 // captured through a pipe. Every child arms alarm() so that a hang kills it
 // with SIGALRM, which fails the test instead of blocking it.
+#include <dlfcn.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -19,6 +21,7 @@
 #include <functional>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 #include <weft/weft.h>
@@ -48,6 +51,52 @@ __attribute__((noinline)) int BigFrame() {
   big[0] = 1;
   big[sizeof big - 1] = 2;
   return big[0] + big[sizeof big - 1];
+}
+
+// A 72 KiB frame on a 64 KiB stack, compiled WITHOUT stack-clash
+// protection (as in a library the user did not build): the stack pointer
+// drops about 9 KiB below the stack and the first store lands there at once.
+__attribute__((noinline, optimize("no-stack-clash-protection"))) int Frame72KiBUnprobed() {
+  volatile char big[72 * 1024];
+  big[0] = 1;
+  return big[0];
+}
+
+// The same frame compiled with -fstack-clash-protection (weft's and
+// weft.pc's flag): it probes every page on the way down.
+__attribute__((noinline)) int Frame72KiBProbed() {
+  volatile char big[72 * 1024];
+  big[0] = 1;
+  return big[0];
+}
+
+// A ULT named `name` runs `frame` on a 64 KiB stack while a second ULT,
+// spawned just after it (so its fresh stack is mapped directly below the
+// first one's), is alive: a frame that skips the guard lands in the
+// neighbour's stack instead of faulting.
+void RunFrameNextToNeighbour(int (*frame)(), const char* name, size_t guard) {
+  alarm(kChildTimeoutSec);
+  weft::Runtime rt(weft::Options{.workers = 2, .guard_size = guard});
+  static std::atomic<bool> go{false};
+  static std::atomic<bool> done{false};
+  static int (*fn)() = nullptr;
+  fn = frame;
+  weft::Ult a = rt.spawn(
+      [] {
+        while (!go.load()) weft::this_ult::yield();
+        (void)fn();
+        done = true;
+      },
+      weft::SpawnOptions{.name = name, .stack_size = 64 * 1024});
+  weft::Ult b = rt.spawn(
+      [] {
+        while (!done.load()) weft::this_ult::yield();
+      },
+      weft::SpawnOptions{.name = "neighbour", .stack_size = 64 * 1024});
+  go = true;
+  (void)a.join();
+  (void)b.join();
+  fprintf(stderr, "the %s frame returned without a fault\n", name);
 }
 
 __attribute__((noinline)) int NullDeref() {
@@ -151,6 +200,23 @@ TEST_F(Overflow, FrameLargerThanGuardIsReported) {
               ::testing::KilledBySignal(SIGABRT), "stack overflow in ULT .* \"big-frame\"");
 }
 
+// Regression (issue 9 #2): on 15df0bc (4 KiB guard, no stack-clash
+// protection) a 72 KiB frame on a 64 KiB ULT stack wrote into the
+// neighbouring ULT's stack without a fault and the ULT returned normally.
+// Code built without stack-clash protection is covered by the default
+// guard (256 KiB)...
+TEST_F(Overflow, Frame72KiBWithoutProbesIsReportedWithTheDefaultGuard) {
+  EXPECT_EXIT(RunFrameNextToNeighbour(Frame72KiBUnprobed, "frame-72k", weft::Options{}.guard_size),
+              ::testing::KilledBySignal(SIGABRT), "weft: stack overflow in ULT .* \"frame-72k\"");
+}
+
+// ... and code built with it (weft's flag, passed on by weft.pc) by any
+// guard, even a single page.
+TEST_F(Overflow, Frame72KiBWithProbesIsReportedWithAOnePageGuard) {
+  EXPECT_EXIT(RunFrameNextToNeighbour(Frame72KiBProbed, "frame-72k-probed", 4096),
+              ::testing::KilledBySignal(SIGABRT), "weft: stack overflow in ULT .* \"frame-72k-probed\"");
+}
+
 // A SIGSEGV in a ULT that is not an overflow (a null dereference) kills the
 // process with SIGSEGV, and is not reported as a stack overflow.
 TEST_F(Overflow, NullDerefInUltIsPlainSegv) {
@@ -232,3 +298,71 @@ TEST_F(Overflow, EscapingExceptionNamesTheUlt) {
 }
 
 }  // namespace
+
+// glibc's view of the stack follows the running ULT (issue 9 #2).
+namespace {
+
+using CutoffFn = int (*)(size_t);
+
+struct StackView {
+  int small_ok = -1;    // __libc_alloca_cutoff(size / 4)
+  int large_ok = -1;    // __libc_alloca_cutoff(size / 4 + 1)
+  bool getattr_ok = false;  // pthread_getattr_np's stack holds a local of the ULT
+  size_t getattr_size = 0;
+};
+
+StackView Look(CutoffFn cutoff, size_t size) {
+  StackView v;
+  v.small_ok = cutoff(size / 4);
+  v.large_ok = cutoff(size / 4 + 1);
+  pthread_attr_t a;
+  if (pthread_getattr_np(pthread_self(), &a) == 0) {
+    void* addr = nullptr;
+    size_t sz = 0;
+    pthread_attr_getstack(&a, &addr, &sz);
+    volatile char local = 0;
+    const char* p = const_cast<const char*>(&local);
+    v.getattr_ok = p >= static_cast<char*>(addr) && p < static_cast<char*>(addr) + sz;
+    v.getattr_size = sz;
+    pthread_attr_destroy(&a);
+  }
+  return v;
+}
+
+}  // namespace
+
+// Regression (issue 9 #2): on 15df0bc __libc_alloca_cutoff allowed 64 KiB
+// of alloca on a 64 KiB ULT stack (glibc saw a stack size of 0); it must be
+// a quarter of the running ULT's stack, for ULTs of different sizes on the
+// same workers, also after they migrated; and pthread_getattr_np in a ULT
+// reports that ULT's stack.
+TEST(GlibcStackView, AllocaCutoffAndGetattrFollowTheRunningUlt) {
+  auto cutoff = reinterpret_cast<CutoffFn>(dlsym(RTLD_DEFAULT, "__libc_alloca_cutoff"));
+  if (cutoff == nullptr) GTEST_SKIP() << "this glibc does not export __libc_alloca_cutoff";
+  weft::Runtime rt(weft::Options{.workers = 2});
+  ASSERT_TRUE(rt.status().ok()) << rt.status();
+  const size_t sizes[] = {32 * 1024, 64 * 1024, 256 * 1024};
+  constexpr int kRounds = 50;
+  StackView views[3][kRounds];
+  std::vector<weft::Ult> ults;
+  for (int i = 0; i < 3; ++i) {
+    ults.push_back(rt.spawn(
+        [&, i] {
+          for (int r = 0; r < kRounds; ++r) {
+            views[i][r] = Look(cutoff, sizes[i]);
+            weft::this_ult::yield();  // interleave with the others, migrate
+          }
+        },
+        weft::SpawnOptions{.stack_size = sizes[i]}));
+  }
+  for (auto& u : ults) ASSERT_TRUE(u.join().ok());
+  for (int i = 0; i < 3; ++i) {
+    for (int r = 0; r < kRounds; ++r) {
+      SCOPED_TRACE(testing::Message() << "stack " << sizes[i] << " round " << r);
+      EXPECT_EQ(views[i][r].small_ok, 1);
+      EXPECT_EQ(views[i][r].large_ok, 0) << "glibc allows more alloca than a quarter of the ULT's stack";
+      EXPECT_TRUE(views[i][r].getattr_ok);
+      EXPECT_EQ(views[i][r].getattr_size, sizes[i]);
+    }
+  }
+}

@@ -19,6 +19,10 @@
 #include <resolv.h>
 #include <sched.h>
 #include <signal.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -43,6 +47,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -764,6 +769,225 @@ TEST(KltTrio, ThreadLocalInLibraryDlopenedAfterKltsStarted) {
   EXPECT_EQ(dtor_count(), 2) << "one thread_local destructor per exited KLT";
   EXPECT_EQ(dtor_sum(), (10 + 0) + (10 + 1)) << "each KLT's destructor must see its own object";
   EXPECT_EQ(dlclose(handle), 0);
+}
+
+namespace {
+
+struct IeLib {
+  void* handle = nullptr;
+  int (*read)() = nullptr;
+  long (*array_sum)() = nullptr;
+  int (*bss_sum)() = nullptr;
+  int* (*address)() = nullptr;
+  std::string error;
+
+  void Open(const std::string& path) {
+    handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+    if (handle == nullptr) {
+      error = dlerror();
+      return;
+    }
+    read = reinterpret_cast<int (*)()>(dlsym(handle, "weft_test_ie_read"));
+    array_sum = reinterpret_cast<long (*)()>(dlsym(handle, "weft_test_ie_array_sum"));
+    bss_sum = reinterpret_cast<int (*)()>(dlsym(handle, "weft_test_ie_bss_sum"));
+    address = reinterpret_cast<int* (*)()>(dlsym(handle, "weft_test_ie_address"));
+    if (!read || !array_sum || !bss_sum || !address) error = "missing symbols";
+  }
+  bool ok() const { return handle != nullptr && error.empty(); }
+};
+
+// Runs the initial-exec check: `opener` (kMain or a KLT) dlopens the
+// library while all three threads exist; then each reads its own copy.
+void CheckInitialExecAfterDlopen(int opener) {
+  const char* lib = getenv("WEFT_TEST_TLS_IE_LIB");
+  ASSERT_NE(lib, nullptr) << "WEFT_TEST_TLS_IE_LIB must name tests/libweft_test_tls_ie.so (meson test sets it)";
+  const std::string copy = CopyToTemp(lib);
+  ASSERT_FALSE(copy.empty()) << "cannot copy " << lib;
+  IeLib ie;
+  int value[3] = {}, bss[3] = {-1, -1, -1}, after_write[3] = {};
+  long sum[3] = {};
+  int* addr[3] = {};
+  Trio trio;
+  trio.Run([&](int who) {
+    if (who == opener) ie.Open(copy);
+    trio.Sync();  // the library is loaded; every thread existed before
+    if (ie.ok()) {
+      value[who] = ie.read();
+      sum[who] = ie.array_sum();
+      bss[who] = ie.bss_sum();
+      addr[who] = ie.address();
+      *addr[who] = 100 + who;
+    }
+    trio.Sync();  // all three have written
+    if (ie.ok()) after_write[who] = ie.read();
+    trio.Sync();
+  });
+  unlink(copy.c_str());
+  ASSERT_TRUE(ie.ok()) << ie.error;
+  for (int w = 0; w < 3; ++w) {
+    EXPECT_EQ(value[w], 4242) << "thread " << w << ": initial-exec TLS of a library dlopen'ed later not initialised";
+    EXPECT_EQ(sum[w], 10) << "thread " << w;
+    EXPECT_EQ(bss[w], 0) << "thread " << w;
+    EXPECT_EQ(after_write[w], 100 + w) << "thread " << w << ": writes leaked between threads";
+  }
+  EXPECT_NE(addr[0], addr[1]);
+  EXPECT_NE(addr[0], addr[kMain]);
+}
+
+}  // namespace
+
+// Regression (issue 9 #18): on 15df0bc KLTs that existed before the dlopen
+// read 0 (not 4242) from a library's initial-exec TLS; the main thread,
+// which glibc knows, read 4242.
+// Each check runs in a fresh process (a re-executed death-test child): the
+// static TLS area has room for only a few such libraries per process, and
+// glibc does not give it back at dlclose.
+void CheckInitialExecInChild(int opener) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        CheckInitialExecAfterDlopen(opener);
+        fprintf(stderr, "ie-check %s\n", testing::Test::HasFailure() ? "failed" : "ok");
+        _exit(testing::Test::HasFailure() ? 1 : 0);
+      },
+      testing::ExitedWithCode(0), "ie-check ok");
+}
+
+TEST(KltTrioDeathTest, InitialExecTlsInLibraryDlopenedByMainAfterKltsStarted) { CheckInitialExecInChild(kMain); }
+
+// The same when a KLT itself calls dlopen (glibc initialises no thread's
+// block but those on its lists: here only main).
+TEST(KltTrioDeathTest, InitialExecTlsInLibraryDlopenedByAKlt) { CheckInitialExecInChild(0); }
+
+// ---------------------------------------------------------------------------
+// The registry of live KLTs (klt.h)
+
+namespace {
+
+// The system call a thread is blocked in (first field of
+// /proc/self/task/<tid>/syscall), or -1.
+long BlockedSyscall(int tid) {
+  std::string s = ReadFile("/proc/self/task/" + std::to_string(tid) + "/syscall");
+  if (s.empty() || s[0] < '0' || s[0] > '9') return -1;
+  return atol(s.c_str());
+}
+
+bool WaitForFutexWait(int tid) {
+  const int64_t deadline = NowNs() + 10'000'000'000;
+  while (NowNs() < deadline) {
+    if (BlockedSyscall(tid) == SYS_futex) return true;
+    usleep(1000);
+  }
+  return false;
+}
+
+struct Listed {
+  std::map<int, void*> by_tid;
+  int count = 0;
+};
+
+Listed ListKlts() {
+  Listed l;
+  sys::KltRegistryLock lock;
+  sys::klt_for_each_locked(
+      [](const sys::KltInfo& k, void* arg) {
+        auto* out = static_cast<Listed*>(arg);
+        out->by_tid[k.tid] = k.tp;
+        ++out->count;
+      },
+      &l);
+  EXPECT_EQ(l.count, sys::klt_count_locked());
+  return l;
+}
+
+}  // namespace
+
+// Every live KLT is listed once, with its tid and its TCB (pthread_self()
+// on it); a KLT that has exited is not.
+TEST(KltRegistry, ListsEveryLiveKltWithItsTidAndTcb) {
+  const int before = ListKlts().count;
+  std::atomic<int> tids[2] = {0, 0};
+  std::atomic<void*> tps[2] = {nullptr, nullptr};
+  Listed during;
+  Trio trio;
+  trio.Run([&](int who) {
+    if (who != kMain) {
+      tids[who] = gettid();
+      tps[who] = reinterpret_cast<void*>(pthread_self());
+    }
+    trio.Sync();
+    if (who == kMain) during = ListKlts();
+    trio.Sync();
+  });
+  EXPECT_EQ(during.count, before + 2);
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_EQ(during.by_tid.count(tids[i].load()), 1u) << "KLT " << i << " (tid " << tids[i] << ") not listed";
+    EXPECT_EQ(during.by_tid[tids[i].load()], tps[i].load());
+  }
+  Listed after = ListKlts();
+  EXPECT_EQ(after.count, before);
+  EXPECT_EQ(after.by_tid.count(tids[0].load()), 0u);
+}
+
+// While the registry lock is held, a KLT whose function has returned stays
+// listed and alive (it waits in FUTEX_WAIT to leave), and klt_create on
+// another thread waits; both proceed once the lock is released.
+TEST(KltRegistry, LockHoldsOffExitAndCreation) {
+  std::atomic<bool> go{false};
+  std::atomic<int> tid{0};
+  struct Arg {
+    std::atomic<bool>* go;
+    std::atomic<int>* tid;
+  } arg{&go, &tid};
+  sys::Klt* k = nullptr;
+  ASSERT_EQ(sys::klt_create(
+                [](void* p) {
+                  auto* a = static_cast<Arg*>(p);
+                  a->tid->store(gettid());
+                  while (!a->go->load()) usleep(100);
+                },
+                &arg, sys::KltOptions{}, &k),
+            0);
+  while (tid.load() == 0) usleep(100);
+  const int before = ListKlts().count;
+  std::atomic<int> created{0};
+  std::atomic<int> creator_tid{0};
+  sys::Klt* k2 = nullptr;
+  {
+    sys::KltRegistryLock lock;
+    go = true;  // k's fn returns and k tries to leave the registry
+    ASSERT_TRUE(WaitForFutexWait(tid.load())) << "the exiting KLT did not wait for the registry lock";
+    EXPECT_EQ(access(("/proc/self/task/" + std::to_string(tid.load())).c_str(), F_OK), 0);
+    EXPECT_EQ(sys::klt_count_locked(), before);
+    static std::atomic<int> fn_ran{0};
+    fn_ran = 0;
+    std::thread creator([&] {
+      creator_tid = gettid();
+      created = sys::klt_create([](void*) { fn_ran = 1; }, nullptr, sys::KltOptions{}, &k2) == 0 ? 1 : -1;
+    });
+    while (creator_tid.load() == 0) usleep(100);
+#if WEFT_KLT_BACKEND_CLONE
+    // klt_create registers the KLT: it waits for the lock.
+    bool waited = WaitForFutexWait(creator_tid.load());
+    EXPECT_TRUE(waited) << "klt_create did not wait for the registry lock";
+    EXPECT_EQ(created.load(), 0);
+#else
+    // The new thread registers itself before fn: it waits for the lock.
+    while (created.load() == 0) usleep(100);
+    ASSERT_EQ(created.load(), 1);
+    bool waited = WaitForFutexWait(sys::klt_tid(k2));
+    EXPECT_TRUE(waited) << "the new KLT did not wait for the registry lock";
+#endif
+    EXPECT_EQ(fn_ran.load(), 0) << "a KLT ran user code before it was registered";
+    EXPECT_EQ(sys::klt_count_locked(), before);
+    creator.detach();
+  }
+  const int64_t deadline = NowNs() + 10'000'000'000;
+  while (created.load() == 0 && NowNs() < deadline) usleep(1000);
+  ASSERT_EQ(created.load(), 1);
+  EXPECT_EQ(sys::klt_join(k), 0);
+  EXPECT_EQ(sys::klt_join(k2), 0);
+  EXPECT_EQ(ListKlts().count, before - 1);
 }
 
 // ---------------------------------------------------------------------------
@@ -1730,4 +1954,142 @@ TEST(KltContractDeathTest, FirstCreateUnderMemoryPressureIsNotAPermanentFailure)
   // A fresh process (re-executed), so that nothing initialised the backend.
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_EXIT(ChildFirstCreateUnderRlimitAs(), testing::ExitedWithCode(0), "");
+}
+
+// ---------------------------------------------------------------------------
+// clone3 refused by a seccomp profile (issue 9, fault injection)
+
+#if WEFT_KLT_BACKEND_CLONE
+namespace {
+
+// Installs a seccomp filter that makes `nr1` (and `nr2`, if not -1) fail
+// with EPERM, as some container profiles did for clone3.
+bool RefuseWithEperm(long nr1, long nr2) {
+  sock_filter filter[] = {
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, static_cast<uint32_t>(nr1), 1, 0),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, static_cast<uint32_t>(nr2), 0, 1),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+  };
+  sock_fprog prog{static_cast<unsigned short>(sizeof filter / sizeof filter[0]), filter};
+  return prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 && prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) == 0;
+}
+
+[[noreturn]] void ChildClone3Eperm() {
+  const char* what = nullptr;
+  if (sys::klt_backend_init(&what) != 0) ChildFail(2, "init: %s", what);  // its pthreads need clone3
+  if (!RefuseWithEperm(SYS_clone3, -1)) ChildFail(3, "seccomp: %s", strerror(errno));
+  int ran = 0;
+  int r = RunKlt([&] { ran = 1; }, sys::KltOptions{}, &what);
+  if (r != 0) ChildFail(4, "klt_create with clone3 refused (EPERM) returned %d: %s", r, what ? what : "");
+  if (ran != 1) ChildFail(5, "the KLT did not run");
+  if (sys::klt_uses_clone3()) ChildFail(6, "klt_uses_clone3() after EPERM");
+  for (int i = 0; i < 20; ++i) {
+    if (RunKlt([] {}) != 0) ChildFail(7, "create %d", i);
+  }
+  // clone refused too: a clear error, nothing created, the process usable.
+  if (!RefuseWithEperm(SYS_clone, SYS_clone3)) ChildFail(8, "seccomp 2");
+  what = nullptr;
+  r = RunKlt([] {}, sys::KltOptions{}, &what);
+  if (r != -EPERM) ChildFail(9, "klt_create with clone and clone3 refused returned %d", r);
+  if (what == nullptr || strstr(what, "EPERM") == nullptr) ChildFail(10, "message: %s", what ? what : "(null)");
+  fprintf(stderr, "clone3-eperm ok: %s\n", what);
+  _exit(0);
+}
+
+}  // namespace
+
+// Regression (issue 9, fault injection): on 15df0bc klt_create failed with
+// -EPERM when a seccomp profile refused clone3 with EPERM (only ENOSYS fell
+// back to clone). It must fall back to clone, and report clearly when clone
+// is refused as well.
+TEST(KltFaultDeathTest, Clone3RefusedWithEpermFallsBackToClone) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(ChildClone3Eperm(), testing::ExitedWithCode(0), "clone3-eperm ok: .*EPERM");
+}
+#endif
+
+// ---------------------------------------------------------------------------
+// sys/ spinlocks yield (issue 9 #13)
+
+#if WEFT_KLT_BACKEND_CLONE
+#include "sys/spin.h"
+
+namespace {
+
+// While main holds `lock`, klt_create on another thread (pinned to main's
+// CPU) must wait for it — and yield the CPU while it waits, so that the
+// holder can run: on 15df0bc the waiter spun with `pause` only, burning its
+// whole time slice on the CPU the holder needed.
+void CheckWaiterYields(sys::SpinFlag& lock) {
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(sched_getcpu(), &one);
+  cpu_set_t old;
+  ASSERT_EQ(sched_getaffinity(0, sizeof old, &old), 0);
+  ASSERT_EQ(sched_setaffinity(0, sizeof one, &one), 0);
+  const uint64_t before = lock.yields();
+  std::atomic<int> created{0};
+  lock.lock();
+  std::thread creator([&] {
+    sched_setaffinity(0, sizeof one, &one);
+    sys::Klt* k = nullptr;
+    created = sys::klt_create(Noop, nullptr, sys::KltOptions{}, &k) == 0 ? 1 : -1;
+    if (created == 1) sys::klt_join(k);
+  });
+  const int64_t deadline = NowNs() + 10'000'000'000;
+  while (lock.yields() == before && NowNs() < deadline) sched_yield();
+  const uint64_t yields = lock.yields() - before;
+  const int created_while_held = created.load();
+  lock.unlock();
+  creator.join();
+  sched_setaffinity(0, sizeof old, &old);
+  EXPECT_GT(yields, 0u) << "a waiter did not yield the CPU while the lock was held";
+  EXPECT_EQ(created_while_held, 0) << "klt_create did not wait for the lock";
+  EXPECT_EQ(created.load(), 1);
+}
+
+}  // namespace
+
+TEST(KltSpinLocks, HeritageLockWaiterYields) { CheckWaiterYields(sys::tls_heritage_lock_for_test()); }
+
+TEST(KltSpinLocks, StackCacheLockWaiterYields) { CheckWaiterYields(sys::klt_stack_cache_lock_for_test()); }
+#endif
+
+// glibc's view of a KLT's stack (issue 9 #2): on 15df0bc a raw KLT's TCB had
+// stackblock 0, so pthread_getattr_np reported the main thread's stack and
+// __libc_alloca_cutoff allowed 64 KiB whatever the stack. Now both describe
+// the KLT's own stack.
+TEST(KltGlibc, PthreadGetattrNpReportsTheKltsOwnStack) {
+  bool inside = false;
+  size_t size = 0;
+  int cutoff_quarter = -1, cutoff_over = -1;
+  sys::KltOptions opts;
+  opts.stack_size = 512 * 1024;
+  ASSERT_EQ(RunKlt(
+                [&] {
+                  pthread_attr_t a;
+                  if (pthread_getattr_np(pthread_self(), &a) != 0) return;
+                  void* addr = nullptr;
+                  pthread_attr_getstack(&a, &addr, &size);
+                  pthread_attr_destroy(&a);
+                  volatile char local = 0;
+                  const char* p = const_cast<const char*>(&local);
+                  inside = p >= static_cast<char*>(addr) && p < static_cast<char*>(addr) + size;
+                  using CutoffFn = int (*)(size_t);
+                  if (auto cutoff = reinterpret_cast<CutoffFn>(dlsym(RTLD_DEFAULT, "__libc_alloca_cutoff"))) {
+                    cutoff_quarter = cutoff(size / 4 < 65536 ? size / 4 : 65536);
+                    cutoff_over = cutoff(size / 4 < 65536 ? size / 4 + 1 : 65537);
+                  }
+                },
+                opts),
+            0);
+  EXPECT_TRUE(inside) << "pthread_getattr_np's stack does not hold a local of the KLT";
+  EXPECT_GE(size, opts.stack_size);
+  EXPECT_LT(size, 2 * opts.stack_size) << "not the KLT's stack";
+  if (cutoff_quarter != -1) {
+    EXPECT_EQ(cutoff_quarter, 1);
+    EXPECT_EQ(cutoff_over, 0);
+  }
 }

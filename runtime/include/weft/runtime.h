@@ -34,9 +34,35 @@
 //   - weft::UltLocal<T> is per-ULT storage that moves with the ULT;
 //   - SpawnOptions::bound gives a ULT a kernel thread of its own for life.
 //
+// Per-thread libc state. glibc keeps some state per kernel thread; on an
+// unbound ULT, which shares its kernel thread with other ULTs and may move
+// between kernel threads, weft makes this much follow the ULT:
+//   - errno and the C++ exception state (saved and restored at switches);
+//   - the locale set with uselocale() (weft's uselocale);
+//   - what glibc believes the thread's stack is (pthread_getattr_np reports
+//     the ULT's stack; libc's alloca limit is a quarter of it);
+//   - pthread_exit() ends the ULT, not the kernel thread (see Ult::exit_value).
+// This does NOT follow an unbound ULT: thread_local variables and
+// pthread_getspecific values (per kernel thread: use UltLocal), the thread
+// name (pthread_setname_np), CPU affinity, scheduling policy, the signal
+// mask (until weft's per-ULT signal masks), the tid (gettid), and
+// cancellation: pthread_cancel of a kernel thread that runs ULTs is refused
+// (ENOTSUP). A bound ULT (SpawnOptions::bound) has a kernel thread of its
+// own that starts fresh for it and ends with it: all of the above is its
+// own, its thread_local destructors run when it ends, and nothing carries
+// over to the next bound ULT.
+//
+// Interposed libc functions. libweft exports pthread_exit, pthread_cancel,
+// uselocale, dlopen, dlmopen and dlclose (outside ULTs they do what glibc
+// does). With the shared library they apply to the whole process; with the
+// static library to calls made by the executable, and to calls made by
+// shared libraries only if the executable exports them (-rdynamic).
+//
 // Errors are values: every call that can fail returns absl::Status or
 // absl::StatusOr, and no weft call reports through errno.
 #pragma once
+
+#include <cxxabi.h>
 
 #include <chrono>
 #include <cstddef>
@@ -93,10 +119,26 @@ struct Options {
   int max_workers = 0;
   // Default usable stack size of a ULT, rounded up to pages. Stacks are
   // committed lazily: a ULT costs the pages it touches, not this size.
+  // While a ULT runs, glibc sees its stack as the thread's stack, so libc's
+  // own alloca limit (__libc_alloca_cutoff) is a quarter of it, and
+  // pthread_getattr_np reports it.
   size_t stack_size = 64 * 1024;
-  // Guard region below every ULT stack (0 = none). Running into it aborts
-  // the process with a "stack overflow in ULT" report.
-  size_t guard_size = 4096;
+  // Guard region below every ULT stack (0 = none). Touching it aborts the
+  // process with a "weft: stack overflow in ULT <id> "<name>"" report.
+  // Stacks are mapped next to each other, so a function whose frame is
+  // larger than the guard could skip it and write into a neighbouring
+  // ULT's stack without a fault — unless its code was compiled with
+  // -fstack-clash-protection, which probes every page of a large frame or
+  // alloca: weft is built with it and weft.pc's Cflags pass it to your code
+  // (pkg-config --cflags weft; add it yourself if you do not use
+  // pkg-config). The 256 KiB default covers frames up to 256 KiB in code
+  // built without it (libraries you do not compile). It costs address
+  // space, not memory: no page of it is ever committed, and it adds no
+  // mapping (MADV_GUARD_INSTALL, Linux 6.13+; with the mprotect fallback a
+  // guard of any size splits the stack's mapping once). Measured here, a
+  // fresh stack's mmap+guard took about 10 us with a 256 KiB guard against
+  // 6.6 us with 4 KiB; recycled stacks pay nothing.
+  size_t guard_size = 256 * 1024;
   // A worker whose ULT has been inside weft::blocking() this long has its
   // queued ULTs and its place handed to a spare kernel thread, so the other
   // ULTs keep running (see weft::blocking). Takes effect within about 1 ms
@@ -152,7 +194,10 @@ struct RuntimeStats {
 class Ult {
  public:
   Ult() = default;
-  Ult(Ult&& o) noexcept : id_(std::exchange(o.id_, UltId())), status_(std::exchange(o.status_, absl::OkStatus())) {}
+  Ult(Ult&& o) noexcept
+      : id_(std::exchange(o.id_, UltId())),
+        status_(std::exchange(o.status_, absl::OkStatus())),
+        exit_value_(std::exchange(o.exit_value_, nullptr)) {}
   Ult& operator=(Ult&& o) noexcept;
   Ult(const Ult&) = delete;
   Ult& operator=(const Ult&) = delete;
@@ -170,6 +215,12 @@ class Ult {
   // when it returns. Same errors as join(), without waiting.
   absl::Status detach();
 
+  // The value the ULT passed to pthread_exit(), or nullptr if its function
+  // returned. Valid after join() returned OK; nullptr before. (In a ULT,
+  // pthread_exit(v) ends the ULT as it ends a thread: destructors of its
+  // frames and pthread_cleanup_push handlers run, then join() returns OK.)
+  void* exit_value() const { return exit_value_; }
+
   // The ULT's id (invalid for an empty handle or after join/detach).
   UltId id() const { return id_; }
   bool joinable() const { return id_.valid(); }
@@ -182,6 +233,7 @@ class Ult {
   Ult(UltId id, absl::Status s) : id_(id), status_(std::move(s)) {}
   UltId id_;
   absl::Status status_;
+  void* exit_value_ = nullptr;
 };
 
 namespace detail {
@@ -264,6 +316,8 @@ class Runtime {
       Ult u = spawn([&fn, &error] {
         try {
           fn();
+        } catch (abi::__forced_unwind&) {
+          throw;  // pthread_exit in fn: let it end the ULT
         } catch (...) {
           error = std::current_exception();
         }
@@ -277,6 +331,8 @@ class Runtime {
       Ult u = spawn([&fn, &error, &result] {
         try {
           result.emplace(fn());
+        } catch (abi::__forced_unwind&) {
+          throw;  // pthread_exit in fn: let it end the ULT
         } catch (...) {
           error = std::current_exception();
         }
@@ -285,6 +341,7 @@ class Runtime {
       absl::Status s = u.join();
       if (error) std::rethrow_exception(error);
       if (!s.ok()) return s;
+      if (!result) return absl::AbortedError("the function called pthread_exit() instead of returning a value");
       return std::move(*result);
     }
   }

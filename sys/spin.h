@@ -1,0 +1,91 @@
+// sys/spin.h — sys/'s own small locks (sys/ cannot use runtime/locks.h).
+//
+// SpinFlag: a test-and-test-and-set spinlock for critical sections of a few
+// loads and stores that may be taken on any kind of thread (a KLT before its
+// user code, a reaper, a foreign thread). It spins with `pause` for a
+// while, then yields the CPU with sched_yield on every further round: on a
+// shared 2-vCPU machine the holder may be a preempted vCPU, and a waiter that
+// only spins burns its whole time slice while the holder cannot run (issue 9
+// #13). Async-signal-safe only if no handler takes the same lock.
+//
+// SysMutex: a futex mutex (Drepper's three-state lock: 0 unlocked, 1 locked,
+// 2 locked with possible sleepers; the unlocker wakes one sleeper iff it saw
+// 2) for longer critical sections, such as the KLT registry's (klt.h). A
+// waiter sleeps in FUTEX_WAIT, where signal handlers can run. Not
+// recursive.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+#include "sys/futex.h"
+#include "sys/raw_syscall.h"
+
+namespace weft::sys {
+
+class SpinFlag {
+ public:
+  // Spins this many rounds with `pause` before it starts to yield.
+  static constexpr int kSpinsBeforeYield = 128;
+
+  void lock() {
+    int spins = 0;
+    while (locked_.exchange(true, std::memory_order_acquire)) {
+      while (locked_.load(std::memory_order_relaxed)) {
+        if (++spins < kSpinsBeforeYield) {
+          __builtin_ia32_pause();
+        } else {
+          sched_yield();
+          yields_.fetch_add(1, std::memory_order_relaxed);
+        }
+      }
+    }
+  }
+  bool try_lock() { return !locked_.load(std::memory_order_relaxed) && !locked_.exchange(true, std::memory_order_acquire); }
+  void unlock() { locked_.store(false, std::memory_order_release); }
+  // Times a waiter yielded the CPU (for tests).
+  uint64_t yields() const { return yields_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<bool> locked_{false};
+  std::atomic<uint64_t> yields_{0};
+};
+
+class SysMutex {
+ public:
+  void lock() {
+    uint32_t c = 0;
+    if (word_.compare_exchange_strong(c, 1, std::memory_order_acquire)) return;
+    for (int i = 0; i < 64; ++i) {
+      __builtin_ia32_pause();
+      c = 0;
+      if (word_.load(std::memory_order_relaxed) == 0 && word_.compare_exchange_strong(c, 1, std::memory_order_acquire))
+        return;
+    }
+    if (c != 2) c = word_.exchange(2, std::memory_order_acquire);
+    while (c != 0) {
+      futex_wait(&word_, 2);
+      c = word_.exchange(2, std::memory_order_acquire);
+    }
+  }
+  void unlock() {
+    if (word_.exchange(0, std::memory_order_release) == 2) futex_wake(&word_, 1);
+  }
+
+ private:
+  std::atomic<uint32_t> word_{0};
+};
+
+template <class L>
+class SysLockGuard {
+ public:
+  explicit SysLockGuard(L& l) : l_(l) { l_.lock(); }
+  ~SysLockGuard() { l_.unlock(); }
+  SysLockGuard(const SysLockGuard&) = delete;
+  SysLockGuard& operator=(const SysLockGuard&) = delete;
+
+ private:
+  L& l_;
+};
+
+}  // namespace weft::sys
