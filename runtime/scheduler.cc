@@ -163,9 +163,11 @@ void handle_transfer(Worker* w, uintptr_t t) {
     case SwitchAction::kNone:
       return;
     case SwitchAction::kRequeue:
-      if (x->home != nullptr) {
-        x->home->inbox_push(x);
-        if (x->home != w) w->sched->wake_worker(x->home);
+      // Read home once: after the push x may run on it and change it (a
+      // ULT that moved to the fork KLT clears it there, fork.cc).
+      if (Worker* home = x->home; home != nullptr) {
+        home->inbox_push(x);
+        if (home != w) w->sched->wake_worker(home);
       } else if (w->is_bound || !w->active()) {
         w->sched->global_push(x);
         w->sched->notify_work();

@@ -81,6 +81,20 @@ Fn real(std::atomic<Fn>& slot, const char* name) {
 }
 
 pthread_mutex_t dl_lock = PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP;
+
+}  // namespace
+
+// Fork (klt_atfork_*): a dlopen on another thread at the fork would leave
+// dl_lock held in the child. Taken first in sys/'s prepare step (it is
+// held around glibc's loader lock and the registry lock).
+void dl_atfork_prepare() { pthread_mutex_lock(&dl_lock); }
+void dl_atfork_parent() { pthread_mutex_unlock(&dl_lock); }
+void dl_atfork_child() {
+  pthread_mutex_t fresh = PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP;
+  memcpy(&dl_lock, &fresh, sizeof fresh);
+}
+
+namespace {
 int depth = 0;  // guarded by dl_lock
 std::atomic<uint64_t> modules_initialised{0};
 
@@ -170,44 +184,85 @@ void* caller_map(const void* ret) {
   return map;
 }
 
-// Expands $ORIGIN / ${ORIGIN} in `file` with the directory of `map`'s file.
-std::string expand_origin(const char* file, void* map) {
-  std::string s(file);
+// The directory of `map`'s file ("$ORIGIN").
+std::string origin_of(void* map) {
   const char* name = static_cast<link_map*>(map)->l_name;
-  std::string origin;
+  std::string path;
   if (name != nullptr && name[0] != '\0') {
-    origin = name;
-  } else {
+    path = name;
+  } else {  // the main program
     char buf[4096];
     ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
-    if (n > 0) origin.assign(buf, static_cast<size_t>(n));
+    if (n > 0) path.assign(buf, static_cast<size_t>(n));
   }
-  size_t slash = origin.rfind('/');
-  origin = slash == std::string::npos ? "." : origin.substr(0, slash);
+  size_t slash = path.rfind('/');
+  return slash == std::string::npos ? "." : path.substr(0, slash);
+}
+
+// The DT_RPATH or DT_RUNPATH string of `map` (nullptr if it has none).
+// glibc has relocated DT_STRTAB in the dynamic section it keeps.
+const char* dyn_path(void* map, ElfW(Sxword) tag) {
+  const ElfW(Dyn)* dyn = static_cast<link_map*>(map)->l_ld;
+  if (dyn == nullptr) return nullptr;
+  const char* strtab = nullptr;
+  const ElfW(Dyn)* found = nullptr;
+  for (; dyn->d_tag != DT_NULL; ++dyn) {
+    if (dyn->d_tag == DT_STRTAB) strtab = reinterpret_cast<const char*>(dyn->d_un.d_ptr);
+    if (dyn->d_tag == tag) found = dyn;
+  }
+  if (strtab == nullptr || found == nullptr) return nullptr;
+  return strtab + found->d_un.d_val;
+}
+
+void add_dirs(std::vector<std::string>* out, const char* list, const std::string& origin) {
+  if (list == nullptr) return;
+  std::string s(list);
   for (const char* token : {"${ORIGIN}", "$ORIGIN"}) {
     for (size_t at; (at = s.find(token)) != std::string::npos;) s.replace(at, strlen(token), origin);
   }
-  return s;
+  size_t pos = 0;
+  while (pos <= s.size()) {
+    size_t colon = s.find(':', pos);
+    std::string dir = s.substr(pos, colon == std::string::npos ? std::string::npos : colon - pos);
+    if (!dir.empty() && dir.find('$') == std::string::npos) out->push_back(dir);  // $LIB, $PLATFORM: left to glibc
+    if (colon == std::string::npos) break;
+    pos = colon + 1;
+  }
 }
 
-// The path along the caller's RPATH / LD_LIBRARY_PATH / RUNPATH where glibc
-// would find `file` (a name without '/'), or "" to let glibc search the
-// cache and default directories.
+// The file glibc would open for `file` (a name without '/') when called
+// from `map`, if the caller's RPATH / LD_LIBRARY_PATH / RUNPATH has it (in
+// glibc's order); "" to let glibc search the cache and default directories,
+// which do not depend on the caller.
 std::string caller_search(const char* file, void* map) {
-  Dl_serinfo size;
-  if (dlinfo(map, RTLD_DI_SERINFOSIZE, &size) != 0) return "";
-  std::vector<char> buf(size.dls_size);
-  auto* si = reinterpret_cast<Dl_serinfo*>(buf.data());
-  si->dls_size = size.dls_size;
-  si->dls_cnt = size.dls_cnt;
-  if (dlinfo(map, RTLD_DI_SERINFO, si) != 0) return "";
-  for (unsigned i = 0; i < si->dls_cnt; ++i) {
-    const Dl_serpath& p = si->dls_serpath[i];
-    if ((p.dls_flags & (LA_SER_RUNPATH | LA_SER_LIBPATH)) == 0 || p.dls_name == nullptr) continue;
-    std::string path = std::string(p.dls_name) + "/" + file;
+  std::vector<std::string> dirs;
+  const std::string origin = origin_of(map);
+  const char* runpath = dyn_path(map, DT_RUNPATH);
+  if (runpath == nullptr) {
+    add_dirs(&dirs, dyn_path(map, DT_RPATH), origin);
+    // and the main program's RPATH, if it has no RUNPATH
+    void* main_map = _r_debug.r_map;
+    if (main_map != nullptr && main_map != map && dyn_path(main_map, DT_RUNPATH) == nullptr)
+      add_dirs(&dirs, dyn_path(main_map, DT_RPATH), origin_of(main_map));
+  }
+  add_dirs(&dirs, secure_getenv("LD_LIBRARY_PATH"), origin);
+  add_dirs(&dirs, runpath, origin);
+  for (const std::string& d : dirs) {
+    std::string path = d + "/" + file;
     if (access(path.c_str(), F_OK) == 0) return path;
   }
   return "";
+}
+
+bool already_loaded(Lmid_t lmid, bool use_lmid, const char* file) {
+  void* h = use_lmid ? real(real_dlmopen_fn, "dlmopen")(lmid, file, RTLD_LAZY | RTLD_NOLOAD)
+                     : real(real_dlopen_fn, "dlopen")(file, RTLD_LAZY | RTLD_NOLOAD);
+  if (h == nullptr) {
+    (void)dlerror();  // not an error of the caller's call
+    return false;
+  }
+  real(real_dlclose_fn, "dlclose")(h);
+  return true;
 }
 
 void* open_as_caller(Lmid_t lmid, bool use_lmid, const char* file, int mode, const void* ret) {
@@ -221,10 +276,18 @@ void* open_as_caller(Lmid_t lmid, bool use_lmid, const char* file, int mode, con
         use_lmid = true;
       }
       if (strchr(file, '$') != nullptr) {
-        resolved = expand_origin(file, map);
+        resolved = file;
+        const std::string origin = origin_of(map);
+        for (const char* token : {"${ORIGIN}", "$ORIGIN"}) {
+          for (size_t at; (at = resolved.find(token)) != std::string::npos;)
+            resolved.replace(at, strlen(token), origin);
+        }
         file = resolved.c_str();
       }
-      if (strchr(file, '/') == nullptr) {
+      // A name without '/': an object already loaded under that name (or
+      // soname) is glibc's answer whoever calls; otherwise search like the
+      // caller would.
+      if (strchr(file, '/') == nullptr && !already_loaded(lmid, use_lmid, file)) {
         std::string found = caller_search(file, map);
         if (!found.empty()) {
           resolved = found;

@@ -4,8 +4,9 @@
 // klt_backend):
 //   clone   (default, the product) raw clone3/clone with a glibc-compatible
 //           TCB from sys/tls.h: glibc and libstdc++ work on the thread, but
-//           glibc does not know it exists (no pthread_join, pthread_cancel,
-//           pthread_exit or pthread_getattr_np on it).
+//           glibc does not know it exists (no pthread_join, pthread_cancel
+//           or pthread_exit on it; pthread_getattr_np and glibc's alloca
+//           limit see its stack, sys/thread_stack.h).
 //   pthread for ASan/TSan builds, which do not know raw threads.
 //
 // A KLT runs `fn(arg)` with the signal mask the options give, on a guarded
@@ -39,6 +40,17 @@
 //     for a KLT that needs the lock to leave);
 //   - in the child of fork() the registry holds only the forking thread (if
 //     it is a KLT) and the lock is free.
+//
+// dlopen after KLTs exist (clone backend, sys/dl_tls.cc). libweft exports
+// dlopen, dlmopen and dlclose; after glibc's dlopen returns, the initial
+// image of every object that got a static TLS block (initial-exec TLS) is
+// copied into each registered KLT's block, as glibc does for its own
+// threads. Limits: constructors of the new library that run on a KLT during
+// the dlopen see that KLT's copy uninitialised, and what they store there is
+// replaced by the initial image when dlopen returns; with the static
+// library, calls made by shared libraries reach weft's dlopen only if the
+// executable exports it. General-dynamic TLS needs none of this (glibc
+// allocates it per thread on first use).
 #pragma once
 
 #include <signal.h>

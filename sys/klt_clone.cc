@@ -3,13 +3,17 @@
 // Creation handshake (no lost exit, no early free):
 //
 //   creator                                  new KLT
-//   allocate Klt, stack, TLS, sigaltstack
+//   allocate Klt, stack, sigaltstack
+//   lock the registry (klt.h); allocate TLS
 //   block all signals
 //   clone3(SETTLS=tp, PARENT_SETTID=&tid,
 //          CHILD_CLEARTID=&tid)  ----------> starts with all signals blocked
-//   restore its mask                         tls_thread_start, name, sigaltstack,
-//   (kernel wrote tid before clone returned)   its mask, fn(arg)
-//                                            block all signals, destructors,
+//   register (tid, tp); restore its mask;    tls_thread_start, name, sigaltstack,
+//   unlock the registry                        its mask, fn(arg)
+//   (kernel wrote tid before clone returned) destructors (with fn's mask),
+//                                            leave the registry (waits for its
+//                                            lock with fn's mask),
+//                                            block all signals, cleanup,
 //                                            disable sigaltstack
 //                                            SYS_exit: kernel stores 0 in tid
 //   klt_join: futex_wait_shared(&tid) <----  and FUTEX_WAKEs it (a shared wake)
@@ -110,6 +114,7 @@ struct CacheGuard : SysLockGuard<SpinFlag> {
 
 // A cached stack of exactly `size` usable bytes and `guard` bytes of guard.
 bool take_cached(size_t size, size_t guard, Stack* out) {
+  if (stack_test_mmap_failures_pending()) return false;  // fault injection reaches klt_create
   size = round_to_pages(size);
   guard = round_to_pages(guard);
   CacheGuard g;
@@ -150,6 +155,8 @@ void free_parts(Klt* k) {
 const char* klt_backend_name() { return "clone"; }
 
 bool klt_glibc_knows_threads() { return false; }
+
+SpinFlag& klt_stack_cache_lock_for_test() { return cache_lock; }
 
 bool klt_uses_clone3() { return !no_clone3.load(std::memory_order_relaxed); }
 
@@ -275,8 +282,10 @@ int klt_join(Klt* k) {
   return 0;
 }
 
-// Lock order (klt_create): registry -> stack cache -> TLS heritage.
+// Lock order: dl_tls's dlopen lock -> registry (klt_create) -> stack cache
+// -> TLS heritage.
 void klt_atfork_prepare() {
+  dl_atfork_prepare();
   registry_atfork_prepare();
   cache_lock.lock();
   tls_atfork_prepare();
@@ -286,12 +295,14 @@ void klt_atfork_parent() {
   tls_atfork_parent();
   cache_lock.unlock();
   registry_atfork_parent();
+  dl_atfork_parent();
 }
 
 void klt_atfork_child() {
   tls_atfork_child();
   new (&cache_lock) SpinFlag();
   registry_atfork_child();
+  dl_atfork_child();
 }
 
 int klt_forget_after_fork(Klt* k) {

@@ -19,7 +19,12 @@ constexpr size_t kMaxStack = size_t{1} << 40;
 // prober reaches the same answer.
 std::atomic<uint8_t> guard_mechanism{0};
 
+std::atomic<int> fail_mmaps{0};  // stack_test_fail_next_mmaps
+
 long do_mmap(size_t len) {
+  for (int n = fail_mmaps.load(std::memory_order_relaxed); n > 0;) {
+    if (fail_mmaps.compare_exchange_weak(n, n - 1, std::memory_order_relaxed)) return -ENOMEM;
+  }
   return raw_syscall(SYS_mmap, 0, static_cast<long>(len), PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
 }
@@ -122,6 +127,14 @@ GuardKind stack_guard_mechanism() {
   GuardKind k = probe.guard;
   (void)stack_release(&probe);
   return k;
+}
+
+void stack_test_fail_next_mmaps(int n) { fail_mmaps.store(n, std::memory_order_relaxed); }
+
+bool stack_test_mmap_failures_pending() { return fail_mmaps.load(std::memory_order_relaxed) > 0; }
+
+void stack_test_force_mprotect_guards() {
+  guard_mechanism.store(static_cast<uint8_t>(GuardKind::kMprotect), std::memory_order_relaxed);
 }
 
 size_t altstack_size(size_t size) {

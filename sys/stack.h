@@ -73,6 +73,18 @@ int stack_decommit(const Stack& s, size_t keep);
 // Which guard mechanism new stacks get on this kernel (probed on first use).
 GuardKind stack_guard_mechanism();
 
+// Fault injection for tests (tests/runtime_fault_test.cc): the next `n`
+// stack mappings (stack_allocate, altstack_allocate; any thread) fail as if
+// mmap had returned ENOMEM. 0 turns it off.
+void stack_test_fail_next_mmaps(int n);
+// True while injected mmap failures are pending (caches of stacks are then
+// bypassed, so that the failure reaches the caller).
+bool stack_test_mmap_failures_pending();
+
+// For tests: make new stacks use mprotect guards, as on a kernel without
+// MADV_GUARD_INSTALL (so vm.max_map_count limits them).
+void stack_test_force_mprotect_guards();
+
 // A signal stack for one KLT (sigaltstack(2)), so that a handler can run
 // when the thread's own stack is exhausted (a stack overflow report).
 struct AltStack {

@@ -282,6 +282,11 @@ const char* discover() {
 }  // namespace
 
 bool tls_module_static_offset(const void* map, size_t* modid, long* offset) {
+  if (L.lm_tls_offset_off == 0) {  // tls_init() has not succeeded: no KLT exists
+    *modid = 0;
+    *offset = 0;
+    return false;
+  }
   const char* m = static_cast<const char*>(map);
   *modid = *reinterpret_cast<const size_t*>(m + L.lm_tls_modid_off);
   *offset = *reinterpret_cast<const long*>(m + L.lm_tls_offset_off);
@@ -457,6 +462,8 @@ void tls_release(void* tp) {
   }
   L.deallocate_tls(tp, true);
 }
+
+SpinFlag& tls_heritage_lock_for_test() { return heritage_lock; }
 
 TlsStats tls_stats() {
   return TlsStats{stat_inherited.load(std::memory_order_relaxed),

@@ -81,6 +81,12 @@ inline void* tls_self() {
 // after a dlopen (for tests and diagnostics).
 uint64_t dl_tls_modules_initialised();
 
+// The spinlocks of the clone backend (heritage pool here, KLT stack cache
+// in klt_clone.cc), for tests that check that a waiter yields the CPU.
+class SpinFlag;
+SpinFlag& tls_heritage_lock_for_test();
+SpinFlag& klt_stack_cache_lock_for_test();
+
 // Counters for tests and diagnostics.
 struct TlsStats {
   uint64_t inherited;  // new TCBs that adopted a dead thread's libc block
@@ -92,8 +98,8 @@ TlsStats tls_stats();
 // TLS block lives in the static TLS area (initial-exec TLS, or a module
 // glibc placed there), the block's offset below the thread pointer (the
 // block of thread T is at T's tp - *offset). Returns false (with *modid 0
-// for an object without TLS) when the object has no static TLS block.
-// Requires tls_init() == 0.
+// for an object without TLS) when the object has no static TLS block, and
+// before tls_init() has succeeded (no KLT can exist then).
 bool tls_module_static_offset(const void* link_map, size_t* modid, long* offset);
 
 // Runs user-visible per-thread destructors on the calling KLT: thread_local
@@ -108,6 +114,10 @@ size_t tls_resolver_state_size();
 // Fork support (klt_atfork_*, sys/klt.h): take this module's locks before
 // fork, release them in the parent, reset them in the child.
 void tls_atfork_prepare();
+// The interposed dlopen's lock (dl_tls.cc): taken before the registry's.
+void dl_atfork_prepare();
+void dl_atfork_parent();
+void dl_atfork_child();
 void tls_atfork_parent();
 void tls_atfork_child();
 

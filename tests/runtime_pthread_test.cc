@@ -442,3 +442,54 @@ TEST(PerUltState, BoundThreadsAreReclaimed) {
   EXPECT_EQ(rt.stats().exited, rt.stats().spawned);
   alarm(0);
 }
+
+// ---------------------------------------------------------------------------
+// dlopen after start (issue 9 #18), through the interposer in this link mode
+
+// Regression (issue 9 #18): on 15df0bc a library with initial-exec TLS
+// dlopened after the runtime started read 0 on weft's workers. With the
+// shared library the library is opened by its bare name, found through
+// this executable's RUNPATH: weft's dlopen must search its caller's RUNPATH
+// (glibc's would search libweft.so's).
+void CheckIeDlopenAfterStart() {
+  weft::Runtime rt(weft::Options{.workers = 2});
+  ASSERT_TRUE(rt.block_on([] { return 1; }).ok());  // the workers exist and ran
+#if WEFT_TEST_SHARED_LIBRARY
+  const char* name = "libweft_test_tls_ie.so";
+#else
+  const char* name = getenv("WEFT_TEST_TLS_IE_LIB");
+  ASSERT_NE(name, nullptr) << "WEFT_TEST_TLS_IE_LIB (meson test sets it)";
+#endif
+  void* h = dlopen(name, RTLD_NOW | RTLD_LOCAL);
+  ASSERT_NE(h, nullptr) << dlerror();
+  auto read = reinterpret_cast<int (*)()>(dlsym(h, "weft_test_ie_read"));
+  ASSERT_NE(read, nullptr);
+  std::atomic<int> wrong{0}, runs{0};
+  std::vector<weft::Ult> us;
+  for (int i = 0; i < 64; ++i) {
+    us.push_back(rt.spawn([&] {
+      for (int j = 0; j < 10; ++j) {
+        if (read() != 4242) wrong.fetch_add(1);
+        runs.fetch_add(1);
+        weft::this_ult::yield();
+      }
+    }));
+  }
+  for (auto& u : us) ASSERT_TRUE(u.join().ok());
+  EXPECT_EQ(runs.load(), 640);
+  EXPECT_EQ(wrong.load(), 0) << "a worker read its initial-exec TLS uninitialised";
+  EXPECT_EQ(read(), 4242);  // main, which glibc initialised itself
+}
+
+// In a fresh process each time (the library can be loaded once per process).
+TEST(DlopenAfterStartDeathTest, InitialExecTlsIsInitialisedOnEveryWorker) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        alarm(kChildTimeoutSec);
+        CheckIeDlopenAfterStart();
+        fprintf(stderr, "ie-dlopen %s\n", testing::Test::HasFailure() ? "failed" : "ok");
+        _exit(testing::Test::HasFailure() ? 1 : 0);
+      },
+      ::testing::ExitedWithCode(0), "ie-dlopen ok");
+}

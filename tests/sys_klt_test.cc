@@ -19,6 +19,10 @@
 #include <resolv.h>
 #include <sched.h>
 #include <signal.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -835,11 +839,25 @@ void CheckInitialExecAfterDlopen(int opener) {
 // Regression (issue 9 #18): on 15df0bc KLTs that existed before the dlopen
 // read 0 (not 4242) from a library's initial-exec TLS; the main thread,
 // which glibc knows, read 4242.
-TEST(KltTrio, InitialExecTlsInLibraryDlopenedByMainAfterKltsStarted) { CheckInitialExecAfterDlopen(kMain); }
+// Each check runs in a fresh process (a re-executed death-test child): the
+// static TLS area has room for only a few such libraries per process, and
+// glibc does not give it back at dlclose.
+void CheckInitialExecInChild(int opener) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        CheckInitialExecAfterDlopen(opener);
+        fprintf(stderr, "ie-check %s\n", testing::Test::HasFailure() ? "failed" : "ok");
+        _exit(testing::Test::HasFailure() ? 1 : 0);
+      },
+      testing::ExitedWithCode(0), "ie-check ok");
+}
+
+TEST(KltTrioDeathTest, InitialExecTlsInLibraryDlopenedByMainAfterKltsStarted) { CheckInitialExecInChild(kMain); }
 
 // The same when a KLT itself calls dlopen (glibc initialises no thread's
 // block but those on its lists: here only main).
-TEST(KltTrio, InitialExecTlsInLibraryDlopenedByAKlt) { CheckInitialExecAfterDlopen(0); }
+TEST(KltTrioDeathTest, InitialExecTlsInLibraryDlopenedByAKlt) { CheckInitialExecInChild(0); }
 
 // ---------------------------------------------------------------------------
 // The registry of live KLTs (klt.h)
@@ -941,14 +959,26 @@ TEST(KltRegistry, LockHoldsOffExitAndCreation) {
     ASSERT_TRUE(WaitForFutexWait(tid.load())) << "the exiting KLT did not wait for the registry lock";
     EXPECT_EQ(access(("/proc/self/task/" + std::to_string(tid.load())).c_str(), F_OK), 0);
     EXPECT_EQ(sys::klt_count_locked(), before);
+    static std::atomic<int> fn_ran{0};
+    fn_ran = 0;
     std::thread creator([&] {
       creator_tid = gettid();
-      created = sys::klt_create(Noop, nullptr, sys::KltOptions{}, &k2) == 0 ? 1 : -1;
+      created = sys::klt_create([](void*) { fn_ran = 1; }, nullptr, sys::KltOptions{}, &k2) == 0 ? 1 : -1;
     });
     while (creator_tid.load() == 0) usleep(100);
+#if WEFT_KLT_BACKEND_CLONE
+    // klt_create registers the KLT: it waits for the lock.
     bool waited = WaitForFutexWait(creator_tid.load());
     EXPECT_TRUE(waited) << "klt_create did not wait for the registry lock";
     EXPECT_EQ(created.load(), 0);
+#else
+    // The new thread registers itself before fn: it waits for the lock.
+    while (created.load() == 0) usleep(100);
+    ASSERT_EQ(created.load(), 1);
+    bool waited = WaitForFutexWait(sys::klt_tid(k2));
+    EXPECT_TRUE(waited) << "the new KLT did not wait for the registry lock";
+#endif
+    EXPECT_EQ(fn_ran.load(), 0) << "a KLT ran user code before it was registered";
     EXPECT_EQ(sys::klt_count_locked(), before);
     creator.detach();
   }
@@ -1924,4 +1954,142 @@ TEST(KltContractDeathTest, FirstCreateUnderMemoryPressureIsNotAPermanentFailure)
   // A fresh process (re-executed), so that nothing initialised the backend.
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_EXIT(ChildFirstCreateUnderRlimitAs(), testing::ExitedWithCode(0), "");
+}
+
+// ---------------------------------------------------------------------------
+// clone3 refused by a seccomp profile (issue 9, fault injection)
+
+#if WEFT_KLT_BACKEND_CLONE
+namespace {
+
+// Installs a seccomp filter that makes `nr1` (and `nr2`, if not -1) fail
+// with EPERM, as some container profiles did for clone3.
+bool RefuseWithEperm(long nr1, long nr2) {
+  sock_filter filter[] = {
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, static_cast<uint32_t>(nr1), 1, 0),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, static_cast<uint32_t>(nr2), 0, 1),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+  };
+  sock_fprog prog{static_cast<unsigned short>(sizeof filter / sizeof filter[0]), filter};
+  return prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 && prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) == 0;
+}
+
+[[noreturn]] void ChildClone3Eperm() {
+  const char* what = nullptr;
+  if (sys::klt_backend_init(&what) != 0) ChildFail(2, "init: %s", what);  // its pthreads need clone3
+  if (!RefuseWithEperm(SYS_clone3, -1)) ChildFail(3, "seccomp: %s", strerror(errno));
+  int ran = 0;
+  int r = RunKlt([&] { ran = 1; }, sys::KltOptions{}, &what);
+  if (r != 0) ChildFail(4, "klt_create with clone3 refused (EPERM) returned %d: %s", r, what ? what : "");
+  if (ran != 1) ChildFail(5, "the KLT did not run");
+  if (sys::klt_uses_clone3()) ChildFail(6, "klt_uses_clone3() after EPERM");
+  for (int i = 0; i < 20; ++i) {
+    if (RunKlt([] {}) != 0) ChildFail(7, "create %d", i);
+  }
+  // clone refused too: a clear error, nothing created, the process usable.
+  if (!RefuseWithEperm(SYS_clone, SYS_clone3)) ChildFail(8, "seccomp 2");
+  what = nullptr;
+  r = RunKlt([] {}, sys::KltOptions{}, &what);
+  if (r != -EPERM) ChildFail(9, "klt_create with clone and clone3 refused returned %d", r);
+  if (what == nullptr || strstr(what, "EPERM") == nullptr) ChildFail(10, "message: %s", what ? what : "(null)");
+  fprintf(stderr, "clone3-eperm ok: %s\n", what);
+  _exit(0);
+}
+
+}  // namespace
+
+// Regression (issue 9, fault injection): on 15df0bc klt_create failed with
+// -EPERM when a seccomp profile refused clone3 with EPERM (only ENOSYS fell
+// back to clone). It must fall back to clone, and report clearly when clone
+// is refused as well.
+TEST(KltFaultDeathTest, Clone3RefusedWithEpermFallsBackToClone) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(ChildClone3Eperm(), testing::ExitedWithCode(0), "clone3-eperm ok: .*EPERM");
+}
+#endif
+
+// ---------------------------------------------------------------------------
+// sys/ spinlocks yield (issue 9 #13)
+
+#if WEFT_KLT_BACKEND_CLONE
+#include "sys/spin.h"
+
+namespace {
+
+// While main holds `lock`, klt_create on another thread (pinned to main's
+// CPU) must wait for it — and yield the CPU while it waits, so that the
+// holder can run: on 15df0bc the waiter spun with `pause` only, burning its
+// whole time slice on the CPU the holder needed.
+void CheckWaiterYields(sys::SpinFlag& lock) {
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(sched_getcpu(), &one);
+  cpu_set_t old;
+  ASSERT_EQ(sched_getaffinity(0, sizeof old, &old), 0);
+  ASSERT_EQ(sched_setaffinity(0, sizeof one, &one), 0);
+  const uint64_t before = lock.yields();
+  std::atomic<int> created{0};
+  lock.lock();
+  std::thread creator([&] {
+    sched_setaffinity(0, sizeof one, &one);
+    sys::Klt* k = nullptr;
+    created = sys::klt_create(Noop, nullptr, sys::KltOptions{}, &k) == 0 ? 1 : -1;
+    if (created == 1) sys::klt_join(k);
+  });
+  const int64_t deadline = NowNs() + 10'000'000'000;
+  while (lock.yields() == before && NowNs() < deadline) sched_yield();
+  const uint64_t yields = lock.yields() - before;
+  const int created_while_held = created.load();
+  lock.unlock();
+  creator.join();
+  sched_setaffinity(0, sizeof old, &old);
+  EXPECT_GT(yields, 0u) << "a waiter did not yield the CPU while the lock was held";
+  EXPECT_EQ(created_while_held, 0) << "klt_create did not wait for the lock";
+  EXPECT_EQ(created.load(), 1);
+}
+
+}  // namespace
+
+TEST(KltSpinLocks, HeritageLockWaiterYields) { CheckWaiterYields(sys::tls_heritage_lock_for_test()); }
+
+TEST(KltSpinLocks, StackCacheLockWaiterYields) { CheckWaiterYields(sys::klt_stack_cache_lock_for_test()); }
+#endif
+
+// glibc's view of a KLT's stack (issue 9 #2): on 15df0bc a raw KLT's TCB had
+// stackblock 0, so pthread_getattr_np reported the main thread's stack and
+// __libc_alloca_cutoff allowed 64 KiB whatever the stack. Now both describe
+// the KLT's own stack.
+TEST(KltGlibc, PthreadGetattrNpReportsTheKltsOwnStack) {
+  bool inside = false;
+  size_t size = 0;
+  int cutoff_quarter = -1, cutoff_over = -1;
+  sys::KltOptions opts;
+  opts.stack_size = 512 * 1024;
+  ASSERT_EQ(RunKlt(
+                [&] {
+                  pthread_attr_t a;
+                  if (pthread_getattr_np(pthread_self(), &a) != 0) return;
+                  void* addr = nullptr;
+                  pthread_attr_getstack(&a, &addr, &size);
+                  pthread_attr_destroy(&a);
+                  volatile char local = 0;
+                  const char* p = const_cast<const char*>(&local);
+                  inside = p >= static_cast<char*>(addr) && p < static_cast<char*>(addr) + size;
+                  using CutoffFn = int (*)(size_t);
+                  if (auto cutoff = reinterpret_cast<CutoffFn>(dlsym(RTLD_DEFAULT, "__libc_alloca_cutoff"))) {
+                    cutoff_quarter = cutoff(size / 4 < 65536 ? size / 4 : 65536);
+                    cutoff_over = cutoff(size / 4 < 65536 ? size / 4 + 1 : 65537);
+                  }
+                },
+                opts),
+            0);
+  EXPECT_TRUE(inside) << "pthread_getattr_np's stack does not hold a local of the KLT";
+  EXPECT_GE(size, opts.stack_size);
+  EXPECT_LT(size, 2 * opts.stack_size) << "not the KLT's stack";
+  if (cutoff_quarter != -1) {
+    EXPECT_EQ(cutoff_quarter, 1);
+    EXPECT_EQ(cutoff_over, 0);
+  }
 }

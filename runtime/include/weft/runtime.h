@@ -34,6 +34,30 @@
 //   - weft::UltLocal<T> is per-ULT storage that moves with the ULT;
 //   - SpawnOptions::bound gives a ULT a kernel thread of its own for life.
 //
+// Per-thread libc state. glibc keeps some state per kernel thread; on an
+// unbound ULT, which shares its kernel thread with other ULTs and may move
+// between kernel threads, weft makes this much follow the ULT:
+//   - errno and the C++ exception state (saved and restored at switches);
+//   - the locale set with uselocale() (weft's uselocale);
+//   - what glibc believes the thread's stack is (pthread_getattr_np reports
+//     the ULT's stack; libc's alloca limit is a quarter of it);
+//   - pthread_exit() ends the ULT, not the kernel thread (see Ult::exit_value).
+// This does NOT follow an unbound ULT: thread_local variables and
+// pthread_getspecific values (per kernel thread: use UltLocal), the thread
+// name (pthread_setname_np), CPU affinity, scheduling policy, the signal
+// mask (until weft's per-ULT signal masks), the tid (gettid), and
+// cancellation: pthread_cancel of a kernel thread that runs ULTs is refused
+// (ENOTSUP). A bound ULT (SpawnOptions::bound) has a kernel thread of its
+// own that starts fresh for it and ends with it: all of the above is its
+// own, its thread_local destructors run when it ends, and nothing carries
+// over to the next bound ULT.
+//
+// Interposed libc functions. libweft exports pthread_exit, pthread_cancel,
+// uselocale, dlopen, dlmopen and dlclose (outside ULTs they do what glibc
+// does). With the shared library they apply to the whole process; with the
+// static library to calls made by the executable, and to calls made by
+// shared libraries only if the executable exports them (-rdynamic).
+//
 // Errors are values: every call that can fail returns absl::Status or
 // absl::StatusOr, and no weft call reports through errno.
 #pragma once
