@@ -556,11 +556,19 @@ void* ult_local_get(uint32_t key, void* (*make)(), void (*destroy)(void*)) {
   if (self == nullptr) {
     for (auto& s : thread_locals.slots)
       if (s.key == key) return s.value;
-    thread_locals.slots.push_back(rt::LocalSlot{key, make(), destroy});
-    return thread_locals.slots.back().value;
+    // make() first (it may add slots itself); no reference into the vector
+    // is held across it.
+    void* value = make();
+    thread_locals.slots.push_back(rt::LocalSlot{key, value, destroy});
+    return value;
   }
   for (uint32_t i = 0; i < self->locals_count; ++i)
     if (self->locals[i].key == key) return self->locals[i].value;
+  // make() runs user code: a T whose constructor uses another UltLocal adds
+  // a slot (and may grow the array) before we store ours, and it may park.
+  // So make the value first, then check the room for it: nothing read from
+  // `self->locals` before make() is used after it.
+  void* value = make();
   if (self->locals_count == self->locals_capacity) {
     uint32_t cap = self->locals_capacity == 0 ? 4 : self->locals_capacity * 2;
     auto* grown = static_cast<rt::LocalSlot*>(realloc(self->locals, cap * sizeof(rt::LocalSlot)));
@@ -571,7 +579,7 @@ void* ult_local_get(uint32_t key, void* (*make)(), void (*destroy)(void*)) {
     self->locals = grown;
     self->locals_capacity = cap;
   }
-  void* value = make();  // may park (a constructor taking a weft lock): re-read nothing cached
+  WEFT_DCHECK(self->locals_count < self->locals_capacity, "ULT-local slot array full (%u)", self->locals_count);
   self->locals[self->locals_count++] = rt::LocalSlot{key, value, destroy};
   return value;
 }

@@ -1113,6 +1113,80 @@ TEST(UltLocal, DestructorMayUseAnotherUltLocalOnForeignThread) {
       << "on a foreign thread, a value created during thread exit was not destroyed";
 }
 
+// First use of an UltLocal whose T's constructor itself makes the first
+// use of another UltLocal (nested first use). The outer get() found room
+// for one more slot, then the inner get() took it, and the outer value was
+// stored one past the array.
+// Regression (issue 9 #1): on 15df0bc the ULT's slot array held 5 values
+// in room for 4 (a heap overflow: "double free or corruption" later).
+struct NestedInner {
+  static std::atomic<int> destroyed;
+  int value = 7;
+  ~NestedInner() { destroyed++; }
+};
+std::atomic<int> NestedInner::destroyed{0};
+weft::UltLocal<NestedInner> g_nested_inner;
+struct NestedOuter {
+  static std::atomic<int> destroyed;
+  int inner_seen;
+  NestedOuter() : inner_seen(g_nested_inner->value) {}  // the inner UltLocal's first use
+  ~NestedOuter() { destroyed++; }
+};
+std::atomic<int> NestedOuter::destroyed{0};
+weft::UltLocal<NestedOuter> g_nested_outer;
+weft::UltLocal<int> g_nest_fill1, g_nest_fill2, g_nest_fill3;
+
+TEST(UltLocal, NestedFirstUseInConstructor) {
+  Watchdog wd(30s, "UltLocal.NestedFirstUseInConstructor");
+  weft::Runtime rt(weft::Options{.workers = 1});
+  int inner0 = NestedInner::destroyed.load(), outer0 = NestedOuter::destroyed.load();
+  for (int fill = 0; fill <= 8; ++fill) {  // every position of the array's growth
+    struct Seen {
+      uint32_t count = 0, capacity = 0;
+      int outer = 0, inner = 0, fills = 0;
+    };
+    absl::StatusOr<Seen> r = rt.block_on([fill] {
+      weft::UltLocal<int>* fills[] = {&g_nest_fill1, &g_nest_fill2, &g_nest_fill3};
+      std::vector<std::unique_ptr<weft::UltLocal<int>>> extra;
+      for (int i = 0; i < fill; ++i) {
+        weft::UltLocal<int>* l = i < 3 ? fills[i] : extra.emplace_back(std::make_unique<weft::UltLocal<int>>()).get();
+        **l = 100 + i;
+      }
+      Seen s;
+      s.outer = g_nested_outer->inner_seen;
+      s.inner = g_nested_inner->value;
+      for (int i = 0; i < fill; ++i) {
+        weft::UltLocal<int>* l = i < 3 ? fills[i] : extra[static_cast<size_t>(i - 3)].get();
+        s.fills += **l == 100 + i;
+      }
+      weft::rt::Ult* self = weft::rt::current_ult();
+      s.count = self->locals_count;
+      s.capacity = self->locals_capacity;
+      return s;
+    });
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_LE(r->count, r->capacity) << "with " << fill << " slots in use: " << r->count
+                                     << " ULT-local values stored in room for " << r->capacity;
+    EXPECT_EQ(r->count, static_cast<uint32_t>(fill + 2));
+    EXPECT_EQ(r->outer, 7);
+    EXPECT_EQ(r->inner, 7);
+    EXPECT_EQ(r->fills, fill);
+  }
+  EXPECT_EQ(NestedInner::destroyed.load() - inner0, 9);
+  EXPECT_EQ(NestedOuter::destroyed.load() - outer0, 9);
+
+  // A foreign thread: the same nesting on its per-thread slots.
+  std::thread t([] {
+    *g_nest_fill1 = 1;
+    EXPECT_EQ(g_nested_outer->inner_seen, 7);
+    EXPECT_EQ(g_nested_inner->value, 7);
+    EXPECT_EQ(*g_nest_fill1, 1);
+  });
+  t.join();
+  EXPECT_EQ(NestedInner::destroyed.load() - inner0, 10);
+  EXPECT_EQ(NestedOuter::destroyed.load() - outer0, 10);
+}
+
 // ---------------------------------------------------------------------------
 // sleep_for
 // ---------------------------------------------------------------------------
