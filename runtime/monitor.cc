@@ -126,7 +126,7 @@ int64_t scan(Scheduler* s, int64_t now) {
           s->concurrency_lock.unlock();
         }
       } else {
-        int64_t left = since + threshold - now;
+        int64_t left = threshold - (now - since);  // no overflow for a huge threshold
         next = next < 0 ? left : std::min(next, left);
       }
       continue;

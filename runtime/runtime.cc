@@ -77,7 +77,7 @@ Scheduler::Scheduler(const Options& o) : opts(o) {
   if (max_workers < opts.workers) max_workers = opts.workers;
   default_stack_size = sys::round_to_pages(opts.stack_size == 0 ? 64 * 1024 : opts.stack_size);
   poller_factory = registered_poller_factory(&poller_ctx);
-  blocking_threshold_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(opts.blocking_handoff).count();
+  blocking_threshold_ns = detail::saturating_ns(opts.blocking_handoff).count();
   if (blocking_threshold_ns < 0) blocking_threshold_ns = 0;
   slots = std::make_unique<std::atomic<Worker*>[]>(static_cast<size_t>(max_workers));
   for (int i = 0; i < max_workers; ++i) slots[static_cast<size_t>(i)].store(nullptr, std::memory_order_relaxed);
@@ -496,7 +496,15 @@ void sleep_for(std::chrono::nanoseconds d) {
     }
     return;
   }
-  int64_t deadline = rt::monotonic_ns() + d.count();
+  int64_t deadline = detail::deadline_after(rt::monotonic_ns(), d.count());
+  if (deadline == detail::kForeverNs) {
+    // Practically forever (292 years after boot): no timer at all. Only a
+    // spurious wake-up returns from the park, and it parks again.
+    for (;;) {
+      rt::park_current(self);
+      self = rt::current_ult();
+    }
+  }
   while (rt::monotonic_ns() < deadline) {
     rt::park_current_until(self, deadline);
     self = rt::current_ult();  // same ULT; re-read defensively after a possible migration

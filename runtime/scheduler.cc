@@ -93,6 +93,7 @@ namespace {
 // queues would otherwise starve; an idle pass takes from it anyway).
 constexpr uint64_t kGlobalEvery = 61;
 constexpr int kStealRounds = 4;
+constexpr int64_t kMaxPollerWaitNs = int64_t{3600} * 1000 * 1000 * 1000;  // 1 hour
 
 // libstdc++'s per-thread exception state (cxxabi.h: __cxa_eh_globals).
 struct EhGlobals {
@@ -739,7 +740,15 @@ Ult* Worker::find_runnable_inner() {
     }
     if (!work) {
       bump(sleeps);
-      poller->wait(timers.earliest());
+      int64_t until = timers.earliest();
+      if (until >= 0) {
+        // A far deadline (a timed wait of years) is cut to an hour: pollers
+        // turn deadlines into relative milliseconds or timespecs, and one
+        // spurious return an hour costs nothing.
+        int64_t cap = detail::deadline_after(monotonic_ns(), kMaxPollerWaitNs);
+        if (until > cap) until = cap;
+      }
+      poller->wait(until);
       s->kick_monitor();  // we may run ULTs now: the monitor watches on its short tick
     }
     bool woken_spinning = false;

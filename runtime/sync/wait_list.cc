@@ -56,6 +56,7 @@ void init_waiter(SyncWaiter* w) {
 }
 
 bool block(SyncWaiter* w, int64_t deadline_ns) {
+  if (deadline_ns == detail::kForeverNs) deadline_ns = -1;  // saturated: no timer (weft/time.h)
   if (w->ult != nullptr) {
     while (w->state.load(std::memory_order_acquire) == 0) {
       if (deadline_ns < 0) {

@@ -101,7 +101,8 @@ inline uintptr_t self_identity() {
 }
 
 // Blocks until w.state != 0 (true) or the deadline passes (false).
-// deadline_ns: CLOCK_MONOTONIC, -1 for none.
+// deadline_ns: CLOCK_MONOTONIC, -1 for none; detail::kForeverNs (a
+// saturated timeout, weft/time.h) also means none.
 bool block(SyncWaiter* w, int64_t deadline_ns);
 
 // After a false block(): removes w from q, or, if a waker got there first,

@@ -53,6 +53,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "weft/time.h"
 
 namespace weft {
 
@@ -379,12 +380,16 @@ namespace this_ult {
 void yield();
 
 // Parks the calling ULT for at least `d` (its worker runs others meanwhile).
-// Outside a ULT: sleeps the calling thread.
+// Outside a ULT: sleeps the calling thread. d <= 0: yield() instead.
+// nanoseconds::max() (or any d that would pass INT64_MAX ns of
+// CLOCK_MONOTONIC) sleeps without a deadline: nothing wakes the caller.
 void sleep_for(std::chrono::nanoseconds d);
 
+// Any duration: one too large for nanoseconds (hours::max()) saturates, so
+// it sleeps practically forever; a negative one just yields.
 template <class Rep, class Period>
 void sleep_for(std::chrono::duration<Rep, Period> d) {
-  sleep_for(std::chrono::duration_cast<std::chrono::nanoseconds>(d));
+  sleep_for(detail::saturating_ns(d));
 }
 
 // The calling ULT's id; the invalid id outside a ULT.

@@ -19,6 +19,11 @@
 // in debug builds of weft (meson -Ddchecks=true) and aborts with a message
 // naming the ULT; in release builds it is undefined behaviour.
 //
+// Timeouts: every *_for / *_until takes any std::chrono duration or time
+// point. A value too large to add to the current time (hours::max(),
+// time_point::max()) waits without a deadline; a negative duration or a
+// time point in the past does not wait (weft/time.h).
+//
 // None of these types may be copied or moved while anybody uses them.
 #pragma once
 
@@ -34,6 +39,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "weft/time.h"
 
 namespace weft {
 
@@ -49,19 +55,6 @@ struct WaitQueue {
   SyncWaiter* tail = nullptr;
   uint32_t size = 0;
 };
-
-// Deadlines are CLOCK_MONOTONIC nanoseconds; -1 means none.
-int64_t monotonic_now_ns();
-template <class Clock, class Duration>
-int64_t to_deadline(const std::chrono::time_point<Clock, Duration>& t) {
-  auto rel = std::chrono::duration_cast<std::chrono::nanoseconds>(t - Clock::now()).count();
-  return monotonic_now_ns() + (rel > 0 ? rel : 0);
-}
-template <class Rep, class Period>
-int64_t to_deadline(const std::chrono::duration<Rep, Period>& d) {
-  auto rel = std::chrono::duration_cast<std::chrono::nanoseconds>(d).count();
-  return monotonic_now_ns() + (rel > 0 ? rel : 0);
-}
 
 }  // namespace detail
 
