@@ -168,8 +168,10 @@ void Scheduler::swap_slots_locked(int i, int j) {
 absl::Status Scheduler::set_concurrency(int n) {
   if (n < 1 || n > max_workers)
     return absl::InvalidArgumentError(absl::StrCat("concurrency ", n, " is outside [1, ", max_workers, "]"));
+  // Never blocks for long: concurrency_lock is held only for short work
+  // (shutdown takes it after its last ULT is gone, to stop the pool).
   LockGuard<KltMutex> g(concurrency_lock);
-  if (shutting_down.load(std::memory_order_acquire) || !start_status.ok())
+  if (stopped.load(std::memory_order_acquire) || !start_status.ok())
     return absl::FailedPreconditionError("the runtime is not running");
   if (absl::Status s = start_workers_locked(n); !s.ok()) return s;
   // Raising: a slot about to become active may hold a worker still inside
@@ -224,13 +226,21 @@ void Scheduler::bound_done(Worker* w) {
 }
 
 absl::Status Scheduler::shutdown() {
-  Ult* self = current_ult();
-  if (self != nullptr && self->sched == this)
-    return absl::FailedPreconditionError("shutdown() called from a ULT of the runtime it would wait for");
-  LockGuard<KltMutex> g(concurrency_lock);
+  // From a ULT of this runtime it would wait for itself. Inside a
+  // weft::blocking() region current_ult() is null, but the KLT is still one
+  // of this runtime's workers (a bound one too), running the region's ULT.
+  if (Worker* w = current_worker(); w != nullptr && w->sched == this)
+    return absl::FailedPreconditionError(
+        "shutdown() called from a ULT of the runtime it would wait for (also inside weft::blocking())");
+  // One shutdown at a time; a second caller waits here for the first, then
+  // returns OK. No ULT of this runtime ever takes shutdown_lock (above).
+  LockGuard<KltMutex> sg(shutdown_lock);
   if (stopped.load(std::memory_order_acquire)) return absl::OkStatus();
   shutting_down.store(true, std::memory_order_seq_cst);
   // Wait for the last ULT; then close the gate (spawns fail from here on).
+  // concurrency_lock is NOT held while waiting: the ULTs we wait for may
+  // call set_concurrency() (which works until the runtime has stopped), and
+  // the monitor may still hand off a worker blocked in a region.
   for (;;) {
     uint32_t seen = exit_signal.load(std::memory_order_acquire);
     if (live_ults() == 0) {
@@ -244,6 +254,10 @@ absl::Status Scheduler::shutdown() {
     timespec backstop{0, 2 * 1000 * 1000};
     sys::futex_wait_for(&exit_signal, seen, &backstop);
   }
+  // No ULT is left, and none can be made: stop the pool. Under
+  // concurrency_lock, so that a set_concurrency() or a handoff in progress
+  // finishes first and later ones see `stopped`.
+  LockGuard<KltMutex> g(concurrency_lock);
   stopped.store(true, std::memory_order_release);
   for (auto& w : worker_storage) {
     w->stop.store(true, std::memory_order_release);
@@ -261,7 +275,7 @@ absl::Status Scheduler::shutdown() {
     sys::futex_wake(&monitor_word, 1);
     monitor_idle.store(0, std::memory_order_seq_cst);  // out of the long sleep too
     sys::futex_wake(&monitor_idle, 1);
-    sys::klt_join(monitor);
+    sys::klt_join(monitor);  // it only ever try_locks concurrency_lock
     monitor = nullptr;
   }
   for (auto& w : worker_storage) {

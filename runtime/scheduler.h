@@ -171,7 +171,8 @@ struct alignas(64) Scheduler {
   std::unique_ptr<std::atomic<Worker*>[]> slots;        // max_workers entries
   std::atomic<int> nworkers{0};                   // slots filled: [0, nworkers)
   std::atomic<int> active{0};                     // workers running ULTs: [0, active)
-  KltMutex concurrency_lock;                      // serialises set_concurrency, handoffs, shutdown
+  KltMutex concurrency_lock;                      // serialises set_concurrency, handoffs, shutdown's stop
+  KltMutex shutdown_lock;                         // one shutdown() at a time (held while it waits)
   Worker* worker_at(int i) const { return slots[static_cast<size_t>(i)].load(std::memory_order_acquire); }
   std::atomic<uint64_t> handoffs{0};              // blocking-region handoffs done
   std::atomic<uint64_t> hog_rescues{0};           // queues taken from a long-running ULT's worker

@@ -367,6 +367,108 @@ TEST(Ids, SpawnAfterShutdownCarriesError) {
 }
 
 // ---------------------------------------------------------------------------
+// shutdown
+// ---------------------------------------------------------------------------
+
+// The scheduler of the calling ULT (white-box), to see that shutdown() has
+// begun waiting for the last ULTs.
+weft::rt::Scheduler* MySched() { return weft::rt::current_ult()->sched; }
+
+// A ULT that shutdown() is waiting for calls set_concurrency(): it returns
+// promptly (here it still works: ULTs are running), and so does a foreign
+// thread's set_concurrency() meanwhile; then shutdown() completes.
+// Regression (issue 9 #3): on 15df0bc shutdown held concurrency_lock while
+// waiting, so the ULT's set_concurrency blocked forever and shutdown waited
+// forever for the ULT (the watchdog fired).
+TEST(Shutdown, SetConcurrencyWhileShutdownWaits) {
+  Watchdog wd(30s, "Shutdown.SetConcurrencyWhileShutdownWaits");
+  weft::Runtime rt(weft::Options{.workers = 2, .max_workers = 4});
+  std::atomic<bool> waiting{false}, foreign_done{false};
+  absl::Status from_ult = absl::UnknownError("not run"), from_ult2 = absl::UnknownError("not run");
+  absl::Status from_thread = absl::UnknownError("not run");
+  weft::Ult u = rt.spawn([&] {
+    weft::rt::Scheduler* s = MySched();
+    ASSERT_TRUE(WaitUntil([&] { return s->shutting_down.load(); })) << "shutdown() never began";
+    waiting = true;
+    from_ult = rt.set_concurrency(1);
+    from_ult2 = rt.set_concurrency(3);
+    // A foreign thread's set_concurrency returns while we keep shutdown waiting.
+    EXPECT_TRUE(WaitUntil([&] { return foreign_done.load(); })) << "set_concurrency on a foreign thread hung";
+  });
+  ASSERT_TRUE(u.detach().ok());
+  std::thread foreign([&] {
+    while (!waiting.load()) std::this_thread::sleep_for(100us);
+    from_thread = rt.set_concurrency(2);
+    foreign_done = true;
+  });
+  EXPECT_TRUE(rt.shutdown().ok());
+  foreign.join();
+  EXPECT_TRUE(from_ult.ok()) << from_ult;
+  EXPECT_TRUE(from_ult2.ok()) << from_ult2;
+  EXPECT_TRUE(from_thread.ok()) << from_thread;
+  EXPECT_TRUE(absl::IsFailedPrecondition(rt.set_concurrency(1)));  // stopped now
+}
+
+// shutdown() from a ULT of the runtime fails at once, also from inside a
+// weft::blocking() region of that ULT (where current_ult() is null) and
+// from a bound ULT. Regression (issue 9 #3): on 15df0bc the call inside a
+// region waited for its own ULT forever (the watchdog fired).
+TEST(Shutdown, FromOwnUltFailsAlsoInBlockingRegion) {
+  Watchdog wd(30s, "Shutdown.FromOwnUltFailsAlsoInBlockingRegion");
+  weft::Runtime rt(weft::Options{.workers = 2});
+  absl::Status direct, in_region, bound, bound_region;
+  ASSERT_TRUE(rt.block_on([&] {
+                  direct = rt.shutdown();
+                  in_region = weft::blocking([&] { return rt.shutdown(); });
+                }).ok());
+  ASSERT_TRUE(rt.spawn(
+                    [&] {
+                      bound = rt.shutdown();
+                      bound_region = weft::blocking([&] { return rt.shutdown(); });
+                    },
+                    weft::SpawnOptions{.bound = true})
+                  .join()
+                  .ok());
+  EXPECT_TRUE(absl::IsFailedPrecondition(direct)) << direct;
+  EXPECT_TRUE(absl::IsFailedPrecondition(in_region)) << in_region;
+  EXPECT_TRUE(absl::IsFailedPrecondition(bound)) << bound;
+  EXPECT_TRUE(absl::IsFailedPrecondition(bound_region)) << bound_region;
+  // The runtime still works, and shuts down from a foreign thread.
+  EXPECT_EQ(*rt.block_on([] { return 5; }), 5);
+  EXPECT_TRUE(rt.shutdown().ok());
+}
+
+// Two foreign threads shut down at once: both return OK, after the last ULT.
+TEST(Shutdown, ConcurrentCallers) {
+  Watchdog wd(30s, "Shutdown.ConcurrentCallers");
+  weft::Runtime rt(weft::Options{.workers = 2});
+  std::atomic<bool> release{false}, exited{false};
+  weft::Ult u = rt.spawn([&] {
+    while (!release.load()) weft::this_ult::sleep_for(100us);
+    exited = true;
+  });
+  ASSERT_TRUE(u.detach().ok());
+  absl::Status a, b;
+  std::atomic<bool> exited_before_a{false}, exited_before_b{false};
+  std::thread ta([&] {
+    a = rt.shutdown();
+    exited_before_a = exited.load();
+  });
+  std::thread tb([&] {
+    b = rt.shutdown();
+    exited_before_b = exited.load();
+  });
+  std::this_thread::sleep_for(5ms);
+  release = true;
+  ta.join();
+  tb.join();
+  EXPECT_TRUE(a.ok()) << a;
+  EXPECT_TRUE(b.ok()) << b;
+  EXPECT_TRUE(exited_before_a.load());
+  EXPECT_TRUE(exited_before_b.load());
+}
+
+// ---------------------------------------------------------------------------
 // block_on
 // ---------------------------------------------------------------------------
 

@@ -293,9 +293,12 @@ class Runtime {
   // Sets how many workers run ULTs (1..Options::max_workers). Raising it
   // starts or wakes workers; lowering it makes the surplus workers hand
   // their queued ULTs to the others and sleep once their current ULT
-  // parks or yields. Bound ULTs are not counted. InvalidArgument outside the
-  // range; FailedPrecondition if the runtime is not running; the error of
-  // thread creation if a new worker cannot be started.
+  // parks or yields. Bound ULTs are not counted. Callable from any thread
+  // or ULT, also while shutdown() waits for the last ULTs; it blocks only
+  // briefly (another set_concurrency or a handoff in progress). Errors:
+  // InvalidArgument outside the range; FailedPrecondition if the runtime
+  // failed to start or has stopped; the error of thread creation if a new
+  // worker cannot be started.
   absl::Status set_concurrency(int n);
 
   // The current concurrency level.
@@ -308,9 +311,10 @@ class Runtime {
   // included, and ULTs they spawn meanwhile — then stops the workers and
   // the monitor and joins their threads. New spawns fail once the last ULT
   // has exited. A ULT that never returns makes shutdown wait forever, as
-  // joining a thread that never exits would. Idempotent. Errors:
-  // FailedPrecondition if called from a ULT of this runtime (it would wait
-  // for itself).
+  // joining a thread that never exits would. Idempotent; concurrent calls
+  // wait for the first. Errors: FailedPrecondition if called from a ULT of
+  // this runtime, also inside a weft::blocking() region (it would wait for
+  // itself).
   absl::Status shutdown();
 
   struct Impl;
