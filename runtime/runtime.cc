@@ -68,14 +68,43 @@ std::unique_ptr<Worker> new_worker(Scheduler* s, int index, bool bound) {
   return w;
 }
 
+absl::Status validate_stack_size(size_t n, const char* what) {
+  if (n != 0 && (n < kMinStackSize || n > kMaxStackSize))
+    return absl::InvalidArgumentError(absl::StrCat(what, " ", n, " is outside [", kMinStackSize, ", ", kMaxStackSize,
+                                                   "] (0 = the default)"));
+  return absl::OkStatus();
+}
+
+// Options outside their range are the caller's error, reported by
+// Runtime::status() (the constructor never throws): nothing is allocated
+// or started for them.
+absl::Status validate_options(const Options& o) {
+  if (o.workers < 0 || o.workers > kMaxWorkers)
+    return absl::InvalidArgumentError(absl::StrCat("Options::workers ", o.workers, " is outside [0, ", kMaxWorkers, "]"));
+  if (o.max_workers < 0 || o.max_workers > kMaxWorkers)
+    return absl::InvalidArgumentError(
+        absl::StrCat("Options::max_workers ", o.max_workers, " is outside [0, ", kMaxWorkers, "]"));
+  if (o.max_workers > 0 && o.max_workers < o.workers)
+    return absl::InvalidArgumentError(
+        absl::StrCat("Options::max_workers ", o.max_workers, " is below Options::workers ", o.workers));
+  if (absl::Status s = validate_stack_size(o.stack_size, "Options::stack_size"); !s.ok()) return s;
+  if (o.blocking_handoff.count() < 0)
+    return absl::InvalidArgumentError(
+        absl::StrCat("Options::blocking_handoff is negative (", o.blocking_handoff.count(), " us)"));
+  return absl::OkStatus();
+}
+
 }  // namespace
 
+absl::Status validate_spawn_stack_size(size_t n) { return validate_stack_size(n, "SpawnOptions::stack_size"); }
+
 Scheduler::Scheduler(const Options& o) : opts(o) {
+  start_status = validate_options(o);
+  if (!start_status.ok()) return;  // start() returns it
   int cpus = online_cpus();
-  if (opts.workers <= 0) opts.workers = cpus;
-  max_workers = opts.max_workers > 0 ? opts.max_workers : std::max(opts.workers, 4 * cpus);
-  if (max_workers < opts.workers) max_workers = opts.workers;
-  default_stack_size = sys::round_to_pages(opts.stack_size == 0 ? 64 * 1024 : opts.stack_size);
+  if (opts.workers == 0) opts.workers = std::min(cpus, opts.max_workers > 0 ? opts.max_workers : kMaxWorkers);
+  max_workers = opts.max_workers > 0 ? opts.max_workers : std::min(std::max(opts.workers, 4 * cpus), kMaxWorkers);
+  default_stack_size = sys::round_to_pages(opts.stack_size == 0 ? kDefaultStackSize : opts.stack_size);
   poller_factory = registered_poller_factory(&poller_ctx);
   blocking_threshold_ns = detail::saturating_ns(opts.blocking_handoff).count();
   if (blocking_threshold_ns < 0) blocking_threshold_ns = 0;
@@ -113,6 +142,10 @@ absl::Status Scheduler::start_workers_locked(int n) {
 }
 
 absl::Status Scheduler::start() {
+  if (!start_status.ok()) {  // invalid Options (constructor)
+    gate.fetch_or(kClosed, std::memory_order_acq_rel);
+    return start_status;
+  }
   const char* what = nullptr;
   if (int r = sys::klt_backend_init(&what); r != 0) {
     start_status = klt_error(r, what, "first");
@@ -142,10 +175,6 @@ absl::Status Scheduler::start() {
     (void)shutdown();
     return start_status;
   }
-  {
-    LockGuard<KltMutex> rg(globals().runtimes_lock);
-    globals().runtimes.push_back(this);
-  }
   log().debug("runtime started: {} workers (max {}), {} KiB stacks, KLT backend {}", opts.workers,
               max_workers, default_stack_size / 1024, sys::klt_backend_name());
   return absl::OkStatus();
@@ -166,6 +195,7 @@ void Scheduler::swap_slots_locked(int i, int j) {
 }
 
 absl::Status Scheduler::set_concurrency(int n) {
+  if (!start_status.ok()) return absl::FailedPreconditionError(absl::StrCat("the runtime did not start: ", start_status.ToString()));
   if (n < 1 || n > max_workers)
     return absl::InvalidArgumentError(absl::StrCat("concurrency ", n, " is outside [1, ", max_workers, "]"));
   // Never blocks for long: concurrency_lock is held only for short work
@@ -288,11 +318,6 @@ absl::Status Scheduler::shutdown() {
       if (w->klt != nullptr) sys::klt_join(w->klt);
       w->klt = nullptr;
     }
-  }
-  {
-    LockGuard<KltMutex> rg(globals().runtimes_lock);
-    auto& v = globals().runtimes;
-    v.erase(std::remove(v.begin(), v.end(), this), v.end());
   }
   log().debug("runtime stopped");
   return absl::OkStatus();

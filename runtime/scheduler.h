@@ -23,6 +23,14 @@ namespace weft::rt {
 
 inline constexpr size_t kDequeCapacity = 256;
 
+// Limits of weft::Options and SpawnOptions (validated, runtime.cc).
+inline constexpr int kMaxWorkers = 32768;                    // workers, max_workers
+inline constexpr size_t kDefaultStackSize = 64 * 1024;
+inline constexpr size_t kMinStackSize = 16 * 1024;
+inline constexpr size_t kMaxStackSize = size_t{1} << 40;      // 1 TiB (sys/stack.cc's limit)
+// InvalidArgument if a nonzero SpawnOptions::stack_size is out of range.
+absl::Status validate_spawn_stack_size(size_t n);
+
 // What the context that switches away asks the context it switches to to do
 // once the switch is complete (the switcher is then off its stack). Packed
 // with the switcher's descriptor (64-byte aligned) into the transfer value.
@@ -310,6 +318,9 @@ Ult* create_ult(Scheduler* s, Worker* local, const SpawnOptions& o, const detail
 // Recycles an exited ULT whose generation was already advanced (under its
 // join lock, by whoever decided who releases it).
 void release(Ult* u);
+// Waits until u is off its stack (Ult::on_stack false): spins briefly, then
+// yields the KLT. Part of release().
+void wait_off_stack(const Ult* u);
 void drain_local_cache(Worker* w);
 absl::Status join_ult(UltId id);
 absl::Status detach_ult(UltId id);

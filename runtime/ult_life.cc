@@ -68,6 +68,10 @@ void drain_local_cache(Worker* w) {
 }
 
 Ult* create_ult(Scheduler* s, Worker* w, const SpawnOptions& o, const detail::Closure& c, absl::Status* err) {
+  if (absl::Status v = validate_spawn_stack_size(o.stack_size); !v.ok()) {
+    *err = v;
+    return nullptr;
+  }
   size_t size = o.stack_size == 0 ? s->default_stack_size : sys::round_to_pages(o.stack_size);
   if (c.size + 4096 > size) {
     *err = absl::InvalidArgumentError("the callable does not fit on the ULT's stack");
@@ -143,8 +147,23 @@ Ult* create_ult(Scheduler* s, Worker* w, const SpawnOptions& o, const detail::Cl
   return u;
 }
 
+void wait_off_stack(const Ult* u) {
+  // The exiting ULT's context clears on_stack right after its switch away,
+  // a few instructions from now — unless its KLT was preempted (a vCPU
+  // taken away on a shared machine, or a real-time thread on our CPU): then
+  // spinning only keeps it from running. Spin briefly, then yield, as
+  // SpinLock does.
+  for (int spins = 0; u->on_stack.load(std::memory_order_acquire);) {
+    if (++spins < 128) {
+      cpu_relax();
+    } else {
+      sys::sched_yield();
+    }
+  }
+}
+
 void release(Ult* u) {
-  while (u->on_stack.load(std::memory_order_acquire)) cpu_relax();
+  wait_off_stack(u);
   free(u->locals);
   u->locals = nullptr;
   u->locals_count = 0;

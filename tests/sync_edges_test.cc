@@ -201,4 +201,39 @@ TEST(HugeTimeouts, PastDeadlinesDoNotWait) {
   ASSERT_TRUE(rt.block_on(check).ok());
 }
 
+// ---------------------------------------------------------------------------
+// Sizes: the Mutex is one cache line, its counters live outside it
+// ---------------------------------------------------------------------------
+
+// Regression (issue 9 #13): on 15df0bc weft::Mutex was 128 bytes, its
+// statistics counters on its own cache lines (written on contended paths),
+// with a dead field (permits_); Barrier and RwLock carried dead fields too.
+TEST(Sizes, MutexIsOneCacheLine) {
+  EXPECT_LE(sizeof(weft::Mutex), 64u);
+  EXPECT_LE(sizeof(weft::detail::WaitQueue), 24u);
+  EXPECT_LE(sizeof(weft::Barrier), 32u);
+  EXPECT_LE(sizeof(weft::RwLock), 32u);
+}
+
+// The counters still count, from the first contention on; an uncontended
+// Mutex reports zeros.
+TEST(Sizes, MutexStatsStillCount) {
+  Watchdog wd(60s, TestName());
+  weft::Mutex m;
+  m.lock();
+  m.unlock();
+  EXPECT_EQ(m.stats().contended, 0u);
+  EXPECT_EQ(m.stats().parks, 0u);
+  m.lock();
+  std::thread t([&] {
+    m.lock();
+    m.unlock();
+  });
+  ASSERT_TRUE(WaitUntil([&] { return m.stats().parks == 1; }));
+  weft::Mutex::Stats s = m.stats();
+  EXPECT_EQ(s.contended, 1u);
+  m.unlock();
+  t.join();
+}
+
 }  // namespace

@@ -86,14 +86,18 @@ class UltId {
   uint64_t value_ = 0;
 };
 
-// How a Runtime is built.
+// How a Runtime is built. A value outside its range makes the Runtime fail
+// to start: Runtime::status() is InvalidArgument naming the field (the
+// constructor never throws).
 struct Options {
-  // Workers that run ULTs. 0: one per CPU this process may run on.
+  // Workers that run ULTs, 0..32768. 0: one per CPU this process may run on.
   int workers = 0;
-  // The most workers set_concurrency() may ask for. 0: max(workers, 4 x CPUs).
+  // The most workers set_concurrency() and blocking-region handoffs may
+  // use, 0..32768, and not below `workers`. 0: max(workers, 4 x CPUs).
   int max_workers = 0;
-  // Default usable stack size of a ULT, rounded up to pages. Stacks are
-  // committed lazily: a ULT costs the pages it touches, not this size.
+  // Default usable stack size of a ULT, rounded up to pages: 16 KiB..1 TiB,
+  // or 0 for 64 KiB. Stacks are committed lazily: a ULT costs the pages it
+  // touches, not this size.
   size_t stack_size = 64 * 1024;
   // Guard region below every ULT stack (0 = none). Running into it aborts
   // the process with a "stack overflow in ULT" report.
@@ -101,7 +105,7 @@ struct Options {
   // A worker whose ULT has been inside weft::blocking() this long has its
   // queued ULTs and its place handed to a spare kernel thread, so the other
   // ULTs keep running (see weft::blocking). Takes effect within about 1 ms
-  // after the threshold.
+  // after the threshold. Not negative; microseconds::max() means never.
   std::chrono::microseconds blocking_handoff{200};
 };
 
@@ -109,7 +113,9 @@ struct Options {
 struct SpawnOptions {
   // For diagnostics (stack-overflow reports, logs); truncated to 31 bytes.
   std::string_view name = {};
-  // Usable stack bytes; 0 means the runtime's Options::stack_size.
+  // Usable stack bytes, 16 KiB..1 TiB (rounded up to pages); 0 means the
+  // runtime's Options::stack_size. Outside the range the spawn fails with
+  // InvalidArgument.
   size_t stack_size = 0;
   // A bound ULT runs on a kernel thread of its own for its whole life (the
   // seed's bound thread): it never migrates and its kernel thread runs
@@ -226,9 +232,10 @@ bool in_ult();
 // exited ULTs (and, in later versions, hands off stuck workers).
 class Runtime {
  public:
-  // Starts the workers and the monitor. If that fails (no glibc support for
-  // raw threads, no memory, thread limits), status() says why and every
-  // spawn on this runtime returns that error.
+  // Starts the workers and the monitor. If that fails (invalid Options, no
+  // glibc support for raw threads, no memory, thread limits), status() says
+  // why and every spawn on this runtime returns that error. Never throws
+  // for bad Options.
   explicit Runtime(Options opts = {});
 
   // shutdown(), then frees everything.
@@ -237,7 +244,9 @@ class Runtime {
   Runtime(const Runtime&) = delete;
   Runtime& operator=(const Runtime&) = delete;
 
-  // OK if the runtime started.
+  // OK if the runtime started. InvalidArgument: an Options field is out of
+  // range (the message names it). Otherwise the error of starting the
+  // kernel threads (Unimplemented, ResourceExhausted, Internal).
   absl::Status status() const;
 
   // Spawns a ULT running fn() (moved onto the ULT's stack). Callable from
