@@ -171,6 +171,10 @@ void release(Ult* u) {
   sys::context_destroy(&u->ctx);
   u->sched = nullptr;  // valid only while the ULT is live
   u->next = nullptr;
+  if (u->retired()) {  // its generation would wrap: never reuse it (ult.h)
+    death_row().retire(u);
+    return;
+  }
 
   Worker* w = current_worker();
   if (w != nullptr && w->active() && u->stack.size() == w->sched->default_stack_size) {

@@ -232,6 +232,58 @@ TEST(Ids, StaleAfterJoin) {
   }
 }
 
+// A descriptor reused 2^32 times must not give a new ULT a stored id. The
+// test hook is white-box: it sets the descriptor's generation to the last
+// value before the 32-bit wrap (as if 2^32 - g ULTs had used the slot since
+// the stored id's), then spawns on the same worker, whose cache hands the
+// same descriptor back (LIFO), until the generation comes round.
+// Regression (issue 9 #11): on 15df0bc the generation wrapped to 1 and
+// counted up again, so a spawn got exactly the stored id: "a stale id is
+// detected" failed, and join/detach of the stored id acted on the new ULT.
+TEST(Ids, StaleIdNeverNamesALaterUlt) {
+  Watchdog wd(60s, "Ids.StaleIdNeverNamesALaterUlt");
+  weft::Runtime rt(weft::Options{.workers = 1});
+  uint64_t unmapped0 = rt.stats().stacks_unmapped;
+  ASSERT_TRUE(rt.block_on([&] {
+                  weft::Ult a = weft::spawn([] {});
+                  weft::UltId stored = a.id();
+                  ASSERT_TRUE(a.join().ok());
+                  weft::rt::Ult* d = weft::rt::ult_table::lookup(stored.value());
+                  ASSERT_NE(d, nullptr);
+                  d->join_lock.lock();
+                  d->generation.store(0xFFFFFFFFu);  // the hook: just before the wrap
+                  d->join_lock.unlock();
+                  int collisions = 0, same_slot = 0;
+                  for (uint64_t i = 0; i <= uint64_t{stored.generation()} + 2; ++i) {
+                    std::atomic<bool> go{false};
+                    weft::Ult c = weft::spawn([&go] {
+                      while (!go.load()) weft::this_ult::yield();
+                    });
+                    ASSERT_TRUE(c.status().ok());
+                    if (c.id() == stored) ++collisions;  // the stored id names a live ULT
+                    bool same = c.id().index() == stored.index();
+                    same_slot += same;
+                    go = true;
+                    ASSERT_TRUE(c.join().ok());
+                    if (!same) break;  // the descriptor was retired
+                  }
+                  EXPECT_EQ(collisions, 0) << "a new ULT got the stored id " << stored.ToString();
+                  EXPECT_EQ(same_slot, 1) << "the descriptor was reused after its generation ran out";
+                  EXPECT_EQ(d->generation.load(), 0u) << "not retired";
+                  EXPECT_TRUE(absl::IsNotFound(weft::detail::join_id(stored)));
+                  // Never handed out again.
+                  std::vector<weft::Ult> more;
+                  std::atomic<bool> go{false};
+                  for (int i = 0; i < 100; ++i) more.push_back(weft::spawn([&go] {
+                    while (!go.load()) weft::this_ult::yield();
+                  }));
+                  for (auto& m : more) EXPECT_NE(m.id().index(), stored.index());
+                  go = true;
+                  for (auto& m : more) EXPECT_TRUE(m.join().ok());
+                }).ok());
+  EXPECT_GE(rt.stats().stacks_unmapped, unmapped0 + 1) << "the retired descriptor's stack was not unmapped";
+}
+
 // A ULT joining itself gets FailedPrecondition (by this_ult::id() and by
 // the id its spawner passed it), and neither join nor detach of its own id
 // hangs or breaks it.

@@ -61,7 +61,10 @@ class Runtime;
 
 // Identifies a ULT: an index into weft's ULT table plus a generation that
 // changes every time the slot is reused. Never a pointer: a stale or forged
-// id is detected by every call that takes one. The default value is the
+// id is detected by every call that takes one. Ids are never reused: once
+// an id is stale (its ULT was joined or detached and has exited) it never
+// names another ULT for the life of the process (a slot whose 32-bit
+// generation runs out is retired, not wrapped). The default value is the
 // invalid id (no ULT has it).
 class UltId {
  public:
