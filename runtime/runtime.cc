@@ -510,6 +510,16 @@ absl::Status join_id(UltId id) { return rt::join_ult(id); }
 
 bool in_ult() { return rt::current_ult() != nullptr; }
 
+long errno_tp_offset_init() {
+  char* tp;
+  __asm__ volatile("mov %%fs:0, %0" : "=r"(tp) : : "memory");
+  // glibc's own accessor (the errno macro is ours here): its result on
+  // this thread, relative to this thread's pointer, is the same for all.
+  long off = reinterpret_cast<char*>(__errno_location()) - tp;
+  errno_tp_offset.store(off, std::memory_order_relaxed);
+  return off;
+}
+
 }  // namespace detail
 
 namespace this_ult {

@@ -28,8 +28,14 @@
 //
 // weft saves `errno` (and the C++ exception state used by `catch` blocks and
 // std::current_exception) in the ULT at every switch and restores it on
-// resume, so reading `errno` after a call works as on a thread; but an
-// address taken before the call is not refreshed. The tools:
+// resume. And this header redefines the `errno` macro (see "errno" below)
+// so that code compiled with it reads the errno of the kernel thread it
+// runs on *now*, even at -O2 where glibc's own macro would let the compiler
+// keep the old thread's address: `errno = 5; weft::this_ult::yield();
+// assert(errno == 5);` holds in a ULT. Code compiled without weft's headers
+// (a prebuilt library, a .c file that includes only <errno.h>) keeps the
+// hazard, and so does an address taken explicitly (`int* p = &errno;`)
+// before the call. The tools for everything else:
 //   - weft::Pin keeps the current ULT on its worker for a scope;
 //   - weft::UltLocal<T> is per-ULT storage that moves with the ULT;
 //   - SpawnOptions::bound gives a ULT a kernel thread of its own for life.
@@ -50,6 +56,10 @@
 #include <type_traits>
 #include <utility>
 #include <vector>
+
+#include <errno.h>
+
+#include <atomic>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -466,3 +476,44 @@ class UltLocal {
 };
 
 }  // namespace weft
+
+// ---------------------------------------------------------------------------
+// errno
+// ---------------------------------------------------------------------------
+//
+// glibc defines `errno` as (*__errno_location()) and declares that function
+// `const`, so GCC computes the address once per function and keeps it across
+// calls — across a park, after which a ULT may run on another kernel thread,
+// the old address names the *previous* thread's errno. Code that includes
+// this header gets an `errno` whose address is recomputed at every use from
+// the thread pointer: an `asm volatile` read of %fs:0 (which the compiler
+// may not merge or move across calls) plus errno's offset from it (the same
+// for every thread: glibc's errno is initial-exec TLS), found once. No
+// function call; a load, an add and an indirect access.
+//
+// What holds: in code compiled after including <weft/runtime.h> (or
+// <weft/weft.h>), every use of `errno` reads and writes the errno of the
+// kernel thread running the code at that moment, and weft carries each
+// ULT's errno across switches, so errno follows the ULT. What does not:
+// code compiled without this header (prebuilt libraries, other translation
+// units) keeps glibc's macro and its hazard; so does `&errno` kept in a
+// variable across a park. Define WEFT_NO_ERRNO_OVERRIDE before including
+// weft's headers to keep glibc's macro.
+namespace weft::detail {
+// errno's offset from the thread pointer; 0 until the first use computes it.
+inline std::atomic<long> errno_tp_offset{0};
+long errno_tp_offset_init();  // computes and stores it (runtime.cc)
+
+__attribute__((always_inline)) inline int* errno_location() {
+  char* tp;
+  __asm__ volatile("mov %%fs:0, %0" : "=r"(tp) : : "memory");
+  long off = errno_tp_offset.load(std::memory_order_relaxed);
+  if (__builtin_expect(off == 0, 0)) off = errno_tp_offset_init();
+  return reinterpret_cast<int*>(tp + off);
+}
+}  // namespace weft::detail
+
+#if !defined(WEFT_NO_ERRNO_OVERRIDE)
+#undef errno
+#define errno (*::weft::detail::errno_location())
+#endif
