@@ -71,7 +71,6 @@ struct alignas(64) Worker {
   // itself at its next switch. If it is still queued at that switch (or at
   // the monitor's next tick), idle workers are notified then.
   bool notify_deferred = false;
-  bool retired_flushed = false;   // inactive and its queues handed to the global queue
   LocalCache cache;               // recycled descriptors with stacks
   TimerHeap timers;               // timed parks registered while running here
   // ULTs that yielded here, and ULTs woken from this worker's scheduler
@@ -227,8 +226,11 @@ struct alignas(64) Scheduler {
   // comes before the monitor's futex_wait makes that wait return at once
   // (it waits for the value 1), so no kick is lost.
   std::atomic<uint32_t> monitor_idle{0};
+  // The load is seq_cst (a plain load on x86): it must not be ordered
+  // before the caller's preceding seq_cst store/RMW (npidle--, blocking =
+  // epoch|1), the other half of the handshake with monitor.cc.
   void kick_monitor() {
-    if (monitor_idle.load(std::memory_order_relaxed) != 0 && monitor_idle.exchange(0, std::memory_order_acq_rel) != 0)
+    if (monitor_idle.load(std::memory_order_seq_cst) != 0 && monitor_idle.exchange(0, std::memory_order_acq_rel) != 0)
       sys::futex_wake(&monitor_idle, 1);
   }
   std::atomic<uint64_t> monitor_reaped{0};
