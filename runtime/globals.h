@@ -5,7 +5,6 @@
 //
 //   Globals::table      the ULT descriptor table (ult_table.cc)
 //   Globals::death_row  released descriptors with stacks (death_row.h)
-//   Globals::runtimes   every started Scheduler
 //   Globals::next_local_key   UltLocal keys
 //
 // State that is per thread rather than per process: the current worker
@@ -41,9 +40,6 @@ struct Globals {
   } table;
 
   DeathRow death_row;
-
-  KltMutex runtimes_lock;
-  std::vector<Scheduler*> runtimes;
 
   std::atomic<uint32_t> next_local_key{1};
 };
