@@ -66,6 +66,11 @@ void DeathRow::put(Ult* head, uint32_t n, size_t size) {
   unmap_list(overflow);
 }
 
+void DeathRow::retire(Ult* u) {
+  u->next = nullptr;
+  unmap_list(u);
+}
+
 void DeathRow::unmap_list(Ult* head) {
   while (head != nullptr) {
     Ult* u = head;

@@ -54,6 +54,9 @@ class DeathRow {
   // Beyond the cap their stacks are unmapped and the descriptors returned to
   // the table at once.
   void put(Ult* head, uint32_t n, size_t size);
+  // Unmaps the stack of a retired descriptor (generation 0, ult.h); the
+  // descriptor itself is never reused (ult_table::free drops it).
+  void retire(Ult* u);
   // The reaper. When `idle` (nothing taken or put since the previous call),
   // trims to kIdleKeep and decommits the rest. Returns descriptors recycled.
   uint64_t reap();

@@ -254,6 +254,7 @@ void register_fork_hooks(const ForkHooks& h) {
 }
 
 void Scheduler::rebuild_after_fork(Worker* keep, Ult* self) {
+  shutdown_lock.reset_after_fork();  // a shutdown in progress: its thread is gone
   concurrency_lock.reset_after_fork();
   bound_lock.reset_after_fork();
   idle_lock.reset_after_fork();
@@ -325,7 +326,6 @@ void Scheduler::rebuild_after_fork(Worker* keep, Ult* self) {
     w->cache = LocalCache{};  // its descriptors were reclaimed with the rest
     w->spinning = false;
     w->notify_deferred = false;
-    w->retired_flushed = false;
     w->woken_spinning = false;
     w->in_idle_set = false;
     w->stop.store(false, std::memory_order_relaxed);

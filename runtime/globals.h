@@ -5,7 +5,7 @@
 //
 //   Globals::table      the ULT descriptor table (ult_table.cc)
 //   Globals::death_row  released descriptors with stacks (death_row.h)
-//   Globals::runtimes   every started Scheduler
+//   Globals::runtimes   every started Scheduler (fork.cc walks them)
 //   Globals::next_local_key   UltLocal keys
 //
 // State that is per thread rather than per process: the current worker
@@ -42,6 +42,8 @@ struct Globals {
 
   DeathRow death_row;
 
+  // Every runtime from the start of Scheduler::start() to the end of its
+  // shutdown(): the runtimes a fork must take the locks of and rebuild.
   KltMutex runtimes_lock;
   std::vector<Scheduler*> runtimes;
 

@@ -19,7 +19,9 @@ spdlog::logger* make_logger() {
     auto* l = new spdlog::logger("weft", sink);
     l->set_pattern("[%H:%M:%S.%e] [weft] [%l] [tid %t] %v");
     l->set_level(spdlog::level::off);
-    if (const char* v = getenv("WEFT_LOG"); v != nullptr && *v != '\0') {
+    // secure_getenv: a set-user-ID program does not take its log level
+    // (and so what it writes to stderr) from whoever started it.
+    if (const char* v = secure_getenv("WEFT_LOG"); v != nullptr && *v != '\0') {
       l->set_level(spdlog::level::from_str(v));
     }
     return l;

@@ -19,8 +19,11 @@
 //
 // The tick is 1 ms while any worker is awake, shorter while a blocking
 // region is open (it wakes when that region reaches the threshold), and
-// 100 ms when all workers sleep — then whoever makes work (a worker waking
-// up, a region opening) kicks it awake (Scheduler::kick_monitor).
+// 100 ms when all workers sleep — then whoever makes work kicks it awake
+// (Scheduler::kick_monitor): a worker leaving the idle set (after its
+// npidle--, whether or not it slept), a region opening (after its
+// blocking store). Store, then load, on both sides: see below and
+// tests/runtime_wakeup_model_test.cc.
 #include <algorithm>
 #include <ctime>
 
@@ -126,7 +129,7 @@ int64_t scan(Scheduler* s, int64_t now) {
           s->concurrency_lock.unlock();
         }
       } else {
-        int64_t left = since + threshold - now;
+        int64_t left = threshold - (now - since);  // no overflow for a huge threshold
         next = next < 0 ? left : std::min(next, left);
       }
       continue;
@@ -171,7 +174,12 @@ void monitor_main(void* arg) {
     } else if (s->npidle.load(std::memory_order_relaxed) >= s->active.load(std::memory_order_relaxed)) {
       // All asleep: sleep long, but announce it first and look once more,
       // so that a region opened or a worker woken meanwhile kicks us
-      // (store then load on both sides: one of them sees the other).
+      // (store then load on both sides: one of them sees the other):
+      //
+      //   monitor                          worker leaving the idle set
+      //   monitor_idle = 1    (seq_cst)    npidle--        (seq_cst RMW)
+      //   read npidle, blocking (seq_cst)  read monitor_idle (seq_cst)
+      //   all idle: futex_wait(idle, 1)    1: exchange 0, futex_wake
       s->monitor_idle.store(1, std::memory_order_seq_cst);
       // (Shutdown stores monitor_word before it clears monitor_idle.)
       bool busy = s->npidle.load(std::memory_order_seq_cst) < s->active.load(std::memory_order_relaxed) ||

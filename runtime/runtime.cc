@@ -68,16 +68,45 @@ std::unique_ptr<Worker> new_worker(Scheduler* s, int index, bool bound) {
   return w;
 }
 
+absl::Status validate_stack_size(size_t n, const char* what) {
+  if (n != 0 && (n < kMinStackSize || n > kMaxStackSize))
+    return absl::InvalidArgumentError(absl::StrCat(what, " ", n, " is outside [", kMinStackSize, ", ", kMaxStackSize,
+                                                   "] (0 = the default)"));
+  return absl::OkStatus();
+}
+
+// Options outside their range are the caller's error, reported by
+// Runtime::status() (the constructor never throws): nothing is allocated
+// or started for them.
+absl::Status validate_options(const Options& o) {
+  if (o.workers < 0 || o.workers > kMaxWorkers)
+    return absl::InvalidArgumentError(absl::StrCat("Options::workers ", o.workers, " is outside [0, ", kMaxWorkers, "]"));
+  if (o.max_workers < 0 || o.max_workers > kMaxWorkers)
+    return absl::InvalidArgumentError(
+        absl::StrCat("Options::max_workers ", o.max_workers, " is outside [0, ", kMaxWorkers, "]"));
+  if (o.max_workers > 0 && o.max_workers < o.workers)
+    return absl::InvalidArgumentError(
+        absl::StrCat("Options::max_workers ", o.max_workers, " is below Options::workers ", o.workers));
+  if (absl::Status s = validate_stack_size(o.stack_size, "Options::stack_size"); !s.ok()) return s;
+  if (o.blocking_handoff.count() < 0)
+    return absl::InvalidArgumentError(
+        absl::StrCat("Options::blocking_handoff is negative (", o.blocking_handoff.count(), " us)"));
+  return absl::OkStatus();
+}
+
 }  // namespace
 
+absl::Status validate_spawn_stack_size(size_t n) { return validate_stack_size(n, "SpawnOptions::stack_size"); }
+
 Scheduler::Scheduler(const Options& o) : opts(o) {
+  start_status = validate_options(o);
+  if (!start_status.ok()) return;  // start() returns it
   int cpus = online_cpus();
-  if (opts.workers <= 0) opts.workers = cpus;
-  max_workers = opts.max_workers > 0 ? opts.max_workers : std::max(opts.workers, 4 * cpus);
-  if (max_workers < opts.workers) max_workers = opts.workers;
-  default_stack_size = sys::round_to_pages(opts.stack_size == 0 ? 64 * 1024 : opts.stack_size);
+  if (opts.workers == 0) opts.workers = std::min(cpus, opts.max_workers > 0 ? opts.max_workers : kMaxWorkers);
+  max_workers = opts.max_workers > 0 ? opts.max_workers : std::min(std::max(opts.workers, 4 * cpus), kMaxWorkers);
+  default_stack_size = sys::round_to_pages(opts.stack_size == 0 ? kDefaultStackSize : opts.stack_size);
   poller_factory = registered_poller_factory(&poller_ctx);
-  blocking_threshold_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(opts.blocking_handoff).count();
+  blocking_threshold_ns = detail::saturating_ns(opts.blocking_handoff).count();
   if (blocking_threshold_ns < 0) blocking_threshold_ns = 0;
   slots = std::make_unique<std::atomic<Worker*>[]>(static_cast<size_t>(max_workers));
   for (int i = 0; i < max_workers; ++i) slots[static_cast<size_t>(i)].store(nullptr, std::memory_order_relaxed);
@@ -142,6 +171,10 @@ absl::Status Scheduler::start_workers_locked(int n) {
 }
 
 absl::Status Scheduler::start() {
+  if (!start_status.ok()) {  // invalid Options (constructor)
+    gate.fetch_or(kClosed, std::memory_order_acq_rel);
+    return start_status;
+  }
   const char* what = nullptr;
   if (int r = sys::klt_backend_init(&what); r != 0) {
     start_status = klt_error(r, what, "first");
@@ -193,10 +226,13 @@ void Scheduler::swap_slots_locked(int i, int j) {
 }
 
 absl::Status Scheduler::set_concurrency(int n) {
+  if (!start_status.ok()) return absl::FailedPreconditionError(absl::StrCat("the runtime did not start: ", start_status.ToString()));
   if (n < 1 || n > max_workers)
     return absl::InvalidArgumentError(absl::StrCat("concurrency ", n, " is outside [1, ", max_workers, "]"));
+  // Never blocks for long: concurrency_lock is held only for short work
+  // (shutdown takes it after its last ULT is gone, to stop the pool).
   LockGuard<KltMutex> g(concurrency_lock);
-  if (shutting_down.load(std::memory_order_acquire) || !start_status.ok())
+  if (stopped.load(std::memory_order_acquire) || !start_status.ok())
     return absl::FailedPreconditionError("the runtime is not running");
   if (absl::Status s = start_workers_locked(n); !s.ok()) return s;
   // Raising: a slot about to become active may hold a worker still inside
@@ -300,9 +336,15 @@ void Scheduler::reap_bound_workers(bool all) {
 }
 
 absl::Status Scheduler::shutdown() {
-  Ult* self = current_ult();
-  if (self != nullptr && self->sched == this)
-    return absl::FailedPreconditionError("shutdown() called from a ULT of the runtime it would wait for");
+  // From a ULT of this runtime it would wait for itself. Inside a
+  // weft::blocking() region current_ult() is null, but the KLT is still one
+  // of this runtime's workers (a bound one too), running the region's ULT.
+  if (Worker* w = current_worker(); w != nullptr && w->sched == this)
+    return absl::FailedPreconditionError(
+        "shutdown() called from a ULT of the runtime it would wait for (also inside weft::blocking())");
+  // One shutdown at a time; a second caller waits here for the first, then
+  // returns OK. No ULT of this runtime ever takes shutdown_lock (above).
+  LockGuard<KltMutex> sg(shutdown_lock);
   absl::Status s = shutdown_locked();
   // Unlisted outside concurrency_lock: fork's prepare takes runtimes_lock
   // before each runtime's concurrency_lock (fork.cc, lock order).
@@ -312,11 +354,14 @@ absl::Status Scheduler::shutdown() {
   return s;
 }
 
+// shutdown's work; the caller holds shutdown_lock.
 absl::Status Scheduler::shutdown_locked() {
-  LockGuard<KltMutex> g(concurrency_lock);
   if (stopped.load(std::memory_order_acquire)) return absl::OkStatus();
   shutting_down.store(true, std::memory_order_seq_cst);
   // Wait for the last ULT; then close the gate (spawns fail from here on).
+  // concurrency_lock is NOT held while waiting: the ULTs we wait for may
+  // call set_concurrency() (which works until the runtime has stopped), and
+  // the monitor may still hand off a worker blocked in a region.
   for (;;) {
     uint32_t seen = exit_signal.load(std::memory_order_acquire);
     if (live_ults() == 0) {
@@ -330,6 +375,10 @@ absl::Status Scheduler::shutdown_locked() {
     timespec backstop{0, 2 * 1000 * 1000};
     sys::futex_wait_for(&exit_signal, seen, &backstop);
   }
+  // No ULT is left, and none can be made: stop the pool. Under
+  // concurrency_lock, so that a set_concurrency() or a handoff in progress
+  // finishes first and later ones see `stopped`.
+  LockGuard<KltMutex> g(concurrency_lock);
   stopped.store(true, std::memory_order_release);
   for (auto& w : worker_storage) {
     w->stop.store(true, std::memory_order_release);
@@ -350,7 +399,7 @@ absl::Status Scheduler::shutdown_locked() {
     sys::futex_wake(&monitor_word, 1);
     monitor_idle.store(0, std::memory_order_seq_cst);  // out of the long sleep too
     sys::futex_wake(&monitor_idle, 1);
-    sys::klt_join(monitor);
+    sys::klt_join(monitor);  // it only ever try_locks concurrency_lock
     monitor = nullptr;
   }
   {
@@ -583,6 +632,16 @@ absl::Status join_id(UltId id) { return rt::join_ult(id); }
 
 bool in_ult() { return rt::current_ult() != nullptr; }
 
+long errno_tp_offset_init() {
+  char* tp;
+  __asm__ volatile("mov %%fs:0, %0" : "=r"(tp) : : "memory");
+  // glibc's own accessor (the errno macro is ours here): its result on
+  // this thread, relative to this thread's pointer, is the same for all.
+  long off = reinterpret_cast<char*>(__errno_location()) - tp;
+  errno_tp_offset.store(off, std::memory_order_relaxed);
+  return off;
+}
+
 }  // namespace detail
 
 namespace this_ult {
@@ -608,7 +667,15 @@ void sleep_for(std::chrono::nanoseconds d) {
     }
     return;
   }
-  int64_t deadline = rt::monotonic_ns() + d.count();
+  int64_t deadline = detail::deadline_after(rt::monotonic_ns(), d.count());
+  if (deadline == detail::kForeverNs) {
+    // Practically forever (292 years after boot): no timer at all. Only a
+    // spurious wake-up returns from the park, and it parks again.
+    for (;;) {
+      rt::park_current(self);
+      self = rt::current_ult();
+    }
+  }
   while (rt::monotonic_ns() < deadline) {
     rt::park_current_until(self, deadline);
     self = rt::current_ult();  // same ULT; re-read defensively after a possible migration
@@ -668,11 +735,19 @@ void* ult_local_get(uint32_t key, void* (*make)(), void (*destroy)(void*)) {
   if (self == nullptr) {
     for (auto& s : thread_locals.slots)
       if (s.key == key) return s.value;
-    thread_locals.slots.push_back(rt::LocalSlot{key, make(), destroy});
-    return thread_locals.slots.back().value;
+    // make() first (it may add slots itself); no reference into the vector
+    // is held across it.
+    void* value = make();
+    thread_locals.slots.push_back(rt::LocalSlot{key, value, destroy});
+    return value;
   }
   for (uint32_t i = 0; i < self->locals_count; ++i)
     if (self->locals[i].key == key) return self->locals[i].value;
+  // make() runs user code: a T whose constructor uses another UltLocal adds
+  // a slot (and may grow the array) before we store ours, and it may park.
+  // So make the value first, then check the room for it: nothing read from
+  // `self->locals` before make() is used after it.
+  void* value = make();
   if (self->locals_count == self->locals_capacity) {
     uint32_t cap = self->locals_capacity == 0 ? 4 : self->locals_capacity * 2;
     auto* grown = static_cast<rt::LocalSlot*>(realloc(self->locals, cap * sizeof(rt::LocalSlot)));
@@ -683,7 +758,7 @@ void* ult_local_get(uint32_t key, void* (*make)(), void (*destroy)(void*)) {
     self->locals = grown;
     self->locals_capacity = cap;
   }
-  void* value = make();  // may park (a constructor taking a weft lock): re-read nothing cached
+  WEFT_DCHECK(self->locals_count < self->locals_capacity, "ULT-local slot array full (%u)", self->locals_count);
   self->locals[self->locals_count++] = rt::LocalSlot{key, value, destroy};
   return value;
 }

@@ -48,8 +48,11 @@
 //   full fence                         if spinning: nmspinning--    (locked RMW)
 //   read npidle, nmspinning            re-check every queue (global, all
 //   if npidle > 0 && nmspinning == 0:    deques, own inbox, timers)
-//     wake_one(): nmspinning 0 -> 1,   if work: leave the idle set, retry
-//     pop an idle worker, wake it      else: Poller::wait
+//     wake_one(): under idle_lock, if  if work: a former spinner spins
+//     a worker is idle: nmspinning       again (nmspinning++); leave the
+//     0 -> 1, pop it; then wake it       idle set; retry
+//                                      else: Poller::wait; leave the idle set
+//                                      then (both cases) kick the monitor
 //
 //   Both sides do "store, full fence, load", so at least one sees the other:
 //   either the sleeper's re-check sees the ULT, or the publisher sees the
@@ -57,8 +60,24 @@
 //   spinner, checks every queue; or it sees a spinner, and that spinner will
 //   either find the ULT or go through the same re-check before sleeping. A
 //   spinner that finds work and was the last spinner wakes another idle
-//   worker (there may be more work). ULTs that must run on one worker (its
-//   inbox) wake that worker directly (wake_worker) after the same fence.
+//   worker (there may be more work) — also one whose re-check found it, which
+//   is why it spins again there: publishers that saw it spinning woke
+//   nobody. nmspinning counts only real spinners: wake_one raises it only
+//   with an idle worker in hand, under idle_lock. ULTs that must run on one
+//   worker (its inbox) wake that worker directly (wake_worker) after the
+//   same fence.
+//
+//   The monitor sleeps long only when every active worker is idle; it
+//   announces that (monitor_idle = 1) before it reads npidle, and a worker
+//   leaving the idle set decrements npidle before it reads monitor_idle
+//   (kick_monitor), so a worker that goes on to run ULTs either is seen busy
+//   or kicks the monitor awake (monitor.cc).
+//
+//   tests/runtime_wakeup_model_test.cc checks these handshakes by
+//   enumerating every interleaving of a model of them (publishers, workers,
+//   the monitor; and a worker retired and re-activated by set_concurrency):
+//   no work queued while a worker sleeps, no long monitor sleep while a
+//   worker runs. Keep the model in step with the code.
 //
 //   Deferred notify. A worker that queues a ULT on its own empty deque or
 //   run_next (spawn then join; wake a partner then park) is about to run it
@@ -96,6 +115,7 @@ namespace {
 // queues would otherwise starve; an idle pass takes from it anyway).
 constexpr uint64_t kGlobalEvery = 61;
 constexpr int kStealRounds = 4;
+constexpr int64_t kMaxPollerWaitNs = int64_t{3600} * 1000 * 1000 * 1000;  // 1 hour
 
 // libstdc++'s per-thread exception state (cxxabi.h: __cxa_eh_globals).
 struct EhGlobals {
@@ -628,23 +648,24 @@ void Scheduler::notify_work() {
   if (npidle.load(std::memory_order_relaxed) > 0 && nmspinning.load(std::memory_order_relaxed) == 0) wake_one();
 }
 
+// nmspinning goes 0 -> 1 only under idle_lock, and only when an idle worker
+// is there to be woken as that spinner. (Until issue 9 #12 it went 0 -> 1
+// first and back to 0 if the idle set was empty: in that window another
+// publisher saw a spinner that did not exist and woke nobody, and its ULT
+// waited for a busy worker's next pass. tests/runtime_wakeup_model_test.cc
+// finds that interleaving in the old order.)
 void Scheduler::wake_one() {
-  int zero = 0;
-  if (!nmspinning.compare_exchange_strong(zero, 1, std::memory_order_acq_rel)) return;
   Worker* w = nullptr;
   {
     LockGuard<KltMutex> g(idle_lock);
-    if (!idle.empty()) {
-      w = idle.back();
-      idle.pop_back();
-      w->in_idle_set = false;
-      w->woken_spinning = true;  // it starts spinning, on our nmspinning count
-      npidle.fetch_sub(1, std::memory_order_acq_rel);
-    }
-  }
-  if (w == nullptr) {
-    nmspinning.fetch_sub(1, std::memory_order_acq_rel);
-    return;
+    if (idle.empty()) return;  // nobody sleeps: every worker will look again
+    int zero = 0;
+    if (!nmspinning.compare_exchange_strong(zero, 1, std::memory_order_seq_cst)) return;  // a spinner will
+    w = idle.back();
+    idle.pop_back();
+    w->in_idle_set = false;
+    w->woken_spinning = true;  // it starts spinning, on our nmspinning count
+    npidle.fetch_sub(1, std::memory_order_seq_cst);
   }
   w->poller->wake();
 }
@@ -672,7 +693,7 @@ bool Scheduler::remove_idle(Worker* w, bool* was_woken_spinning) {
   auto it = std::find(idle.begin(), idle.end(), w);
   if (it != idle.end()) idle.erase(it);
   w->in_idle_set = false;
-  npidle.fetch_sub(1, std::memory_order_acq_rel);
+  npidle.fetch_sub(1, std::memory_order_seq_cst);  // then kick_monitor (find_runnable_inner)
   return true;
 }
 
@@ -746,7 +767,6 @@ Ult* Worker::find_runnable_inner() {
 
     bool act = active();
     if (act) {
-      retired_flushed = false;
       if ((tick % kGlobalEvery) == 0) {
         if (Ult* u = s->global_pop_batch(this)) return u;
       }
@@ -788,9 +808,15 @@ Ult* Worker::find_runnable_inner() {
           cpu_relax();
         }
       }
-    } else if (!retired_flushed) {
-      // Retired by set_concurrency: hand the queued ULTs to the others.
-      retired_flushed = true;
+    } else if (!deque.owner_empty() || run_next.load(std::memory_order_relaxed) != nullptr) {
+      // Retired by set_concurrency: hand the queued ULTs to the others —
+      // at every pass that finds some, not once per retirement: a ULT that
+      // ran here from the inbox (pinned) while the worker was active again
+      // for a moment may have queued more, without this worker ever
+      // passing through the active branch (issue 9 #12: two quick
+      // set_concurrency flips left ULTs stranded in a retired deque, which
+      // nobody steals from). Only the owner pushes to its deque and
+      // run_next, so once empty here they stay empty until we run a ULT.
       Ult* u;
       while ((u = deque.pop()) != nullptr) s->global_push(u);
       if ((u = run_next.exchange(nullptr, std::memory_order_acq_rel)) != nullptr) s->global_push(u);
@@ -805,6 +831,7 @@ Ult* Worker::find_runnable_inner() {
       in_idle_set = true;
       s->npidle.fetch_add(1, std::memory_order_acq_rel);
     }
+    bool was_spinning = spinning;
     if (spinning) {
       spinning = false;
       // A spinner that was retired meanwhile skips the re-check of the
@@ -826,13 +853,36 @@ Ult* Worker::find_runnable_inner() {
       if (!work && s->active.load(std::memory_order_relaxed) <= index.load(std::memory_order_relaxed))
         work = true;  // retired meanwhile
     }
+    if (work && was_spinning && act) {
+      // Publishers that saw us spinning woke nobody: we owe them what a
+      // spinner owes (Go's findrunnable does the same). Spin again, so that
+      // taking the work goes through stop_spinning(), which wakes another
+      // worker if we are the last spinner — there may be more work than we
+      // take. (Found missing by tests/runtime_wakeup_model_test.cc.)
+      spinning = true;
+      s->nmspinning.fetch_add(1, std::memory_order_acq_rel);
+    }
     if (!work) {
       bump(sleeps);
-      poller->wait(timers.earliest());
-      s->kick_monitor();  // we may run ULTs now: the monitor watches on its short tick
+      int64_t until = timers.earliest();
+      if (until >= 0) {
+        // A far deadline (a timed wait of years) is cut to an hour: pollers
+        // turn deadlines into relative milliseconds or timespecs, and one
+        // spurious return an hour costs nothing.
+        int64_t cap = detail::deadline_after(monotonic_ns(), kMaxPollerWaitNs);
+        if (until > cap) until = cap;
+      }
+      poller->wait(until);
     }
     bool woken_spinning = false;
     if (act) s->remove_idle(this, &woken_spinning);
+    // We may run ULTs now: the monitor must watch on its short tick. Out of
+    // the idle set first (npidle--, seq_cst), then look at monitor_idle —
+    // the monitor stores monitor_idle = 1 and then reads npidle, so one of
+    // us sees the other (monitor.cc). Also when we did not sleep: while we
+    // stood in the idle set the monitor may have counted us idle. (Until
+    // issue 9 #12 the kick came before remove_idle and only after a sleep.)
+    s->kick_monitor();
     if (woken_spinning) {
       // wake_one counted us as a spinner.
       if (spinning) {

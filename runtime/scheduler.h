@@ -23,6 +23,14 @@ namespace weft::rt {
 
 inline constexpr size_t kDequeCapacity = 256;
 
+// Limits of weft::Options and SpawnOptions (validated, runtime.cc).
+inline constexpr int kMaxWorkers = 32768;                    // workers, max_workers
+inline constexpr size_t kDefaultStackSize = 64 * 1024;
+inline constexpr size_t kMinStackSize = 16 * 1024;
+inline constexpr size_t kMaxStackSize = size_t{1} << 40;      // 1 TiB (sys/stack.cc's limit)
+// InvalidArgument if a nonzero SpawnOptions::stack_size is out of range.
+absl::Status validate_spawn_stack_size(size_t n);
+
 // What the context that switches away asks the context it switches to to do
 // once the switch is complete (the switcher is then off its stack). Packed
 // with the switcher's descriptor (64-byte aligned) into the transfer value.
@@ -63,7 +71,6 @@ struct alignas(64) Worker {
   // itself at its next switch. If it is still queued at that switch (or at
   // the monitor's next tick), idle workers are notified then.
   bool notify_deferred = false;
-  bool retired_flushed = false;   // inactive and its queues handed to the global queue
   LocalCache cache;               // recycled descriptors with stacks
   TimerHeap timers;               // timed parks registered while running here
   // ULTs that yielded here, and ULTs woken from this worker's scheduler
@@ -177,7 +184,8 @@ struct alignas(64) Scheduler {
   std::unique_ptr<std::atomic<Worker*>[]> slots;        // max_workers entries
   std::atomic<int> nworkers{0};                   // slots filled: [0, nworkers)
   std::atomic<int> active{0};                     // workers running ULTs: [0, active)
-  KltMutex concurrency_lock;                      // serialises set_concurrency, handoffs, shutdown
+  KltMutex concurrency_lock;                      // serialises set_concurrency, handoffs, shutdown's stop
+  KltMutex shutdown_lock;                         // one shutdown() at a time (held while it waits)
   Worker* worker_at(int i) const { return slots[static_cast<size_t>(i)].load(std::memory_order_acquire); }
   std::atomic<uint64_t> handoffs{0};              // blocking-region handoffs done
   std::atomic<uint64_t> hog_rescues{0};           // queues taken from a long-running ULT's worker
@@ -224,8 +232,11 @@ struct alignas(64) Scheduler {
   // comes before the monitor's futex_wait makes that wait return at once
   // (it waits for the value 1), so no kick is lost.
   std::atomic<uint32_t> monitor_idle{0};
+  // The load is seq_cst (a plain load on x86): it must not be ordered
+  // before the caller's preceding seq_cst store/RMW (npidle--, blocking =
+  // epoch|1), the other half of the handshake with monitor.cc.
   void kick_monitor() {
-    if (monitor_idle.load(std::memory_order_relaxed) != 0 && monitor_idle.exchange(0, std::memory_order_acq_rel) != 0)
+    if (monitor_idle.load(std::memory_order_seq_cst) != 0 && monitor_idle.exchange(0, std::memory_order_acq_rel) != 0)
       sys::futex_wake(&monitor_idle, 1);
   }
   std::atomic<uint64_t> monitor_reaped{0};
@@ -357,6 +368,9 @@ Ult* create_ult(Scheduler* s, Worker* local, const SpawnOptions& o, const detail
 // Recycles an exited ULT whose generation was already advanced (under its
 // join lock, by whoever decided who releases it).
 void release(Ult* u);
+// Waits until u is off its stack (Ult::on_stack false): spins briefly, then
+// yields the KLT. Part of release().
+void wait_off_stack(const Ult* u);
 void drain_local_cache(Worker* w);
 // Joins the ULT `id`; stores the value it passed to pthread_exit (or null)
 // in *value when value is not null.

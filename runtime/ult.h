@@ -7,6 +7,15 @@
 // (generation << 32 | index). The generation changes when the descriptor is
 // released for reuse, which makes every older id stale.
 //
+// Generations never wrap. A descriptor is reused (the caches hand the same
+// one to spawn after spawn on a busy worker) until its generation has
+// counted to 2^32 - 1; the release after that *retires* it instead: the
+// generation becomes 0, which no id carries, its stack is unmapped, and the
+// table never hands it out again. So an id, once stale, stays stale for the
+// life of the process — it never names a later ULT. Cost: one descriptor
+// (sizeof(Ult)) per 2^32 spawns of one slot (about 20 minutes of spawning
+// at full speed); the 2^24-entry table lasts for 2^56 spawns.
+//
 // A descriptor's stack (with the ULT's closure at its top) is separate and
 // recycled with it through the death-row caches (runtime/death_row.h).
 #pragma once
@@ -71,6 +80,9 @@ struct LocalSlot {
   void* value;
   void (*destroy)(void*);
 };
+
+// The generation of a retired descriptor: no id has it (UltId::valid()).
+inline constexpr uint32_t kRetiredGeneration = 0;
 
 struct alignas(64) Ult {
   // --- switch path (hot) --------------------------------------------------
@@ -140,11 +152,14 @@ struct alignas(64) Ult {
   uint32_t locals_count = 0;
   uint32_t locals_capacity = 0;
 
-  // Makes every existing id of this descriptor stale. Caller holds join_lock.
+  // Makes every existing id of this descriptor stale. Caller holds
+  // join_lock. After generation 2^32 - 1 comes 0: retired (see the top of
+  // this file; release() then retires the descriptor).
   friend void advance_generation(Ult* u) {
-    uint32_t g = u->generation.load(std::memory_order_relaxed) + 1;
-    u->generation.store(g == 0 ? 1 : g, std::memory_order_relaxed);
+    uint32_t g = u->generation.load(std::memory_order_relaxed);
+    u->generation.store(g + 1, std::memory_order_relaxed);  // 0xFFFFFFFF + 1 == kRetiredGeneration
   }
+  bool retired() const { return generation.load(std::memory_order_relaxed) == kRetiredGeneration; }
 
   uint64_t id_value() const {
     return (static_cast<uint64_t>(generation.load(std::memory_order_relaxed)) << 32) | index;
@@ -159,7 +174,8 @@ namespace ult_table {
 // kExited, its generation the one its next id will carry.
 Ult* allocate();
 
-// Puts a descriptor with no stack back on the table's free list.
+// Puts a descriptor with no stack back on the table's free list; a retired
+// one (generation 0) is dropped instead: it is never handed out again.
 void free(Ult* u);
 
 // The descriptor an id names, or nullptr when no descriptor has that index.

@@ -69,6 +69,10 @@ void drain_local_cache(Worker* w) {
 }
 
 Ult* create_ult(Scheduler* s, Worker* w, const SpawnOptions& o, const detail::Closure& c, absl::Status* err) {
+  if (absl::Status v = validate_spawn_stack_size(o.stack_size); !v.ok()) {
+    *err = v;
+    return nullptr;
+  }
   size_t size = o.stack_size == 0 ? s->default_stack_size : sys::round_to_pages(o.stack_size);
   if (c.size + 4096 > size) {
     *err = absl::InvalidArgumentError("the callable does not fit on the ULT's stack");
@@ -144,17 +148,23 @@ Ult* create_ult(Scheduler* s, Worker* w, const SpawnOptions& o, const detail::Cl
   return u;
 }
 
-void release(Ult* u) {
-  // The exiting ULT's KLT is between its joiner wake and the end of its
-  // switch; yield after a while (a bound ULT's new KLT is often preempted
-  // right there by the joiner it woke, on the same CPU).
-  for (int i = 0; u->on_stack.load(std::memory_order_acquire); ++i) {
-    if (i < 128) {
+void wait_off_stack(const Ult* u) {
+  // The exiting ULT's context clears on_stack right after its switch away,
+  // a few instructions from now — unless its KLT was preempted (a vCPU
+  // taken away on a shared machine, or a real-time thread on our CPU): then
+  // spinning only keeps it from running. Spin briefly, then yield, as
+  // SpinLock does.
+  for (int spins = 0; u->on_stack.load(std::memory_order_acquire);) {
+    if (++spins < 128) {
       cpu_relax();
     } else {
       sys::sched_yield();
     }
   }
+}
+
+void release(Ult* u) {
+  wait_off_stack(u);
   free(u->locals);
   u->locals = nullptr;
   u->locals_count = 0;
@@ -162,6 +172,10 @@ void release(Ult* u) {
   sys::context_destroy(&u->ctx);
   u->sched = nullptr;  // valid only while the ULT is live
   u->next = nullptr;
+  if (u->retired()) {  // its generation would wrap: never reuse it (ult.h)
+    death_row().retire(u);
+    return;
+  }
 
   Worker* w = current_worker();
   if (w != nullptr && w->active() && u->stack.size() == w->sched->default_stack_size) {

@@ -38,6 +38,7 @@ Ult* allocate() {
 }
 
 void free(Ult* u) {
+  if (u->retired()) return;  // never reused: its ids must stay stale (ult.h)
   Table& t = globals().table;
   LockGuard<KltMutex> g(t.lock);
   u->next = t.free_list;

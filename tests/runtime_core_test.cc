@@ -232,6 +232,58 @@ TEST(Ids, StaleAfterJoin) {
   }
 }
 
+// A descriptor reused 2^32 times must not give a new ULT a stored id. The
+// test hook is white-box: it sets the descriptor's generation to the last
+// value before the 32-bit wrap (as if 2^32 - g ULTs had used the slot since
+// the stored id's), then spawns on the same worker, whose cache hands the
+// same descriptor back (LIFO), until the generation comes round.
+// Regression (issue 9 #11): on 15df0bc the generation wrapped to 1 and
+// counted up again, so a spawn got exactly the stored id: "a stale id is
+// detected" failed, and join/detach of the stored id acted on the new ULT.
+TEST(Ids, StaleIdNeverNamesALaterUlt) {
+  Watchdog wd(60s, "Ids.StaleIdNeverNamesALaterUlt");
+  weft::Runtime rt(weft::Options{.workers = 1});
+  uint64_t unmapped0 = rt.stats().stacks_unmapped;
+  ASSERT_TRUE(rt.block_on([&] {
+                  weft::Ult a = weft::spawn([] {});
+                  weft::UltId stored = a.id();
+                  ASSERT_TRUE(a.join().ok());
+                  weft::rt::Ult* d = weft::rt::ult_table::lookup(stored.value());
+                  ASSERT_NE(d, nullptr);
+                  d->join_lock.lock();
+                  d->generation.store(0xFFFFFFFFu);  // the hook: just before the wrap
+                  d->join_lock.unlock();
+                  int collisions = 0, same_slot = 0;
+                  for (uint64_t i = 0; i <= uint64_t{stored.generation()} + 2; ++i) {
+                    std::atomic<bool> go{false};
+                    weft::Ult c = weft::spawn([&go] {
+                      while (!go.load()) weft::this_ult::yield();
+                    });
+                    ASSERT_TRUE(c.status().ok());
+                    if (c.id() == stored) ++collisions;  // the stored id names a live ULT
+                    bool same = c.id().index() == stored.index();
+                    same_slot += same;
+                    go = true;
+                    ASSERT_TRUE(c.join().ok());
+                    if (!same) break;  // the descriptor was retired
+                  }
+                  EXPECT_EQ(collisions, 0) << "a new ULT got the stored id " << stored.ToString();
+                  EXPECT_EQ(same_slot, 1) << "the descriptor was reused after its generation ran out";
+                  EXPECT_EQ(d->generation.load(), 0u) << "not retired";
+                  EXPECT_TRUE(absl::IsNotFound(weft::detail::join_id(stored)));
+                  // Never handed out again.
+                  std::vector<weft::Ult> more;
+                  std::atomic<bool> go{false};
+                  for (int i = 0; i < 100; ++i) more.push_back(weft::spawn([&go] {
+                    while (!go.load()) weft::this_ult::yield();
+                  }));
+                  for (auto& m : more) EXPECT_NE(m.id().index(), stored.index());
+                  go = true;
+                  for (auto& m : more) EXPECT_TRUE(m.join().ok());
+                }).ok());
+  EXPECT_GE(rt.stats().stacks_unmapped, unmapped0 + 1) << "the retired descriptor's stack was not unmapped";
+}
+
 // A ULT joining itself gets FailedPrecondition (by this_ult::id() and by
 // the id its spawner passed it), and neither join nor detach of its own id
 // hangs or breaks it.
@@ -364,6 +416,108 @@ TEST(Ids, SpawnAfterShutdownCarriesError) {
   EXPECT_TRUE(absl::IsFailedPrecondition(v.status())) << v.status();
   EXPECT_EQ(v.join(), v.status());
   EXPECT_EQ(ran.load(), 0);
+}
+
+// ---------------------------------------------------------------------------
+// shutdown
+// ---------------------------------------------------------------------------
+
+// The scheduler of the calling ULT (white-box), to see that shutdown() has
+// begun waiting for the last ULTs.
+weft::rt::Scheduler* MySched() { return weft::rt::current_ult()->sched; }
+
+// A ULT that shutdown() is waiting for calls set_concurrency(): it returns
+// promptly (here it still works: ULTs are running), and so does a foreign
+// thread's set_concurrency() meanwhile; then shutdown() completes.
+// Regression (issue 9 #3): on 15df0bc shutdown held concurrency_lock while
+// waiting, so the ULT's set_concurrency blocked forever and shutdown waited
+// forever for the ULT (the watchdog fired).
+TEST(Shutdown, SetConcurrencyWhileShutdownWaits) {
+  Watchdog wd(30s, "Shutdown.SetConcurrencyWhileShutdownWaits");
+  weft::Runtime rt(weft::Options{.workers = 2, .max_workers = 4});
+  std::atomic<bool> waiting{false}, foreign_done{false};
+  absl::Status from_ult = absl::UnknownError("not run"), from_ult2 = absl::UnknownError("not run");
+  absl::Status from_thread = absl::UnknownError("not run");
+  weft::Ult u = rt.spawn([&] {
+    weft::rt::Scheduler* s = MySched();
+    ASSERT_TRUE(WaitUntil([&] { return s->shutting_down.load(); })) << "shutdown() never began";
+    waiting = true;
+    from_ult = rt.set_concurrency(1);
+    from_ult2 = rt.set_concurrency(3);
+    // A foreign thread's set_concurrency returns while we keep shutdown waiting.
+    EXPECT_TRUE(WaitUntil([&] { return foreign_done.load(); })) << "set_concurrency on a foreign thread hung";
+  });
+  ASSERT_TRUE(u.detach().ok());
+  std::thread foreign([&] {
+    while (!waiting.load()) std::this_thread::sleep_for(100us);
+    from_thread = rt.set_concurrency(2);
+    foreign_done = true;
+  });
+  EXPECT_TRUE(rt.shutdown().ok());
+  foreign.join();
+  EXPECT_TRUE(from_ult.ok()) << from_ult;
+  EXPECT_TRUE(from_ult2.ok()) << from_ult2;
+  EXPECT_TRUE(from_thread.ok()) << from_thread;
+  EXPECT_TRUE(absl::IsFailedPrecondition(rt.set_concurrency(1)));  // stopped now
+}
+
+// shutdown() from a ULT of the runtime fails at once, also from inside a
+// weft::blocking() region of that ULT (where current_ult() is null) and
+// from a bound ULT. Regression (issue 9 #3): on 15df0bc the call inside a
+// region waited for its own ULT forever (the watchdog fired).
+TEST(Shutdown, FromOwnUltFailsAlsoInBlockingRegion) {
+  Watchdog wd(30s, "Shutdown.FromOwnUltFailsAlsoInBlockingRegion");
+  weft::Runtime rt(weft::Options{.workers = 2});
+  absl::Status direct, in_region, bound, bound_region;
+  ASSERT_TRUE(rt.block_on([&] {
+                  direct = rt.shutdown();
+                  in_region = weft::blocking([&] { return rt.shutdown(); });
+                }).ok());
+  ASSERT_TRUE(rt.spawn(
+                    [&] {
+                      bound = rt.shutdown();
+                      bound_region = weft::blocking([&] { return rt.shutdown(); });
+                    },
+                    weft::SpawnOptions{.bound = true})
+                  .join()
+                  .ok());
+  EXPECT_TRUE(absl::IsFailedPrecondition(direct)) << direct;
+  EXPECT_TRUE(absl::IsFailedPrecondition(in_region)) << in_region;
+  EXPECT_TRUE(absl::IsFailedPrecondition(bound)) << bound;
+  EXPECT_TRUE(absl::IsFailedPrecondition(bound_region)) << bound_region;
+  // The runtime still works, and shuts down from a foreign thread.
+  EXPECT_EQ(*rt.block_on([] { return 5; }), 5);
+  EXPECT_TRUE(rt.shutdown().ok());
+}
+
+// Two foreign threads shut down at once: both return OK, after the last ULT.
+TEST(Shutdown, ConcurrentCallers) {
+  Watchdog wd(30s, "Shutdown.ConcurrentCallers");
+  weft::Runtime rt(weft::Options{.workers = 2});
+  std::atomic<bool> release{false}, exited{false};
+  weft::Ult u = rt.spawn([&] {
+    while (!release.load()) weft::this_ult::sleep_for(100us);
+    exited = true;
+  });
+  ASSERT_TRUE(u.detach().ok());
+  absl::Status a, b;
+  std::atomic<bool> exited_before_a{false}, exited_before_b{false};
+  std::thread ta([&] {
+    a = rt.shutdown();
+    exited_before_a = exited.load();
+  });
+  std::thread tb([&] {
+    b = rt.shutdown();
+    exited_before_b = exited.load();
+  });
+  std::this_thread::sleep_for(5ms);
+  release = true;
+  ta.join();
+  tb.join();
+  EXPECT_TRUE(a.ok()) << a;
+  EXPECT_TRUE(b.ok()) << b;
+  EXPECT_TRUE(exited_before_a.load());
+  EXPECT_TRUE(exited_before_b.load());
 }
 
 // ---------------------------------------------------------------------------
@@ -1111,6 +1265,80 @@ TEST(UltLocal, DestructorMayUseAnotherUltLocalOnForeignThread) {
   EXPECT_EQ(Counted::made.load() - made0, 1);
   EXPECT_EQ(Counted::destroyed.load() - destroyed0, 1)
       << "on a foreign thread, a value created during thread exit was not destroyed";
+}
+
+// First use of an UltLocal whose T's constructor itself makes the first
+// use of another UltLocal (nested first use). The outer get() found room
+// for one more slot, then the inner get() took it, and the outer value was
+// stored one past the array.
+// Regression (issue 9 #1): on 15df0bc the ULT's slot array held 5 values
+// in room for 4 (a heap overflow: "double free or corruption" later).
+struct NestedInner {
+  static std::atomic<int> destroyed;
+  int value = 7;
+  ~NestedInner() { destroyed++; }
+};
+std::atomic<int> NestedInner::destroyed{0};
+weft::UltLocal<NestedInner> g_nested_inner;
+struct NestedOuter {
+  static std::atomic<int> destroyed;
+  int inner_seen;
+  NestedOuter() : inner_seen(g_nested_inner->value) {}  // the inner UltLocal's first use
+  ~NestedOuter() { destroyed++; }
+};
+std::atomic<int> NestedOuter::destroyed{0};
+weft::UltLocal<NestedOuter> g_nested_outer;
+weft::UltLocal<int> g_nest_fill1, g_nest_fill2, g_nest_fill3;
+
+TEST(UltLocal, NestedFirstUseInConstructor) {
+  Watchdog wd(30s, "UltLocal.NestedFirstUseInConstructor");
+  weft::Runtime rt(weft::Options{.workers = 1});
+  int inner0 = NestedInner::destroyed.load(), outer0 = NestedOuter::destroyed.load();
+  for (int fill = 0; fill <= 8; ++fill) {  // every position of the array's growth
+    struct Seen {
+      uint32_t count = 0, capacity = 0;
+      int outer = 0, inner = 0, fills = 0;
+    };
+    absl::StatusOr<Seen> r = rt.block_on([fill] {
+      weft::UltLocal<int>* fills[] = {&g_nest_fill1, &g_nest_fill2, &g_nest_fill3};
+      std::vector<std::unique_ptr<weft::UltLocal<int>>> extra;
+      for (int i = 0; i < fill; ++i) {
+        weft::UltLocal<int>* l = i < 3 ? fills[i] : extra.emplace_back(std::make_unique<weft::UltLocal<int>>()).get();
+        **l = 100 + i;
+      }
+      Seen s;
+      s.outer = g_nested_outer->inner_seen;
+      s.inner = g_nested_inner->value;
+      for (int i = 0; i < fill; ++i) {
+        weft::UltLocal<int>* l = i < 3 ? fills[i] : extra[static_cast<size_t>(i - 3)].get();
+        s.fills += **l == 100 + i;
+      }
+      weft::rt::Ult* self = weft::rt::current_ult();
+      s.count = self->locals_count;
+      s.capacity = self->locals_capacity;
+      return s;
+    });
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_LE(r->count, r->capacity) << "with " << fill << " slots in use: " << r->count
+                                     << " ULT-local values stored in room for " << r->capacity;
+    EXPECT_EQ(r->count, static_cast<uint32_t>(fill + 2));
+    EXPECT_EQ(r->outer, 7);
+    EXPECT_EQ(r->inner, 7);
+    EXPECT_EQ(r->fills, fill);
+  }
+  EXPECT_EQ(NestedInner::destroyed.load() - inner0, 9);
+  EXPECT_EQ(NestedOuter::destroyed.load() - outer0, 9);
+
+  // A foreign thread: the same nesting on its per-thread slots.
+  std::thread t([] {
+    *g_nest_fill1 = 1;
+    EXPECT_EQ(g_nested_outer->inner_seen, 7);
+    EXPECT_EQ(g_nested_inner->value, 7);
+    EXPECT_EQ(*g_nest_fill1, 1);
+  });
+  t.join();
+  EXPECT_EQ(NestedInner::destroyed.load() - inner0, 10);
+  EXPECT_EQ(NestedOuter::destroyed.load() - outer0, 10);
 }
 
 // ---------------------------------------------------------------------------

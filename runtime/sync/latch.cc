@@ -49,7 +49,6 @@ bool Barrier::arrive_and_wait() {
     last = ++arrived_ == count_;
     if (last) {  // the last arrival releases the round
       arrived_ = 0;
-      ++round_;
       released = take_all_locked(queue_);
     } else {
       rt::sync::init_waiter(&w);

@@ -49,6 +49,7 @@
 #include <x86intrin.h>
 
 #include <cstdio>
+#include <new>
 
 #include "runtime/scheduler.h"
 #include "runtime/sync/wait_list.h"
@@ -99,12 +100,37 @@ bool owner_running(uintptr_t owner) {
 
 // Statistics: a plain load and store, not a locked add. Increments racing
 // on two CPUs may be lost (the counters can under-count, never over-count);
-// a locked add on the mutex's own cache line would tax the contended path.
+// a locked add would tax the contended path.
 template <class T>
 void bump(std::atomic<T>& c) {
   c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
 }
 
+// The low 32 bits of the TSC, never 0 (0 means "not timed").
+uint32_t ticks32() {
+  uint32_t t = static_cast<uint32_t>(ticks());
+  return t == 0 ? 1 : t;
+}
+
+}  // namespace
+
+// A Mutex's counters live outside it (the Mutex stays one cache line): made
+// by the first contended lock(), installed with a CAS, freed with the Mutex.
+// Only contended paths touch them.
+struct detail::MutexStats {
+  std::atomic<uint64_t> contended{0}, spins{0}, spin_acquired{0}, parks{0}, handoffs{0};
+};
+
+namespace {
+detail::MutexStats* stats_of(std::atomic<detail::MutexStats*>& slot) {
+  detail::MutexStats* s = slot.load(std::memory_order_acquire);
+  if (s != nullptr) return s;
+  auto* fresh = new (std::nothrow) detail::MutexStats;
+  if (fresh == nullptr) return nullptr;  // no memory: do without counters
+  if (slot.compare_exchange_strong(s, fresh, std::memory_order_acq_rel, std::memory_order_acquire)) return fresh;
+  delete fresh;  // another contender installed its own first
+  return s;
+}
 }  // namespace
 
 Mutex::~Mutex() {
@@ -118,6 +144,7 @@ Mutex::~Mutex() {
     abort();
   }
 #endif
+  delete stats_.load(std::memory_order_relaxed);
 }
 
 void Mutex::lock() {
@@ -154,7 +181,8 @@ bool Mutex::lock_slow(int64_t deadline_ns) {
     abort();
   }
 #endif
-  bump(n_contended_);
+  detail::MutexStats* st = stats_of(stats_);
+  if (st != nullptr) bump(st->contended);
   rt::Ult* self = (me & 1) ? nullptr : reinterpret_cast<rt::Ult*>(me);
   SyncWaiter w;
   rt::sync::init_waiter(&w);
@@ -172,7 +200,7 @@ bool Mutex::lock_slow(int64_t deadline_ns) {
     if (!spun && self != nullptr && !(old & kHandoff) && owner_running(owner_.load(std::memory_order_acquire))) {
       spun = true;
       waited = true;
-      bump(n_spins_);
+      if (st != nullptr) bump(st->spins);
       uint64_t est = hold_ticks_.load(std::memory_order_relaxed);
       uint64_t budget = est == 0 ? kSpinDefaultTicks : 2 * est;
       budget = budget < kSpinMinTicks ? kSpinMinTicks : budget > kSpinMaxTicks ? kSpinMaxTicks : budget;
@@ -194,7 +222,7 @@ bool Mutex::lock_slow(int64_t deadline_ns) {
           uint32_t nw = s | kLocked;
           if (awoke) nw &= ~kWoken;
           if (state_.compare_exchange_strong(s, nw, std::memory_order_acquire, std::memory_order_relaxed)) {
-            bump(n_spin_acquired_);
+            if (st != nullptr) bump(st->spin_acquired);
             break;
           }
         }
@@ -230,7 +258,7 @@ bool Mutex::lock_slow(int64_t deadline_ns) {
         rt::sync::push_front(queue_, &w);  // a woken loser keeps its place
       }
     }
-    bump(n_parks_);
+    if (st != nullptr) bump(st->parks);
     waited = true;
     if (!rt::sync::block(&w, deadline_ns) && !rt::sync::cancel_wait(queue_, &w)) {
       // Timed out while queued and removed ourselves.
@@ -239,7 +267,7 @@ bool Mutex::lock_slow(int64_t deadline_ns) {
       return false;
     }
     if (w.tag == kHanded) {  // the unlocker made us the owner
-      acquired_at_.store(ticks(), std::memory_order_relaxed);
+      acquired_at_.store(ticks32(), std::memory_order_relaxed);
       return true;
     }
     awoke = true;
@@ -248,7 +276,7 @@ bool Mutex::lock_slow(int64_t deadline_ns) {
   owner_.store(me, std::memory_order_release);
   // rdtsc is slow on some VMs (tens of ns): time only holds that made
   // somebody wait, which are the ones the spin budget is about.
-  if (waited) acquired_at_.store(ticks(), std::memory_order_relaxed);
+  if (waited) acquired_at_.store(ticks32(), std::memory_order_relaxed);
   return true;
 }
 
@@ -264,11 +292,14 @@ void Mutex::unlock() {
   }
 #endif
   owner_.store(0, std::memory_order_relaxed);
-  uint64_t at = acquired_at_.load(std::memory_order_relaxed);
+  uint32_t at = acquired_at_.load(std::memory_order_relaxed);
   if (at != 0) {  // a contended hold: feed the running estimate (1/8 weight)
     acquired_at_.store(0, std::memory_order_relaxed);
-    uint64_t held = ticks() - at;
-    uint64_t est = hold_ticks_.load(std::memory_order_relaxed);
+    // 32-bit TSC arithmetic: exact for holds under 2^32 ticks (about 2 s);
+    // a longer one counts as shorter, which only caps a spin budget that is
+    // capped at kSpinMaxTicks anyway.
+    uint32_t held = static_cast<uint32_t>(ticks()) - at;
+    uint32_t est = hold_ticks_.load(std::memory_order_relaxed);
     hold_ticks_.store(est == 0 ? held : est - est / 8 + held / 8, std::memory_order_relaxed);
   }
   // Nobody queued; or a woken waiter already competes and no handoff: just
@@ -321,7 +352,7 @@ void Mutex::unlock_slow(uint32_t old, bool woken_stale) {
       while (!state_.compare_exchange_weak(old, kLocked | (old & kWoken) | rest, std::memory_order_release,
                                            std::memory_order_relaxed)) {
       }
-      bump(n_handoffs_);
+      if (detail::MutexStats* st = stats_.load(std::memory_order_acquire)) bump(st->handoffs);
     } else if (old & kWoken) {
       w = nullptr;  // a waiter became awake meanwhile: it competes
       while (!state_.compare_exchange_weak(old, old & ~kLocked, std::memory_order_release,
@@ -363,11 +394,13 @@ void Mutex::wake_one_waiter() {
 
 Mutex::Stats Mutex::stats() const {
   Stats s;
-  s.contended = n_contended_.load(std::memory_order_relaxed);
-  s.spins = n_spins_.load(std::memory_order_relaxed);
-  s.spin_acquired = n_spin_acquired_.load(std::memory_order_relaxed);
-  s.parks = n_parks_.load(std::memory_order_relaxed);
-  s.handoffs = n_handoffs_.load(std::memory_order_relaxed);
+  if (const detail::MutexStats* st = stats_.load(std::memory_order_acquire)) {
+    s.contended = st->contended.load(std::memory_order_relaxed);
+    s.spins = st->spins.load(std::memory_order_relaxed);
+    s.spin_acquired = st->spin_acquired.load(std::memory_order_relaxed);
+    s.parks = st->parks.load(std::memory_order_relaxed);
+    s.handoffs = st->handoffs.load(std::memory_order_relaxed);
+  }
   // TSC ticks to ns, calibrated once against the monotonic clock.
   static const double ns_per_tick = [] {
     int64_t t0 = rt::monotonic_ns();

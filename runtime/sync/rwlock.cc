@@ -19,8 +19,7 @@ constexpr uintptr_t kReader = 1;
 constexpr uintptr_t kWriter = 2;
 
 // Pops the waiters that may go now; links them through next into *out.
-void grant_locked(detail::WaitQueue& q, uint32_t* readers, bool* writer, uint32_t* writers_waiting,
-                  SyncWaiter** out) {
+void grant_locked(detail::WaitQueue& q, uint32_t* readers, bool* writer, SyncWaiter** out) {
   if (*writer) return;
   while (q.head != nullptr) {
     SyncWaiter* w = q.head;
@@ -28,7 +27,6 @@ void grant_locked(detail::WaitQueue& q, uint32_t* readers, bool* writer, uint32_
       if (*readers != 0) return;
       rt::sync::pop_front(q);
       *writer = true;
-      --*writers_waiting;
       w->next = *out;
       *out = w;
       return;
@@ -64,7 +62,6 @@ void RwLock::lock() {
     }
     rt::sync::init_waiter(&w);
     w.tag = kWriter;
-    ++writers_waiting_;
     rt::sync::push_back(queue_, &w);
   }
   rt::sync::block(&w, -1);
@@ -83,7 +80,7 @@ void RwLock::unlock() {
     QueueLock g(queue_);
     WEFT_DCHECK(writer_, "RwLock %p: unlock() without holding it exclusively", static_cast<void*>(this));
     writer_ = false;
-    grant_locked(queue_, &readers_, &writer_, &writers_waiting_, &woken);
+    grant_locked(queue_, &readers_, &writer_, &woken);
   }
   wake_list(woken);
 }
@@ -115,7 +112,7 @@ void RwLock::unlock_shared() {
   {
     QueueLock g(queue_);
     WEFT_DCHECK(readers_ > 0, "RwLock %p: unlock_shared() without a shared hold", static_cast<void*>(this));
-    if (--readers_ == 0) grant_locked(queue_, &readers_, &writer_, &writers_waiting_, &woken);
+    if (--readers_ == 0) grant_locked(queue_, &readers_, &writer_, &woken);
   }
   wake_list(woken);
 }

@@ -8,6 +8,7 @@
 #include "runtime/poller.h"
 #include "runtime/scheduler.h"
 #include "sys/futex.h"
+#include "sys/raw_log.h"
 
 namespace weft::detail {
 int64_t monotonic_now_ns() { return rt::monotonic_ns(); }
@@ -56,6 +57,7 @@ void init_waiter(SyncWaiter* w) {
 }
 
 bool block(SyncWaiter* w, int64_t deadline_ns) {
+  if (deadline_ns == detail::kForeverNs) deadline_ns = -1;  // saturated: no timer (weft/time.h)
   if (w->ult != nullptr) {
     while (w->state.load(std::memory_order_acquire) == 0) {
       if (deadline_ns < 0) {
@@ -79,18 +81,64 @@ bool block(SyncWaiter* w, int64_t deadline_ns) {
   return true;
 }
 
+void (*g_cancel_wait_hook)(SyncWaiter* w, int stage) = nullptr;
+
+namespace {
+// Waits while w.state == from (the waiter's own record; after a timeout).
+void wait_while_state(SyncWaiter* w, uint32_t from) {
+  while (w->state.load(std::memory_order_acquire) == from) {
+    if (w->ult != nullptr) {
+      park_current(w->ult);
+    } else {
+      sys::futex_wait(&w->state, from);
+    }
+  }
+}
+}  // namespace
+
 bool cancel_wait(WaitQueue& q, SyncWaiter* w) {
+  if (g_cancel_wait_hook != nullptr) g_cancel_wait_hook(w, 0);
+  uint32_t s = SyncWaiter::kWaiting;
+  if (!w->state.compare_exchange_strong(s, SyncWaiter::kCancelling, std::memory_order_acq_rel)) {
+    // Woken already: the waker is done with w and may have destroyed the
+    // primitive. Do not touch q.
+    WEFT_DCHECK(s == SyncWaiter::kWoken, "waiter %p in state %u", static_cast<void*>(w), s);
+    return true;
+  }
+  if (g_cancel_wait_hook != nullptr) g_cancel_wait_hook(w, 1);
+  // The CAS won: until we store kCancelled, no wake of w completes, so q is
+  // alive (wait_list.h, "Timeouts"). No park between here and that store.
+  bool removed;
   {
     QueueLock g(q);
-    if (remove(q, w)) return false;
+    removed = remove(q, w);
   }
-  block(w, -1);  // popped by a waker: its wake-up is on the way
+  if (removed) return false;  // timed out for real: nobody else has w
+  // Popped by a waker whose wake(w) waits for this store; after it, q may
+  // be gone.
+  w->state.store(SyncWaiter::kCancelled, std::memory_order_release);
+  wait_while_state(w, SyncWaiter::kCancelled);
   return true;
 }
 
 void wake(SyncWaiter* w) {
-  Ult* u = w->ult;  // before the store: the record may vanish after it
-  w->state.store(1, std::memory_order_release);
+  Ult* u = w->ult;  // before the state changes: the record may vanish after it
+  uint32_t s = SyncWaiter::kWaiting;
+  if (!w->state.compare_exchange_strong(s, SyncWaiter::kWoken, std::memory_order_acq_rel)) {
+    // The waiter timed out and claimed the right to use the queue (state
+    // kCancelling): we are still inside our operation on the primitive, so
+    // it stays alive until the waiter has finished with the queue
+    // (kCancelled). A short wait: the waiter does not park meanwhile.
+    for (int spins = 0; (s = w->state.load(std::memory_order_acquire)) == SyncWaiter::kCancelling;) {
+      if (++spins < 256) {
+        cpu_relax();
+      } else {
+        sys::sched_yield();
+      }
+    }
+    WEFT_DCHECK(s == SyncWaiter::kCancelled, "woken waiter %p in state %u", static_cast<void*>(w), s);
+    w->state.store(SyncWaiter::kWoken, std::memory_order_release);
+  }
   if (u != nullptr) {
     unpark(u);
   } else {

@@ -21,10 +21,32 @@
 // only the futex address (harmless if the waiter has gone) or the ULT it
 // read before — never the record itself.
 //
-// Timeouts: block() returns false at the deadline; the waiter then locks
-// the queue and removes itself. If it is no longer queued, a waker popped it
-// and a wake-up (perhaps carrying a grant: a permit, the mutex itself) is on
-// its way: the waiter waits for it without a deadline and takes it.
+// Timeouts (cancel_wait). A waker may destroy the primitive as soon as its
+// notify/release/unlock returns (legal for std::condition_variable once
+// every waiter was notified; likewise a Latch or Semaphore freed by the
+// last party): a timed-out waiter that was already popped must then never
+// touch the primitive's queue. So the waiter and the waker race for w.state
+// with a CAS, and the waker, once it popped w, does not return while the
+// waiter might still be using the queue:
+//
+//   timed-out waiter (cancel_wait)          waker (wake, after its pop)
+//   CAS state 0 -> 2 (cancelling)           CAS state 0 -> 1 (woken)
+//   fails (state is 1): woken; return,      ok: unpark / futex_wake; return
+//     never touching the queue              fails (state is 2): the waiter
+//   ok: lock queue; remove(w); unlock         may be in the queue: wait
+//     removed: timed out; return              while state == 2, then
+//     not queued (popped): state = 3,         state = 1; unpark/futex_wake
+//       then wait while state == 3; take
+//       the wake (and its grant); return
+//
+// Why the queue is alive whenever the waiter locks it: its CAS 0 -> 2 won,
+// so no wake has completed. Either w was still queued (no waker has it; a
+// primitive with a waiter queued must not be destroyed), or a waker popped
+// it and is still inside its operation on the primitive — and that waker's
+// wake(w) now waits for state 3, which the waiter stores only after its
+// last touch of the queue. Between its CAS and that store the waiter runs
+// a few instructions and a QueueLock (it never parks), so the waker's wait
+// is short. No wake() is ever called with a queue lock held.
 #pragma once
 
 #include <atomic>
@@ -43,9 +65,15 @@ struct Ult;
 namespace weft::detail {
 
 struct SyncWaiter {
+  // state (also the futex word of a waiting thread; see the pictures above)
+  static constexpr uint32_t kWaiting = 0;     // queued, or popped and not woken yet
+  static constexpr uint32_t kWoken = 1;       // the waker is done with the record
+  static constexpr uint32_t kCancelling = 2;  // timed out; the waiter may be in the queue
+  static constexpr uint32_t kCancelled = 3;   // timed out, found popped: waits for the wake
+
   rt::Ult* ult = nullptr;            // the parked ULT; null for a foreign thread
   uintptr_t who = 0;                 // the waiter's identity (Mutex owner encoding)
-  std::atomic<uint32_t> state{0};    // 0 waiting, 1 woken (futex word for threads)
+  std::atomic<uint32_t> state{kWaiting};
   SyncWaiter* prev = nullptr;
   SyncWaiter* next = nullptr;
   bool queued = false;
@@ -101,12 +129,19 @@ inline uintptr_t self_identity() {
 }
 
 // Blocks until w.state != 0 (true) or the deadline passes (false).
-// deadline_ns: CLOCK_MONOTONIC, -1 for none.
+// deadline_ns: CLOCK_MONOTONIC, -1 for none; detail::kForeverNs (a
+// saturated timeout, weft/time.h) also means none.
 bool block(SyncWaiter* w, int64_t deadline_ns);
 
 // After a false block(): removes w from q, or, if a waker got there first,
-// waits for its wake-up. Returns true if w was woken after all.
+// waits for its wake-up without touching q again (see "Timeouts" above).
+// Returns true if w was woken after all.
 bool cancel_wait(WaitQueue& q, SyncWaiter* w);
+
+// Test hook (sync_edges_test): called by cancel_wait with stage 0 when a
+// timed wait has just timed out (before the CAS) and with stage 1 after the
+// CAS 0 -> 2 won (before the queue lock). Null in production.
+extern void (*g_cancel_wait_hook)(SyncWaiter* w, int stage);
 
 // Wakes a waiter already popped from its queue (see the handshake above).
 void wake(SyncWaiter* w);

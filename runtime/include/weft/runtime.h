@@ -28,8 +28,14 @@
 //
 // weft saves `errno` (and the C++ exception state used by `catch` blocks and
 // std::current_exception) in the ULT at every switch and restores it on
-// resume, so reading `errno` after a call works as on a thread; but an
-// address taken before the call is not refreshed. The tools:
+// resume. And this header redefines the `errno` macro (see "errno" below)
+// so that code compiled with it reads the errno of the kernel thread it
+// runs on *now*, even at -O2 where glibc's own macro would let the compiler
+// keep the old thread's address: `errno = 5; weft::this_ult::yield();
+// assert(errno == 5);` holds in a ULT. Code compiled without weft's headers
+// (a prebuilt library, a .c file that includes only <errno.h>) keeps the
+// hazard, and so does an address taken explicitly (`int* p = &errno;`)
+// before the call. The tools for everything else:
 //   - weft::Pin keeps the current ULT on its worker for a scope;
 //   - weft::UltLocal<T> is per-ULT storage that moves with the ULT;
 //   - SpawnOptions::bound gives a ULT a kernel thread of its own for life.
@@ -77,8 +83,13 @@
 #include <utility>
 #include <vector>
 
+#include <errno.h>
+
+#include <atomic>
+
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "weft/time.h"
 
 namespace weft {
 
@@ -86,7 +97,10 @@ class Runtime;
 
 // Identifies a ULT: an index into weft's ULT table plus a generation that
 // changes every time the slot is reused. Never a pointer: a stale or forged
-// id is detected by every call that takes one. The default value is the
+// id is detected by every call that takes one. Ids are never reused: once
+// an id is stale (its ULT was joined or detached and has exited) it never
+// names another ULT for the life of the process (a slot whose 32-bit
+// generation runs out is retired, not wrapped). The default value is the
 // invalid id (no ULT has it).
 class UltId {
  public:
@@ -111,17 +125,20 @@ class UltId {
   uint64_t value_ = 0;
 };
 
-// How a Runtime is built.
+// How a Runtime is built. A value outside its range makes the Runtime fail
+// to start: Runtime::status() is InvalidArgument naming the field (the
+// constructor never throws).
 struct Options {
-  // Workers that run ULTs. 0: one per CPU this process may run on.
+  // Workers that run ULTs, 0..32768. 0: one per CPU this process may run on.
   int workers = 0;
-  // The most workers set_concurrency() may ask for. 0: max(workers, 4 x CPUs).
+  // The most workers set_concurrency() and blocking-region handoffs may
+  // use, 0..32768, and not below `workers`. 0: max(workers, 4 x CPUs).
   int max_workers = 0;
-  // Default usable stack size of a ULT, rounded up to pages. Stacks are
-  // committed lazily: a ULT costs the pages it touches, not this size.
-  // While a ULT runs, glibc sees its stack as the thread's stack, so libc's
-  // own alloca limit (__libc_alloca_cutoff) is a quarter of it, and
-  // pthread_getattr_np reports it.
+  // Default usable stack size of a ULT, rounded up to pages: 16 KiB..1 TiB,
+  // or 0 for 64 KiB. Stacks are committed lazily: a ULT costs the pages it
+  // touches, not this size. While a ULT runs, glibc sees its stack as the
+  // thread's stack, so libc's own alloca limit (__libc_alloca_cutoff) is a
+  // quarter of it, and pthread_getattr_np reports it.
   size_t stack_size = 64 * 1024;
   // Guard region below every ULT stack (0 = none). Touching it aborts the
   // process with a "weft: stack overflow in ULT <id> "<name>"" report.
@@ -142,7 +159,7 @@ struct Options {
   // A worker whose ULT has been inside weft::blocking() this long has its
   // queued ULTs and its place handed to a spare kernel thread, so the other
   // ULTs keep running (see weft::blocking). Takes effect within about 1 ms
-  // after the threshold.
+  // after the threshold. Not negative; microseconds::max() means never.
   std::chrono::microseconds blocking_handoff{200};
 };
 
@@ -150,7 +167,9 @@ struct Options {
 struct SpawnOptions {
   // For diagnostics (stack-overflow reports, logs); truncated to 31 bytes.
   std::string_view name = {};
-  // Usable stack bytes; 0 means the runtime's Options::stack_size.
+  // Usable stack bytes, 16 KiB..1 TiB (rounded up to pages); 0 means the
+  // runtime's Options::stack_size. Outside the range the spawn fails with
+  // InvalidArgument.
   size_t stack_size = 0;
   // A bound ULT runs on a kernel thread of its own for its whole life (the
   // seed's bound thread): it never migrates and its kernel thread runs
@@ -277,9 +296,10 @@ bool in_ult();
 // exited ULTs (and, in later versions, hands off stuck workers).
 class Runtime {
  public:
-  // Starts the workers and the monitor. If that fails (no glibc support for
-  // raw threads, no memory, thread limits), status() says why and every
-  // spawn on this runtime returns that error.
+  // Starts the workers and the monitor. If that fails (invalid Options, no
+  // glibc support for raw threads, no memory, thread limits), status() says
+  // why and every spawn on this runtime returns that error. Never throws
+  // for bad Options.
   explicit Runtime(Options opts = {});
 
   // shutdown(), then frees everything.
@@ -288,7 +308,9 @@ class Runtime {
   Runtime(const Runtime&) = delete;
   Runtime& operator=(const Runtime&) = delete;
 
-  // OK if the runtime started.
+  // OK if the runtime started. InvalidArgument: an Options field is out of
+  // range (the message names it). Otherwise the error of starting the
+  // kernel threads (Unimplemented, ResourceExhausted, Internal).
   absl::Status status() const;
 
   // Spawns a ULT running fn() (moved onto the ULT's stack). Callable from
@@ -349,9 +371,12 @@ class Runtime {
   // Sets how many workers run ULTs (1..Options::max_workers). Raising it
   // starts or wakes workers; lowering it makes the surplus workers hand
   // their queued ULTs to the others and sleep once their current ULT
-  // parks or yields. Bound ULTs are not counted. InvalidArgument outside the
-  // range; FailedPrecondition if the runtime is not running; the error of
-  // thread creation if a new worker cannot be started.
+  // parks or yields. Bound ULTs are not counted. Callable from any thread
+  // or ULT, also while shutdown() waits for the last ULTs; it blocks only
+  // briefly (another set_concurrency or a handoff in progress). Errors:
+  // InvalidArgument outside the range; FailedPrecondition if the runtime
+  // failed to start or has stopped; the error of thread creation if a new
+  // worker cannot be started.
   absl::Status set_concurrency(int n);
 
   // The current concurrency level.
@@ -364,9 +389,10 @@ class Runtime {
   // included, and ULTs they spawn meanwhile — then stops the workers and
   // the monitor and joins their threads. New spawns fail once the last ULT
   // has exited. A ULT that never returns makes shutdown wait forever, as
-  // joining a thread that never exits would. Idempotent. Errors:
-  // FailedPrecondition if called from a ULT of this runtime (it would wait
-  // for itself).
+  // joining a thread that never exits would. Idempotent; concurrent calls
+  // wait for the first. Errors: FailedPrecondition if called from a ULT of
+  // this runtime, also inside a weft::blocking() region (it would wait for
+  // itself).
   absl::Status shutdown();
 
   struct Impl;
@@ -436,12 +462,16 @@ namespace this_ult {
 void yield();
 
 // Parks the calling ULT for at least `d` (its worker runs others meanwhile).
-// Outside a ULT: sleeps the calling thread.
+// Outside a ULT: sleeps the calling thread. d <= 0: yield() instead.
+// nanoseconds::max() (or any d that would pass INT64_MAX ns of
+// CLOCK_MONOTONIC) sleeps without a deadline: nothing wakes the caller.
 void sleep_for(std::chrono::nanoseconds d);
 
+// Any duration: one too large for nanoseconds (hours::max()) saturates, so
+// it sleeps practically forever; a negative one just yields.
 template <class Rep, class Period>
 void sleep_for(std::chrono::duration<Rep, Period> d) {
-  sleep_for(std::chrono::duration_cast<std::chrono::nanoseconds>(d));
+  sleep_for(detail::saturating_ns(d));
 }
 
 // The calling ULT's id; the invalid id outside a ULT.
@@ -552,3 +582,44 @@ class UltLocal {
 // ---------------------------------------------------------------------------
 
 }  // namespace weft
+
+// ---------------------------------------------------------------------------
+// errno
+// ---------------------------------------------------------------------------
+//
+// glibc defines `errno` as (*__errno_location()) and declares that function
+// `const`, so GCC computes the address once per function and keeps it across
+// calls — across a park, after which a ULT may run on another kernel thread,
+// the old address names the *previous* thread's errno. Code that includes
+// this header gets an `errno` whose address is recomputed at every use from
+// the thread pointer: an `asm volatile` read of %fs:0 (which the compiler
+// may not merge or move across calls) plus errno's offset from it (the same
+// for every thread: glibc's errno is initial-exec TLS), found once. No
+// function call; a load, an add and an indirect access.
+//
+// What holds: in code compiled after including <weft/runtime.h> (or
+// <weft/weft.h>), every use of `errno` reads and writes the errno of the
+// kernel thread running the code at that moment, and weft carries each
+// ULT's errno across switches, so errno follows the ULT. What does not:
+// code compiled without this header (prebuilt libraries, other translation
+// units) keeps glibc's macro and its hazard; so does `&errno` kept in a
+// variable across a park. Define WEFT_NO_ERRNO_OVERRIDE before including
+// weft's headers to keep glibc's macro.
+namespace weft::detail {
+// errno's offset from the thread pointer; 0 until the first use computes it.
+inline std::atomic<long> errno_tp_offset{0};
+long errno_tp_offset_init();  // computes and stores it (runtime.cc)
+
+__attribute__((always_inline)) inline int* errno_location() {
+  char* tp;
+  __asm__ volatile("mov %%fs:0, %0" : "=r"(tp) : : "memory");
+  long off = errno_tp_offset.load(std::memory_order_relaxed);
+  if (__builtin_expect(off == 0, 0)) off = errno_tp_offset_init();
+  return reinterpret_cast<int*>(tp + off);
+}
+}  // namespace weft::detail
+
+#if !defined(WEFT_NO_ERRNO_OVERRIDE)
+#undef errno
+#define errno (*::weft::detail::errno_location())
+#endif

@@ -19,6 +19,11 @@
 // in debug builds of weft (meson -Ddchecks=true) and aborts with a message
 // naming the ULT; in release builds it is undefined behaviour.
 //
+// Timeouts: every *_for / *_until takes any std::chrono duration or time
+// point. A value too large to add to the current time (hours::max(),
+// time_point::max()) waits without a deadline; a negative duration or a
+// time point in the past does not wait (weft/time.h).
+//
 // None of these types may be copied or moved while anybody uses them.
 #pragma once
 
@@ -34,34 +39,23 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "weft/time.h"
 
 namespace weft {
 
 namespace detail {
 
 struct SyncWaiter;  // lives on a waiter's stack (runtime/sync/wait_list.h)
+struct MutexStats;  // a Mutex's counters, made at its first contention (mutex.cc)
 
 // A FIFO of waiters behind a tiny spinlock. Internal; public only because
 // the primitives below embed it.
 struct WaitQueue {
   std::atomic<uint32_t> lock{0};
+  uint32_t size = 0;  // next to lock: 24 bytes, no padding
   SyncWaiter* head = nullptr;
   SyncWaiter* tail = nullptr;
-  uint32_t size = 0;
 };
-
-// Deadlines are CLOCK_MONOTONIC nanoseconds; -1 means none.
-int64_t monotonic_now_ns();
-template <class Clock, class Duration>
-int64_t to_deadline(const std::chrono::time_point<Clock, Duration>& t) {
-  auto rel = std::chrono::duration_cast<std::chrono::nanoseconds>(t - Clock::now()).count();
-  return monotonic_now_ns() + (rel > 0 ? rel : 0);
-}
-template <class Rep, class Period>
-int64_t to_deadline(const std::chrono::duration<Rep, Period>& d) {
-  auto rel = std::chrono::duration_cast<std::chrono::nanoseconds>(d).count();
-  return monotonic_now_ns() + (rel > 0 ? rel : 0);
-}
 
 }  // namespace detail
 
@@ -94,8 +88,10 @@ class Mutex {
   // Releases the mutex. The caller must hold it.
   void unlock();
 
-  // Counters for tests and tuning. Cheap unlocked increments: under heavy
-  // contention they may under-count slightly, never over-count.
+  // Counters for tests and tuning, kept outside the Mutex (allocated at its
+  // first contention; an uncontended Mutex has none and reports zeros).
+  // Cheap unlocked increments: under heavy contention they may under-count
+  // slightly, never over-count.
   struct Stats {
     uint64_t contended = 0;       // lock() calls that did not succeed at once
     uint64_t spins = 0;           // contended calls that spun
@@ -112,16 +108,16 @@ class Mutex {
   void unlock_slow(uint32_t state, bool woken_stale);
   void wake_one_waiter();
 
-  // state_: see runtime/sync/mutex.cc for the bits and transitions.
+  // 64 bytes, one cache line when 64-aligned. state_: see
+  // runtime/sync/mutex.cc for the bits and transitions.
   std::atomic<uint32_t> state_{0};
-  std::atomic<uintptr_t> owner_{0};      // the holder: a ULT, or a thread (tagged)
-  detail::WaitQueue queue_;
-  uint32_t permits_ = 0;                  // wake-ups released before their waiter queued
-  std::atomic<uint64_t> hold_ticks_{0};   // running estimate (TSC ticks)
-  std::atomic<uint64_t> acquired_at_{0};  // TSC at a contended acquisition, or 0
-  std::atomic<int64_t> woken_at_{0};      // when kWoken was last set (monotonic ns)
   std::atomic<uint32_t> woken_unlocks_{0};  // unlocks seen with kWoken set (sampling)
-  std::atomic<uint64_t> n_contended_{0}, n_spins_{0}, n_spin_acquired_{0}, n_parks_{0}, n_handoffs_{0};
+  std::atomic<uintptr_t> owner_{0};         // the holder: a ULT, or a thread (tagged)
+  detail::WaitQueue queue_;
+  std::atomic<uint32_t> hold_ticks_{0};     // running estimate (TSC ticks, saturated)
+  std::atomic<uint32_t> acquired_at_{0};    // low 32 bits of the TSC at a contended acquisition, or 0
+  std::atomic<int64_t> woken_at_{0};        // when kWoken was last set (monotonic ns)
+  std::atomic<detail::MutexStats*> stats_{nullptr};  // counters, from the first contention on
 };
 
 // A condition variable for weft::Mutex (and any BasicLockable: like
@@ -247,7 +243,6 @@ class RwLock {
   detail::WaitQueue queue_;  // readers and writers, in arrival order
   uint32_t readers_ = 0;     // active readers; guarded by queue_.lock
   bool writer_ = false;      // a writer holds it
-  uint32_t writers_waiting_ = 0;
 };
 
 // A reusable barrier for a fixed number of participants.
@@ -268,7 +263,6 @@ class Barrier {
   detail::WaitQueue queue_;
   uint32_t count_;
   uint32_t arrived_ = 0;  // guarded by queue_.lock
-  uint64_t round_ = 0;
 };
 
 // A latch that can also count up: a wait group (Go's sync.WaitGroup).
