@@ -15,6 +15,10 @@
 //    preemption, which would free them too, is a later piece of work.
 //  - Not switched since the last tick with work queued: settle its deferred
 //    notify (scheduler.cc, "Deferred notify").
+//  - A retired worker (set_concurrency lowered) whose KLT is in a blocking
+//    region or runs a ULT, with ULTs still in its deque or run_next: they
+//    go to the global queue (its own hand-over waits for a scheduler pass
+//    that may not come for long).
 // Every kReapEvery it runs the reaper (death_row.h).
 //
 // The tick is 1 ms while any worker is awake, shorter while a blocking
@@ -146,6 +150,19 @@ int64_t scan(Scheduler* s, int64_t now) {
       if (take_stealable(s, w) != 0) s->hog_rescues.fetch_add(1, std::memory_order_relaxed);
     }
     s->notify_work();  // deferred notify's backstop
+  }
+  // Retired workers hand their stealable ULTs over at their next scheduler
+  // pass; one whose KLT is inside a blocking region, or runs a ULT that
+  // never passes through the loop (a region after a region), would keep
+  // them for as long — and no thief looks at a retired slot, nor does the
+  // handoff above. Move them to the global queue from here (steal and the
+  // run_next exchange are safe from any thread).
+  int n = s->nworkers.load(std::memory_order_acquire);
+  for (int i = act; i < n; ++i) {
+    Worker* w = s->worker_at(i);
+    if (w == nullptr || !has_stealable_work(w)) continue;
+    bool stuck = w->in_blocking.load(std::memory_order_acquire) || w->current.load(std::memory_order_relaxed) != nullptr;
+    if (stuck && take_stealable(s, w) != 0) s->notify_work();
   }
   return next;
 }

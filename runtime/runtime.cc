@@ -286,6 +286,7 @@ absl::StatusOr<Worker*> Scheduler::take_bound_worker() {
   int r = sys::klt_create(worker_main, w.get(), ko, &w->klt, &what);
   if (r != 0) return klt_error(r, what, "bound-ULT");
   bound_all.push_back(std::move(w));
+  bound_busy.fetch_add(1, std::memory_order_relaxed);
   return bound_all.back().get();
 }
 

@@ -23,6 +23,7 @@
 #include <thread>
 #include <vector>
 
+#include "runtime/scheduler.h"
 #include "weft/runtime.h"
 #include "weft/sync.h"
 
@@ -748,6 +749,57 @@ TEST(Blocking, RegionEndRacingHandoffLosesNothing) {
   if (!all) return;  // leak rt: its stuck ULTs would make shutdown wait forever
   for (auto& u : us) EXPECT_TRUE(u.join().ok());
   delete rt;
+}
+
+// A worker retired by set_concurrency while its KLT is inside a long
+// blocking region keeps ULTs it had queued: no thief looks at a retired
+// slot, the monitor hands off only active workers' regions, and its own
+// hand-over waits for a scheduler pass. The monitor moves them.
+// Regression: on the code before this fix (a credentials test under churn
+// hung here) the children ran only once the region ended.
+TEST(Blocking, RetiredWorkerInRegionGivesUpItsQueuedUlts) {
+  Watchdog wd(TestName(), 60);
+  for (int attempt = 0; attempt < 50; ++attempt) {
+    // No handoff of the region itself within the test.
+    weft::Runtime rt(weft::Options{.workers = 2, .blocking_handoff = std::chrono::seconds(30)});
+    std::atomic<bool> release_hog{false}, end_region{false}, in_region{false};
+    std::atomic<int> ran{0};
+    std::atomic<int> slot{-1};
+    // Keep the other worker busy so that it steals nothing meanwhile.
+    weft::Ult hog = rt.spawn([&] {
+      while (!release_hog.load()) {
+      }
+    });
+    std::vector<weft::Ult> children;
+    weft::Ult region = rt.spawn([&] {
+      slot.store(weft::rt::current_worker()->index.load());
+      if (slot.load() != 1) return;  // must run in the slot that retires
+      for (int i = 0; i < 4; ++i) children.push_back(weft::spawn([&] { ran.fetch_add(1); }));
+      weft::blocking([&] {
+        in_region.store(true);
+        while (!end_region.load()) usleep(1000);
+      });
+    });
+    while (slot.load() < 0) std::this_thread::sleep_for(std::chrono::microseconds(100));
+    if (slot.load() != 1) {
+      release_hog.store(true);
+      ASSERT_TRUE(hog.join().ok());
+      ASSERT_TRUE(region.join().ok());
+      continue;
+    }
+    while (!in_region.load()) std::this_thread::sleep_for(std::chrono::microseconds(100));
+    ASSERT_TRUE(rt.set_concurrency(1).ok());  // slot 1 (the region's worker) retires
+    release_hog.store(true);                  // slot 0 idles: it can run the children
+    bool all_ran = WaitUntil([&] { return ran.load() == 4; }, std::chrono::milliseconds(5000));
+    int ran_in_region = ran.load();
+    end_region.store(true);
+    ASSERT_TRUE(hog.join().ok());
+    ASSERT_TRUE(region.join().ok());
+    for (auto& c : children) ASSERT_TRUE(c.join().ok());
+    EXPECT_TRUE(all_ran) << ran_in_region << " of 4 children ran while their retired worker was in a region";
+    return;
+  }
+  GTEST_SKIP() << "the region ULT never landed in slot 1";
 }
 
 }  // namespace
