@@ -62,6 +62,7 @@ Creds ReadAll() {
     size_t n;
     while ((n = fread(buf, 1, sizeof buf, f)) > 0) s.append(buf, n);
     fclose(f);
+    if (Field(s, "Uid:").empty()) continue;  // it exited while we read it
     ++c.tasks;
     c.uid.insert(Field(s, "Uid:"));
     c.gid.insert(Field(s, "Gid:"));
