@@ -109,19 +109,20 @@ void offload(absl::FunctionRef<void()> fn) {
   Job job{fn, {}};
   pthread_sigmask(SIG_BLOCK, nullptr, &job.mask);
   Pool& p = pool();
+  bool queued = false;
   {
     std::lock_guard<std::mutex> g(p.mu);
-    if (p.idle <= static_cast<int>(p.queue.size()) && p.running < kMaxHelpers && !start_helper(&p) &&
-        p.running == 0) {
-      // No helper at all: run it here, as a blocking region.
-      rt::log().warn("offload: cannot start a helper thread; running the call on the worker");
-      job.done.count_down();
-    } else {
+    if (p.idle > static_cast<int>(p.queue.size()) || p.running >= kMaxHelpers || start_helper(&p) ||
+        p.running > 0) {
       p.queue.push_back(&job);
       p.cv.notify_one();
+      queued = true;
     }
   }
-  if (job.done.try_wait()) {
+  if (!queued) {
+    // No helper at all, and none can be started: run it here, as a
+    // blocking region (never twice: a queued job runs on a helper only).
+    rt::log().warn("offload: cannot start a helper thread; running the call on the worker");
     weft::blocking([&] { fn(); });
     return;
   }

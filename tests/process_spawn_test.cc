@@ -235,4 +235,31 @@ TEST(Process, HundredSpawnersDoNotStallATicker) {
   EXPECT_LT(worst, 5000) << "the ticker stalled";
 }
 
+// Each offloaded call runs exactly once, on a helper, and errno comes back.
+// Regression: offload() ran a call a second time when its helper finished
+// it before the caller looked (a posix_spawn made two children; found by
+// LibcCallsInAUlt, about one run in twelve).
+TEST(Offload, EachCallRunsOnceAndKeepsErrno) {
+  Watchdog wd(TestName(), 60);
+  weft::Runtime rt(weft::Options{.workers = 2});
+  std::atomic<int> runs{0};
+  std::atomic<int> bad_errno{0};
+  std::vector<weft::Ult> us;
+  for (int i = 0; i < 200; ++i) {
+    us.push_back(rt.spawn([&] {
+      for (int k = 0; k < 20; ++k) {
+        weft::io_internal::offload([&] {
+          runs.fetch_add(1);
+          errno = EDOM;
+        });
+        if (errno != EDOM) bad_errno.fetch_add(1);
+      }
+    }));
+  }
+  for (auto& u : us) ASSERT_TRUE(u.join().ok());
+  EXPECT_EQ(runs.load(), 200 * 20);
+  EXPECT_EQ(bad_errno.load(), 0);
+  EXPECT_LE(weft::io_internal::offload_helpers(), weft::io_internal::kMaxHelpers);
+}
+
 }  // namespace
