@@ -375,4 +375,51 @@ TEST(Fork, OtherUltsDoNotExistInTheChild) {
   EXPECT_EQ(*r, "exit 0");
 }
 
+// fork() that fails (EAGAIN under RLIMIT_NPROC) returns -1 with errno as
+// glibc's does, and the runtime is intact: weft's prepare/parent handlers
+// ran (glibc calls the parent handlers on failure too) and released every
+// lock. Run in a child process that drops to an unprivileged uid (root is
+// not bound by RLIMIT_NPROC).
+TEST(Fork, FailingForkLeavesTheRuntimeIntact) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to drop to an unprivileged uid";
+  Watchdog wd(TestName(), 60);
+  pid_t outer = fork();
+  if (outer == 0) {
+    if (setgid(65534) != 0 || setuid(65534) != 0) _exit(10);
+    weft::Runtime rt(weft::Options{.workers = 2});
+    // Now no new process or thread of this uid can be made.
+    rlimit lim{0, 0};
+    if (setrlimit(RLIMIT_NPROC, &lim) != 0) _exit(11);
+    auto r = rt.block_on([] {
+      errno = 0;
+      pid_t pid = fork();
+      if (pid == 0) _exit(0);
+      int e = errno;
+      if (pid != -1 || e != EAGAIN) return 20;
+      if (!weft::rt::internal_locks_free()) return 21;
+      // Spawn, join, lock and io still work.
+      int n = 0;
+      weft::Mutex mu;
+      std::vector<weft::Ult> us;
+      for (int i = 0; i < 50; ++i)
+        us.push_back(weft::spawn([&] {
+          std::lock_guard<weft::Mutex> g(mu);
+          ++n;
+        }));
+      for (auto& u : us)
+        if (!u.join().ok()) return 22;
+      if (n != 50) return 23;
+      int p[2];
+      if (pipe2(p, O_CLOEXEC) != 0) return 24;
+      char c = 'q';
+      if (weft::io::write(p[1], &c, 1) != 1 || weft::io::read(p[0], &c, 1) != 1) return 25;
+      return 0;
+    });
+    _exit(r.ok() ? *r : 30);
+  }
+  int st = 0;
+  ASSERT_EQ(waitpid(outer, &st, 0), outer);
+  EXPECT_EQ(Describe(st), "exit 0");
+}
+
 }  // namespace
