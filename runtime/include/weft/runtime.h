@@ -443,7 +443,9 @@ void blocking_exit(const BlockingRegion& r);
 // Limit: a handoff moves the worker's queued ULTs and timers, not its io.
 // Operations other ULTs had in flight on this worker (weft::io with
 // io_uring) complete, and their deadlines fire, only when fn returns; a
-// weft::io::close of such an fd from elsewhere waits as long. Keep the io
+// weft::io::close of such an fd from elsewhere returns within 50 ms, and
+// the fd itself is closed (its number freed) when fn returns (weft/io.h,
+// "Closing"). Keep the io
 // of latency-sensitive ULTs off workers that run long blocking calls, or
 // run those calls on a thread of your own.
 template <class F>
