@@ -18,7 +18,10 @@
 #include "runtime/locks.h"
 #include "runtime/poller.h"
 #include "runtime/scheduler.h"
+#include "weft/io.h"
 #include "weft/sync.h"
+
+#include <signal.h>
 
 namespace weft::io_internal {
 
@@ -135,6 +138,15 @@ void for_each_busy_engine(F f);
 inline constexpr int kMaxTrackedFd = 1 << 20;
 void fd_ops_add(int fd, int delta);
 bool fd_maybe_busy(int fd);
+
+// waitid(2) through the calling ULT's ring (IORING_OP_WAITID, Linux 6.7):
+// parks the ULT until a child matching (idtype, id) changes state as
+// `options` asks (WEXITED, WNOWAIT; never WNOHANG) or the deadline
+// passes. 0 with *info filled, -ETIMEDOUT, -errno (-ECHILD: no such
+// child), or -ENOSYS when the calling context has no ring that takes the
+// opcode (a thread, the epoll backend, an older kernel): then the caller
+// waits another way.
+int uring_waitid(int idtype, int id, siginfo_t* info, int options, io::Deadline d);
 
 // In a forked child: every fd counter to zero.
 void fd_ops_reset_after_fork();

@@ -24,6 +24,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "io/epoll_engine.h"
+#include "io/uring_defs.h"
 #include "io/uring_engine.h"
 #include "sys/raw_syscall.h"
 #include "weft/io.h"
@@ -626,3 +627,14 @@ const char* backend() {
 }
 
 }  // namespace weft::io
+
+namespace weft::io_internal {
+
+int uring_waitid(int idtype, int id, siginfo_t* info, int options, io::Deadline d) {
+  io::UringEngine* e = io::uring();
+  if (e == nullptr || !e->has_waitid()) return -ENOSYS;
+  memset(info, 0, sizeof *info);
+  return static_cast<int>(io::uring_op(e, -1, d, [&](io_uring_sqe* s) { prep_waitid(s, idtype, id, info, options); }));
+}
+
+}  // namespace weft::io_internal

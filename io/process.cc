@@ -1,12 +1,15 @@
 // io/process.cc — weft::Process, and the C library's process calls made in
 // ULTs (weft/process.h).
 //
-// Waiting: a ULT that waits for a child polls the child's pidfd through the
-// io engine (it becomes readable when the child exits), then reaps it with
-// a WNOHANG wait. Anything a pidfd cannot wait for (any child: pid -1 or a
-// process group; stopped or continued children) and every call that blocks
-// for another process's sake (system, popen, pclose, posix_spawn's vfork
-// window) runs on a helper thread (io/offload.h) while the ULT parks.
+// Waiting: a ULT that waits for a child has its worker's ring do the
+// waitid (IORING_OP_WAITID, Linux 6.7) and parks until it completes. Where
+// the ring lacks that opcode (older kernels, the epoll backend), it polls
+// the child's pidfd through the io engine (readable once the child exits)
+// and then reaps it with a WNOHANG wait. What neither can wait for (on the
+// fallback: any child, pid -1, or a process group; stopped or continued
+// children; wait4 with rusage) and every call that blocks for another
+// process's sake (system, popen, pclose, posix_spawn's vfork window) runs
+// on a helper thread (io/offload.h) while the ULT parks.
 //
 // The interposed C functions keep glibc's contract (return values, errno);
 // outside a ULT (and inside weft::blocking(), which counts as outside)
@@ -26,6 +29,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "io/engine.h"
 #include "io/offload.h"
 #include "runtime/poller.h"
 #include "sys/raw_log.h"
@@ -94,9 +98,38 @@ int wait_exit(int pidfd, io::Deadline d) {
   }
 }
 
+// A wait status (waitpid's int) from waitid's siginfo.
+int wait_status(const siginfo_t& si) {
+  switch (si.si_code) {
+    case CLD_EXITED: return (si.si_status & 0xff) << 8;
+    case CLD_KILLED: return si.si_status & 0x7f;
+    case CLD_DUMPED: return (si.si_status & 0x7f) | 0x80;
+    case CLD_STOPPED: case CLD_TRAPPED: return ((si.si_status & 0xff) << 8) | 0x7f;
+    case CLD_CONTINUED: return 0xffff;
+  }
+  return 0;
+}
+
 // waitpid/wait4 in a ULT, for a blocking call (no WNOHANG).
 pid_t ult_wait4(pid_t pid, int* status, int options, struct rusage* ru) {
   const Libc& c = libc();
+  // The ring waits (IORING_OP_WAITID) for any kind of wait but stop
+  // events and rusage, which waitid cannot report the wait4 way.
+  if (ru == nullptr && !(options & (WUNTRACED | WCONTINUED))) {
+    idtype_t type = pid > 0 ? P_PID : pid == -1 ? P_ALL : P_PGID;
+    id_t id = pid > 0 ? static_cast<id_t>(pid) : pid < -1 ? static_cast<id_t>(-pid) : 0;
+    siginfo_t si;
+    int r = io_internal::uring_waitid(type, static_cast<int>(id), &si,
+                                      WEXITED | (options & (__WALL | __WCLONE | __WNOTHREAD)), {});
+    if (r == 0) {
+      if (status != nullptr) *status = wait_status(si);
+      return si.si_pid;
+    }
+    if (r != -ENOSYS) {
+      errno = -r;
+      return -1;
+    }
+  }
   int fd = -1;
   if (pid > 0 && !(options & (WUNTRACED | WCONTINUED))) fd = pidfd_open(pid);
   if (fd < 0) {
@@ -224,6 +257,20 @@ absl::StatusOr<Process> Process::spawn(const ProcessOptions& o) {
 absl::StatusOr<ExitStatus> Process::wait(io::Deadline d) {
   if (pid_ == 0) return absl::FailedPreconditionError("Process::wait: no child (empty, or already waited for)");
   const Libc& c = libc();
+  {
+    // The ring waits and reaps (IORING_OP_WAITID, Linux 6.7), in a ULT.
+    siginfo_t si;
+    int r = io_internal::uring_waitid(P_PID, pid_, &si, WEXITED, d);
+    if (r == -ETIMEDOUT) return absl::DeadlineExceededError(absl::StrCat("Process::wait(", pid_, "): deadline passed"));
+    if (r == 0) {
+      ExitStatus s = ExitStatus::FromWaitStatus(wait_status(si));
+      pid_ = 0;
+      if (pidfd_ >= 0) io::close(pidfd_);
+      pidfd_ = -1;
+      return s;
+    }
+    if (r != -ENOSYS) return absl::InternalError(absl::StrCat("waitid(", pid_, "): ", errno_text(-r)));
+  }
   for (;;) {
     siginfo_t si;
     memset(&si, 0, sizeof si);
@@ -330,6 +377,11 @@ pid_t wait(int* status) { return wait4(-1, status, 0, nullptr); }
 int waitid(idtype_t idtype, id_t id, siginfo_t* info, int options) {
   const weft::Libc& c = weft::libc();
   if (!weft::in_ult() || (options & WNOHANG)) return c.waitid(idtype, id, info, options);
+  if (int r = weft::io_internal::uring_waitid(idtype, static_cast<int>(id), info, options, {}); r != -ENOSYS) {
+    if (r == 0) return 0;
+    errno = -r;
+    return -1;
+  }
   int fd = -1;
   bool own_fd = false;
   if (!(options & (WSTOPPED | WCONTINUED))) {

@@ -31,4 +31,14 @@ inline void prep_futex_wait(io_uring_sqe* sqe, const uint32_t* word, uint32_t va
   sqe->addr3 = kFutexBitsetMatchAny;
 }
 
+// Prepares IORING_OP_WAITID: waitid(idtype, id, info, options) done by the
+// ring (what liburing >= 2.5's io_uring_prep_waitid does); the kernel fills
+// *info when the request completes with 0.
+inline void prep_waitid(io_uring_sqe* sqe, int idtype, int id, void* info, int options) {
+  io_uring_prep_rw(kOpWaitid, sqe, id, nullptr, static_cast<unsigned>(idtype), 0);
+  sqe->rw_flags = 0;  // waitid_flags in newer headers
+  sqe->file_index = static_cast<uint32_t>(options);
+  sqe->addr2 = reinterpret_cast<uint64_t>(info);
+}
+
 }  // namespace weft::io_internal

@@ -107,6 +107,7 @@ bool UringEngine::setup() {
 
   if (io_uring_probe* probe = io_uring_get_probe_ring(&ring_)) {
     use_futex_op_ = io_uring_opcode_supported(probe, kOpFutexWait);
+    has_waitid_op_ = io_uring_opcode_supported(probe, kOpWaitid);
     io_uring_free_probe(probe);
   }
   if (!use_futex_op_) {

@@ -90,6 +90,8 @@ class UringEngine final : public Engine {
   uint32_t unsubmitted() const { return pending_; }
 
   unsigned setup_flags() const { return setup_flags_; }
+  // Owner only, after ready(): the ring takes IORING_OP_WAITID.
+  bool has_waitid() const { return has_waitid_op_; }
   // For tests: shrink the SQ of engines created from now on.
   static void set_sq_entries_for_test(unsigned n);
 
@@ -112,6 +114,7 @@ class UringEngine final : public Engine {
   unsigned setup_flags_ = 0;
   std::atomic<uint32_t> word_{0};  // 0 idle, 1 wake pending, 2 asleep
   bool use_futex_op_ = false;
+  bool has_waitid_op_ = false;  // IORING_OP_WAITID (Linux 6.7)
   bool wake_armed_ = false;
   int eventfd_ = -1;
   uint64_t eventfd_buf_ = 0;

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "io/engine.h"
 #include "io/offload.h"
 #include "test_util.h"
 #include "watchdog.h"
@@ -260,6 +261,39 @@ TEST(Offload, EachCallRunsOnceAndKeepsErrno) {
   EXPECT_EQ(runs.load(), 200 * 20);
   EXPECT_EQ(bad_errno.load(), 0);
   EXPECT_LE(weft::io_internal::offload_helpers(), weft::io_internal::kMaxHelpers);
+}
+
+// With io_uring (Linux 6.7+), waiting is the ring's IORING_OP_WAITID: any
+// child (P_ALL) too, with no helper thread; elsewhere it reports -ENOSYS
+// and the callers fall back (pidfd poll, helper thread).
+TEST(Process, RingWaitsForAnyChild) {
+  Watchdog wd(TestName(), 60);
+  weft::Runtime rt(weft::Options{.workers = 1});
+  auto r = rt.block_on([] {
+    char* argv[] = {const_cast<char*>("sleep"), const_cast<char*>("0.05"), nullptr};
+    pid_t pid = 0;
+    EXPECT_EQ(posix_spawnp(&pid, "sleep", nullptr, nullptr, argv, environ), 0);
+    siginfo_t si;
+    int w = weft::io_internal::uring_waitid(P_ALL, 0, &si, WEXITED, {});
+    if (std::string(weft::io::backend()) == "io_uring") {
+      EXPECT_EQ(w, 0);
+      EXPECT_EQ(si.si_pid, pid);
+      EXPECT_EQ(si.si_code, CLD_EXITED);
+      int st = 0;
+      EXPECT_EQ(waitpid(pid, &st, WNOHANG), -1) << "already reaped by the ring";
+    } else {
+      EXPECT_EQ(w, -ENOSYS);
+      int st = 0;
+      EXPECT_EQ(waitpid(pid, &st, 0), pid);
+    }
+    // A deadline: -ETIMEDOUT, the child still there.
+    EXPECT_EQ(posix_spawnp(&pid, "sleep", nullptr, nullptr, argv, environ), 0);
+    w = weft::io_internal::uring_waitid(P_PID, pid, &si, WEXITED, weft::io::Deadline::in(std::chrono::milliseconds(1)));
+    if (std::string(weft::io::backend()) == "io_uring") EXPECT_EQ(w, -ETIMEDOUT);
+    int st = 0;
+    EXPECT_EQ(waitpid(pid, &st, 0), pid);
+  });
+  ASSERT_TRUE(r.ok());
 }
 
 }  // namespace
