@@ -11,6 +11,7 @@
 
 #include "sys/futex.h"
 #include "sys/raw_syscall.h"
+#include "sys/spin.h"
 
 namespace weft::rt {
 
@@ -43,39 +44,10 @@ class SpinLock {
 };
 
 // A futex mutex (Drepper's three-state lock) for critical sections that may
-// be longer or contended by many KLTs. Word: 0 unlocked, 1 locked, 2 locked
-// with (possible) sleepers. The unlocker wakes one sleeper iff it saw 2.
-class KltMutex {
- public:
-  void lock() {
-    uint32_t c = 0;
-    if (word_.compare_exchange_strong(c, 1, std::memory_order_acquire)) return;
-    for (int i = 0; i < 64; ++i) {  // brief spin: holders are short
-      cpu_relax();
-      c = 0;
-      if (word_.load(std::memory_order_relaxed) == 0 &&
-          word_.compare_exchange_strong(c, 1, std::memory_order_acquire))
-        return;
-    }
-    if (c != 2) c = word_.exchange(2, std::memory_order_acquire);
-    while (c != 0) {
-      sys::futex_wait(&word_, 2);
-      c = word_.exchange(2, std::memory_order_acquire);
-    }
-  }
-  bool try_lock() {
-    uint32_t c = 0;
-    return word_.compare_exchange_strong(c, 1, std::memory_order_acquire);
-  }
-  void unlock() {
-    if (word_.exchange(0, std::memory_order_release) == 2) sys::futex_wake(&word_, 1);
-  }
-  // In a forked child only (see SpinLock::reset_after_fork).
-  void reset_after_fork() { word_.store(0, std::memory_order_relaxed); }
-
- private:
-  std::atomic<uint32_t> word_{0};
-};
+// be longer or contended by many KLTs: sys/'s (sys/spin.h), the same lock
+// the KLT registry uses. Word: 0 unlocked, 1 locked, 2 locked with
+// (possible) sleepers; the unlocker wakes one sleeper iff it saw 2.
+using KltMutex = sys::SysMutex;
 
 template <class L>
 class LockGuard {

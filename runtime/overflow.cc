@@ -19,6 +19,7 @@
 
 #include "runtime/scheduler.h"
 #include "sys/raw_log.h"
+#include "sys/signal_chain.h"
 
 namespace weft::rt {
 namespace {
@@ -48,14 +49,7 @@ void on_segv(int sig, siginfo_t* si, void* uctx) {
     }
   }
   // Not a ULT stack overflow: give the fault its usual meaning.
-  if ((previous.sa_flags & SA_SIGINFO) && previous.sa_sigaction != nullptr) {
-    previous.sa_sigaction(sig, si, uctx);
-    return;
-  }
-  if (previous.sa_handler != SIG_DFL && previous.sa_handler != SIG_IGN && previous.sa_handler != nullptr) {
-    previous.sa_handler(sig);
-    return;
-  }
+  if (sys::call_previous_handler(previous, sig, si, uctx)) return;
   // Default action: restore it and return; the faulting instruction runs
   // again and the kernel kills the process with SIGSEGV as usual.
   struct sigaction dfl;

@@ -34,6 +34,7 @@
 #include "sys/futex.h"
 #include "sys/klt.h"
 #include "sys/raw_syscall.h"
+#include "sys/signal_chain.h"
 
 namespace weft::sys {
 namespace {
@@ -82,11 +83,7 @@ void handler(int sig, siginfo_t* si, void* uctx) {
     return;
   }
   // Not weft's: the application's handler, if it had one before weft's.
-  if ((previous.sa_flags & SA_SIGINFO) && previous.sa_sigaction != nullptr) {
-    previous.sa_sigaction(sig, si, uctx);
-  } else if (previous.sa_handler != SIG_DFL && previous.sa_handler != SIG_IGN && previous.sa_handler != nullptr) {
-    previous.sa_handler(sig);
-  }
+  (void)call_previous_handler(previous, sig, si, uctx);
 }
 
 void install_handler() {

@@ -68,9 +68,16 @@ class SysMutex {
       c = word_.exchange(2, std::memory_order_acquire);
     }
   }
+  bool try_lock() {
+    uint32_t c = 0;
+    return word_.compare_exchange_strong(c, 1, std::memory_order_acquire);
+  }
   void unlock() {
     if (word_.exchange(0, std::memory_order_release) == 2) futex_wake(&word_, 1);
   }
+  // In a forked child only: the holder may be a thread that does not exist
+  // there. Resets the lock to unlocked (runtime/fork.cc).
+  void reset_after_fork() { word_.store(0, std::memory_order_relaxed); }
 
  private:
   std::atomic<uint32_t> word_{0};

@@ -29,6 +29,7 @@
 #include "runtime/scheduler.h"
 #include "runtime/ult.h"
 #include "tests/test_util.h"
+#include "tests/ult_probe.h"
 #include "tests/watchdog.h"
 #include <weft/weft.h>
 
@@ -36,25 +37,6 @@ namespace {
 
 using namespace std::chrono_literals;
 
-// The system call the thread `tid` of this process is blocked in, or -1
-// (running, or unreadable).
-long BlockedSyscall(int tid) {
-  std::ifstream f("/proc/self/task/" + std::to_string(tid) + "/syscall");
-  std::string first;
-  if (!(f >> first) || first == "running") return -1;
-  try {
-    return std::stol(first);
-  } catch (...) {
-    return -1;
-  }
-}
-
-// Whether the ULT `id` is parked (white-box: its descriptor's state).
-bool Parked(weft::UltId id) {
-  weft::rt::Ult* u = weft::rt::ult_table::lookup(id.value());
-  return u != nullptr && u->generation.load() == id.generation() &&
-         (u->state.load() & weft::rt::ult_state::kStateMask) == weft::rt::ult_state::kParked;
-}
 
 // ---------------------------------------------------------------------------
 // Durations too large for the clock: "practically forever"
