@@ -324,9 +324,14 @@ TEST(Blocking, HandoffKeepsConcurrencyAndCallerContinues) {
   EXPECT_EQ(rt.stats().live, 0u);
 }
 
-// True once thread `tid` of this process is asleep in futex(2) (the idle
-// FutexPoller wait); false after 5 s.
-bool WaitAsleepInFutex(int tid) {
+// True once thread `tid` of this process is asleep in its poller's idle
+// wait: futex(2) (FutexPoller, or an io engine whose ring is not set up),
+// io_uring_enter(2) (an io_uring engine) or epoll_wait (the epoll engine);
+// false after 5 s. (Every program that links weft has the io engines: the
+// process calls weft interposes live in io/, so an idle worker sets up its
+// ring at its first wait. This looked for futex(2) only, and failed every
+// round once the io layer was always linked.)
+bool WaitAsleepInIdleWait(int tid) {
   std::string path = "/proc/self/task/" + std::to_string(tid) + "/syscall";
   Clock::time_point t0 = Clock::now();
   while (MsSince(t0) < 5000) {
@@ -335,7 +340,9 @@ bool WaitAsleepInFutex(int tid) {
     long nr = -1;
     int got = fscanf(f, "%ld", &nr);
     fclose(f);
-    if (got == 1 && nr == SYS_futex) return true;
+    if (got == 1 && (nr == SYS_futex || nr == SYS_io_uring_enter || nr == SYS_epoll_wait || nr == SYS_epoll_pwait ||
+                     nr == SYS_epoll_pwait2))
+      return true;
     std::this_thread::sleep_for(microseconds(100));
   }
   return false;
@@ -375,9 +382,9 @@ TEST(Blocking, HogRescueRunsQueuedUltsElsewhere) {
       hog_tid = Tid();
       int other = OtherWorkerTid(rt, hog_tid);
       ASSERT_NE(other, 0);
-      ASSERT_TRUE(WaitAsleepInFutex(other)) << "the other worker never went to sleep";
+      ASSERT_TRUE(WaitAsleepInIdleWait(other)) << "the other worker never went to sleep";
       std::this_thread::sleep_for(milliseconds(110));  // busy (not idle) for one idle monitor tick
-      ASSERT_TRUE(WaitAsleepInFutex(other));
+      ASSERT_TRUE(WaitAsleepInIdleWait(other));
       weft::Ult child = weft::spawn([&] {
         child_tid = Tid();
         child_ran_at = Clock::now().time_since_epoch().count();
@@ -414,7 +421,7 @@ TEST(Blocking, HogRescueAfterIdleIsPrompt) {
     absl::Status s = rt.block_on([&] {
       int other = OtherWorkerTid(rt, Tid());
       ASSERT_NE(other, 0);
-      ASSERT_TRUE(WaitAsleepInFutex(other));
+      ASSERT_TRUE(WaitAsleepInIdleWait(other));
       spawned_at = Clock::now().time_since_epoch().count();
       weft::Ult child = weft::spawn([&] { child_ran_at = Clock::now().time_since_epoch().count(); });
       Clock::time_point t0 = Clock::now();
