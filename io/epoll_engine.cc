@@ -61,7 +61,7 @@ EpollEngine::EpollEngine() : Engine(Kind::kEpoll) {}
 EpollEngine::~EpollEngine() {
   unregister_engine(this);  // first: nobody may post to or wake us from here on
   if (epfd_ >= 0) sys::raw_syscall(SYS_close, epfd_);
-  if (eventfd_ >= 0) sys::raw_syscall(SYS_close, eventfd_);
+  if (int efd = eventfd_.load(std::memory_order_relaxed); efd >= 0) sys::raw_syscall(SYS_close, efd);
 }
 
 bool EpollEngine::ready() {
@@ -91,11 +91,11 @@ bool EpollEngine::ready() {
   failures_ = 0;
   backoff_ns_ = 0;
   epfd_ = static_cast<int>(ep);
-  eventfd_ = static_cast<int>(ev);
+  eventfd_.store(static_cast<int>(ev), std::memory_order_relaxed);
   epoll_event e{};
   e.events = EPOLLIN;
   e.data.u64 = kEventfdKey;
-  sys::raw_syscall(SYS_epoll_ctl, epfd_, EPOLL_CTL_ADD, eventfd_, reinterpret_cast<long>(&e));
+  sys::raw_syscall(SYS_epoll_ctl, epfd_, EPOLL_CTL_ADD, ev, reinterpret_cast<long>(&e));
   state_ = State::kReady;
   register_engine(this);
   return true;
@@ -191,7 +191,7 @@ void EpollEngine::dispatch(int64_t timeout_ns) {
   for (long i = 0; i < n; ++i) {
     if (events[i].data.u64 == kEventfdKey) {
       uint64_t v;
-      sys::raw_syscall(SYS_read, eventfd_, reinterpret_cast<long>(&v), sizeof v);
+      sys::raw_syscall(SYS_read, eventfd_.load(std::memory_order_relaxed), reinterpret_cast<long>(&v), sizeof v);
       continue;
     }
     int fd = static_cast<int>(events[i].data.u64);
@@ -277,9 +277,9 @@ void EpollEngine::close_after_fork() {
 
 void EpollEngine::wake() {
   if (word_.exchange(1, std::memory_order_acq_rel) != 2) return;
-  if (eventfd_ >= 0) {
+  if (int efd = eventfd_.load(std::memory_order_relaxed); efd >= 0) {
     uint64_t one = 1;
-    sys::raw_syscall(SYS_write, eventfd_, reinterpret_cast<long>(&one), sizeof one);
+    sys::raw_syscall(SYS_write, efd, reinterpret_cast<long>(&one), sizeof one);
   } else {
     sys::futex_wake(&word_, 1);
   }

@@ -68,7 +68,15 @@ class EpollEngine final : public Engine {
   int64_t backoff_ns_ = 0;    // kFailed: the wait after the next failure
   uint32_t failures_ = 0;     // failed setups since the last success
   int epfd_ = -1;
-  int eventfd_ = -1;
+  // Written once by the owner when the engine is set up (at its first io,
+  // perhaps after failed attempts), read by wake() on any thread: atomic.
+  // Relaxed is enough: a waker that saw word_ == 2 (acquire) sees at least
+  // the value the sleeper armed with; a newer one means the sleeper is
+  // already awake, and the extra eventfd write is a spurious wake-up.
+  // Regression (issue 9, TSan gate): a plain int, its write in ready() raced
+  // with wake() from a spawning thread (io_fault_test
+  // IoFault.EngineSetupUnderEmfileRecovers on epoll under TSan).
+  std::atomic<int> eventfd_{-1};
   std::atomic<uint32_t> word_{0};
   std::unordered_map<int, FdState> fds_;   // owner only
   uint32_t waiting_ = 0;                   // waiters across fds_

@@ -56,7 +56,7 @@ UringEngine::UringEngine() : Engine(Kind::kUring) {}
 UringEngine::~UringEngine() {
   unregister_engine(this);  // first: nobody may post to or wake us from here on
   if (state_ == State::kReady) io_uring_queue_exit(&ring_);
-  if (eventfd_ >= 0) sys::raw_syscall(SYS_close, eventfd_);
+  if (int efd = eventfd_.load(std::memory_order_relaxed); efd >= 0) sys::raw_syscall(SYS_close, efd);
 }
 
 bool UringEngine::ready() {
@@ -117,7 +117,7 @@ bool UringEngine::setup() {
       ring_ = io_uring{};
       return setup_failed("eventfd for io_uring wake-ups", static_cast<int>(-fd));
     }
-    eventfd_ = static_cast<int>(fd);
+    eventfd_.store(static_cast<int>(fd), std::memory_order_relaxed);
   }
   flags_ = ring_.sq.kflags;
   flags_mask_ = IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW;
@@ -258,7 +258,7 @@ void UringEngine::arm_wake() {
   if (use_futex_op_) {
     prep_futex_wait(sqe, reinterpret_cast<const uint32_t*>(&word_), 2);
   } else {
-    io_uring_prep_read(sqe, eventfd_, &eventfd_buf_, sizeof eventfd_buf_, 0);
+    io_uring_prep_read(sqe, eventfd_.load(std::memory_order_relaxed), &eventfd_buf_, sizeof eventfd_buf_, 0);
   }
   io_uring_sqe_set_data64(sqe, kWakeData);
   wake_armed_ = true;
@@ -321,9 +321,9 @@ void UringEngine::close_after_fork() {
 
 void UringEngine::wake() {
   if (word_.exchange(1, std::memory_order_acq_rel) != 2) return;
-  if (eventfd_ >= 0) {
+  if (int efd = eventfd_.load(std::memory_order_relaxed); efd >= 0) {
     uint64_t one = 1;
-    sys::raw_syscall(SYS_write, eventfd_, reinterpret_cast<long>(&one), sizeof one);
+    sys::raw_syscall(SYS_write, efd, reinterpret_cast<long>(&one), sizeof one);
   } else {
     sys::futex_wake(&word_, 1);  // reaches the ring's armed FUTEX_WAIT, or a plain futex_wait
   }

@@ -116,7 +116,15 @@ class UringEngine final : public Engine {
   bool use_futex_op_ = false;
   bool has_waitid_op_ = false;  // IORING_OP_WAITID (Linux 6.7)
   bool wake_armed_ = false;
-  int eventfd_ = -1;
+  // Written once by the owner when the engine is set up (at its first io,
+  // perhaps after failed attempts), read by wake() on any thread: atomic.
+  // Relaxed is enough: a waker that saw word_ == 2 (acquire) sees at least
+  // the value the sleeper armed with; a newer one means the sleeper is
+  // already awake, and the extra eventfd write is a spurious wake-up.
+  // Regression (issue 9, TSan gate): a plain int, its write in setup() raced
+  // with wake() from a spawning thread (io_fault_test
+  // IoFault.EngineSetupUnderEmfileRecovers under TSan).
+  std::atomic<int> eventfd_{-1};
   uint64_t eventfd_buf_ = 0;
 };
 

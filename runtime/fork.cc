@@ -308,6 +308,7 @@ void Scheduler::rebuild_after_fork(Worker* keep, Ult* self) {
   // not visit).
   foreign_created.store(mine ? 1 : 0, std::memory_order_relaxed);
   gate.store(gate.load(std::memory_order_relaxed) & kClosed, std::memory_order_relaxed);
+  foreign_wakers.store(0, std::memory_order_relaxed);  // their threads do not exist here
   if (!stopped.load(std::memory_order_relaxed)) shutting_down.store(false, std::memory_order_relaxed);
   exit_when_idle = mine;
 

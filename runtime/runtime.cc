@@ -376,6 +376,12 @@ absl::Status Scheduler::shutdown_locked() {
     timespec backstop{0, 2 * 1000 * 1000};
     sys::futex_wait_for(&exit_signal, seen, &backstop);
   }
+  // A foreign waker (unpark from a thread that is not one of our workers)
+  // may still be inside make_runnable() for a ULT that has since run and
+  // exited: it reads the workers to wake one. Wait until it is out, so that
+  // ~Runtime cannot free them under it. Found by the TSan gate (a data race
+  // between ~UringEngine and UringEngine::wake() from a foreign unpark).
+  while (foreign_wakers.load(std::memory_order_acquire) != 0) sys::sched_yield();
   // No ULT is left, and none can be made: stop the pool. Under
   // concurrency_lock, so that a set_concurrency() or a handoff in progress
   // finishes first and later ones see `stopped`.

@@ -424,7 +424,16 @@ void unpark(Ult* u) {
         Worker* here = current_worker();
         if (here != nullptr && (here->sched != sched || here->in_blocking.load(std::memory_order_relaxed)))
           here = nullptr;
+        // Invariant (shutdown_locked): a foreign waker is counted in
+        // foreign_wakers from before `u` is queued until it has stopped
+        // touching the scheduler. u is live until it runs, so shutdown,
+        // which sees u's exit before it reads the count, sees this
+        // increment too and waits for the decrement before the workers
+        // can be freed. A worker of this scheduler needs no count: it is
+        // joined before they are freed.
+        if (here == nullptr) sched->foreign_wakers.fetch_add(1, std::memory_order_acq_rel);
         sched->make_runnable(u, here);
+        if (here == nullptr) sched->foreign_wakers.fetch_sub(1, std::memory_order_release);
         return;
       }
       continue;

@@ -218,6 +218,7 @@ struct alignas(64) Scheduler {
   static constexpr uint64_t kClosed = uint64_t{1} << 63;
   alignas(64) std::atomic<uint64_t> gate{0};            // foreign spawns in flight | kClosed
   std::atomic<uint64_t> foreign_created{0};
+  std::atomic<uint32_t> foreign_wakers{0};              // foreign unparks inside make_runnable
   std::atomic<uint32_t> exit_signal{0};                 // futex: exits during shutdown
   alignas(64) std::atomic<bool> shutting_down{false};
   std::atomic<bool> stopped{false};

@@ -133,7 +133,7 @@ Ult* create_ult(Scheduler* s, Worker* w, const SpawnOptions& o, const detail::Cl
   u->detached = false;
   u->joiner = nullptr;
   size_t n = std::min(o.name.size(), sizeof u->name - 1);
-  memcpy(u->name, o.name.data(), n);
+  if (n > 0) memcpy(u->name, o.name.data(), n);  // an empty string_view may have a null data()
   u->name[n] = '\0';
 
   // The closure sits at the top of the stack; the first frame starts below.

@@ -3,6 +3,7 @@
 #include <pthread.h>
 
 #if WEFT_ASAN
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #endif
 #if WEFT_TSAN
@@ -12,6 +13,12 @@
 namespace weft::sys {
 
 void context_init(Context* ctx, void* lo, size_t size, ContextEntry entry, void* arg) {
+#if WEFT_ASAN
+  // A stack may be reused (a recycled ULT descriptor keeps its stack): the
+  // frames of its previous context left ASan's redzone poison in the shadow
+  // (a context that ends never returns through their epilogues). Start clean.
+  __asan_unpoison_memory_region(lo, size);
+#endif
   uintptr_t top = (reinterpret_cast<uintptr_t>(lo) + size) & ~uintptr_t{15};
   // After the switch's `ret` pops rip, rsp == top (16-aligned), so the
   // trampoline's call gives the entry function the ABI's entry alignment.
@@ -31,10 +38,10 @@ void context_init(Context* ctx, void* lo, size_t size, ContextEntry entry, void*
   ctx->stack_lo = lo;
   ctx->stack_size = size;
   ctx->asan_fake_stack = nullptr;
+  ctx->owns_stack = true;
 #endif
 #if WEFT_TSAN
   ctx->tsan_fiber = __tsan_create_fiber(0);
-  ctx->tsan_owned = true;
 #endif
 }
 
@@ -53,15 +60,24 @@ void context_init_native(Context* ctx) {
 #endif
 #if WEFT_TSAN
   ctx->tsan_fiber = __tsan_get_current_fiber();
-  ctx->tsan_owned = false;
 #endif
 }
 
 void context_destroy(Context* ctx) {
+#if WEFT_ASAN
+  // The stack goes back to its owner (the runtime caches it for the next
+  // ULT, which first writes its closure at the top, before context_init):
+  // clear the redzone poison its frames left. Never for a native context,
+  // whose stack is the running thread's own.
+  if (ctx->owns_stack && ctx->stack_lo != nullptr)
+    __asan_unpoison_memory_region(ctx->stack_lo, ctx->stack_size);
+#endif
 #if WEFT_TSAN
-  if (ctx->tsan_owned && ctx->tsan_fiber != nullptr) __tsan_destroy_fiber(ctx->tsan_fiber);
+  if (ctx->owns_stack && ctx->tsan_fiber != nullptr) __tsan_destroy_fiber(ctx->tsan_fiber);
   ctx->tsan_fiber = nullptr;
-  ctx->tsan_owned = false;
+#endif
+#if WEFT_ASAN || WEFT_TSAN
+  ctx->owns_stack = false;
 #endif
   ctx->sp = nullptr;
 }

@@ -85,7 +85,7 @@ struct Context {
   size_t stack_size = 0;
   void* asan_fake_stack = nullptr;  // ASan's fake-stack handle while suspended
   void* tsan_fiber = nullptr;       // TSan's fiber for this context
-  bool tsan_owned = false;          // created by context_init (destroy it)
+  bool owns_stack = false;          // made by context_init, not a thread's native stack
 #endif
 };
 

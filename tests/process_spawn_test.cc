@@ -328,7 +328,9 @@ TEST(Process, RingWaitsForAnyChild) {
     // A deadline: -ETIMEDOUT, the child still there.
     EXPECT_EQ(posix_spawnp(&pid, "sleep", nullptr, nullptr, argv, environ), 0);
     w = weft::io_internal::uring_waitid(P_PID, pid, &si, WEXITED, weft::io::Deadline::in(std::chrono::milliseconds(1)));
-    if (std::string(weft::io::backend()) == "io_uring") EXPECT_EQ(w, -ETIMEDOUT);
+    if (std::string(weft::io::backend()) == "io_uring") {
+      EXPECT_EQ(w, -ETIMEDOUT);
+    }
     int st = 0;
     EXPECT_EQ(waitpid(pid, &st, 0), pid);
   });

@@ -377,6 +377,37 @@ TEST(DestroyAfterRelease, RaceWithoutHook) {
 
 // ---------------------------------------------------------------------------
 // Sizes: the Mutex is one cache line, its counters live outside it
+// A thread that is not a worker releases a parked ULT, the ULT exits, and
+// the runtime is shut down and freed at once, while the releasing thread
+// may still be inside the scheduler (it queues the ULT, then wakes a
+// worker, reading the workers' pollers). shutdown must wait for it.
+// Regression (issue 9, found by the TSan gate): before the foreign-waker
+// count, shutdown did not wait, and ~Runtime freed the pollers under the
+// waker: under ThreadSanitizer (tests/run-all.sh) this test reports a data
+// race between ~UringEngine/~EpollEngine and Engine::wake(), and under ASan
+// a heap-use-after-free when the interleaving happens.
+TEST(DestroyAfterRelease, RuntimeFreedRightAfterAForeignWake) {
+  Watchdog wd(120s, TestName());
+  for (int round = 0; round < 200; ++round) {
+    auto rt = std::make_unique<weft::Runtime>(weft::Options{.workers = 2});
+    ASSERT_TRUE(rt->status().ok());
+    weft::Semaphore sem(0);
+    std::atomic<bool> done{false};
+    weft::Ult u = rt->spawn([&] {
+      sem.acquire();
+      done = true;
+    });
+    const weft::UltId id = u.id();
+    ASSERT_TRUE(WaitUntil([&] { return Parked(id); })) << "round " << round << ": the ULT never parked";
+    std::thread waker([&] { sem.release(); });
+    ASSERT_TRUE(u.join().ok());
+    EXPECT_TRUE(done.load());
+    ASSERT_TRUE(rt->shutdown().ok());
+    rt.reset();  // frees the workers and their pollers
+    waker.join();
+  }
+}
+
 // ---------------------------------------------------------------------------
 
 // Regression (issue 9 #13): on 15df0bc weft::Mutex was 128 bytes, its

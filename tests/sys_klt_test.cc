@@ -54,6 +54,7 @@
 
 #include "sys/futex.h"
 #include "sys/klt.h"
+#include "tests/sanitizers.h"
 #if WEFT_KLT_BACKEND_CLONE
 #include "sys/tls.h"
 #endif
@@ -496,7 +497,11 @@ TEST(KltTrio, MallocStormWithCrossThreadFreesForTwoSeconds) {
     EXPECT_EQ(st.corrupt, 0) << "thread " << w << ": block contents changed under it";
     EXPECT_EQ(st.calloc_dirty, 0) << "thread " << w << ": calloc returned non-zero memory";
     EXPECT_EQ(st.oom, 0) << "thread " << w;
-    EXPECT_GT(st.allocs, 10000) << "thread " << w << " hardly ran";
+    // Not under TSan, which makes malloc and the handover locks ten times
+    // slower: the contents, cross-thread frees and reallocs are still checked.
+    if (!kUnderTsan) {
+      EXPECT_GT(st.allocs, 10000) << "thread " << w << " hardly ran";
+    }
     EXPECT_GT(st.cross_frees, 100) << "thread " << w << " freed too few foreign blocks";
     EXPECT_GT(st.reallocs, 100) << "thread " << w;
     allocs += st.allocs;
@@ -1370,8 +1375,9 @@ namespace {
 std::atomic<int> g_handler_tid{0};
 std::atomic<uintptr_t> g_handler_sp{0};
 void RecordingHandler(int) {
-  int local = 0;
-  g_handler_sp.store(reinterpret_cast<uintptr_t>(&local));
+  // The frame, not a local's address: under ASan's detect_stack_use_after_return
+  // locals live on a heap "fake stack".
+  g_handler_sp.store(reinterpret_cast<uintptr_t>(__builtin_frame_address(0)));
   g_handler_tid.store(gettid());
 }
 }  // namespace
@@ -1434,8 +1440,12 @@ TEST(KltOptions, OwnSignalStackAndHandlersRunOnIt) {
   ASSERT_TRUE(arg.handled) << "SIGUSR1 sent to the KLT was not handled";
   EXPECT_EQ(g_handler_tid.load(), arg.tid.load()) << "the handler ran on another thread";
   const uintptr_t lo = reinterpret_cast<uintptr_t>(arg.ss.ss_sp);
-  EXPECT_TRUE(g_handler_sp >= lo && g_handler_sp < lo + arg.ss.ss_size)
-      << "the SA_ONSTACK handler did not run on the KLT's signal stack";
+  // Not under TSan: it defers an asynchronous signal and runs the handler
+  // later from its own code on the thread's normal stack.
+  if (!kUnderTsan) {
+    EXPECT_TRUE(g_handler_sp >= lo && g_handler_sp < lo + arg.ss.ss_size)
+        << "the SA_ONSTACK handler did not run on the KLT's signal stack";
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -1548,6 +1558,8 @@ TEST(KltNested, KltCreatesAndJoinsKlts) {
 // More glibc services on a KLT
 
 TEST(KltGlibc, RobustMutexHeldByAnExitedKltIsOwnerDead) {
+  WEFT_SKIP_UNDER_TSAN("TSan does not model robust mutexes: taking over one with EOWNERDEAD and unlocking "
+                       "it is reported as \"unlock of an unlocked mutex (or by a wrong thread)\"");
   pthread_mutexattr_t attr;
   pthread_mutexattr_init(&attr);
   pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
@@ -1682,7 +1694,11 @@ TEST(KltCycles, TenThousandCreateExitCyclesKeepRssAndFdsFlat) {
   EXPECT_EQ(failures, 0);
   EXPECT_EQ(fresh.load(), kWarmup + kCycles) << "a KLT did not run, or did not get a fresh thread_local";
   ASSERT_GT(rss_before, 0);
-  EXPECT_LT(rss_after - rss_before, 2048) << "RSS grew by " << rss_after - rss_before << " KiB";
+  // Not under ASan: its quarantine keeps every freed block (up to 256 MiB)
+  // resident, so RSS grows by design; the descriptors are still checked.
+  if (!kUnderAsan) {
+    EXPECT_LT(rss_after - rss_before, 2048) << "RSS grew by " << rss_after - rss_before << " KiB";
+  }
   EXPECT_EQ(fds_after, fds_before);
 }
 
@@ -1749,7 +1765,10 @@ void ChildExpectWorkingKlt(int code) {
   }
   const long vm_after = StatusKib("VmSize");
   const int maps_after = CountMaps();
-  if (maps_after != maps_before || vm_after - vm_before > 1024)
+  // Not under ASan: its pthread_create and allocator map memory of their own
+  // (a thread context per attempt, quarantined blocks); the errors are still
+  // checked.
+  if (!kUnderAsan && (maps_after != maps_before || vm_after - vm_before > 1024))
     ChildFail(16, "failed creates left memory behind: VmSize %ld -> %ld KiB, maps %d -> %d", vm_before,
               vm_after, maps_before, maps_after);
   if (setrlimit(RLIMIT_AS, &old) != 0) ChildFail(17, "restoring RLIMIT_AS");
@@ -1789,7 +1808,9 @@ void* NoopThread(void*) { return nullptr; }
   }
   const long vm_after = StatusKib("VmSize");
   const int maps_after = CountMaps();
-  if (maps_after != maps_before || vm_after - vm_before > 1024)
+  // Not under ASan (as in ChildRlimitAs): ASan's pthread_create interceptor
+  // keeps a thread context for every failed attempt.
+  if (!kUnderAsan && (maps_after != maps_before || vm_after - vm_before > 1024))
     ChildFail(27, "failed creates left memory behind: VmSize %ld -> %ld KiB, maps %d -> %d", vm_before,
               vm_after, maps_before, maps_after);
   // pthread_create fails the same way (the pthread backend's source of -EAGAIN).
