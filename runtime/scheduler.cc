@@ -238,7 +238,11 @@ __attribute__((always_inline)) inline void switch_from(Ult* self, Ult* next, Swi
   restore_thread_state(self, w);
 }
 
-[[noreturn]] void ult_entry(void* transfer, void* arg) {
+// Not UBSan's null check: a handler for a forced unwinding,
+// catch (abi::__forced_unwind&), binds its reference to a null object (the
+// C++ personality passes no exception object for a forced unwind), which
+// -fsanitize=null reports.
+[[noreturn]] __attribute__((no_sanitize("null"))) void ult_entry(void* transfer, void* arg) {
   sys::context_entered();
   Ult* self = static_cast<Ult*>(arg);
   Worker* w = self->worker.load(std::memory_order_relaxed);
@@ -253,6 +257,7 @@ __attribute__((always_inline)) inline void switch_from(Ult* self, Ult* next, Swi
   __asm__ volatile("movq %%rsp, %0" : "=r"(sp));
   self->unwind_limit = sp;
   self->exit_value = nullptr;
+  self->exit_unwinding = false;
   self->locale = nullptr;
   restore_ult_locale(self);
   try {
@@ -317,8 +322,20 @@ void exit_exception_cleanup(_Unwind_Reason_Code, _Unwind_Exception*) {
 
 void* ult_entry_address() { return reinterpret_cast<void*>(&ult_entry); }
 
+}  // namespace weft::rt
+
+namespace weft::detail {
+bool exiting_by_unwind() {
+  rt::Ult* self = rt::current_ult();
+  return self != nullptr && self->exit_unwinding;
+}
+}  // namespace weft::detail
+
+namespace weft::rt {
+
 void unwind_and_exit(Ult* self, void* value) {
   self->exit_value = value;
+  self->exit_unwinding = true;
   static_assert(sizeof(_Unwind_Exception) <= sizeof(Ult::exit_exception));
   auto* exc = reinterpret_cast<_Unwind_Exception*>(self->exit_exception);
   memset(exc, 0, sizeof *exc);

@@ -143,6 +143,10 @@ struct alignas(64) Ult {
   // stops at ult_entry's frame and exits the ULT from there (scheduler.cc,
   // unwind_and_exit).
   const void* unwind_limit = nullptr;
+  // Set by unwind_and_exit when that unwinding starts (reset by ult_entry):
+  // lets a catch (...) in weft's headers tell it from an exception
+  // (detail::exiting_by_unwind).
+  bool exit_unwinding = false;
   // The _Unwind_Exception of that unwinding (it must outlive every frame
   // being unwound, so not on the ULT's stack).
   alignas(16) unsigned char exit_exception[64] = {};

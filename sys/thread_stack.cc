@@ -16,7 +16,11 @@ namespace {
 // 0 until found: a real offset is never 0 (the TCB header is there).
 std::atomic<long> stack_off{0};
 
-constexpr size_t kProbeStack = 128 * 1024;
+// Address space only (the probe touches a few pages). 2 MiB, not less: a
+// pre-allocated stack also holds the thread's static TLS, and under
+// ThreadSanitizer its runtime needs about 900 KiB of it (with 128 KiB the
+// probe's pthread_create failed with EINVAL and no runtime could start).
+constexpr size_t kProbeStack = 2 * 1024 * 1024;
 
 struct Probe {
   char* lo = nullptr;

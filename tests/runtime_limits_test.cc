@@ -28,6 +28,7 @@
 
 #include "runtime/scheduler.h"
 #include "runtime/ult.h"
+#include "tests/sanitizers.h"
 #include "tests/test_util.h"
 #include "tests/ult_probe.h"
 #include "tests/watchdog.h"
@@ -47,7 +48,9 @@ using namespace std::chrono_literals;
 // to nanoseconds, so each of these sleeps returned at once.
 TEST(HugeDurations, SleepForOnUltSleeps) {
   Watchdog wd(60s, TestName());
+  LeaksOnPurpose leaks;  // the ULTs' closures, referred to only from their stacks
   auto* rt = new weft::Runtime(weft::Options{.workers = 2});  // leaked: its ULTs never return
+  LeakedOnPurpose(rt);
   ASSERT_TRUE(rt->status().ok());
   struct Case {
     const char* what;

@@ -337,8 +337,9 @@ StackView Look(CutoffFn cutoff, size_t size) {
     void* addr = nullptr;
     size_t sz = 0;
     pthread_attr_getstack(&a, &addr, &sz);
-    volatile char local = 0;
-    const char* p = const_cast<const char*>(&local);
+    // The frame, not a local's address: under ASan's
+    // detect_stack_use_after_return locals live on a heap "fake stack".
+    const char* p = static_cast<const char*>(__builtin_frame_address(0));
     v.getattr_ok = p >= static_cast<char*>(addr) && p < static_cast<char*>(addr) + sz;
     v.getattr_size = sz;
     pthread_attr_destroy(&a);

@@ -29,6 +29,10 @@
 #endif
 
 #if WEFT_TEST_ASAN
+#include <sanitizer/lsan_interface.h>
+#endif
+
+#if WEFT_TEST_ASAN
 inline constexpr bool kUnderAsan = true;
 #else
 inline constexpr bool kUnderAsan = false;
@@ -57,3 +61,29 @@ inline void UseDefaultSegvAction() {
   sigemptyset(&dfl.sa_mask);
   sigaction(SIGSEGV, &dfl, nullptr);
 }
+
+// A heap object a test leaks on purpose (a runtime whose ULTs never return,
+// a Mutex locked by a thread that is gone): LeakSanitizer does not report
+// it, nor what it reaches. No-op without ASan.
+inline void LeakedOnPurpose(const void* p) {
+#if WEFT_TEST_ASAN
+  __lsan_ignore_object(p);
+#else
+  (void)p;
+#endif
+}
+
+// While one is alive, the calling thread's allocations are not reported as
+// leaks (for objects only a parked ULT's stack refers to: LeakSanitizer
+// does not scan ULT stacks). No-op without ASan.
+struct [[maybe_unused]] LeaksOnPurpose {
+#if WEFT_TEST_ASAN
+  LeaksOnPurpose() { __lsan_disable(); }
+  ~LeaksOnPurpose() { __lsan_enable(); }
+#endif
+#if !WEFT_TEST_ASAN
+  LeaksOnPurpose() = default;
+#endif
+  LeaksOnPurpose(const LeaksOnPurpose&) = delete;
+  LeaksOnPurpose& operator=(const LeaksOnPurpose&) = delete;
+};

@@ -28,6 +28,7 @@
 #include "runtime/scheduler.h"
 #include "runtime/sync/wait_list.h"
 #include "runtime/ult.h"
+#include "tests/sanitizers.h"
 #include "tests/test_util.h"
 #include "tests/ult_probe.h"
 #include "tests/watchdog.h"
@@ -173,6 +174,7 @@ TEST(HugeTimeouts, PastDeadlinesDoNotWait) {
     // Locked by a thread that is gone, so nobody will unlock it; leaked
     // (debug builds abort when a locked Mutex is destroyed).
     auto* m = new weft::Mutex;
+    LeakedOnPurpose(m);
     std::thread holder([m] { m->lock(); });
     holder.join();
     EXPECT_FALSE(m->try_lock_until(std::chrono::steady_clock::time_point::min()));

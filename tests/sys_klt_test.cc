@@ -2095,8 +2095,8 @@ TEST(KltGlibc, PthreadGetattrNpReportsTheKltsOwnStack) {
                   void* addr = nullptr;
                   pthread_attr_getstack(&a, &addr, &size);
                   pthread_attr_destroy(&a);
-                  volatile char local = 0;
-                  const char* p = const_cast<const char*>(&local);
+                  // The frame, not a local (ASan's fake stacks: see above).
+                  const char* p = static_cast<const char*>(__builtin_frame_address(0));
                   inside = p >= static_cast<char*>(addr) && p < static_cast<char*>(addr) + size;
                   using CutoffFn = int (*)(size_t);
                   if (auto cutoff = reinterpret_cast<CutoffFn>(dlsym(RTLD_DEFAULT, "__libc_alloca_cutoff"))) {
@@ -2107,8 +2107,13 @@ TEST(KltGlibc, PthreadGetattrNpReportsTheKltsOwnStack) {
                 opts),
             0);
   EXPECT_TRUE(inside) << "pthread_getattr_np's stack does not hold a local of the KLT";
-  EXPECT_GE(size, opts.stack_size);
-  EXPECT_LT(size, 2 * opts.stack_size) << "not the KLT's stack";
+  // Not the size under a sanitizer: on the pthread backend the KLT is a
+  // pthread, and the sanitizer's pthread_create interceptor widens the size
+  // glibc records for it (4.5 MiB reported for this 512 KiB stack).
+  if (!kUnderAsan && !kUnderTsan) {
+    EXPECT_GE(size, opts.stack_size);
+    EXPECT_LT(size, 2 * opts.stack_size) << "not the KLT's stack";
+  }
   if (cutoff_quarter != -1) {
     EXPECT_EQ(cutoff_quarter, 1);
     EXPECT_EQ(cutoff_over, 0);

@@ -68,7 +68,6 @@
 // absl::StatusOr, and no weft call reports through errno.
 #pragma once
 
-#include <cxxabi.h>
 
 #include <chrono>
 #include <cstddef>
@@ -257,6 +256,10 @@ class Ult {
 
 namespace detail {
 
+// True while the calling ULT is being unwound by pthread_exit (weft's forced
+// unwinding, which a catch (...) must rethrow); false outside ULTs.
+bool exiting_by_unwind();
+
 // A type-erased callable that spawn() moves onto the new ULT's stack, so a
 // spawn allocates nothing on the heap.
 struct Closure {
@@ -335,12 +338,15 @@ class Runtime {
   std::conditional_t<std::is_void_v<R>, absl::Status, absl::StatusOr<R>> block_on(F&& fn) {
     std::exception_ptr error;
     if constexpr (std::is_void_v<R>) {
+      // pthread_exit in fn unwinds with a forced unwinding that must go on
+      // to the ULT's entry. It is recognised by weft's flag, not with
+      // catch (abi::__forced_unwind&): that binds a null reference (the
+      // personality passes no object), which UBSan reports.
       Ult u = spawn([&fn, &error] {
         try {
           fn();
-        } catch (abi::__forced_unwind&) {
-          throw;  // pthread_exit in fn: let it end the ULT
         } catch (...) {
+          if (detail::exiting_by_unwind()) throw;
           error = std::current_exception();
         }
       });
@@ -353,9 +359,8 @@ class Runtime {
       Ult u = spawn([&fn, &error, &result] {
         try {
           result.emplace(fn());
-        } catch (abi::__forced_unwind&) {
-          throw;  // pthread_exit in fn: let it end the ULT
         } catch (...) {
+          if (detail::exiting_by_unwind()) throw;  // pthread_exit in fn (above)
           error = std::current_exception();
         }
       });
