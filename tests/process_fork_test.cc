@@ -61,15 +61,6 @@ std::string Describe(int status) {
   return "status " + std::to_string(status);
 }
 
-int CountFds() {
-  int n = 0;
-  DIR* d = opendir("/proc/self/fd");
-  if (d == nullptr) return -1;
-  while (readdir(d) != nullptr) ++n;
-  closedir(d);
-  return n - 3;  // ".", "..", and the DIR's own fd
-}
-
 // What a child does to prove the runtime works there: spawn and join 100
 // ULTs, lock a fresh mutex from all of them, sleep, and move bytes through a
 // pipe with weft::io (io_uring or epoll, as the parent).
@@ -224,13 +215,13 @@ TEST(Fork, ThousandForksUnderLoad) {
     }));
   }
   long rss_after_warmup = 0;
-  int fds_after_warmup = 0;  // the workers' rings and the load's pipes exist by then
+  Fds fds_after_warmup;  // the load's pipes exist by then
   std::vector<std::string> failures;
   auto r = rt.block_on([&] {
     for (int i = 0; i < kForks; ++i) {
       if (i == 100) {
         rss_after_warmup = RssKb();
-        fds_after_warmup = CountFds();
+        fds_after_warmup = OpenFds();
       }
       pid_t pid = fork();
       if (pid == 0) _exit(ChildWork());
@@ -244,14 +235,19 @@ TEST(Fork, ThousandForksUnderLoad) {
   });
   ASSERT_TRUE(r.ok()) << r;
   long rss_end = RssKb();
-  int fds_end = CountFds();
+  Fds fds_end = OpenFds();
   stop.store(true);
   for (auto& u : load) ASSERT_TRUE(u.join().ok());
   EXPECT_TRUE(failures.empty()) << failures.size() << " children failed, first: " << failures.front();
   EXPECT_EQ(io_errors.load(), 0);
   EXPECT_EQ(locked_count, done_count.load()) << "the parent lost or duplicated work across forks";
   EXPECT_GT(done_count.load(), static_cast<uint64_t>(kLoad)) << "the load did not run";
-  EXPECT_EQ(fds_end, fds_after_warmup) << "fds leaked across forks";
+  // Engine descriptors apart: a worker (a spare, the fork KLT) may make its
+  // ring at its first idle wait after the warm-up (seen: one more io_uring
+  // fd at the end in one run of 20); each worker has at most its own.
+  EXPECT_EQ(fds_end.other, fds_after_warmup.other) << "fds leaked across forks";
+  EXPECT_LE(fds_end.engine, kEngineFdsPerWorker * static_cast<int>(rt.stats().workers.size() + 1))
+      << "io engine descriptors leaked across forks";
   // 900 forks after the warm-up: a leak of one page per fork would be 3.6 MB.
   EXPECT_LT(rss_end - rss_after_warmup, 2048) << "RSS grew from " << rss_after_warmup << " to " << rss_end << " KiB";
   printf("1000 forks under load: %llu lock+io rounds in the parent; RSS %ld -> %ld KiB\n",

@@ -75,33 +75,6 @@ long RssKiB() {
   return -1;
 }
 
-// Open descriptors: io engine descriptors (each worker makes its io_uring
-// ring, or its epoll instance and eventfd, at its first io, which may come
-// after the warm-up) and all the others.
-struct Fds {
-  int engine = 0, other = 0;
-};
-Fds OpenFds() {
-  Fds f;
-  DIR* d = opendir("/proc/self/fd");
-  if (d == nullptr) return Fds{-1, -1};
-  while (dirent* e = readdir(d)) {
-    if (e->d_name[0] == '.' || atoi(e->d_name) == dirfd(d)) continue;
-    char target[256];
-    ssize_t n = readlinkat(dirfd(d), e->d_name, target, sizeof target - 1);
-    target[n > 0 ? n : 0] = '\0';
-    std::string t = target;
-    if (t == "anon_inode:[io_uring]" || t == "anon_inode:[eventpoll]" || t == "anon_inode:[eventfd]") {
-      ++f.engine;
-    } else {
-      ++f.other;
-    }
-  }
-  closedir(d);
-  return f;
-}
-constexpr int kEngineFdsPerWorker = 2;  // epoll + eventfd; io_uring: 1
-
 // Runs slice(k) for k in [0, kSlices) and checks RSS and fds after each
 // slice against the values after the first `warmup_slices` slices.
 template <class F>

@@ -1,6 +1,8 @@
 // tests/test_util.h — small helpers the test programs share.
 #pragma once
 
+#include <dirent.h>
+#include <fcntl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -8,6 +10,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
 #include <string>
 #include <thread>
 
@@ -52,3 +55,31 @@ bool WaitUntil(P pred, std::chrono::milliseconds limit = std::chrono::millisecon
   }
   return true;
 }
+
+// The process's open descriptors, those of io engines (an io_uring ring, an
+// epoll instance, an eventfd: a worker makes them at its first io or idle
+// wait, so their number depends on which workers ran when) apart from the
+// rest.
+struct Fds {
+  int engine = 0, other = 0;
+};
+inline Fds OpenFds() {
+  Fds f;
+  DIR* d = opendir("/proc/self/fd");
+  if (d == nullptr) return Fds{-1, -1};
+  while (dirent* e = readdir(d)) {
+    if (e->d_name[0] == '.' || atoi(e->d_name) == dirfd(d)) continue;
+    char target[256];
+    ssize_t n = readlinkat(dirfd(d), e->d_name, target, sizeof target - 1);
+    target[n > 0 ? n : 0] = '\0';
+    std::string t = target;
+    if (t == "anon_inode:[io_uring]" || t == "anon_inode:[eventpoll]" || t == "anon_inode:[eventfd]") {
+      ++f.engine;
+    } else {
+      ++f.other;
+    }
+  }
+  closedir(d);
+  return f;
+}
+constexpr int kEngineFdsPerWorker = 2;  // epoll + eventfd; io_uring: 1
