@@ -18,6 +18,7 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/sanitizers.h"
 #include "tests/test_util.h"
 #include "tests/watchdog.h"
 #include <weft/weft.h>
@@ -51,6 +52,9 @@ __attribute__((noinline)) bool SetYieldRead(int* seen, int* yields) {
 // with -DWEFT_NO_ERRNO_OVERRIDE) the read after the migration returned the
 // previous kernel thread's errno (here the companions' 77), not 5.
 TEST(Errno, FollowsUltAcrossMigrationAtO2) {
+  WEFT_SKIP_UNDER_ASAN("the hazard is a GCC optimisation of plain code (checked in the two builds without "
+                       "sanitizers); under ASan the target ULT did not change kernel thread in 20 rounds of up to "
+                       "200,000 yields, so the test would show nothing");
   Watchdog wd(120s, "Errno.FollowsUltAcrossMigrationAtO2");
   weft::Runtime rt(weft::Options{.workers = 2});
   int migrated = 0, wrong = 0, first_wrong = 0;

@@ -68,7 +68,6 @@
 // absl::StatusOr, and no weft call reports through errno.
 #pragma once
 
-
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
