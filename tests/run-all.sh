@@ -55,6 +55,14 @@ run build-test-pthread "" -Dbuildtype=debugoptimized -Ddchecks=true -Dklt_backen
 #                     demand per 100 ms reap; a slower wave spans several),
 #                     Shutdown.RacesWithForeignSpawns (needs workers to
 #                     outpace foreign spawners so the runtime runs dry)
+#     runtime_errno   Errno.FollowsUltAcrossMigrationAtO2 (no migration
+#                     happens under ASan; the hazard is a plain-build
+#                     optimisation)
+#     runtime_fault   FaultInjectionDeathTest.MapCountReachedWithMprotectGuards
+#                     (ASan's allocator aborts at the mapping limit first)
+#     process_spawn   Process.HundredSpawnersDoNotStallATicker (a timing
+#                     bound; and GCC 12's ASan allocator is not fork-safe
+#                     while other threads allocate)
 #   Assertions not made under ASan: RSS growth in sys_klt KltCycles and the
 #   soak (ASan's quarantine keeps freed blocks resident), VmSize/mapping
 #   counts after failed klt_create (ASan's pthread_create keeps a thread
@@ -85,6 +93,12 @@ echo "ASan+UBSan block: $(( $(date +%s) - asan_start )) s"
 #                     does not model robust mutexes)
 #     runtime_core    Yield.RoundRobinOnOneWorker (TSan's slowness triggers
 #                     the monitor's hog rescue before the ULTs first run)
+#     process_spawn   Process.HundredSpawnersDoNotStallATicker (a timing
+#                     bound)
+#   TSan runs with die_after_fork=0 (tests/meson.build): the fork tests
+#   start a runtime in the child of a multi-threaded process on purpose.
+#   Assertions not made under either: the stack size pthread_getattr_np
+#   reports for a KLT on the pthread backend (the interceptor widens it).
 #   Assertions not made under TSan: that an asynchronous signal's handler
 #   runs on the signal stack (TSan defers it and runs it on the normal
 #   stack), RSS after touching and releasing stacks (sys_stack) and the HTTP
