@@ -95,6 +95,11 @@ echo "ASan+UBSan block: $(( $(date +%s) - asan_start )) s"
 #                     the monitor's hog rescue before the ULTs first run)
 #     process_spawn   Process.HundredSpawnersDoNotStallATicker (a timing
 #                     bound)
+#     runtime_fault   FaultInjectionDeathTest.MapCountReachedWithMprotectGuards
+#                     (TSan's allocator aborts at the mapping limit first)
+#     runtime_pthread_shared, the whole program (TSan's pthread_exit
+#                     interceptor comes before libweft.so's; the static
+#                     variant runs)
 #   TSan runs with die_after_fork=0 (tests/meson.build): the fork tests
 #   start a runtime in the child of a multi-threaded process on purpose.
 #   Assertions not made under either: the stack size pthread_getattr_np

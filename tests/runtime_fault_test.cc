@@ -140,6 +140,8 @@ TEST(FaultInjection, StackMmapFailureDuringSpawn) {
 TEST(FaultInjectionDeathTest, MapCountReachedWithMprotectGuards) {
   WEFT_SKIP_UNDER_ASAN("ASan's own allocator maps memory (and its shadow) as it goes; at the mapping limit it "
                        "aborts with \"allocator is out of memory\" before weft's spawn can fail cleanly");
+  WEFT_SKIP_UNDER_TSAN("TSan's allocator maps memory (and shadow) as it goes; at the mapping limit it aborts "
+                       "with \"allocator is out of memory\" before weft's spawn can fail cleanly");
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_EXIT(MapCountChild(), ::testing::ExitedWithCode(0), "map count ok: .*vm.max_map_count");
 }
