@@ -97,6 +97,9 @@ echo "ASan+UBSan block: $(( $(date +%s) - asan_start )) s"
 #                     bound)
 #     runtime_fault   FaultInjectionDeathTest.MapCountReachedWithMprotectGuards
 #                     (TSan's allocator aborts at the mapping limit first)
+#     runtime_errno   Errno.FollowsUltAcrossMigrationAtO2 (as under ASan)
+#     runtime_credentials  Credentials.DropReachesEveryKltUnderChurn (a
+#                     forked child that starts threads hung under TSan)
 #     runtime_pthread_shared, the whole program (TSan's pthread_exit
 #                     interceptor comes before libweft.so's; the static
 #                     variant runs)

@@ -24,6 +24,7 @@
 #include <thread>
 #include <vector>
 
+#include "sanitizers.h"
 #include "test_util.h"
 #include "watchdog.h"
 #include "weft/weft.h"
@@ -103,6 +104,9 @@ int Report(const Creds& c, const char* what, int code) {
 // every task then shows the new credentials, also after more churn.
 TEST(Credentials, DropReachesEveryKltUnderChurn) {
   SKIP_UNLESS_ROOT();
+  WEFT_SKIP_UNDER_TSAN("TSan's runtime is not fork-safe in a child of a multi-threaded process that starts "
+                       "threads (die_after_fork=0 lets it try): a child hung in one run of ten; the other two "
+                       "credential tests still run under TSan");
   Watchdog wd(TestName(), 120);
   for (int round = 0; round < 10; ++round) {
     std::string r = InChild([] {
