@@ -16,8 +16,8 @@
 #include <vector>
 
 #include "runtime/locks.h"
+#include "runtime/park.h"
 #include "runtime/poller.h"
-#include "runtime/scheduler.h"
 #include "weft/io.h"
 #include "weft/sync.h"
 
@@ -67,7 +67,7 @@ void close_request_ack(CloseRequest* r);
 class Engine : public rt::Poller {
  public:
   enum class Kind { kUring, kEpoll };
-  explicit Engine(Kind k) : kind_(k) { poller_is_io_engine = true; }
+  explicit Engine(Kind k) : kind_(k) { layer_object_ = static_cast<Engine*>(this); }
   // Acknowledges the requests still queued (an engine that goes away has
   // nothing in flight: its worker never exits with operations in flight).
   // Derived destructors unregister first, so that nobody posts to or wakes
@@ -115,14 +115,20 @@ class Engine : public rt::Poller {
   std::atomic<bool> has_requests_{false};
 };
 
+// The engine behind a worker's poller (null: none, or not an io engine).
+inline Engine* engine_of(rt::Poller* p) { return p != nullptr ? static_cast<Engine*>(p->layer_object()) : nullptr; }
+
 // The engine of the calling ULT's worker, or null outside a ULT (and in a
 // weft::blocking() region, which counts as outside).
 inline Engine* current_engine() {
-  rt::Worker* w = rt::current_worker();
-  if (w == nullptr || w->current.load(std::memory_order_relaxed) == nullptr) return nullptr;
-  rt::Poller* p = w->poller.get();
-  return p->poller_is_io_engine ? static_cast<Engine*>(p) : nullptr;
+  rt::Caller c = rt::caller();
+  return c.ult != nullptr ? engine_of(c.poller) : nullptr;
 }
+
+// The engine of the calling KLT's worker: a ULT's current worker, or the
+// worker whose ULT runs a weft::blocking() region on this KLT. Null on a
+// foreign thread.
+inline Engine* own_engine() { return engine_of(rt::caller().poller); }
 
 // Every live engine, for io::close's broadcast.
 void register_engine(Engine* e);

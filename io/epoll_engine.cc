@@ -141,7 +141,7 @@ void EpollEngine::rearm(FdState* st) {
 
 int EpollEngine::wait_ready(int fd, uint32_t events, int64_t deadline_ns) {
   if (!ready()) return -ENOSYS;
-  rt::Ult* self = rt::current_ult();
+  rt::UltDesc* self = rt::caller().ult;
   // The registration lives in this worker's state: resume here.
   Pin pin;
   FdState& st = fds_[fd];  // node-based: stays valid while other fds come and go

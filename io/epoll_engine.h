@@ -48,7 +48,7 @@ class EpollEngine final : public Engine {
 
  private:
   struct Waiter {
-    rt::Ult* ult;
+    rt::UltDesc* ult;
     uint32_t events;
     int result = 1;  // 1 waiting, 0 ready, -ECANCELED
   };

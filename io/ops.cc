@@ -96,7 +96,7 @@ EpollEngine* epoll() {
 // uring_engine.h for the protocol).
 template <class Prep>
 int64_t uring_op(UringEngine* e, int fd, Deadline d, Prep prep) {
-  rt::Ult* self = rt::current_ult();
+  rt::UltDesc* self = rt::caller().ult;
   Completion c;
   c.ult = self;
   c.fd = fd;
@@ -349,16 +349,6 @@ constexpr int64_t kCloseWaitNs = 50 * 1000 * 1000;
 
 namespace {
 
-// The engine of the calling KLT's worker: a ULT's current worker, or the
-// worker whose ULT runs a weft::blocking() region on this KLT. Null on a
-// foreign thread.
-Engine* own_engine() {
-  rt::Worker* w = rt::current_worker();
-  if (w == nullptr) return nullptr;
-  rt::Poller* p = w->poller.get();
-  return p != nullptr && p->poller_is_io_engine ? static_cast<Engine*>(p) : nullptr;
-}
-
 // Cancels what every engine has in flight on fd (see "Closing"). True if
 // fd may be closed now; false if an engine that did not answer in time
 // will close it.
@@ -369,7 +359,7 @@ bool cancel_everywhere(int fd) {
     // Keeps a ULT on this worker until cancel_now has run (nothing here
     // parks, but own_engine() must stay the engine of the KLT we run on).
     Pin pin;
-    Engine* own = own_engine();
+    Engine* own = io_internal::own_engine();
     io_internal::for_each_busy_engine([&](Engine* e) {
       if (e == own) return;
       // Count the engine before posting: the count must not reach zero

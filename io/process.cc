@@ -31,7 +31,7 @@
 #include "absl/strings/str_cat.h"
 #include "io/engine.h"
 #include "io/offload.h"
-#include "runtime/poller.h"
+#include "runtime/park.h"
 #include "sys/raw_log.h"
 #include "sys/raw_syscall.h"
 #include "weft/process.h"

@@ -27,7 +27,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "io/engine.h"
-#include "runtime/poller.h"
+#include "runtime/park.h"
 #include "weft/io.h"
 #include "weft/sync.h"
 

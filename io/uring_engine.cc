@@ -119,10 +119,10 @@ bool UringEngine::setup() {
     }
     eventfd_.store(static_cast<int>(fd), std::memory_order_relaxed);
   }
-  flags_ = ring_.sq.kflags;
-  flags_mask_ = IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW;
-  cq_head_ = ring_.cq.khead;
-  cq_tail_ = ring_.cq.ktail;
+  hints_.flags = ring_.sq.kflags;
+  hints_.flags_mask = IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW;
+  hints_.produced = ring_.cq.ktail;
+  hints_.consumed = ring_.cq.khead;
   state_ = State::kReady;
   if (failures_ != 0) {
     sys::raw_logf("weft: io_uring setup succeeded on a worker after %u failed attempts; its io uses the ring again",
@@ -183,7 +183,7 @@ void UringEngine::handle(const io_uring_cqe* cqe) {
         // be interrupted: the op then ends with -EINTR.
         c->timed_out = true;
       }
-      rt::Ult* u = c->ult;  // read before the decrement: c may vanish after it
+      rt::UltDesc* u = c->ult;  // read before the decrement: c may vanish after it
       int fd = c->fd;
       if (c->remaining.fetch_sub(1, std::memory_order_acq_rel) == 1) {
         in_flight.fetch_sub(1, std::memory_order_acq_rel);
@@ -220,7 +220,7 @@ void UringEngine::process_requests() {
 
 void UringEngine::cancel_now(int fd) {
   if (state_ != State::kReady) return;  // no ring: nothing in flight here
-  WEFT_DCHECK(rt::current_worker() != nullptr && rt::current_worker()->poller.get() == this,
+  WEFT_DCHECK(rt::caller().poller == this,
               "cancel_now on an engine that is not the calling KLT's own");
   CancelHere here;
   io_uring_sqe* sqe = get_sqes(1);
@@ -315,8 +315,7 @@ void UringEngine::close_after_fork() {
   if (eventfd_ >= 0) sys::raw_syscall(SYS_close, eventfd_);
   eventfd_ = -1;
   state_ = State::kNew;
-  flags_ = nullptr;
-  cq_head_ = cq_tail_ = nullptr;
+  hints_ = PollHints{};
 }
 
 void UringEngine::wake() {

@@ -50,7 +50,7 @@ namespace weft::io_internal {
 
 // One operation's record, on the waiting ULT's stack.
 struct Completion {
-  rt::Ult* ult = nullptr;
+  rt::UltDesc* ult = nullptr;
   int fd = -1;                    // the descriptor it works on (-1: none)
   std::atomic<int> remaining{0};  // CQEs still to come
   int32_t res = 0;                // the operation's result

@@ -38,7 +38,7 @@ namespace weft::detail {
 BlockingRegion blocking_enter() {
   rt::Worker* w = rt::current_worker();
   if (w == nullptr) return {};
-  rt::Ult* self = w->current.load(std::memory_order_relaxed);
+  rt::UltDesc* self = w->current.load(std::memory_order_relaxed);
   if (self == nullptr) return {};  // a foreign-like context already (nested region)
   uint64_t st = w->blocking.load(std::memory_order_relaxed);
   WEFT_DCHECK((st & 3) == 0, "worker %d enters a blocking region in state %lu", w->index.load(std::memory_order_relaxed),
@@ -75,7 +75,7 @@ void blocking_exit(const BlockingRegion& r) {
   }
   w->in_blocking.store(false, std::memory_order_relaxed);
   w->blocking_ult = nullptr;
-  w->current.store(static_cast<rt::Ult*>(r.ult), std::memory_order_relaxed);
+  w->current.store(static_cast<rt::UltDesc*>(r.ult), std::memory_order_relaxed);
 }
 
 }  // namespace weft::detail

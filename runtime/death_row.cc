@@ -7,20 +7,20 @@
 
 namespace weft::rt {
 
-Ult* DeathRow::take(size_t size) {
-  Ult* head = nullptr;
+UltDesc* DeathRow::take(size_t size) {
+  UltDesc* head = nullptr;
   return take_batch(size, 1, &head) == 1 ? head : nullptr;
 }
 
-uint32_t DeathRow::take_batch(size_t size, uint32_t n, Ult** head) {
+uint32_t DeathRow::take_batch(size_t size, uint32_t n, UltDesc** head) {
   if (count_.load(std::memory_order_relaxed) == 0) return 0;
   LockGuard<KltMutex> g(lock_);
   ++activity_;
   for (Class& c : classes_) {
     if (c.size != size || c.head == nullptr) continue;
     uint32_t taken = 0;
-    Ult* first = c.head;
-    Ult* last = nullptr;
+    UltDesc* first = c.head;
+    UltDesc* last = nullptr;
     while (taken < n && c.head != nullptr) {
       last = c.head;
       c.head = c.head->next;
@@ -36,8 +36,8 @@ uint32_t DeathRow::take_batch(size_t size, uint32_t n, Ult** head) {
   return 0;
 }
 
-void DeathRow::put(Ult* head, uint32_t n, size_t size) {
-  Ult* overflow = nullptr;
+void DeathRow::put(UltDesc* head, uint32_t n, size_t size) {
+  UltDesc* overflow = nullptr;
   {
     LockGuard<KltMutex> g(lock_);
     ++activity_;
@@ -48,7 +48,7 @@ void DeathRow::put(Ult* head, uint32_t n, size_t size) {
       if (slot == nullptr && c.head == nullptr) slot = &c;
     }
     while (head != nullptr) {
-      Ult* u = head;
+      UltDesc* u = head;
       head = head->next;
       if (slot != nullptr && count_.load(std::memory_order_relaxed) < cap_) {
         slot->size = size;
@@ -66,14 +66,14 @@ void DeathRow::put(Ult* head, uint32_t n, size_t size) {
   unmap_list(overflow);
 }
 
-void DeathRow::retire(Ult* u) {
+void DeathRow::retire(UltDesc* u) {
   u->next = nullptr;
   unmap_list(u);
 }
 
-void DeathRow::unmap_list(Ult* head) {
+void DeathRow::unmap_list(UltDesc* head) {
   while (head != nullptr) {
-    Ult* u = head;
+    UltDesc* u = head;
     head = head->next;
     u->next = nullptr;
     if (sys::stack_release(&u->stack) != 0) {
@@ -90,15 +90,15 @@ void DeathRow::unmap_list(Ult* head) {
   }
 }
 
-void DeathRow::fork_child_for_each(void (*fn)(Ult*, void*), void* ctx) {
+void DeathRow::fork_child_for_each(void (*fn)(UltDesc*, void*), void* ctx) {
   lock_.reset_after_fork();
   for (Class& c : classes_)
-    for (Ult* u = c.head; u != nullptr; u = u->next) fn(u, ctx);
-  for (Ult* u = stuck_; u != nullptr; u = u->next) fn(u, ctx);
+    for (UltDesc* u = c.head; u != nullptr; u = u->next) fn(u, ctx);
+  for (UltDesc* u = stuck_; u != nullptr; u = u->next) fn(u, ctx);
 }
 
 uint64_t DeathRow::reap() {
-  Ult* doomed = nullptr;
+  UltDesc* doomed = nullptr;
   uint64_t recycled = 0;
   {
     LockGuard<KltMutex> g(lock_);
@@ -114,17 +114,17 @@ uint64_t DeathRow::reap() {
       // Keep what demand calls for (kIdleKeep when idle, decommitted).
       uint64_t keep = idle ? kIdleKeep : cap_;
       for (Class& c : classes_) {
-        Ult** link = &c.head;
+        UltDesc** link = &c.head;
         uint64_t kept = 0;
         while (*link != nullptr && kept < keep) {
           link = &(*link)->next;
           ++kept;
         }
         keep -= kept;
-        Ult* rest = *link;
+        UltDesc* rest = *link;
         *link = nullptr;
         while (rest != nullptr) {
-          Ult* u = rest;
+          UltDesc* u = rest;
           rest = rest->next;
           u->next = doomed;
           doomed = u;
@@ -137,7 +137,7 @@ uint64_t DeathRow::reap() {
         decommitted_ = true;
         // Decommit under the lock: nobody may take a stack while its pages go.
         for (Class& c : classes_)
-          for (Ult* u = c.head; u != nullptr; u = u->next) sys::stack_decommit(u->stack, sys::page_size());
+          for (UltDesc* u = c.head; u != nullptr; u = u->next) sys::stack_decommit(u->stack, sys::page_size());
       }
     }
   }

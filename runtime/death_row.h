@@ -30,12 +30,12 @@
 
 namespace weft::rt {
 
-struct Ult;
+struct UltDesc;
 
 // Owner-only LIFO of descriptors whose stacks have the worker's default size.
 struct LocalCache {
   static constexpr uint32_t kCap = 64;
-  Ult* head = nullptr;
+  UltDesc* head = nullptr;
   uint32_t count = 0;
 };
 
@@ -47,16 +47,16 @@ class DeathRow {
   static constexpr int kClasses = 8;           // distinct stack sizes kept
 
   // A descriptor whose stack has `size` usable bytes, or null.
-  Ult* take(size_t size);
-  // Up to `n` such descriptors linked through Ult::next; returns how many.
-  uint32_t take_batch(size_t size, uint32_t n, Ult** head);
+  UltDesc* take(size_t size);
+  // Up to `n` such descriptors linked through UltDesc::next; returns how many.
+  uint32_t take_batch(size_t size, uint32_t n, UltDesc** head);
   // Adds a list of descriptors (linked through next) with stacks of `size`.
   // Beyond the cap their stacks are unmapped and the descriptors returned to
   // the table at once.
-  void put(Ult* head, uint32_t n, size_t size);
+  void put(UltDesc* head, uint32_t n, size_t size);
   // Unmaps the stack of a retired descriptor (generation 0, ult.h); the
   // descriptor itself is never reused (ult_table::free drops it).
-  void retire(Ult* u);
+  void retire(UltDesc* u);
   // The reaper. When `idle` (nothing taken or put since the previous call),
   // trims to kIdleKeep and decommits the rest. Returns descriptors recycled.
   uint64_t reap();
@@ -76,15 +76,15 @@ class DeathRow {
     lock_.unlock();
     return true;
   }
-  void fork_child_for_each(void (*fn)(Ult*, void*), void* ctx);
+  void fork_child_for_each(void (*fn)(UltDesc*, void*), void* ctx);
 
  private:
   struct Class {
     size_t size = 0;
-    Ult* head = nullptr;
+    UltDesc* head = nullptr;
     uint64_t count = 0;
   };
-  void unmap_list(Ult* head);  // called without the lock
+  void unmap_list(UltDesc* head);  // called without the lock
 
   KltMutex lock_;
   Class classes_[kClasses];
@@ -94,7 +94,7 @@ class DeathRow {
   uint64_t cap_ = kMinCap;      // guarded by lock_
   uint64_t mapped_at_reap_ = 0; // guarded by lock_
   bool decommitted_ = false;
-  Ult* stuck_ = nullptr;        // stacks munmap refused (vm.max_map_count); retried by reap()
+  UltDesc* stuck_ = nullptr;        // stacks munmap refused (vm.max_map_count); retried by reap()
   std::atomic<uint64_t> count_{0};
   std::atomic<uint64_t> unmapped_{0};
   std::atomic<uint64_t> mapped_{0};

@@ -106,9 +106,9 @@ ForkHooks hooks[kMaxHooks];
 std::atomic<int> nhooks{0};
 
 // Per-descriptor step of the child's table scan (step 1 above).
-void mark_cached(Ult* u, void*) { u->fork_cached = true; }
+void mark_cached(UltDesc* u, void*) { u->fork_cached = true; }
 
-void reclaim_descriptors(Ult* self) {
+void reclaim_descriptors(UltDesc* self) {
   Globals::Table& t = globals().table;
   t.lock.reset_after_fork();
   uint32_t n = t.next_index;
@@ -117,7 +117,7 @@ void reclaim_descriptors(Ult* self) {
   death_row().fork_child_for_each(mark_cached, nullptr);
   t.free_list = nullptr;
   for (uint32_t i = n; i-- > 0;) {
-    Ult* u = at(i);
+    UltDesc* u = at(i);
     if (u == self) continue;
     if (u->fork_cached) {  // stays in the death row, stack and all
       u->fork_cached = false;
@@ -196,7 +196,7 @@ void child() {
   g.runtimes_lock.reset_after_fork();
   log_reset_after_fork();
   Worker* keep = current_worker();
-  Ult* self = nullptr;
+  UltDesc* self = nullptr;
   if (keep != nullptr) {
     self = keep->current.load(std::memory_order_relaxed);
     if (self == nullptr) self = keep->blocking_ult;  // forked inside weft::blocking()
@@ -253,7 +253,7 @@ void register_fork_hooks(const ForkHooks& h) {
   nhooks.store(i + 1, std::memory_order_release);
 }
 
-void Scheduler::rebuild_after_fork(Worker* keep, Ult* self) {
+void Scheduler::rebuild_after_fork(Worker* keep, UltDesc* self) {
   shutdown_lock.reset_after_fork();  // a shutdown in progress: its thread is gone
   concurrency_lock.reset_after_fork();
   bound_lock.reset_after_fork();
@@ -389,7 +389,7 @@ Worker* get_fork_worker(Scheduler* s) {
 // worker never spends the fork's page-table copy (milliseconds for a large
 // process) with ULTs queued behind it. A bound or pinned ULT forks where
 // it is; so does any ULT when the fork KLT cannot be made.
-pid_t fork_from_ult(Ult* self) {
+pid_t fork_from_ult(UltDesc* self) {
   Scheduler* s = self->sched;
   Worker* fw = nullptr;
   if (!self->bound && self->pin_count == 0) fw = get_fork_worker(s);
@@ -419,7 +419,7 @@ void exit_process_if_idle(Scheduler* s) {
 // The C library's fork(), interposed (weft/runtime.h, "Fork"). Outside a
 // ULT (or inside weft::blocking(), which counts as outside) it is glibc's.
 extern "C" pid_t fork() noexcept {
-  weft::rt::Ult* self = weft::rt::current_ult();
+  weft::rt::UltDesc* self = weft::rt::current_ult();
   if (self == nullptr) return weft::rt::libc_fork()();
   return weft::rt::fork_from_ult(self);
 }

@@ -23,7 +23,7 @@
 
 namespace weft::rt {
 
-struct Ult;
+struct UltDesc;
 struct Scheduler;
 
 struct Globals {
@@ -33,9 +33,9 @@ struct Globals {
     static constexpr uint32_t kMaxChunks = 4096;              // 16,777,216 descriptors
     // chunks[i] once non-null never changes and is never freed, so a lookup
     // may read any descriptor at any time without a lock.
-    std::atomic<Ult*> chunks[kMaxChunks] = {};
+    std::atomic<UltDesc*> chunks[kMaxChunks] = {};
     KltMutex lock;                 // guards free_list and next_index
-    Ult* free_list = nullptr;
+    UltDesc* free_list = nullptr;
     uint32_t next_index = 0;       // descriptors created so far
     std::atomic<uint32_t> created{0};
   } table;

@@ -17,31 +17,9 @@ namespace weft::rt {
 
 inline void cpu_relax() { __builtin_ia32_pause(); }
 
-// A test-and-test-and-set spinlock for critical sections of a few loads and
-// stores. After a while it yields the CPU (the holder may be a preempted
-// vCPU on a shared machine).
-class SpinLock {
- public:
-  void lock() {
-    for (int spins = 0; locked_.exchange(true, std::memory_order_acquire); ) {
-      while (locked_.load(std::memory_order_relaxed)) {
-        if (++spins < 128) {
-          cpu_relax();
-        } else {
-          sys::sched_yield();
-        }
-      }
-    }
-  }
-  bool try_lock() { return !locked_.load(std::memory_order_relaxed) && !locked_.exchange(true, std::memory_order_acquire); }
-  void unlock() { locked_.store(false, std::memory_order_release); }
-  // In a forked child only: the holder may be a thread that does not exist
-  // there. Resets the lock to unlocked (runtime/fork.cc).
-  void reset_after_fork() { locked_.store(false, std::memory_order_relaxed); }
-
- private:
-  std::atomic<bool> locked_{false};
-};
+// The spinlock for critical sections of a few loads and stores: sys/'s
+// SpinFlag (spin with `pause`, then yield the CPU; sys/spin.h).
+using SpinLock = sys::SpinFlag;
 
 // A futex mutex (Drepper's three-state lock) for critical sections that may
 // be longer or contended by many KLTs: sys/'s (sys/spin.h), the same lock

@@ -53,12 +53,12 @@ bool has_stealable_work(Worker* w) {
 int64_t take_stealable(Scheduler* s, Worker* w) {
   int64_t n = 0;
   while (!w->deque.empty_approx()) {
-    if (Ult* u = w->deque.steal()) {
+    if (UltDesc* u = w->deque.steal()) {
       s->global_push(u);
       ++n;
     }
   }
-  if (Ult* u = w->run_next.exchange(nullptr, std::memory_order_acq_rel)) {
+  if (UltDesc* u = w->run_next.exchange(nullptr, std::memory_order_acq_rel)) {
     s->global_push(u);
     ++n;
   }
@@ -95,7 +95,7 @@ void handoff_locked(Scheduler* s, Worker* w, uint64_t st) {
   if (!w->blocking.compare_exchange_strong(st, (st & ~uint64_t{3}) | 3, std::memory_order_acq_rel)) return;
   s->swap_slots_locked(i, spare->index.load(std::memory_order_relaxed));
   int64_t moved = 0;
-  for (Ult* u; (u = w->yq_pop()) != nullptr; ++moved) s->global_push(u);
+  for (UltDesc* u; (u = w->yq_pop()) != nullptr; ++moved) s->global_push(u);
   moved += take_stealable(s, w);
   size_t timers = 0;
   {

@@ -28,7 +28,7 @@ struct sigaction previous;
 
 void on_segv(int sig, siginfo_t* si, void* uctx) {
   Worker* w = current_worker();
-  Ult* u = w != nullptr ? w->current.load(std::memory_order_relaxed) : nullptr;
+  UltDesc* u = w != nullptr ? w->current.load(std::memory_order_relaxed) : nullptr;
   if (u == nullptr && w != nullptr) u = w->blocking_ult;  // inside weft::blocking()
   if (u != nullptr) {
     auto* uc = static_cast<ucontext_t*>(uctx);

@@ -1,5 +1,7 @@
 #include "runtime/poller.h"
 
+#include "runtime/park.h"
+
 #include <ctime>
 
 #include "sys/futex.h"

@@ -18,12 +18,13 @@
 //    not block. The default does nothing.
 //  - needs_poll() is checked at every direct ULT-to-ULT switch (inline, a
 //    few loads): when true the switch goes through the scheduler loop, which
-//    calls poll(). It means "completions are waiting": a poller may point
-//    `flags_` at a word the kernel sets (io_uring's IORING_SQ_TASKRUN) and
-//    `cq_head_` / `cq_tail_` at a completion ring's indices. Requests the
-//    poller holds but has not submitted do not count: they go out at the
-//    next scheduler pass, when the worker has run what was runnable, so
-//    that one submission carries many requests.
+//    calls poll(). It means "completions are waiting", read from the
+//    poller's PollHints: a flags word someone else sets (io_uring's
+//    IORING_SQ_TASKRUN) and a produced/consumed index pair that differ
+//    while a ring holds entries. Requests the poller holds but has not
+//    submitted do not count: they go out at the next scheduler pass, when
+//    the worker has run what was runnable, so that one submission carries
+//    many requests.
 //
 // Which Poller a runtime's workers get: FutexPoller, unless a factory was
 // registered (io/ registers its io_uring/epoll poller when it is linked in).
@@ -49,18 +50,28 @@ class Poller {
   // but the descriptor numbers: for another worker's poller, the rest of
   // the object may have been in mid-change at the fork. Async-signal-safe.
   virtual void close_after_fork() {}
-  // Set by io/'s engines, so io can find its engine without RTTI.
-  bool poller_is_io_engine = false;
+  // The object of the layer that made this poller (io/'s Engine), so that
+  // the layer finds its own object from rt::caller().poller without RTTI;
+  // null for FutexPoller.
+  void* layer_object() const { return layer_object_; }
 
   bool needs_poll() const {
-    return (flags_ != nullptr && (*flags_ & flags_mask_) != 0) || (cq_tail_ != nullptr && *cq_tail_ != *cq_head_);
+    return (hints_.flags != nullptr && (*hints_.flags & hints_.flags_mask) != 0) ||
+           (hints_.produced != nullptr && *hints_.produced != *hints_.consumed);
   }
 
  protected:
-  const volatile uint32_t* flags_ = nullptr;
-  uint32_t flags_mask_ = 0;
-  const volatile uint32_t* cq_head_ = nullptr;
-  const volatile uint32_t* cq_tail_ = nullptr;
+  // What needs_poll() reads; set by a subclass on its owner's KLT (null
+  // pointers: not used). Work is waiting when flags & flags_mask is
+  // nonzero, or when the producer index differs from the consumer index.
+  struct PollHints {
+    const volatile uint32_t* flags = nullptr;
+    uint32_t flags_mask = 0;
+    const volatile uint32_t* produced = nullptr;
+    const volatile uint32_t* consumed = nullptr;
+  };
+  PollHints hints_;
+  void* layer_object_ = nullptr;
 };
 
 // Waits on a futex word.
@@ -100,8 +111,5 @@ using PollerFactory = std::unique_ptr<Poller> (*)(int index, void* ctx);
 // from a static initialiser). Null restores FutexPoller.
 void register_poller_factory(PollerFactory f, void* ctx);
 PollerFactory registered_poller_factory(void** ctx);
-
-// Monotonic clock in nanoseconds.
-int64_t monotonic_ns();
 
 }  // namespace weft::rt

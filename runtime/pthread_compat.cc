@@ -71,9 +71,9 @@ Fn glibc(const char* name) {
 
 // The ULT running on this KLT, also inside a weft::blocking() region (where
 // the worker's `current` is null but the code is still the ULT's).
-Ult* calling_ult(Worker* w) {
+UltDesc* calling_ult(Worker* w) {
   if (w == nullptr) return nullptr;
-  Ult* u = w->current.load(std::memory_order_relaxed);
+  UltDesc* u = w->current.load(std::memory_order_relaxed);
   if (u == nullptr && w->in_blocking.load(std::memory_order_relaxed)) u = w->blocking_ult;
   return u;
 }
@@ -116,7 +116,7 @@ __attribute__((visibility("default"))) locale_t uselocale(locale_t l) {
   using namespace weft;
   locale_t old = rt::glibc<rt::UselocaleFn>("uselocale")(l);
   if (l != nullptr) {
-    if (rt::Ult* self = rt::calling_ult(rt::current_worker())) {
+    if (rt::UltDesc* self = rt::calling_ult(rt::current_worker())) {
       locale_t mine = l == LC_GLOBAL_LOCALE ? nullptr : l;
       self->locale = mine;
       rt::t_klt_locale = mine;
@@ -128,7 +128,7 @@ __attribute__((visibility("default"))) locale_t uselocale(locale_t l) {
 __attribute__((visibility("default"))) void pthread_exit(void* value) {
   using namespace weft;
   rt::Worker* w = rt::current_worker();
-  if (rt::Ult* self = rt::calling_ult(w)) rt::unwind_and_exit(self, value);
+  if (rt::UltDesc* self = rt::calling_ult(w)) rt::unwind_and_exit(self, value);
   if (w != nullptr || rt::weft_klt_tid(pthread_self()) != 0) {
     if (!sys::klt_glibc_knows_threads() || w != nullptr) {
       sys::raw_logf("weft: pthread_exit() called on weft kernel thread %d outside a ULT (its scheduler "
@@ -144,7 +144,7 @@ __attribute__((visibility("default"))) void pthread_exit(void* value) {
 __attribute__((visibility("default"))) int pthread_cancel(pthread_t t) {
   using namespace weft;
   rt::Worker* w = rt::current_worker();
-  rt::Ult* self = rt::calling_ult(w);
+  rt::UltDesc* self = rt::calling_ult(w);
   int tid = 0;
   if ((w != nullptr && t == pthread_self()) || (tid = rt::weft_klt_tid(t)) != 0) {
     if (tid == 0) tid = sys::gettid();

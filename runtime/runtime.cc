@@ -587,7 +587,7 @@ Ult spawn(Runtime* rt_handle, const SpawnOptions& opts, const Closure& c) {
   if (rt_handle != nullptr) {
     s = RuntimeAccess::sched(rt_handle);
   } else {
-    rt::Ult* self = rt::current_ult();
+    rt::UltDesc* self = rt::current_ult();
     if (self == nullptr)
       return UltAccess::make(UltId(), absl::FailedPreconditionError("weft::spawn() called outside a ULT; use Runtime::spawn"));
     s = self->sched;
@@ -616,7 +616,7 @@ Ult spawn(Runtime* rt_handle, const SpawnOptions& opts, const Closure& c) {
   }
   absl::Status err;
   rt::Worker* pool_worker = local != nullptr && local->active() ? local : nullptr;
-  rt::Ult* u = rt::create_ult(s, pool_worker, opts, c, &err);
+  rt::UltDesc* u = rt::create_ult(s, pool_worker, opts, c, &err);
   if (u == nullptr) {
     if (home != nullptr) s->bound_done(home);
     leave_gate();
@@ -654,7 +654,7 @@ long errno_tp_offset_init() {
 namespace this_ult {
 
 void yield() {
-  rt::Ult* self = rt::current_ult();
+  rt::UltDesc* self = rt::current_ult();
   if (self == nullptr) {
     sys::sched_yield();
     return;
@@ -663,7 +663,7 @@ void yield() {
 }
 
 void sleep_for(std::chrono::nanoseconds d) {
-  rt::Ult* self = rt::current_ult();
+  rt::UltDesc* self = rt::current_ult();
   if (d.count() <= 0) {
     yield();
     return;
@@ -690,7 +690,7 @@ void sleep_for(std::chrono::nanoseconds d) {
 }
 
 UltId id() {
-  rt::Ult* self = rt::current_ult();
+  rt::UltDesc* self = rt::current_ult();
   return self == nullptr ? UltId() : UltId::FromValue(self->id_value());
 }
 
@@ -699,7 +699,7 @@ bool in_ult() { return rt::current_ult() != nullptr; }
 }  // namespace this_ult
 
 Pin::Pin() {
-  rt::Ult* self = rt::current_ult();
+  rt::UltDesc* self = rt::current_ult();
   active_ = self != nullptr;
   if (!active_) return;
   if (self->pin_count++ == 0 && !self->bound) self->home = self->worker.load(std::memory_order_relaxed);
@@ -707,7 +707,7 @@ Pin::Pin() {
 
 Pin::~Pin() {
   if (!active_) return;
-  rt::Ult* self = rt::current_ult();
+  rt::UltDesc* self = rt::current_ult();
   WEFT_DCHECK(self != nullptr && self->pin_count > 0, "Pin destroyed outside the ULT that made it");
   if (--self->pin_count == 0 && !self->bound) self->home = nullptr;
 }
@@ -738,7 +738,7 @@ thread_local ThreadLocals thread_locals;
 uint32_t ult_local_new_key() { return rt::globals().next_local_key.fetch_add(1, std::memory_order_relaxed); }
 
 void* ult_local_get(uint32_t key, void* (*make)(), void (*destroy)(void*)) {
-  rt::Ult* self = rt::current_ult();
+  rt::UltDesc* self = rt::current_ult();
   if (self == nullptr) {
     for (auto& s : thread_locals.slots)
       if (s.key == key) return s.value;

@@ -123,10 +123,10 @@ struct EhGlobals {
   unsigned uncaught;
 };
 
-uintptr_t encode(Ult* u, SwitchAction a) { return reinterpret_cast<uintptr_t>(u) | static_cast<uintptr_t>(a); }
-Ult* decode_ult(uintptr_t t) { return reinterpret_cast<Ult*>(t & ~uintptr_t{63}); }
+uintptr_t encode(UltDesc* u, SwitchAction a) { return reinterpret_cast<uintptr_t>(u) | static_cast<uintptr_t>(a); }
+UltDesc* decode_ult(uintptr_t t) { return reinterpret_cast<UltDesc*>(t & ~uintptr_t{63}); }
 SwitchAction decode_action(uintptr_t t) { return static_cast<SwitchAction>(t & 63); }
-static_assert(alignof(Ult) >= 64);
+static_assert(alignof(UltDesc) >= 64);
 
 template <class T>
 void bump(std::atomic<T>& c) {  // owner-only counter: no locked instruction
@@ -136,18 +136,18 @@ void bump(std::atomic<T>& c) {  // owner-only counter: no locked instruction
 // errno and the exception globals are per KLT; a ULT carries its own across
 // switches. Their addresses are fixed for a KLT's life, so each worker looks
 // them up once (worker_main) and the switch path uses the addresses of the
-// worker the ULT is on *now* (Ult::worker, set by whoever resumed it). Never
+// worker the ULT is on *now* (UltDesc::worker, set by whoever resumed it). Never
 // take them from __errno_location()/__cxa_get_globals() in a ULT: both are
 // declared `const`, and a result cached across a switch names the previous
 // KLT's (the migration hazard, HACKING.md).
-inline void save_thread_state(Ult* u, Worker* w) {
+inline void save_thread_state(UltDesc* u, Worker* w) {
   u->saved_errno = *w->errno_ptr;
   auto* g = static_cast<EhGlobals*>(w->eh_globals);
   u->eh_caught = g->caught;
   u->eh_uncaught = g->uncaught;
 }
 
-inline void restore_thread_state(Ult* u, Worker* w) {
+inline void restore_thread_state(UltDesc* u, Worker* w) {
   *w->errno_ptr = u->saved_errno;
   auto* g = static_cast<EhGlobals*>(w->eh_globals);
   g->caught = u->eh_caught;
@@ -178,7 +178,7 @@ uint64_t next_random(uint64_t* s) {  // xorshift64*
 // Performs the action the context that switched to us asked for. Runs on
 // the resumed context (a ULT or the scheduler loop) of worker `w`.
 void handle_transfer(Worker* w, uintptr_t t) {
-  Ult* x = decode_ult(t);
+  UltDesc* x = decode_ult(t);
   switch (decode_action(t)) {
     case SwitchAction::kNone:
       return;
@@ -218,7 +218,7 @@ void handle_transfer(Worker* w, uintptr_t t) {
 // Switches from `self` (running on its worker) to `next` or, if null, to the
 // worker's scheduler loop, asking for `action`. Returns when `self` is
 // resumed, on whatever worker that is.
-__attribute__((always_inline)) inline void switch_from(Ult* self, Ult* next, SwitchAction action) {
+__attribute__((always_inline)) inline void switch_from(UltDesc* self, UltDesc* next, SwitchAction action) {
   Worker* w = self->worker.load(std::memory_order_relaxed);
   if (w->notify_deferred) w->sched->settle_deferred_notify(w);
   save_thread_state(self, w);
@@ -244,7 +244,7 @@ __attribute__((always_inline)) inline void switch_from(Ult* self, Ult* next, Swi
 // -fsanitize=null reports.
 [[noreturn]] __attribute__((no_sanitize("null"))) void ult_entry(void* transfer, void* arg) {
   sys::context_entered();
-  Ult* self = static_cast<Ult*>(arg);
+  UltDesc* self = static_cast<UltDesc*>(arg);
   Worker* w = self->worker.load(std::memory_order_relaxed);
   handle_transfer(w, reinterpret_cast<uintptr_t>(transfer));
   fresh_thread_state(w);
@@ -297,7 +297,7 @@ constexpr _Unwind_Exception_Class kForcedUnwindClass = 0x474e5543464f5200ULL;
 // unwinder frames hold no locks.
 _Unwind_Reason_Code exit_stop(int, _Unwind_Action actions, _Unwind_Exception_Class, _Unwind_Exception*,
                               _Unwind_Context* ctx, void* arg) {
-  Ult* self = static_cast<Ult*>(arg);
+  UltDesc* self = static_cast<UltDesc*>(arg);
   if ((actions & _UA_END_OF_STACK) != 0 ||
       _Unwind_GetRegionStart(ctx) == reinterpret_cast<uintptr_t>(&ult_entry) ||
       reinterpret_cast<const char*>(_Unwind_GetCFA(ctx)) >= static_cast<const char*>(self->unwind_limit)) {
@@ -311,7 +311,7 @@ _Unwind_Reason_Code exit_stop(int, _Unwind_Action actions, _Unwind_Exception_Cla
 // Runs if a catch block swallowed the forced unwinding (did not rethrow):
 // the ULT cannot both exit and go on.
 void exit_exception_cleanup(_Unwind_Reason_Code, _Unwind_Exception*) {
-  Ult* self = current_ult();
+  UltDesc* self = current_ult();
   sys::raw_logf("weft: ULT %u.%u \"%s\" called pthread_exit() and a catch (...) block did not rethrow "
                 "the forced unwinding (abi::__forced_unwind must be rethrown)",
                 self ? self->index : 0, self ? self->generation.load() : 0, self ? self->name : "?");
@@ -326,17 +326,17 @@ void* ult_entry_address() { return reinterpret_cast<void*>(&ult_entry); }
 
 namespace weft::detail {
 bool exiting_by_unwind() {
-  rt::Ult* self = rt::current_ult();
+  rt::UltDesc* self = rt::current_ult();
   return self != nullptr && self->exit_unwinding;
 }
 }  // namespace weft::detail
 
 namespace weft::rt {
 
-void unwind_and_exit(Ult* self, void* value) {
+void unwind_and_exit(UltDesc* self, void* value) {
   self->exit_value = value;
   self->exit_unwinding = true;
-  static_assert(sizeof(_Unwind_Exception) <= sizeof(Ult::exit_exception));
+  static_assert(sizeof(_Unwind_Exception) <= sizeof(UltDesc::exit_exception));
   auto* exc = reinterpret_cast<_Unwind_Exception*>(self->exit_exception);
   memset(exc, 0, sizeof *exc);
   exc->exception_class = kForcedUnwindClass;
@@ -355,27 +355,27 @@ void Worker::init_thread_state() {
 // ULT-side operations
 // ---------------------------------------------------------------------------
 
-__attribute__((always_inline)) inline Ult* Worker::pick_local(bool for_yield) {
+__attribute__((always_inline)) inline UltDesc* Worker::pick_local(bool for_yield) {
   // Serve the scheduler loop regularly, and always when this worker must
   // not run ordinary work (bound, retired) or has ULTs that must run here.
   if (--until_loop <= 0 || is_bound || !active() || inbox_count.load(std::memory_order_relaxed) != 0 ||
       poller->needs_poll())
     return nullptr;
   if (run_next.load(std::memory_order_relaxed) != nullptr) {
-    Ult* u = run_next.exchange(nullptr, std::memory_order_acquire);
+    UltDesc* u = run_next.exchange(nullptr, std::memory_order_acquire);
     if (u != nullptr) return u;
   }
   // Yield takes the oldest (round-robin); park and exit the newest (LIFO).
   // Yielded ULTs come last, after everything in the deque.
   if (!deque.owner_empty()) {
-    if (Ult* u = for_yield ? deque.take_top() : deque.pop()) return u;
+    if (UltDesc* u = for_yield ? deque.take_top() : deque.pop()) return u;
   }
   return yq_pop();
 }
 
-void yield_current(Ult* self) {
+void yield_current(UltDesc* self) {
   Worker* w = self->worker.load(std::memory_order_relaxed);
-  Ult* next = w->pick_local(true);
+  UltDesc* next = w->pick_local(true);
   if (next != nullptr && self->home == nullptr) {
     // The common case, done here rather than by handle_transfer on the far
     // side: queue ourselves behind the other yielders before switching.
@@ -402,9 +402,15 @@ void yield_current(Ult* self) {
   switch_from(self, next, SwitchAction::kRequeue);
 }
 
-void requeue_current(Ult* self) { switch_from(self, nullptr, SwitchAction::kRequeue); }
+void requeue_current(UltDesc* self) { switch_from(self, nullptr, SwitchAction::kRequeue); }
 
-void park_current(Ult* self) {
+Caller caller() {
+  Worker* w = current_worker();
+  if (w == nullptr) return {};
+  return {w->current.load(std::memory_order_relaxed), w->poller.get()};
+}
+
+void park_current(UltDesc* self) {
   uint32_t s = self->state.load(std::memory_order_acquire);
   for (;;) {
     WEFT_DCHECK((s & ult_state::kStateMask) == ult_state::kLive, "park of ULT %u in state %u", self->index, s);
@@ -418,7 +424,7 @@ void park_current(Ult* self) {
   switch_from(self, w->pick_local(false), SwitchAction::kFinishPark);
 }
 
-bool park_current_until(Ult* self, int64_t deadline_ns) {
+bool park_current_until(UltDesc* self, int64_t deadline_ns) {
   uint64_t seq = self->timer_seq.load(std::memory_order_acquire);
   self->worker.load(std::memory_order_relaxed)->timers.push(TimerEntry{deadline_ns, self, seq});
   park_current(self);
@@ -427,7 +433,7 @@ bool park_current_until(Ult* self, int64_t deadline_ns) {
   return self->timer_seq.compare_exchange_strong(seq, seq + 1, std::memory_order_acq_rel);
 }
 
-void unpark(Ult* u) {
+void unpark(UltDesc* u) {
   uint32_t s = u->state.load(std::memory_order_acquire);
   for (;;) {
     uint32_t st = s & ult_state::kStateMask;
@@ -463,13 +469,13 @@ void unpark(Ult* u) {
 // Claims a parked ULT for a direct switch on `w` (no queue in between).
 // Returns false, leaving the ULT to the normal unpark path, when it is not
 // parked yet or must not run on `w`.
-static bool claim_for_direct_switch(Ult* u, Worker* w) {
+static bool claim_for_direct_switch(UltDesc* u, Worker* w) {
   if (w->is_bound || u->sched != w->sched || !w->active() || (u->home != nullptr && u->home != w)) return false;
   uint32_t expected = ult_state::kParked;
   return u->state.compare_exchange_strong(expected, ult_state::kLive, std::memory_order_acq_rel);
 }
 
-void exit_current(Ult* self) {
+void exit_current(UltDesc* self) {
   Scheduler* s = self->sched;
   // ULT-local values die with the ULT (their destructors may still park,
   // and may use other UltLocals, growing `locals`: copy each slot out and
@@ -495,9 +501,9 @@ void exit_current(Ult* self) {
 
   Worker* w = self->worker.load(std::memory_order_relaxed);
 
-  Ult* next = nullptr;
+  UltDesc* next = nullptr;
   if (waiter != nullptr) {
-    Ult* j = waiter->ult;  // read before `done`: the waiter may vanish after it
+    UltDesc* j = waiter->ult;  // read before `done`: the waiter may vanish after it
     waiter->done.store(1, std::memory_order_release);
     if (j == nullptr) {
       sys::futex_wake(&waiter->done, 1);
@@ -534,7 +540,7 @@ void exit_current(Ult* self) {
 // Queues
 // ---------------------------------------------------------------------------
 
-void Worker::inbox_push(Ult* u) {
+void Worker::inbox_push(UltDesc* u) {
   u->next = nullptr;
   {
     LockGuard<KltMutex> g(inbox_lock);
@@ -544,10 +550,10 @@ void Worker::inbox_push(Ult* u) {
   }
 }
 
-Ult* Worker::inbox_pop() {
+UltDesc* Worker::inbox_pop() {
   if (inbox_count.load(std::memory_order_acquire) == 0) return nullptr;
   LockGuard<KltMutex> g(inbox_lock);
-  Ult* u = inbox_head;
+  UltDesc* u = inbox_head;
   if (u == nullptr) return nullptr;
   inbox_head = u->next;
   if (inbox_head == nullptr) inbox_tail = nullptr;
@@ -556,7 +562,7 @@ Ult* Worker::inbox_pop() {
   return u;
 }
 
-void Scheduler::global_push(Ult* u) {
+void Scheduler::global_push(UltDesc* u) {
   u->next = nullptr;
   LockGuard<KltMutex> g(global_lock);
   if (global_tail) global_tail->next = u; else global_head = u;
@@ -564,7 +570,7 @@ void Scheduler::global_push(Ult* u) {
   global_count.fetch_add(1, std::memory_order_release);
 }
 
-void Scheduler::global_push_list(Ult* head, Ult* tail, int64_t n) {
+void Scheduler::global_push_list(UltDesc* head, UltDesc* tail, int64_t n) {
   if (n == 0) return;
   tail->next = nullptr;
   LockGuard<KltMutex> g(global_lock);
@@ -574,7 +580,7 @@ void Scheduler::global_push_list(Ult* head, Ult* tail, int64_t n) {
 }
 
 // Takes a share of the global queue: one to run, the rest onto w's deque.
-Ult* Scheduler::global_pop_batch(Worker* w) {
+UltDesc* Scheduler::global_pop_batch(Worker* w) {
   if (global_count.load(std::memory_order_acquire) == 0) return nullptr;
   LockGuard<KltMutex> g(global_lock);
   int64_t n = global_count.load(std::memory_order_relaxed);
@@ -583,12 +589,12 @@ Ult* Scheduler::global_pop_batch(Worker* w) {
   int64_t take = n / (a > 0 ? a : 1) + 1;
   if (take > n) take = n;
   if (take > static_cast<int64_t>(kDequeCapacity / 2)) take = kDequeCapacity / 2;
-  Ult* first = global_head;
+  UltDesc* first = global_head;
   global_head = first->next;
   int64_t taken = 1;
   while (taken < take && global_head != nullptr) {
-    Ult* u = global_head;
-    Ult* next = u->next;  // before the push: once stealable, u may run and be requeued elsewhere
+    UltDesc* u = global_head;
+    UltDesc* next = u->next;  // before the push: once stealable, u may run and be requeued elsewhere
     if (!w->deque.push(u)) break;
     global_head = next;
     ++taken;
@@ -599,7 +605,7 @@ Ult* Scheduler::global_pop_batch(Worker* w) {
   return first;
 }
 
-void Scheduler::submit_new(Ult* u, Worker* local) {
+void Scheduler::submit_new(UltDesc* u, Worker* local) {
   if (Worker* home = u->home; home != nullptr) {  // bound
     // After the push u may run, exit and its worker finish: hold the worker
     // (wakers) until the wake is done; never re-read u (runtime.cc, "Bound
@@ -624,7 +630,7 @@ void Scheduler::submit_new(Ult* u, Worker* local) {
   notify_work();
 }
 
-void Scheduler::make_runnable(Ult* u, Worker* here) {
+void Scheduler::make_runnable(UltDesc* u, Worker* here) {
   if (Worker* home = u->home; home != nullptr) {
     // As in submit_new: u may be gone after the push, and a bound home
     // with it; read home once and hold it until the wake is done.
@@ -646,7 +652,7 @@ void Scheduler::make_runnable(Ult* u, Worker* here) {
     }
     // The owner fills an empty slot with a plain store: thieves only ever
     // swap a ULT out for null, so an empty slot cannot change under us.
-    Ult* old = here->run_next.load(std::memory_order_relaxed);
+    UltDesc* old = here->run_next.load(std::memory_order_relaxed);
     if (old == nullptr) {
       here->run_next.store(u, std::memory_order_release);
     } else {
@@ -728,15 +734,15 @@ bool Scheduler::remove_idle(Worker* w, bool* was_woken_spinning) {
 // ---------------------------------------------------------------------------
 
 void Worker::spill_half_of_yq() {
-  Ult* keep_head = nullptr;
-  Ult* keep_tail = nullptr;
-  Ult* give_head = nullptr;
-  Ult* give_tail = nullptr;
+  UltDesc* keep_head = nullptr;
+  UltDesc* keep_tail = nullptr;
+  UltDesc* give_head = nullptr;
+  UltDesc* give_tail = nullptr;
   int64_t given = 0;
   bool give = false;
-  for (Ult* u; (u = yq_pop()) != nullptr; give = !give) {
-    Ult*& head = give ? give_head : keep_head;
-    Ult*& tail = give ? give_tail : keep_tail;
+  for (UltDesc* u; (u = yq_pop()) != nullptr; give = !give) {
+    UltDesc*& head = give ? give_head : keep_head;
+    UltDesc*& tail = give ? give_tail : keep_tail;
     if (tail) tail->next = u; else head = u;
     tail = u;
     given += give;
@@ -764,13 +770,13 @@ void Worker::stop_spinning() {
   if (sched->nmspinning.fetch_sub(1, std::memory_order_acq_rel) == 1) sched->notify_work();
 }
 
-Ult* Worker::find_runnable() {
-  Ult* u = find_runnable_inner();
+UltDesc* Worker::find_runnable() {
+  UltDesc* u = find_runnable_inner();
   if (u != nullptr && spinning) stop_spinning();
   return u;
 }
 
-Ult* Worker::find_runnable_inner() {
+UltDesc* Worker::find_runnable_inner() {
   Scheduler* s = sched;
   for (;;) {
     if (stop.load(std::memory_order_acquire)) return nullptr;
@@ -778,7 +784,7 @@ Ult* Worker::find_runnable_inner() {
     // FIFO and local; a retired worker hands it over, and half of it goes
     // to the global queue when other workers are idle (below).
     if (yq_head != nullptr && !active()) {
-      for (Ult* u; (u = yq_pop()) != nullptr;) s->global_push(u);
+      for (UltDesc* u; (u = yq_pop()) != nullptr;) s->global_push(u);
       s->notify_work();
     }
     if (timer_inbox_nonempty.load(std::memory_order_acquire)) {  // moved here by a handoff
@@ -789,23 +795,23 @@ Ult* Worker::find_runnable_inner() {
     }
     if (!timers.empty()) fire_timers(monotonic_ns());
     poller->poll();
-    if (Ult* u = inbox_pop()) return u;
+    if (UltDesc* u = inbox_pop()) return u;
 
     bool act = active();
     if (act) {
       if ((tick % kGlobalEvery) == 0) {
-        if (Ult* u = s->global_pop_batch(this)) return u;
+        if (UltDesc* u = s->global_pop_batch(this)) return u;
       }
       if (run_next.load(std::memory_order_relaxed) != nullptr) {
-        if (Ult* u = run_next.exchange(nullptr, std::memory_order_acquire)) return u;
+        if (UltDesc* u = run_next.exchange(nullptr, std::memory_order_acquire)) return u;
       }
-      if (Ult* u = deque.pop()) return u;
+      if (UltDesc* u = deque.pop()) return u;
       if (yq_head != nullptr) {
         // Woken by poll()/timers just now (FIFO). Share if others idle.
         if (yq_head->next != nullptr && s->npidle.load(std::memory_order_relaxed) > 0) spill_half_of_yq();
         return yq_pop();
       }
-      if (Ult* u = s->global_pop_batch(this)) return u;
+      if (UltDesc* u = s->global_pop_batch(this)) return u;
 
       // Steal, as a spinner; at most half the busy workers spin at once.
       int nact = s->active.load(std::memory_order_relaxed);
@@ -822,7 +828,7 @@ Ult* Worker::find_runnable_inner() {
             int v = (start + i) % nact;
             if (v == index.load(std::memory_order_relaxed)) continue;
             Worker* victim = s->worker_at(v);
-            Ult* u = victim->deque.steal();
+            UltDesc* u = victim->deque.steal();
             if (u == nullptr && round == kStealRounds - 1 &&
                 victim->run_next.load(std::memory_order_relaxed) != nullptr)
               u = victim->run_next.exchange(nullptr, std::memory_order_acq_rel);
@@ -843,7 +849,7 @@ Ult* Worker::find_runnable_inner() {
       // set_concurrency flips left ULTs stranded in a retired deque, which
       // nobody steals from). Only the owner pushes to its deque and
       // run_next, so once empty here they stay empty until we run a ULT.
-      Ult* u;
+      UltDesc* u;
       while ((u = deque.pop()) != nullptr) s->global_push(u);
       if ((u = run_next.exchange(nullptr, std::memory_order_acq_rel)) != nullptr) s->global_push(u);
       s->notify_work();
@@ -922,7 +928,7 @@ Ult* Worker::find_runnable_inner() {
 
 void Worker::loop() {
   for (;;) {
-    Ult* u = find_runnable();
+    UltDesc* u = find_runnable();
     if (u == nullptr) break;
     WEFT_DCHECK(u->home == nullptr || u->home == this, "ULT %u runs off its home worker", u->index);
     if (notify_deferred) sched->settle_deferred_notify(this);

@@ -11,6 +11,7 @@
 #include "absl/status/status.h"
 #include "runtime/death_row.h"
 #include "runtime/locks.h"
+#include "runtime/park.h"
 #include "runtime/poller.h"
 #include "runtime/timer_heap.h"
 #include "runtime/ult.h"
@@ -59,7 +60,7 @@ struct alignas(64) Worker {
   sys::Context sched_ctx;         // the KLT's own stack, where loop() runs
   // ULT running now; null while in loop(). Written only by the owner;
   // read by others (adaptive mutex spinning, overflow reports): relaxed.
-  std::atomic<Ult*> current{nullptr};
+  std::atomic<UltDesc*> current{nullptr};
   uint64_t tick = 0;              // scheduler-loop passes
   int32_t until_loop = 1;         // direct switches left before one goes via loop() (<= 0: due)
   int* errno_ptr = nullptr;       // this KLT's errno (fixed for the KLT's life)
@@ -79,15 +80,15 @@ struct alignas(64) Worker {
   // idle, the scheduler loop moves every other one of them to the global
   // queue (spill_half_of_yq); a retired worker hands all of them over; the
   // worker never sleeps while this queue holds a ULT.
-  Ult* yq_head = nullptr;
-  Ult* yq_tail = nullptr;
+  UltDesc* yq_head = nullptr;
+  UltDesc* yq_tail = nullptr;
 
   // --- shared ---------------------------------------------------------------
-  WorkDeque<Ult, kDequeCapacity> deque;  // owner pushes/pops, anyone steals
-  std::atomic<Ult*> run_next{nullptr};   // woken ULT to run next; thieves may take it
+  WorkDeque<UltDesc, kDequeCapacity> deque;  // owner pushes/pops, anyone steals
+  std::atomic<UltDesc*> run_next{nullptr};   // woken ULT to run next; thieves may take it
   KltMutex inbox_lock;                   // guards inbox_head/tail
-  Ult* inbox_head = nullptr;             // ULTs that must run here (pinned, bound)
-  Ult* inbox_tail = nullptr;
+  UltDesc* inbox_head = nullptr;             // ULTs that must run here (pinned, bound)
+  UltDesc* inbox_tail = nullptr;
   std::atomic<uint32_t> inbox_count{0};
   bool woken_spinning = false;           // guarded by Scheduler::idle_lock
   bool in_idle_set = false;              // guarded by Scheduler::idle_lock
@@ -110,7 +111,7 @@ struct alignas(64) Worker {
   // flag 3 before it touches anything.
   std::atomic<uint64_t> blocking{0};
   std::atomic<int64_t> blocking_since_ns{0};
-  Ult* blocking_ult = nullptr;            // the ULT inside the region (overflow reports)
+  UltDesc* blocking_ult = nullptr;            // the ULT inside the region (overflow reports)
   std::atomic<bool> in_blocking{false};   // flag != 0, for readers that need one load
   // Timed parks moved here from a handed-off worker; merged into `timers`
   // by the owner at its next scheduler pass.
@@ -132,19 +133,19 @@ struct alignas(64) Worker {
   bool active() const { return !is_bound && index.load(std::memory_order_relaxed) < sched_active(); }
   int sched_active() const;
   void loop();
-  Ult* find_runnable();
-  Ult* find_runnable_inner();
+  UltDesc* find_runnable();
+  UltDesc* find_runnable_inner();
   void stop_spinning();
-  Ult* pick_local(bool for_yield);
+  UltDesc* pick_local(bool for_yield);
   void init_thread_state();  // on the worker's own KLT, before loop()
   void spill_half_of_yq();   // every other queued ULT to the global queue
-  void yq_push(Ult* u) {
+  void yq_push(UltDesc* u) {
     u->next = nullptr;
     if (yq_tail) yq_tail->next = u; else yq_head = u;
     yq_tail = u;
   }
-  Ult* yq_pop() {
-    Ult* u = yq_head;
+  UltDesc* yq_pop() {
+    UltDesc* u = yq_head;
     if (u != nullptr) {
       yq_head = u->next;
       if (yq_head == nullptr) yq_tail = nullptr;
@@ -152,8 +153,8 @@ struct alignas(64) Worker {
     }
     return u;
   }
-  void inbox_push(Ult* u);
-  Ult* inbox_pop();
+  void inbox_push(UltDesc* u);
+  UltDesc* inbox_pop();
   void fire_timers(int64_t now);
 };
 
@@ -200,8 +201,8 @@ struct alignas(64) Scheduler {
 
   // --- global injection queue -------------------------------------------------------
   alignas(64) KltMutex global_lock;
-  Ult* global_head = nullptr;
-  Ult* global_tail = nullptr;
+  UltDesc* global_head = nullptr;
+  UltDesc* global_tail = nullptr;
   std::atomic<int64_t> global_count{0};
 
   // --- life ----------------------------------------------------------------------------
@@ -260,7 +261,7 @@ struct alignas(64) Scheduler {
   // In a forked child: every KLT of this runtime but `keep` (the calling
   // one, or null) is gone, and so is every ULT but `self`; rebuilds the
   // pool around them and starts fresh workers and a monitor.
-  void rebuild_after_fork(Worker* keep, Ult* self);
+  void rebuild_after_fork(Worker* keep, UltDesc* self);
 
   // --- bound ULTs ------------------------------------------------------------------------
   // Each bound ULT gets a new KLT that ends with it (runtime.cc, "Bound
@@ -282,12 +283,12 @@ struct alignas(64) Scheduler {
   // --- operations -----------------------------------------------------------------------
   // Makes a ULT created by spawn runnable for the first time; `local` is
   // local_worker(this) (or null).
-  void submit_new(Ult* u, Worker* local);
+  void submit_new(UltDesc* u, Worker* local);
   // Makes a ULT runnable after unpark (or a requeue that must respect its home).
-  void make_runnable(Ult* u, Worker* here);
-  void global_push(Ult* u);
-  void global_push_list(Ult* head, Ult* tail, int64_t n);
-  Ult* global_pop_batch(Worker* w);
+  void make_runnable(UltDesc* u, Worker* here);
+  void global_push(UltDesc* u);
+  void global_push_list(UltDesc* head, UltDesc* tail, int64_t n);
+  UltDesc* global_pop_batch(Worker* w);
   // The wake-up check after new work is published (see scheduler.cc).
   void notify_work();
   // The check a worker owes for work it queued with notify deferred; called
@@ -329,7 +330,7 @@ inline Worker* current_worker() {
 }
 inline void set_current_worker(Worker* w) { t_worker = w; }
 // The ULT running on the calling KLT, or null.
-inline Ult* current_ult() {
+inline UltDesc* current_ult() {
   Worker* w = current_worker();
   return w != nullptr ? w->current.load(std::memory_order_relaxed) : nullptr;
 }
@@ -342,36 +343,28 @@ inline Worker* local_worker(Scheduler* s) {
 }
 
 // ULT-side operations. `self` must be the calling ULT.
-void yield_current(Ult* self);
+void yield_current(UltDesc* self);
 // Switches away unconditionally (through the scheduler loop) and lets the
 // loop requeue the ULT where it belongs: its home's inbox if it has one
 // (bound, pinned, or a home just set to move it there), else a run queue.
 // How a ULT moves itself to another KLT (fork.cc).
-void requeue_current(Ult* self);
-// Parks until unparked; may return spuriously (callers re-check their
-// condition in a loop). A wake-up that arrives before the park is kept as a
-// permit and makes it return at once.
-void park_current(Ult* self);
-// Parks until unparked or until deadline_ns (monotonic). Returns false if the
-// deadline passed (the timer won), true otherwise (possibly spurious).
-bool park_current_until(Ult* self, int64_t deadline_ns);
-[[noreturn]] void exit_current(Ult* self);
+void requeue_current(UltDesc* self);
+// park_current, park_current_until and unpark: runtime/park.h.
+[[noreturn]] void exit_current(UltDesc* self);
 // pthread_exit(value) in a ULT: forced unwinding of the ULT's stack (C++
 // destructors and pthread_cleanup_push handlers run; catch (...) blocks see
 // abi::__forced_unwind and must rethrow), then exit_current. Never returns.
-[[noreturn]] void unwind_and_exit(Ult* self, void* value);
-// Makes a parked ULT runnable (or leaves a permit). Any thread.
-void unpark(Ult* u);
+[[noreturn]] void unwind_and_exit(UltDesc* self, void* value);
 
 // Creating and releasing ULTs (runtime/ult_life.cc).
 // `local` is local_worker(s) or null.
-Ult* create_ult(Scheduler* s, Worker* local, const SpawnOptions& o, const detail::Closure& c, absl::Status* err);
+UltDesc* create_ult(Scheduler* s, Worker* local, const SpawnOptions& o, const detail::Closure& c, absl::Status* err);
 // Recycles an exited ULT whose generation was already advanced (under its
 // join lock, by whoever decided who releases it).
-void release(Ult* u);
-// Waits until u is off its stack (Ult::on_stack false): spins briefly, then
+void release(UltDesc* u);
+// Waits until u is off its stack (UltDesc::on_stack false): spins briefly, then
 // yields the KLT. Part of release().
-void wait_off_stack(const Ult* u);
+void wait_off_stack(const UltDesc* u);
 void drain_local_cache(Worker* w);
 // Joins the ULT `id`; stores the value it passed to pthread_exit (or null)
 // in *value when value is not null.

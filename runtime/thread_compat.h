@@ -3,11 +3,11 @@
 //
 // Locale (uselocale). glibc keeps the current locale per kernel thread.
 // libweft exports uselocale: called in a ULT it sets the ULT's locale
-// (Ult::locale) as well as the KLT's. The switch path compares the
+// (UltDesc::locale) as well as the KLT's. The switch path compares the
 // resuming ULT's locale with the one its KLT has now (t_klt_locale, one
 // %fs-relative load) and calls glibc's uselocale only when they differ,
 // so ULTs that never call uselocale cost one compare per switch.
-// Ult::locale == nullptr means the global locale (LC_GLOBAL_LOCALE).
+// UltDesc::locale == nullptr means the global locale (LC_GLOBAL_LOCALE).
 #pragma once
 
 #include <locale.h>
@@ -24,7 +24,7 @@ extern thread_local locale_t t_klt_locale __attribute__((tls_model("initial-exec
 void switch_klt_locale(locale_t l);
 
 // On the switch path, after the ULT `u` resumed on this KLT.
-inline void restore_ult_locale(const Ult* u) {
+inline void restore_ult_locale(const UltDesc* u) {
   if (__builtin_expect(u->locale != t_klt_locale, 0)) switch_klt_locale(u->locale);
 }
 

@@ -4,7 +4,7 @@
 // the worker's scheduler loop. An entry is a value (deadline, ULT, sequence
 // number), never a pointer into a ULT's stack, so a ULT that returns early
 // (woken before its deadline) simply leaves a stale entry behind: firing it
-// later fails the sequence check (Ult::timer_seq) and does nothing.
+// later fails the sequence check (UltDesc::timer_seq) and does nothing.
 #pragma once
 
 #include <cstdint>
@@ -13,11 +13,11 @@
 
 namespace weft::rt {
 
-struct Ult;
+struct UltDesc;
 
 struct TimerEntry {
   int64_t deadline_ns;
-  Ult* ult;
+  UltDesc* ult;
   uint64_t seq;
   bool operator>(const TimerEntry& o) const { return deadline_ns > o.deadline_ns; }
 };

@@ -1,4 +1,5 @@
-// runtime/ult.h — the ULT descriptor, its state word, and the ULT table.
+// runtime/ult.h — the ULT descriptor (rt::UltDesc; the public handle is
+// weft::Ult), its state word, and the ULT table.
 //
 // Descriptors are type-stable: they live in a process-wide table of chunks
 // that are never freed (the seed's "index into an array of thread
@@ -13,7 +14,7 @@
 // generation becomes 0, which no id carries, its stack is unmapped, and the
 // table never hands it out again. So an id, once stale, stays stale for the
 // life of the process — it never names a later ULT. Cost: one descriptor
-// (sizeof(Ult)) per 2^32 spawns of one slot (about 20 minutes of spawning
+// (sizeof(UltDesc)) per 2^32 spawns of one slot (about 20 minutes of spawning
 // at full speed); the 2^24-entry table lasts for 2^56 spawns.
 //
 // A descriptor's stack (with the ULT's closure at its top) is separate and
@@ -70,7 +71,7 @@ inline constexpr uint32_t kWake = 4;
 // Somebody waiting in join(). Lives on the joiner's stack; the exiting side
 // reads `ult` before it sets `done`, and touches nothing after the wake.
 struct JoinWaiter {
-  struct Ult* ult = nullptr;           // the joining ULT, or null for a foreign thread
+  struct UltDesc* ult = nullptr;           // the joining ULT, or null for a foreign thread
   std::atomic<uint32_t> done{0};       // futex word for a foreign joiner
 };
 
@@ -84,7 +85,7 @@ struct LocalSlot {
 // The generation of a retired descriptor: no id has it (UltId::valid()).
 inline constexpr uint32_t kRetiredGeneration = 0;
 
-struct alignas(64) Ult {
+struct alignas(64) UltDesc {
   // --- switch path (hot) --------------------------------------------------
   sys::Context ctx;
   // The worker running it (or that ran it last), set by whoever resumes it;
@@ -96,7 +97,7 @@ struct alignas(64) Ult {
   unsigned eh_uncaught = 0;        //                   uncaughtExceptions
   uint32_t pin_count = 0;          // written only by the ULT itself
   Worker* home = nullptr;          // bound/pinned: must run only on this worker
-  Ult* next = nullptr;             // intrusive link: inbox, global queue, caches
+  UltDesc* next = nullptr;             // intrusive link: inbox, global queue, caches
 
   // --- identity -----------------------------------------------------------
   uint32_t index = 0;                       // position in the table (fixed)
@@ -159,7 +160,7 @@ struct alignas(64) Ult {
   // Makes every existing id of this descriptor stale. Caller holds
   // join_lock. After generation 2^32 - 1 comes 0: retired (see the top of
   // this file; release() then retires the descriptor).
-  friend void advance_generation(Ult* u) {
+  friend void advance_generation(UltDesc* u) {
     uint32_t g = u->generation.load(std::memory_order_relaxed);
     u->generation.store(g + 1, std::memory_order_relaxed);  // 0xFFFFFFFF + 1 == kRetiredGeneration
   }
@@ -176,16 +177,16 @@ namespace ult_table {
 // A descriptor from the table's free list, or a new one; nullptr only when
 // the table is full (2^24 descriptors) or memory is exhausted. Its state is
 // kExited, its generation the one its next id will carry.
-Ult* allocate();
+UltDesc* allocate();
 
 // Puts a descriptor with no stack back on the table's free list; a retired
 // one (generation 0) is dropped instead: it is never handed out again.
-void free(Ult* u);
+void free(UltDesc* u);
 
 // The descriptor an id names, or nullptr when no descriptor has that index.
 // The caller must still compare the generation (under the join lock when it
 // acts on the answer).
-Ult* lookup(uint64_t id_value);
+UltDesc* lookup(uint64_t id_value);
 
 // Descriptors created so far (for tests and stats).
 uint64_t size();

@@ -15,7 +15,7 @@
 // id goes stale) under the join lock at the moment that party is decided —
 // by the exit path when a joiner or detach came first, else by the join or
 // detach that finds the ULT exited. release() then waits until the exited
-// ULT is off its stack (Ult::on_stack) before the descriptor is reused.
+// ULT is off its stack (UltDesc::on_stack) before the descriptor is reused.
 #include <algorithm>
 #include <cstring>
 
@@ -33,8 +33,8 @@ namespace {
 
 constexpr uint32_t kRefillBatch = 32;
 
-Ult* cache_pop(Worker* w) {
-  Ult* u = w->cache.head;
+UltDesc* cache_pop(Worker* w) {
+  UltDesc* u = w->cache.head;
   if (u != nullptr) {
     w->cache.head = u->next;
     --w->cache.count;
@@ -43,15 +43,15 @@ Ult* cache_pop(Worker* w) {
   return u;
 }
 
-void cache_push(Worker* w, Ult* u) {
+void cache_push(Worker* w, UltDesc* u) {
   u->next = w->cache.head;
   w->cache.head = u;
   if (++w->cache.count > LocalCache::kCap) {
     // Spill the older half to the death row.
     uint32_t keep = LocalCache::kCap / 2;
-    Ult* last_kept = w->cache.head;
+    UltDesc* last_kept = w->cache.head;
     for (uint32_t i = 1; i < keep; ++i) last_kept = last_kept->next;
-    Ult* spill = last_kept->next;
+    UltDesc* spill = last_kept->next;
     last_kept->next = nullptr;
     uint32_t n = w->cache.count - keep;
     w->cache.count = keep;
@@ -68,7 +68,7 @@ void drain_local_cache(Worker* w) {
   w->cache.count = 0;
 }
 
-Ult* create_ult(Scheduler* s, Worker* w, const SpawnOptions& o, const detail::Closure& c, absl::Status* err) {
+UltDesc* create_ult(Scheduler* s, Worker* w, const SpawnOptions& o, const detail::Closure& c, absl::Status* err) {
   if (absl::Status v = validate_spawn_stack_size(o.stack_size); !v.ok()) {
     *err = v;
     return nullptr;
@@ -78,16 +78,16 @@ Ult* create_ult(Scheduler* s, Worker* w, const SpawnOptions& o, const detail::Cl
     *err = absl::InvalidArgumentError("the callable does not fit on the ULT's stack");
     return nullptr;
   }
-  Ult* u = nullptr;
+  UltDesc* u = nullptr;
   if (w != nullptr && size == s->default_stack_size) {
     u = cache_pop(w);
     if (u == nullptr) {
-      Ult* batch = nullptr;
+      UltDesc* batch = nullptr;
       uint32_t n = death_row().take_batch(size, kRefillBatch, &batch);
       if (n > 0) {
         u = batch;
-        for (Ult* rest = batch->next; rest != nullptr;) {
-          Ult* nx = rest->next;
+        for (UltDesc* rest = batch->next; rest != nullptr;) {
+          UltDesc* nx = rest->next;
           rest->next = w->cache.head;
           w->cache.head = rest;
           ++w->cache.count;
@@ -148,7 +148,7 @@ Ult* create_ult(Scheduler* s, Worker* w, const SpawnOptions& o, const detail::Cl
   return u;
 }
 
-void wait_off_stack(const Ult* u) {
+void wait_off_stack(const UltDesc* u) {
   // The exiting ULT's context clears on_stack right after its switch away,
   // a few instructions from now — unless its KLT was preempted (a vCPU
   // taken away on a shared machine, or a real-time thread on our CPU): then
@@ -163,7 +163,7 @@ void wait_off_stack(const Ult* u) {
   }
 }
 
-void release(Ult* u) {
+void release(UltDesc* u) {
   wait_off_stack(u);
   free(u->locals);
   u->locals = nullptr;
@@ -190,8 +190,8 @@ namespace {
 
 // The descriptor `id` names, locked, if the id is current. Returns null with
 // *err set otherwise.
-Ult* lock_by_id(UltId id, absl::Status* err) {
-  Ult* u = id.valid() ? ult_table::lookup(id.value()) : nullptr;
+UltDesc* lock_by_id(UltId id, absl::Status* err) {
+  UltDesc* u = id.valid() ? ult_table::lookup(id.value()) : nullptr;
   if (u == nullptr) {
     *err = absl::NotFoundError("no ULT has this id (invalid or forged)");
     return nullptr;
@@ -208,11 +208,11 @@ Ult* lock_by_id(UltId id, absl::Status* err) {
 }  // namespace
 
 absl::Status join_ult(UltId id, void** value) {
-  Ult* self = current_ult();
+  UltDesc* self = current_ult();
   if (self != nullptr && self->id_value() == id.value())
     return absl::FailedPreconditionError("a ULT cannot join itself");
   absl::Status err;
-  Ult* u = lock_by_id(id, &err);
+  UltDesc* u = lock_by_id(id, &err);
   if (u == nullptr) return err;
   if (u->detached) {
     u->join_lock.unlock();
@@ -246,7 +246,7 @@ absl::Status join_ult(UltId id, void** value) {
 
 absl::Status detach_ult(UltId id) {
   absl::Status err;
-  Ult* u = lock_by_id(id, &err);
+  UltDesc* u = lock_by_id(id, &err);
   if (u == nullptr) return err;
   if (u->detached) {
     u->join_lock.unlock();

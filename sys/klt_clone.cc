@@ -108,16 +108,12 @@ SpinFlag cache_lock;
 Stack cached_stacks[kStackCacheCap];
 int ncached = 0;
 
-struct CacheGuard : SysLockGuard<SpinFlag> {
-  CacheGuard() : SysLockGuard<SpinFlag>(cache_lock) {}
-};
-
 // A cached stack of exactly `size` usable bytes and `guard` bytes of guard.
 bool take_cached(size_t size, size_t guard, Stack* out) {
   if (stack_test_mmap_failures_pending()) return false;  // fault injection reaches klt_create
   size = round_to_pages(size);
   guard = round_to_pages(guard);
-  CacheGuard g;
+  SysLockGuard<SpinFlag> g(cache_lock);
   for (int i = 0; i < ncached; ++i) {
     if (cached_stacks[i].size() == size && cached_stacks[i].guard_size == guard) {
       *out = cached_stacks[i];
@@ -131,7 +127,7 @@ bool take_cached(size_t size, size_t guard, Stack* out) {
 void release_or_cache(Stack* s) {
   if (s->base == nullptr) return;
   {
-    CacheGuard g;
+    SysLockGuard<SpinFlag> g(cache_lock);
     if (ncached < kStackCacheCap) {
       cached_stacks[ncached++] = *s;
       *s = Stack{};

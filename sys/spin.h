@@ -1,12 +1,14 @@
 // sys/spin.h — sys/'s own small locks (sys/ cannot use runtime/locks.h).
 //
-// SpinFlag: a test-and-test-and-set spinlock for critical sections of a few
-// loads and stores that may be taken on any kind of thread (a KLT before its
-// user code, a reaper, a foreign thread). It spins with `pause` for a
-// while, then yields the CPU with sched_yield on every further round: on a
-// shared 2-vCPU machine the holder may be a preempted vCPU, and a waiter that
-// only spins burns its whole time slice while the holder cannot run (issue 9
-// #13). Async-signal-safe only if no handler takes the same lock.
+// SpinFlag: weft's one spinlock (a test-and-test-and-set lock; every other
+// spinning lock in weft waits through the same spin_acquire), for critical
+// sections of a few loads and stores that may be taken on any kind of
+// thread (a KLT before its user code, a reaper, a foreign thread). It spins
+// with `pause` for a while, then yields the CPU with sched_yield on every
+// further round: on a shared 2-vCPU machine the holder may be a preempted
+// vCPU, and a waiter that only spins burns its whole time slice while the
+// holder cannot run (issue 9 #13). Async-signal-safe only if no handler
+// takes the same lock.
 //
 // SysMutex: a futex mutex (Drepper's three-state lock: 0 unlocked, 1 locked,
 // 2 locked with possible sleepers; the unlocker wakes one sleeper iff it saw
@@ -23,26 +25,50 @@
 
 namespace weft::sys {
 
-class SpinFlag {
- public:
-  // Spins this many rounds with `pause` before it starts to yield.
-  static constexpr int kSpinsBeforeYield = 128;
+// How every spinlock in weft waits for its word (SpinFlag, and the sync
+// primitives' queue lock, whose word lives in a public header): test, then
+// test-and-set; `pause` for kSpinRoundsBeforeYield rounds, then
+// sched_yield on every further round, calling on_yield() after each.
+inline constexpr int kSpinRoundsBeforeYield = 128;
 
-  void lock() {
-    int spins = 0;
-    while (locked_.exchange(true, std::memory_order_acquire)) {
-      while (locked_.load(std::memory_order_relaxed)) {
-        if (++spins < kSpinsBeforeYield) {
-          __builtin_ia32_pause();
-        } else {
-          sched_yield();
-          yields_.fetch_add(1, std::memory_order_relaxed);
-        }
+template <class Word, class OnYield>
+inline void spin_acquire(std::atomic<Word>& word, OnYield on_yield) {
+  int spins = 0;
+  while (word.exchange(Word{1}, std::memory_order_acquire) != Word{0}) {
+    while (word.load(std::memory_order_relaxed) != Word{0}) {
+      if (++spins < kSpinRoundsBeforeYield) {
+        __builtin_ia32_pause();
+      } else {
+        sched_yield();
+        on_yield();
       }
     }
   }
-  bool try_lock() { return !locked_.load(std::memory_order_relaxed) && !locked_.exchange(true, std::memory_order_acquire); }
-  void unlock() { locked_.store(false, std::memory_order_release); }
+}
+template <class Word>
+inline void spin_acquire(std::atomic<Word>& word) {
+  spin_acquire(word, [] {});
+}
+template <class Word>
+inline bool spin_try_acquire(std::atomic<Word>& word) {
+  return word.load(std::memory_order_relaxed) == Word{0} && word.exchange(Word{1}, std::memory_order_acquire) == Word{0};
+}
+template <class Word>
+inline void spin_release(std::atomic<Word>& word) {
+  word.store(Word{0}, std::memory_order_release);
+}
+
+// weft's one spinlock (runtime/locks.h calls it rt::SpinLock).
+class SpinFlag {
+ public:
+  void lock() {
+    spin_acquire(locked_, [this] { yields_.fetch_add(1, std::memory_order_relaxed); });
+  }
+  bool try_lock() { return spin_try_acquire(locked_); }
+  void unlock() { spin_release(locked_); }
+  // In a forked child only: the holder may be a thread that does not exist
+  // there. Resets the lock to unlocked.
+  void reset_after_fork() { locked_.store(false, std::memory_order_relaxed); }
   // Times a waiter yielded the CPU (for tests).
   uint64_t yields() const { return yields_.load(std::memory_order_relaxed); }
 

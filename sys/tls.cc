@@ -104,11 +104,9 @@ std::atomic<uint64_t> stat_dropped{0};
 
 // tls_init's one-time pthread_create (see there).
 std::atomic<bool> multithreaded{false};
-std::atomic_flag busy = ATOMIC_FLAG_INIT;
-
-struct HeritageGuard : SysLockGuard<SpinFlag> {
-  HeritageGuard() : SysLockGuard<SpinFlag>(heritage_lock) {}
-};
+// Serialises tls_init's one-time step (it calls pthread_create, which may
+// take long: a futex mutex, not a spinlock).
+SysMutex init_lock;
 
 template <class T>
 T& at(void* base, long off) {
@@ -306,7 +304,7 @@ int tls_init(const char** what) {
   // This step can fail for passing reasons (memory, thread limits), so it is
   // retried by the next call rather than cached.
   if (multithreaded.load(std::memory_order_acquire)) return 0;
-  while (busy.test_and_set(std::memory_order_acquire)) sched_yield();
+  init_lock.lock();
   int result = 0;
   if (!multithreaded.load(std::memory_order_relaxed)) {
     pthread_t t;
@@ -329,7 +327,7 @@ int tls_init(const char** what) {
       }
     }
   }
-  busy.clear(std::memory_order_release);
+  init_lock.unlock();
   return result;
 }
 
@@ -367,7 +365,7 @@ void* tls_allocate() {
 
   void* inherited = nullptr;
   {
-    HeritageGuard g;
+    SysLockGuard<SpinFlag> g(heritage_lock);
     if (heritage_count > 0) inherited = heritage[--heritage_count];
   }
   if (inherited != nullptr) {
@@ -450,7 +448,7 @@ void tls_release(void* tp) {
   bool kept = false;
   if (copy != nullptr) {
     memcpy(copy, static_cast<char*>(tp) + L.libc_block_off, L.libc_block_size);
-    HeritageGuard g;
+    SysLockGuard<SpinFlag> g(heritage_lock);
     if (heritage_count < kHeritageCap) {
       heritage[heritage_count++] = copy;
       kept = true;
@@ -473,21 +471,21 @@ TlsStats tls_stats() {
 size_t tls_resolver_state_size() { return sizeof(struct __res_state); }
 
 // Fork (runtime/HACKING.md, "An atfork child"): the heritage lock and
-// tls_init's busy flag are taken before fork so that no other thread holds
+// tls_init's init_lock are taken before fork so that no other thread holds
 // one at the instant of the fork; the child resets them.
 void tls_atfork_prepare() {
-  while (busy.test_and_set(std::memory_order_acquire)) sched_yield();
+  init_lock.lock();
   heritage_lock.lock();
 }
 
 void tls_atfork_parent() {
   heritage_lock.unlock();
-  busy.clear(std::memory_order_release);
+  init_lock.unlock();
 }
 
 void tls_atfork_child() {
-  new (&heritage_lock) SpinFlag();
-  busy.clear(std::memory_order_relaxed);
+  heritage_lock.reset_after_fork();
+  init_lock.reset_after_fork();
 }
 
 }  // namespace weft::sys

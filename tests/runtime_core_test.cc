@@ -85,7 +85,7 @@ int RoundsUntilMigrated(std::atomic<int>* migrations, Round round) {
 // Whether someone is registered as joining the ULT `id` (white-box: the
 // descriptor's join state, read under its join lock).
 bool HasJoiner(weft::UltId id) {
-  weft::rt::Ult* d = weft::rt::ult_table::lookup(id.value());
+  weft::rt::UltDesc* d = weft::rt::ult_table::lookup(id.value());
   if (d == nullptr) return false;
   d->join_lock.lock();
   bool j = d->joiner != nullptr && d->generation.load() == id.generation();
@@ -249,7 +249,7 @@ TEST(Ids, StaleIdNeverNamesALaterUlt) {
                   weft::Ult a = weft::spawn([] {});
                   weft::UltId stored = a.id();
                   ASSERT_TRUE(a.join().ok());
-                  weft::rt::Ult* d = weft::rt::ult_table::lookup(stored.value());
+                  weft::rt::UltDesc* d = weft::rt::ult_table::lookup(stored.value());
                   ASSERT_NE(d, nullptr);
                   d->join_lock.lock();
                   d->generation.store(0xFFFFFFFFu);  // the hook: just before the wrap
@@ -1331,7 +1331,7 @@ TEST(UltLocal, NestedFirstUseInConstructor) {
         weft::UltLocal<int>* l = i < 3 ? fills[i] : extra[static_cast<size_t>(i - 3)].get();
         s.fills += **l == 100 + i;
       }
-      weft::rt::Ult* self = weft::rt::current_ult();
+      weft::rt::UltDesc* self = weft::rt::current_ult();
       s.count = self->locals_count;
       s.capacity = self->locals_capacity;
       return s;
@@ -1438,7 +1438,7 @@ TEST(SpawnOptions, NameAndStackSize) {
   long sum = 0;
   weft::Ult a = rt.spawn(
       [&] {
-        weft::rt::Ult* self = weft::rt::current_ult();
+        weft::rt::UltDesc* self = weft::rt::current_ult();
         name = self->name;
         default_size = self->stack.size();
         // The frame, not a local's address: under ASan's

@@ -249,7 +249,7 @@ TEST(Release, WaitOffStackYields) {
   int cpu = -1;
   for (int i = CPU_SETSIZE - 1; i >= 0 && cpu < 0; --i)
     if (CPU_ISSET(i, &allowed)) cpu = i;
-  weft::rt::Ult* u = weft::rt::ult_table::allocate();
+  weft::rt::UltDesc* u = weft::rt::ult_table::allocate();
   ASSERT_NE(u, nullptr);
   u->on_stack.store(true);
   std::atomic<bool> releaser_started{false}, released{false}, cleared{false};
@@ -270,7 +270,7 @@ TEST(Release, WaitOffStackYields) {
     return r;
   };
   struct Ctx {
-    weft::rt::Ult* u;
+    weft::rt::UltDesc* u;
     std::atomic<bool>* started;
     std::atomic<bool>* done;
   };

@@ -58,7 +58,7 @@ uint64_t WorkerParks(const weft::Runtime& rt) {
   return n;
 }
 
-uint32_t UltStateOf(const weft::rt::Ult* u) {
+uint32_t UltStateOf(const weft::rt::UltDesc* u) {
   return u->state.load(std::memory_order_acquire) & weft::rt::ult_state::kStateMask;
 }
 
@@ -403,10 +403,10 @@ TEST(MixedWaiters, SemaphoreFifoAcrossUltsAndThreads) {
   std::atomic<int> passed{0};
   std::vector<weft::Ult> ults;
   std::vector<std::thread> threads;
-  std::vector<std::atomic<weft::rt::Ult*>> descs(static_cast<size_t>(n));
+  std::vector<std::atomic<weft::rt::UltDesc*>> descs(static_cast<size_t>(n));
   std::vector<std::atomic<int>> tids(static_cast<size_t>(n));
   for (int i = 0; i < n; ++i) {
-    std::atomic<weft::rt::Ult*>& self = descs[static_cast<size_t>(i)];
+    std::atomic<weft::rt::UltDesc*>& self = descs[static_cast<size_t>(i)];
     std::atomic<int>& tid = tids[static_cast<size_t>(i)];
     auto body = [&, i] {
       if (weft::this_ult::in_ult()) self = weft::rt::current_ult(); else tid = Tid();
@@ -424,7 +424,7 @@ TEST(MixedWaiters, SemaphoreFifoAcrossUltsAndThreads) {
     } else {
       ults.push_back(rt.spawn(body));
       ASSERT_TRUE(WaitUntil([&] {
-        weft::rt::Ult* u = self.load();
+        weft::rt::UltDesc* u = self.load();
         return u != nullptr && UltStateOf(u) == weft::rt::ult_state::kParked;
       })) << "ULT waiter " << i << " never parked";
     }
@@ -804,7 +804,7 @@ TEST(AdaptiveSpin, ParkedHolderMeansNoSpinning) {
   bool conclusive = false;
   for (int round = 0; round < 3 && !conclusive; ++round) {
     weft::Mutex m;
-    std::atomic<weft::rt::Ult*> holder_desc{nullptr};
+    std::atomic<weft::rt::UltDesc*> holder_desc{nullptr};
     std::atomic<bool> woke{false};
     int count = 0;
     weft::Ult holder = rt.spawn([&] {
@@ -815,15 +815,15 @@ TEST(AdaptiveSpin, ParkedHolderMeansNoSpinning) {
       m.unlock();
     });
     ASSERT_TRUE(WaitUntil([&] {
-      weft::rt::Ult* u = holder_desc.load();
+      weft::rt::UltDesc* u = holder_desc.load();
       return u != nullptr && UltStateOf(u) == weft::rt::ult_state::kParked;
     }));
     // Waiters arrive one at a time, each parked before the next comes (the
     // stats counters are unlocked increments: sequential ones are exact).
     std::vector<weft::Ult> waiters;
-    std::vector<std::atomic<weft::rt::Ult*>> descs(kWaiters);
+    std::vector<std::atomic<weft::rt::UltDesc*>> descs(kWaiters);
     for (int i = 0; i < kWaiters && !woke.load(); ++i) {
-      std::atomic<weft::rt::Ult*>& self = descs[static_cast<size_t>(i)];
+      std::atomic<weft::rt::UltDesc*>& self = descs[static_cast<size_t>(i)];
       waiters.push_back(rt.spawn([&] {
         self = weft::rt::current_ult();
         m.lock();
@@ -831,7 +831,7 @@ TEST(AdaptiveSpin, ParkedHolderMeansNoSpinning) {
         m.unlock();
       }));
       ASSERT_TRUE(WaitUntil([&] {
-        weft::rt::Ult* u = self.load();
+        weft::rt::UltDesc* u = self.load();
         return woke.load() || (u != nullptr && UltStateOf(u) == weft::rt::ult_state::kParked);
       }));
     }
@@ -877,9 +877,9 @@ TEST(AdaptiveSpin, HolderInBlockingRegionMeansNoSpinning) {
     });
     ASSERT_TRUE(WaitUntil([&] { return blocking.load(); }));
     std::vector<weft::Ult> waiters;
-    std::vector<std::atomic<weft::rt::Ult*>> descs(kWaiters);
+    std::vector<std::atomic<weft::rt::UltDesc*>> descs(kWaiters);
     for (int i = 0; i < kWaiters; ++i) {  // one at a time: exact counters
-      std::atomic<weft::rt::Ult*>& self = descs[static_cast<size_t>(i)];
+      std::atomic<weft::rt::UltDesc*>& self = descs[static_cast<size_t>(i)];
       waiters.push_back(rt.spawn([&] {
         self = weft::rt::current_ult();
         m.lock();
@@ -887,7 +887,7 @@ TEST(AdaptiveSpin, HolderInBlockingRegionMeansNoSpinning) {
         m.unlock();
       }));
       ASSERT_TRUE(WaitUntil([&] {
-        weft::rt::Ult* u = self.load();
+        weft::rt::UltDesc* u = self.load();
         return u != nullptr && UltStateOf(u) == weft::rt::ult_state::kParked;
       })) << "waiter " << i << " never parked";
     }

@@ -23,7 +23,7 @@ inline long BlockedSyscall(int tid) {
 
 // Whether the ULT `id` is parked (its descriptor's state).
 inline bool Parked(weft::UltId id) {
-  weft::rt::Ult* u = weft::rt::ult_table::lookup(id.value());
+  weft::rt::UltDesc* u = weft::rt::ult_table::lookup(id.value());
   return u != nullptr && u->generation.load() == id.generation() &&
          (u->state.load() & weft::rt::ult_state::kStateMask) == weft::rt::ult_state::kParked;
 }

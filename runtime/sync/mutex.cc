@@ -79,7 +79,7 @@ uint64_t ticks() { return __rdtsc(); }
 // Is `owner` a ULT running on a CPU right now?
 bool owner_running(uintptr_t owner) {
   if (owner == 0 || (owner & 1)) return false;  // free, or a foreign thread: unknown
-  auto* u = reinterpret_cast<rt::Ult*>(owner);
+  auto* u = reinterpret_cast<rt::UltDesc*>(owner);
   rt::Worker* w = u->worker.load(std::memory_order_relaxed);
   return w != nullptr && w->current.load(std::memory_order_relaxed) == u &&
          !w->in_blocking.load(std::memory_order_relaxed);
@@ -92,7 +92,7 @@ bool owner_running(uintptr_t owner) {
   } else if (who & 1) {
     snprintf(buf, n, "thread %#lx", static_cast<unsigned long>(who & ~uintptr_t{1}));
   } else {
-    auto* u = reinterpret_cast<rt::Ult*>(who);
+    auto* u = reinterpret_cast<rt::UltDesc*>(who);
     snprintf(buf, n, "ULT %u.%u \"%s\"", u->index, u->generation.load(std::memory_order_relaxed), u->name);
   }
   return buf;
@@ -183,7 +183,7 @@ bool Mutex::lock_slow(int64_t deadline_ns) {
 #endif
   detail::MutexStats* st = stats_of(stats_);
   if (st != nullptr) bump(st->contended);
-  rt::Ult* self = (me & 1) ? nullptr : reinterpret_cast<rt::Ult*>(me);
+  rt::UltDesc* self = (me & 1) ? nullptr : reinterpret_cast<rt::UltDesc*>(me);
   SyncWaiter w;
   rt::sync::init_waiter(&w);
   bool awoke = false;  // we are the waiter kWoken speaks of

@@ -122,7 +122,7 @@ bool cancel_wait(WaitQueue& q, SyncWaiter* w) {
 }
 
 void wake(SyncWaiter* w) {
-  Ult* u = w->ult;  // before the state changes: the record may vanish after it
+  UltDesc* u = w->ult;  // before the state changes: the record may vanish after it
   uint32_t s = SyncWaiter::kWaiting;
   if (!w->state.compare_exchange_strong(s, SyncWaiter::kWoken, std::memory_order_acq_rel)) {
     // The waiter timed out and claimed the right to use the queue (state

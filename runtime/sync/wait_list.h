@@ -59,7 +59,7 @@
 #include "weft/sync.h"
 
 namespace weft::rt {
-struct Ult;
+struct UltDesc;
 }
 
 namespace weft::detail {
@@ -71,7 +71,7 @@ struct SyncWaiter {
   static constexpr uint32_t kCancelling = 2;  // timed out; the waiter may be in the queue
   static constexpr uint32_t kCancelled = 3;   // timed out, found popped: waits for the wake
 
-  rt::Ult* ult = nullptr;            // the parked ULT; null for a foreign thread
+  rt::UltDesc* ult = nullptr;            // the parked ULT; null for a foreign thread
   uintptr_t who = 0;                 // the waiter's identity (Mutex owner encoding)
   std::atomic<uint32_t> state{kWaiting};
   SyncWaiter* prev = nullptr;
@@ -88,7 +88,7 @@ namespace weft::rt::sync {
 using detail::SyncWaiter;
 using detail::WaitQueue;
 
-// The queue's spinlock. Critical sections are a few pointer updates; never
+// The queue's spinlock (sys::spin_acquire, as every spinlock). Critical sections are a few pointer updates; never
 // park or call user code while holding it.
 class QueueLock {
  public:
@@ -96,15 +96,8 @@ class QueueLock {
   ~QueueLock() { unlock(q_); }
   QueueLock(const QueueLock&) = delete;
   QueueLock& operator=(const QueueLock&) = delete;
-  static void lock(WaitQueue& q) {
-    for (int spins = 0; q.lock.exchange(1, std::memory_order_acquire) != 0;) {
-      while (q.lock.load(std::memory_order_relaxed) != 0) {
-        if (++spins < 256) cpu_relax();
-        else sys::sched_yield();
-      }
-    }
-  }
-  static void unlock(WaitQueue& q) { q.lock.store(0, std::memory_order_release); }
+  static void lock(WaitQueue& q) { sys::spin_acquire(q.lock); }
+  static void unlock(WaitQueue& q) { sys::spin_release(q.lock); }
 
  private:
   WaitQueue& q_;
@@ -123,7 +116,7 @@ void init_waiter(SyncWaiter* w);
 // The identity the Mutex records for its owner: the ULT descriptor's
 // address, or the thread's pthread_t with the low bit set.
 inline uintptr_t self_identity() {
-  Ult* self = current_ult();
+  UltDesc* self = current_ult();
   if (self != nullptr) return reinterpret_cast<uintptr_t>(self);
   return static_cast<uintptr_t>(pthread_self()) | 1;
 }

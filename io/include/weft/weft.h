@@ -1,4 +1,5 @@
-// <weft/weft.h> — the one header a weft user includes.
+// <weft/weft.h> — the one header a weft user includes (it lives in io/, the
+// top layer, because it includes every layer's public header).
 //
 // weft is an M:N threading runtime: many user-level threads (ULTs) on a few
 // kernel threads (KLTs) it creates itself. See README.md for a tour and

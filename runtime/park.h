@@ -1,0 +1,53 @@
+// runtime/park.h — the runtime's interface for the layers above it: park
+// the calling ULT until woken, wake a parked ULT, and find the calling
+// context's poller. io/ uses only this (and poller.h, locks.h, fork.h, log.h)
+// of the runtime's internals; so will the hook library and signals. Nothing
+// here exposes the scheduler's structures: a ULT is an opaque UltDesc*.
+//
+// The protocol (a wake-up is never lost, a park may return spuriously):
+//
+//   waiter (a ULT)                         waker (any thread)
+//   self = rt::caller().ult                store the result / flag
+//   publish self where the waker finds it  rt::unpark(self)
+//   while (!done) rt::park_current(self)
+//
+// An unpark that comes before the park is kept as a permit: the next park
+// returns at once. The waiter must re-check its condition after every park.
+// A ULT may resume on another worker after any park: re-read caller()
+// afterwards, never keep its poller across a park.
+#pragma once
+
+#include <cstdint>
+
+namespace weft::rt {
+
+struct UltDesc;
+class Poller;
+
+// The calling context, in one call.
+struct Caller {
+  // The ULT running on this KLT; null on a foreign thread and inside a
+  // weft::blocking() region (weft calls made there act as on a thread).
+  UltDesc* ult = nullptr;
+  // The poller of this KLT's worker; null on a foreign thread. Set inside a
+  // blocking region too: the KLT still owns its worker's poller (a handoff
+  // moves queues and timers, never the poller).
+  Poller* poller = nullptr;
+};
+Caller caller();
+
+// Parks the calling ULT `self` until unparked (a pending permit makes it
+// return at once); may return spuriously.
+void park_current(UltDesc* self);
+// Parks until unparked or until deadline_ns (CLOCK_MONOTONIC). Returns false
+// if the deadline passed (the timer won), true otherwise (possibly spurious).
+bool park_current_until(UltDesc* self, int64_t deadline_ns);
+// Makes a parked ULT runnable, or leaves it a permit. Any thread, including
+// a worker's scheduler loop (io completions): then the ULT is queued on
+// that worker.
+void unpark(UltDesc* u);
+
+// Monotonic clock in nanoseconds (vDSO; never touches errno).
+int64_t monotonic_ns();
+
+}  // namespace weft::rt
