@@ -8,36 +8,27 @@
 namespace weft::rt {
 
 UltDesc* DeathRow::take(size_t size) {
-  UltDesc* head = nullptr;
-  return take_batch(size, 1, &head) == 1 ? head : nullptr;
+  IntrusiveQueue<UltDesc> one;
+  return take_batch(size, 1, &one) == 1 ? one.pop_front() : nullptr;
 }
 
-uint32_t DeathRow::take_batch(size_t size, uint32_t n, UltDesc** head) {
+uint32_t DeathRow::take_batch(size_t size, uint32_t n, IntrusiveQueue<UltDesc>* out) {
   if (count_.load(std::memory_order_relaxed) == 0) return 0;
   LockGuard<KltMutex> g(lock_);
   ++activity_;
   for (Class& c : classes_) {
-    if (c.size != size || c.head == nullptr) continue;
+    if (c.size != size || c.list.empty()) continue;
     uint32_t taken = 0;
-    UltDesc* first = c.head;
-    UltDesc* last = nullptr;
-    while (taken < n && c.head != nullptr) {
-      last = c.head;
-      c.head = c.head->next;
-      ++taken;
-    }
-    last->next = nullptr;
-    c.count -= taken;
+    for (; taken < n && !c.list.empty(); ++taken) out->push_back(c.list.pop_front());
     taken_ += taken;
     count_.fetch_sub(taken, std::memory_order_relaxed);
-    *head = first;
     return taken;
   }
   return 0;
 }
 
-void DeathRow::put(UltDesc* head, uint32_t n, size_t size) {
-  UltDesc* overflow = nullptr;
+void DeathRow::put(IntrusiveQueue<UltDesc>* list, size_t size) {
+  IntrusiveQueue<UltDesc> overflow;
   {
     LockGuard<KltMutex> g(lock_);
     ++activity_;
@@ -45,44 +36,35 @@ void DeathRow::put(UltDesc* head, uint32_t n, size_t size) {
     Class* slot = nullptr;
     for (Class& c : classes_) {
       if (c.size == size) { slot = &c; break; }
-      if (slot == nullptr && c.head == nullptr) slot = &c;
+      if (slot == nullptr && c.list.empty()) slot = &c;
     }
-    while (head != nullptr) {
-      UltDesc* u = head;
-      head = head->next;
+    while (UltDesc* u = list->pop_front()) {
       if (slot != nullptr && count_.load(std::memory_order_relaxed) < cap_) {
         slot->size = size;
-        u->next = slot->head;
-        slot->head = u;
-        ++slot->count;
+        slot->list.push_front(u);
         count_.fetch_add(1, std::memory_order_relaxed);
       } else {
-        u->next = overflow;
-        overflow = u;
+        overflow.push_front(u);
       }
     }
   }
-  (void)n;
-  unmap_list(overflow);
+  unmap_list(&overflow);
 }
 
 void DeathRow::retire(UltDesc* u) {
-  u->next = nullptr;
-  unmap_list(u);
+  IntrusiveQueue<UltDesc> one;
+  one.push_back(u);
+  unmap_list(&one);
 }
 
-void DeathRow::unmap_list(UltDesc* head) {
-  while (head != nullptr) {
-    UltDesc* u = head;
-    head = head->next;
-    u->next = nullptr;
+void DeathRow::unmap_list(IntrusiveQueue<UltDesc>* list) {
+  while (UltDesc* u = list->pop_front()) {
     if (sys::stack_release(&u->stack) != 0) {
       // The kernel would not split the mapping (vm.max_map_count). The
       // stack's pages are back already; keep the descriptor and retry the
       // unmap at the next reap rather than lose the mapping.
       LockGuard<KltMutex> g(lock_);
-      u->next = stuck_;
-      stuck_ = u;
+      stuck_.push_front(u);
       continue;
     }
     unmapped_.fetch_add(1, std::memory_order_relaxed);
@@ -92,18 +74,16 @@ void DeathRow::unmap_list(UltDesc* head) {
 
 void DeathRow::fork_child_for_each(void (*fn)(UltDesc*, void*), void* ctx) {
   lock_.reset_after_fork();
-  for (Class& c : classes_)
-    for (UltDesc* u = c.head; u != nullptr; u = u->next) fn(u, ctx);
-  for (UltDesc* u = stuck_; u != nullptr; u = u->next) fn(u, ctx);
+  for (Class& c : classes_) c.list.for_each([&](UltDesc* u) { fn(u, ctx); });
+  stuck_.for_each([&](UltDesc* u) { fn(u, ctx); });
 }
 
 uint64_t DeathRow::reap() {
-  UltDesc* doomed = nullptr;
+  IntrusiveQueue<UltDesc> doomed;
   uint64_t recycled = 0;
   {
     LockGuard<KltMutex> g(lock_);
-    doomed = stuck_;  // retry stacks the kernel would not unmap last time
-    stuck_ = nullptr;
+    doomed.swap(stuck_);  // retry stacks the kernel would not unmap last time
     bool idle = activity_ == reaped_activity_;
     reaped_activity_ = activity_;
     uint64_t mapped = mapped_.load(std::memory_order_relaxed);
@@ -114,34 +94,21 @@ uint64_t DeathRow::reap() {
       // Keep what demand calls for (kIdleKeep when idle, decommitted).
       uint64_t keep = idle ? kIdleKeep : cap_;
       for (Class& c : classes_) {
-        UltDesc** link = &c.head;
-        uint64_t kept = 0;
-        while (*link != nullptr && kept < keep) {
-          link = &(*link)->next;
-          ++kept;
-        }
-        keep -= kept;
-        UltDesc* rest = *link;
-        *link = nullptr;
-        while (rest != nullptr) {
-          UltDesc* u = rest;
-          rest = rest->next;
-          u->next = doomed;
-          doomed = u;
-          --c.count;
-          count_.fetch_sub(1, std::memory_order_relaxed);
-          ++recycled;
-        }
+        const size_t before = c.list.size();
+        c.list.split_after(std::min<uint64_t>(keep, before), &doomed);
+        keep -= c.list.size();
+        const size_t dropped = before - c.list.size();
+        count_.fetch_sub(dropped, std::memory_order_relaxed);
+        recycled += dropped;
       }
       if (idle) {
         decommitted_ = true;
         // Decommit under the lock: nobody may take a stack while its pages go.
-        for (Class& c : classes_)
-          for (UltDesc* u = c.head; u != nullptr; u = u->next) sys::stack_decommit(u->stack, sys::page_size());
+        for (Class& c : classes_) c.list.for_each([](UltDesc* u) { sys::stack_decommit(u->stack, sys::page_size()); });
       }
     }
   }
-  unmap_list(doomed);
+  unmap_list(&doomed);
   return recycled;
 }
 

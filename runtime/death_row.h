@@ -26,6 +26,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "runtime/intrusive_queue.h"
 #include "runtime/locks.h"
 
 namespace weft::rt {
@@ -35,8 +36,7 @@ struct UltDesc;
 // Owner-only LIFO of descriptors whose stacks have the worker's default size.
 struct LocalCache {
   static constexpr uint32_t kCap = 64;
-  UltDesc* head = nullptr;
-  uint32_t count = 0;
+  IntrusiveQueue<UltDesc> list;  // LIFO: push_front/pop_front
 };
 
 class DeathRow {
@@ -48,12 +48,11 @@ class DeathRow {
 
   // A descriptor whose stack has `size` usable bytes, or null.
   UltDesc* take(size_t size);
-  // Up to `n` such descriptors linked through UltDesc::next; returns how many.
-  uint32_t take_batch(size_t size, uint32_t n, UltDesc** head);
-  // Adds a list of descriptors (linked through next) with stacks of `size`.
-  // Beyond the cap their stacks are unmapped and the descriptors returned to
-  // the table at once.
-  void put(UltDesc* head, uint32_t n, size_t size);
+  // Moves up to `n` such descriptors to the back of *out; returns how many.
+  uint32_t take_batch(size_t size, uint32_t n, IntrusiveQueue<UltDesc>* out);
+  // Takes every descriptor of *list (stacks of `size`). Beyond the cap their
+  // stacks are unmapped and the descriptors returned to the table at once.
+  void put(IntrusiveQueue<UltDesc>* list, size_t size);
   // Unmaps the stack of a retired descriptor (generation 0, ult.h); the
   // descriptor itself is never reused (ult_table::free drops it).
   void retire(UltDesc* u);
@@ -81,10 +80,9 @@ class DeathRow {
  private:
   struct Class {
     size_t size = 0;
-    UltDesc* head = nullptr;
-    uint64_t count = 0;
+    IntrusiveQueue<UltDesc> list;  // LIFO
   };
-  void unmap_list(UltDesc* head);  // called without the lock
+  void unmap_list(IntrusiveQueue<UltDesc>* list);  // called without the lock
 
   KltMutex lock_;
   Class classes_[kClasses];
@@ -94,7 +92,7 @@ class DeathRow {
   uint64_t cap_ = kMinCap;      // guarded by lock_
   uint64_t mapped_at_reap_ = 0; // guarded by lock_
   bool decommitted_ = false;
-  UltDesc* stuck_ = nullptr;        // stacks munmap refused (vm.max_map_count); retried by reap()
+  IntrusiveQueue<UltDesc> stuck_;  // stacks munmap refused (vm.max_map_count); retried by reap()
   std::atomic<uint64_t> count_{0};
   std::atomic<uint64_t> unmapped_{0};
   std::atomic<uint64_t> mapped_{0};

@@ -298,7 +298,7 @@ void Scheduler::rebuild_after_fork(Worker* keep, UltDesc* self) {
     n = 1;
   }
   nworkers.store(n, std::memory_order_relaxed);
-  global_head = global_tail = nullptr;
+  global_queue.reset();
   global_count.store(0, std::memory_order_relaxed);
   idle.clear();
   npidle.store(0, std::memory_order_relaxed);
@@ -316,15 +316,15 @@ void Scheduler::rebuild_after_fork(Worker* keep, UltDesc* self) {
     Worker* w = keep;
     w->deque.reset_after_fork();
     w->run_next.store(nullptr, std::memory_order_relaxed);
-    w->yq_head = w->yq_tail = nullptr;
+    w->yield_queue.reset();
     w->inbox_lock.reset_after_fork();
-    w->inbox_head = w->inbox_tail = nullptr;
+    w->inbox.reset();
     w->inbox_count.store(0, std::memory_order_relaxed);
     w->timers.clear();
     w->timer_inbox_lock.reset_after_fork();
     w->timer_inbox.clear();
     w->timer_inbox_nonempty.store(false, std::memory_order_relaxed);
-    w->cache = LocalCache{};  // its descriptors were reclaimed with the rest
+    w->cache.list.reset();  // its descriptors were reclaimed with the rest
     w->spinning = false;
     w->notify_deferred = false;
     w->woken_spinning = false;

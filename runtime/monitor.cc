@@ -95,7 +95,7 @@ void handoff_locked(Scheduler* s, Worker* w, uint64_t st) {
   if (!w->blocking.compare_exchange_strong(st, (st & ~uint64_t{3}) | 3, std::memory_order_acq_rel)) return;
   s->swap_slots_locked(i, spare->index.load(std::memory_order_relaxed));
   int64_t moved = 0;
-  for (UltDesc* u; (u = w->yq_pop()) != nullptr; ++moved) s->global_push(u);
+  for (UltDesc* u; (u = w->yield_queue.pop_front()) != nullptr; ++moved) s->global_push(u);
   moved += take_stealable(s, w);
   size_t timers = 0;
   {

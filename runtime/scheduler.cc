@@ -128,11 +128,6 @@ UltDesc* decode_ult(uintptr_t t) { return reinterpret_cast<UltDesc*>(t & ~uintpt
 SwitchAction decode_action(uintptr_t t) { return static_cast<SwitchAction>(t & 63); }
 static_assert(alignof(UltDesc) >= 64);
 
-template <class T>
-void bump(std::atomic<T>& c) {  // owner-only counter: no locked instruction
-  c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-}
-
 // errno and the exception globals are per KLT; a ULT carries its own across
 // switches. Their addresses are fixed for a KLT's life, so each worker looks
 // them up once (worker_main) and the switch path uses the addresses of the
@@ -192,7 +187,7 @@ void handle_transfer(Worker* w, uintptr_t t) {
         w->sched->global_push(x);
         w->sched->notify_work();
       } else {
-        w->yq_push(x);
+        w->yield_queue.push_back(x);
       }
       return;
     case SwitchAction::kFinishPark: {
@@ -370,7 +365,7 @@ __attribute__((always_inline)) inline UltDesc* Worker::pick_local(bool for_yield
   if (!deque.owner_empty()) {
     if (UltDesc* u = for_yield ? deque.take_top() : deque.pop()) return u;
   }
-  return yq_pop();
+  return yield_queue.pop_front();
 }
 
 void yield_current(UltDesc* self) {
@@ -386,7 +381,7 @@ void yield_current(UltDesc* self) {
     // it meanwhile, its next scheduler pass hands the queue over, as for a
     // ULT queued there by handle_transfer.
     WEFT_DCHECK(!w->is_bound, "fast yield on bound worker %d", w->index.load(std::memory_order_relaxed));
-    w->yq_push(self);
+    w->yield_queue.push_back(self);
     switch_from(self, next, SwitchAction::kNone);
     return;
   }
@@ -541,42 +536,31 @@ void exit_current(UltDesc* self) {
 // ---------------------------------------------------------------------------
 
 void Worker::inbox_push(UltDesc* u) {
-  u->next = nullptr;
-  {
-    LockGuard<KltMutex> g(inbox_lock);
-    if (inbox_tail) inbox_tail->next = u; else inbox_head = u;
-    inbox_tail = u;
-    inbox_count.fetch_add(1, std::memory_order_release);
-  }
+  LockGuard<KltMutex> g(inbox_lock);
+  inbox.push_back(u);
+  inbox_count.fetch_add(1, std::memory_order_release);
 }
 
 UltDesc* Worker::inbox_pop() {
   if (inbox_count.load(std::memory_order_acquire) == 0) return nullptr;
   LockGuard<KltMutex> g(inbox_lock);
-  UltDesc* u = inbox_head;
-  if (u == nullptr) return nullptr;
-  inbox_head = u->next;
-  if (inbox_head == nullptr) inbox_tail = nullptr;
-  u->next = nullptr;
-  inbox_count.fetch_sub(1, std::memory_order_relaxed);
+  UltDesc* u = inbox.pop_front();
+  if (u != nullptr) inbox_count.fetch_sub(1, std::memory_order_relaxed);
   return u;
 }
 
 void Scheduler::global_push(UltDesc* u) {
-  u->next = nullptr;
   LockGuard<KltMutex> g(global_lock);
-  if (global_tail) global_tail->next = u; else global_head = u;
-  global_tail = u;
+  global_queue.push_back(u);
   global_count.fetch_add(1, std::memory_order_release);
 }
 
-void Scheduler::global_push_list(UltDesc* head, UltDesc* tail, int64_t n) {
-  if (n == 0) return;
-  tail->next = nullptr;
+void Scheduler::global_push_queue(IntrusiveQueue<UltDesc>* q) {
+  if (q->empty()) return;
+  const size_t n = q->size();
   LockGuard<KltMutex> g(global_lock);
-  if (global_tail) global_tail->next = head; else global_head = head;
-  global_tail = tail;
-  global_count.fetch_add(n, std::memory_order_release);
+  global_queue.append(*q);
+  global_count.fetch_add(static_cast<int64_t>(n), std::memory_order_release);
 }
 
 // Takes a share of the global queue: one to run, the rest onto w's deque.
@@ -589,19 +573,19 @@ UltDesc* Scheduler::global_pop_batch(Worker* w) {
   int64_t take = n / (a > 0 ? a : 1) + 1;
   if (take > n) take = n;
   if (take > static_cast<int64_t>(kDequeCapacity / 2)) take = kDequeCapacity / 2;
-  UltDesc* first = global_head;
-  global_head = first->next;
+  UltDesc* first = global_queue.pop_front();
   int64_t taken = 1;
-  while (taken < take && global_head != nullptr) {
-    UltDesc* u = global_head;
-    UltDesc* next = u->next;  // before the push: once stealable, u may run and be requeued elsewhere
-    if (!w->deque.push(u)) break;
-    global_head = next;
+  while (taken < take && !global_queue.empty()) {
+    // Off the queue before the push: once stealable, u may run and be
+    // requeued elsewhere (its link reused).
+    UltDesc* u = global_queue.pop_front();
+    if (!w->deque.push(u)) {
+      global_queue.push_front(u);  // the deque is full; nobody else saw u
+      break;
+    }
     ++taken;
   }
-  if (global_head == nullptr) global_tail = nullptr;
   global_count.fetch_sub(taken, std::memory_order_relaxed);
-  first->next = nullptr;
   return first;
 }
 
@@ -646,7 +630,7 @@ void Scheduler::make_runnable(UltDesc* u, Worker* here) {
       // order, FIFO, behind what is already queued here. run_next is for a
       // ULT woken by the running ULT (locality); a batch of completions
       // pushed through it would run newest first and starve the oldest.
-      here->yq_push(u);
+      here->yield_queue.push_back(u);
       here->notify_deferred = true;
       return;
     }
@@ -733,24 +717,13 @@ bool Scheduler::remove_idle(Worker* w, bool* was_woken_spinning) {
 // The scheduler loop
 // ---------------------------------------------------------------------------
 
-void Worker::spill_half_of_yq() {
-  UltDesc* keep_head = nullptr;
-  UltDesc* keep_tail = nullptr;
-  UltDesc* give_head = nullptr;
-  UltDesc* give_tail = nullptr;
-  int64_t given = 0;
-  bool give = false;
-  for (UltDesc* u; (u = yq_pop()) != nullptr; give = !give) {
-    UltDesc*& head = give ? give_head : keep_head;
-    UltDesc*& tail = give ? give_tail : keep_tail;
-    if (tail) tail->next = u; else head = u;
-    tail = u;
-    given += give;
-  }
-  yq_head = keep_head;
-  yq_tail = keep_tail;
-  if (given != 0) {
-    sched->global_push_list(give_head, give_tail, given);
+void Worker::spill_half_of_yield_queue() {
+  IntrusiveQueue<UltDesc> keep, give;
+  bool to_give = false;
+  for (UltDesc* u; (u = yield_queue.pop_front()) != nullptr; to_give = !to_give) (to_give ? give : keep).push_back(u);
+  yield_queue.swap(keep);
+  if (!give.empty()) {
+    sched->global_push_queue(&give);
     sched->notify_work();
   }
 }
@@ -783,8 +756,8 @@ UltDesc* Worker::find_runnable_inner() {
     // The yield queue (yielded ULTs, and ULTs woken from this loop) stays
     // FIFO and local; a retired worker hands it over, and half of it goes
     // to the global queue when other workers are idle (below).
-    if (yq_head != nullptr && !active()) {
-      for (UltDesc* u; (u = yq_pop()) != nullptr;) s->global_push(u);
+    if (!yield_queue.empty() && !active()) {
+      for (UltDesc* u; (u = yield_queue.pop_front()) != nullptr;) s->global_push(u);
       s->notify_work();
     }
     if (timer_inbox_nonempty.load(std::memory_order_acquire)) {  // moved here by a handoff
@@ -806,10 +779,10 @@ UltDesc* Worker::find_runnable_inner() {
         if (UltDesc* u = run_next.exchange(nullptr, std::memory_order_acquire)) return u;
       }
       if (UltDesc* u = deque.pop()) return u;
-      if (yq_head != nullptr) {
+      if (!yield_queue.empty()) {
         // Woken by poll()/timers just now (FIFO). Share if others idle.
-        if (yq_head->next != nullptr && s->npidle.load(std::memory_order_relaxed) > 0) spill_half_of_yq();
-        return yq_pop();
+        if (yield_queue.size() > 1 && s->npidle.load(std::memory_order_relaxed) > 0) spill_half_of_yield_queue();
+        return yield_queue.pop_front();
       }
       if (UltDesc* u = s->global_pop_batch(this)) return u;
 

@@ -9,7 +9,9 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "runtime/counter.h"
 #include "runtime/death_row.h"
+#include "runtime/intrusive_queue.h"
 #include "runtime/locks.h"
 #include "runtime/park.h"
 #include "runtime/poller.h"
@@ -78,17 +80,15 @@ struct alignas(64) Worker {
   // loop (io completions, timers), FIFO, not stealable: yield between ULTs
   // of one worker then needs no atomic operation. When other workers are
   // idle, the scheduler loop moves every other one of them to the global
-  // queue (spill_half_of_yq); a retired worker hands all of them over; the
-  // worker never sleeps while this queue holds a ULT.
-  UltDesc* yq_head = nullptr;
-  UltDesc* yq_tail = nullptr;
+  // queue (spill_half_of_yield_queue); a retired worker hands all of them
+  // over; the worker never sleeps while this queue holds a ULT.
+  IntrusiveQueue<UltDesc> yield_queue;
 
   // --- shared ---------------------------------------------------------------
   WorkDeque<UltDesc, kDequeCapacity> deque;  // owner pushes/pops, anyone steals
   std::atomic<UltDesc*> run_next{nullptr};   // woken ULT to run next; thieves may take it
-  KltMutex inbox_lock;                   // guards inbox_head/tail
-  UltDesc* inbox_head = nullptr;             // ULTs that must run here (pinned, bound)
-  UltDesc* inbox_tail = nullptr;
+  KltMutex inbox_lock;                   // guards inbox
+  IntrusiveQueue<UltDesc> inbox;         // ULTs that must run here (pinned, bound)
   std::atomic<uint32_t> inbox_count{0};
   bool woken_spinning = false;           // guarded by Scheduler::idle_lock
   bool in_idle_set = false;              // guarded by Scheduler::idle_lock
@@ -138,21 +138,7 @@ struct alignas(64) Worker {
   void stop_spinning();
   UltDesc* pick_local(bool for_yield);
   void init_thread_state();  // on the worker's own KLT, before loop()
-  void spill_half_of_yq();   // every other queued ULT to the global queue
-  void yq_push(UltDesc* u) {
-    u->next = nullptr;
-    if (yq_tail) yq_tail->next = u; else yq_head = u;
-    yq_tail = u;
-  }
-  UltDesc* yq_pop() {
-    UltDesc* u = yq_head;
-    if (u != nullptr) {
-      yq_head = u->next;
-      if (yq_head == nullptr) yq_tail = nullptr;
-      u->next = nullptr;
-    }
-    return u;
-  }
+  void spill_half_of_yield_queue();  // every other queued ULT to the global queue
   void inbox_push(UltDesc* u);
   UltDesc* inbox_pop();
   void fire_timers(int64_t now);
@@ -201,8 +187,7 @@ struct alignas(64) Scheduler {
 
   // --- global injection queue -------------------------------------------------------
   alignas(64) KltMutex global_lock;
-  UltDesc* global_head = nullptr;
-  UltDesc* global_tail = nullptr;
+  IntrusiveQueue<UltDesc> global_queue;  // guarded by global_lock
   std::atomic<int64_t> global_count{0};
 
   // --- life ----------------------------------------------------------------------------
@@ -287,7 +272,7 @@ struct alignas(64) Scheduler {
   // Makes a ULT runnable after unpark (or a requeue that must respect its home).
   void make_runnable(UltDesc* u, Worker* here);
   void global_push(UltDesc* u);
-  void global_push_list(UltDesc* head, UltDesc* tail, int64_t n);
+  void global_push_queue(IntrusiveQueue<UltDesc>* q);  // moves all of q
   UltDesc* global_pop_batch(Worker* w);
   // The wake-up check after new work is published (see scheduler.cc).
   void notify_work();

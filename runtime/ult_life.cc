@@ -33,29 +33,15 @@ namespace {
 
 constexpr uint32_t kRefillBatch = 32;
 
-UltDesc* cache_pop(Worker* w) {
-  UltDesc* u = w->cache.head;
-  if (u != nullptr) {
-    w->cache.head = u->next;
-    --w->cache.count;
-    u->next = nullptr;
-  }
-  return u;
-}
+UltDesc* cache_pop(Worker* w) { return w->cache.list.pop_front(); }
 
 void cache_push(Worker* w, UltDesc* u) {
-  u->next = w->cache.head;
-  w->cache.head = u;
-  if (++w->cache.count > LocalCache::kCap) {
+  w->cache.list.push_front(u);
+  if (w->cache.list.size() > LocalCache::kCap) {
     // Spill the older half to the death row.
-    uint32_t keep = LocalCache::kCap / 2;
-    UltDesc* last_kept = w->cache.head;
-    for (uint32_t i = 1; i < keep; ++i) last_kept = last_kept->next;
-    UltDesc* spill = last_kept->next;
-    last_kept->next = nullptr;
-    uint32_t n = w->cache.count - keep;
-    w->cache.count = keep;
-    death_row().put(spill, n, w->sched->default_stack_size);
+    IntrusiveQueue<UltDesc> spill;
+    w->cache.list.split_after(LocalCache::kCap / 2, &spill);
+    death_row().put(&spill, w->sched->default_stack_size);
   }
 }
 
@@ -63,9 +49,7 @@ void cache_push(Worker* w, UltDesc* u) {
 
 // Drains a worker's cache into the death row (worker exit).
 void drain_local_cache(Worker* w) {
-  if (w->cache.head != nullptr) death_row().put(w->cache.head, w->cache.count, w->sched->default_stack_size);
-  w->cache.head = nullptr;
-  w->cache.count = 0;
+  if (!w->cache.list.empty()) death_row().put(&w->cache.list, w->sched->default_stack_size);
 }
 
 UltDesc* create_ult(Scheduler* s, Worker* w, const SpawnOptions& o, const detail::Closure& c, absl::Status* err) {
@@ -82,18 +66,10 @@ UltDesc* create_ult(Scheduler* s, Worker* w, const SpawnOptions& o, const detail
   if (w != nullptr && size == s->default_stack_size) {
     u = cache_pop(w);
     if (u == nullptr) {
-      UltDesc* batch = nullptr;
-      uint32_t n = death_row().take_batch(size, kRefillBatch, &batch);
-      if (n > 0) {
-        u = batch;
-        for (UltDesc* rest = batch->next; rest != nullptr;) {
-          UltDesc* nx = rest->next;
-          rest->next = w->cache.head;
-          w->cache.head = rest;
-          ++w->cache.count;
-          rest = nx;
-        }
-        u->next = nullptr;
+      IntrusiveQueue<UltDesc> batch;
+      if (death_row().take_batch(size, kRefillBatch, &batch) > 0) {
+        u = batch.pop_front();
+        while (UltDesc* rest = batch.pop_front()) w->cache.list.push_front(rest);
       }
     }
   } else {
@@ -180,9 +156,11 @@ void release(UltDesc* u) {
   Worker* w = current_worker();
   if (w != nullptr && w->active() && u->stack.size() == w->sched->default_stack_size) {
     cache_push(w, u);
-    w->reaped.store(w->reaped.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    bump(w->reaped);
   } else {
-    death_row().put(u, 1, u->stack.size());
+    IntrusiveQueue<UltDesc> one;
+    one.push_back(u);
+    death_row().put(&one, u->stack.size());
   }
 }
 
