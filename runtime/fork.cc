@@ -130,16 +130,12 @@ void reclaim_descriptors(UltDesc* self) {
     }
     u->join_lock.reset_after_fork();
     advance_generation(u);
+    // Whatever state it was in, its ULT does not exist here (fork.cc's
+    // table scan): no transition of the diagram, a reset.
     u->state.store(ult_state::kExited, std::memory_order_relaxed);
     u->on_stack.store(false, std::memory_order_relaxed);
-    u->worker.store(nullptr, std::memory_order_relaxed);
+    u->clear_life();
     u->sched = nullptr;
-    u->home = nullptr;
-    u->bound = false;
-    u->exited = false;
-    u->detached = false;
-    u->joiner = nullptr;
-    u->pin_count = 0;
     u->locals = nullptr;  // the values of a ULT that is gone leak with it
     u->locals_count = 0;
     u->locals_capacity = 0;

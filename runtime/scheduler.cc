@@ -193,17 +193,16 @@ void handle_transfer(Worker* w, uintptr_t t) {
     case SwitchAction::kFinishPark: {
       bump(w->parks);
       uint32_t expected = ult_state::kParking;
-      if (x->state.compare_exchange_strong(expected, ult_state::kParked, std::memory_order_acq_rel)) return;
+      if (cas_state(x, &expected, ult_state::kParked)) return;
       // Woken while parking: the permit is consumed by this park returning.
-      WEFT_DCHECK(expected == (ult_state::kParking | ult_state::kWake), "ULT %u state %u", x->index, expected);
-      x->state.store(ult_state::kLive, std::memory_order_relaxed);
+      change_state(x, ult_state::kParking | ult_state::kWake, ult_state::kLive);
       w->sched->make_runnable(x, w);
       return;
     }
     case SwitchAction::kExit:
     case SwitchAction::kExitRelease:
       x->ctx.sp = nullptr;
-      x->state.store(ult_state::kExited, std::memory_order_relaxed);
+      mark_exited(x);
       x->on_stack.store(false, std::memory_order_release);
       if (decode_action(t) == SwitchAction::kExitRelease) release(x);
       return;
@@ -410,10 +409,10 @@ void park_current(UltDesc* self) {
   for (;;) {
     WEFT_DCHECK((s & ult_state::kStateMask) == ult_state::kLive, "park of ULT %u in state %u", self->index, s);
     if (s & ult_state::kWake) {  // a permit: consume it and return at once
-      if (self->state.compare_exchange_weak(s, s & ~ult_state::kWake, std::memory_order_acq_rel)) return;
+      if (cas_state(self, &s, s & ~ult_state::kWake)) return;
       continue;
     }
-    if (self->state.compare_exchange_weak(s, ult_state::kParking, std::memory_order_acq_rel)) break;
+    if (cas_state(self, &s, ult_state::kParking)) break;
   }
   Worker* w = self->worker.load(std::memory_order_relaxed);
   switch_from(self, w->pick_local(false), SwitchAction::kFinishPark);
@@ -433,7 +432,7 @@ void unpark(UltDesc* u) {
   for (;;) {
     uint32_t st = s & ult_state::kStateMask;
     if (st == ult_state::kParked) {
-      if (u->state.compare_exchange_weak(s, ult_state::kLive, std::memory_order_acq_rel)) {
+      if (cas_state(u, &s, ult_state::kLive)) {
         Scheduler* sched = u->sched;
         // Inside a blocking region (a mutex unlocked or a condvar notified
         // by fn) this KLT is foreign: its worker's queues may be being
@@ -457,7 +456,7 @@ void unpark(UltDesc* u) {
       continue;
     }
     if ((s & ult_state::kWake) || st == ult_state::kExited) return;
-    if (u->state.compare_exchange_weak(s, s | ult_state::kWake, std::memory_order_acq_rel)) return;
+    if (cas_state(u, &s, s | ult_state::kWake)) return;
   }
 }
 
@@ -467,7 +466,7 @@ void unpark(UltDesc* u) {
 static bool claim_for_direct_switch(UltDesc* u, Worker* w) {
   if (w->is_bound || u->sched != w->sched || !w->active() || (u->home != nullptr && u->home != w)) return false;
   uint32_t expected = ult_state::kParked;
-  return u->state.compare_exchange_strong(expected, ult_state::kLive, std::memory_order_acq_rel);
+  return cas_state(u, &expected, ult_state::kLive);
 }
 
 void exit_current(UltDesc* self) {

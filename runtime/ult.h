@@ -28,6 +28,7 @@
 #include <cstdint>
 
 #include "runtime/locks.h"
+#include "sys/raw_log.h"
 #include "sys/context.h"
 #include "sys/stack.h"
 
@@ -57,8 +58,13 @@ struct Scheduler;
 //   kParking -> kParked             finish_park, after the switch (its worker)
 //   kParking|kWake -> kLive         finish_park sees the permit and requeues
 //   kParked -> kLive                unpark() (anyone, by CAS), then enqueues
-//   kLive -> kExited                the exit action, after the switch
+//   kLive[|kWake] -> kExited        the exit action, after the switch (a
+//                                   permit left over is dropped)
 //   kExited -> kLive                spawn, when a released descriptor is reused
+// legal_transition() is this table; every change of the word goes through
+// change_state(), cas_state() or mark_exited() (below UltDesc), which check
+// it in debug builds. (A forked child resets the descriptors of ULTs that do not exist
+// there: no transition, fork.cc.)
 namespace ult_state {
 inline constexpr uint32_t kLive = 0;
 inline constexpr uint32_t kParking = 1;
@@ -66,6 +72,18 @@ inline constexpr uint32_t kParked = 2;
 inline constexpr uint32_t kExited = 3;
 inline constexpr uint32_t kStateMask = 3;
 inline constexpr uint32_t kWake = 4;
+
+constexpr bool legal_transition(uint32_t from, uint32_t to) {
+  switch (from) {
+    case kLive: return to == (kLive | kWake) || to == kParking || to == kExited;
+    case kLive | kWake: return to == kLive || to == kExited;
+    case kParking: return to == (kParking | kWake) || to == kParked;
+    case kParking | kWake: return to == kLive;
+    case kParked: return to == kLive;
+    case kExited: return to == kLive;
+    default: return false;
+  }
+}
 }  // namespace ult_state
 
 // Somebody waiting in join(). Lives on the joiner's stack; the exiting side
@@ -157,6 +175,18 @@ struct alignas(64) UltDesc {
   uint32_t locals_count = 0;
   uint32_t locals_capacity = 0;
 
+  // The fields of one ULT's life that join/detach/pin/bound use, as a
+  // released descriptor must have them before reuse (spawn, fork.cc).
+  void clear_life() {
+    worker.store(nullptr, std::memory_order_relaxed);
+    home = nullptr;
+    bound = false;
+    exited = false;
+    detached = false;
+    joiner = nullptr;
+    pin_count = 0;
+  }
+
   // Makes every existing id of this descriptor stale. Caller holds
   // join_lock. After generation 2^32 - 1 comes 0: retired (see the top of
   // this file; release() then retires the descriptor).
@@ -170,6 +200,34 @@ struct alignas(64) UltDesc {
     return (static_cast<uint64_t>(generation.load(std::memory_order_relaxed)) << 32) | index;
   }
 };
+
+// Moves u's state word from `from` to `to` with a plain store: for the
+// transitions only the caller can make at that moment (the diagram's
+// "who"; nobody else writes the word while it holds `from`). Debug builds
+// check that it holds `from` and that the diagram has the transition.
+inline void change_state(UltDesc* u, uint32_t from, uint32_t to) {
+  WEFT_DCHECK(u->state.load(std::memory_order_relaxed) == from && ult_state::legal_transition(from, to),
+              "ULT %u: state %u -> %u (expected %u)", u->index, u->state.load(std::memory_order_relaxed), to, from);
+  u->state.store(to, std::memory_order_relaxed);
+}
+
+// kLive[|kWake] -> kExited (the exit action). Only the kWake bit can change
+// under the caller (an unpark that comes late: it is dropped), so the check
+// looks at the state bits.
+inline void mark_exited(UltDesc* u) {
+  WEFT_DCHECK((u->state.load(std::memory_order_relaxed) & ult_state::kStateMask) == ult_state::kLive,
+              "ULT %u exits in state %u", u->index, u->state.load(std::memory_order_relaxed));
+  u->state.store(ult_state::kExited, std::memory_order_relaxed);
+}
+
+// The same by compare-and-swap (acq_rel), for the transitions that race
+// (park, unpark, finish_park): true if the word held *expected and now
+// holds `to`; else *expected is the word's value.
+inline bool cas_state(UltDesc* u, uint32_t* expected, uint32_t to) {
+  WEFT_DCHECK(ult_state::legal_transition(*expected, to), "ULT %u: illegal state change %u -> %u", u->index, *expected,
+              to);
+  return u->state.compare_exchange_strong(*expected, to, std::memory_order_acq_rel);
+}
 
 // The process-wide table of descriptors.
 namespace ult_table {

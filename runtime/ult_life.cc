@@ -94,20 +94,14 @@ UltDesc* create_ult(Scheduler* s, Worker* w, const SpawnOptions& o, const detail
   WEFT_DCHECK(u->state.load(std::memory_order_relaxed) == ult_state::kExited, "reused ULT %u not exited", u->index);
   WEFT_DCHECK(!u->on_stack.load(std::memory_order_relaxed), "reused ULT %u still on its stack", u->index);
 
-  u->state.store(ult_state::kLive, std::memory_order_relaxed);
+  change_state(u, ult_state::kExited, ult_state::kLive);
   u->on_stack.store(true, std::memory_order_relaxed);
-  u->worker.store(nullptr, std::memory_order_relaxed);
+  u->clear_life();
   u->saved_errno = 0;
   u->eh_caught = nullptr;
   u->eh_uncaught = 0;
-  u->pin_count = 0;
-  u->home = nullptr;
   u->next = nullptr;
   u->sched = s;
-  u->bound = false;
-  u->exited = false;
-  u->detached = false;
-  u->joiner = nullptr;
   size_t n = std::min(o.name.size(), sizeof u->name - 1);
   if (n > 0) memcpy(u->name, o.name.data(), n);  // an empty string_view may have a null data()
   u->name[n] = '\0';
@@ -183,6 +177,16 @@ UltDesc* lock_by_id(UltId id, absl::Status* err) {
   return u;
 }
 
+// With u's join lock held (lock_by_id): FailedPrecondition, after
+// unlocking, if u was detached or somebody joins it already; else OK with
+// the lock still held.
+absl::Status unlock_if_taken(UltDesc* u, const char* detached, const char* joining) {
+  const char* why = u->detached ? detached : u->joiner != nullptr ? joining : nullptr;
+  if (why == nullptr) return absl::OkStatus();
+  u->join_lock.unlock();
+  return absl::FailedPreconditionError(why);
+}
+
 }  // namespace
 
 absl::Status join_ult(UltId id, void** value) {
@@ -192,14 +196,9 @@ absl::Status join_ult(UltId id, void** value) {
   absl::Status err;
   UltDesc* u = lock_by_id(id, &err);
   if (u == nullptr) return err;
-  if (u->detached) {
-    u->join_lock.unlock();
-    return absl::FailedPreconditionError("the ULT is detached");
-  }
-  if (u->joiner != nullptr) {
-    u->join_lock.unlock();
-    return absl::FailedPreconditionError("another caller is already joining this ULT");
-  }
+  if (absl::Status busy = unlock_if_taken(u, "the ULT is detached", "another caller is already joining this ULT");
+      !busy.ok())
+    return busy;
   if (u->exited) {
     u->detached = true;  // consumed
     advance_generation(u);
@@ -226,14 +225,9 @@ absl::Status detach_ult(UltId id) {
   absl::Status err;
   UltDesc* u = lock_by_id(id, &err);
   if (u == nullptr) return err;
-  if (u->detached) {
-    u->join_lock.unlock();
-    return absl::FailedPreconditionError("the ULT is already detached");
-  }
-  if (u->joiner != nullptr) {
-    u->join_lock.unlock();
-    return absl::FailedPreconditionError("another caller is joining this ULT");
-  }
+  if (absl::Status busy = unlock_if_taken(u, "the ULT is already detached", "another caller is joining this ULT");
+      !busy.ok())
+    return busy;
   u->detached = true;
   bool exited = u->exited;
   if (exited) advance_generation(u);

@@ -77,27 +77,10 @@ class WorkDeque {
 
   // Owner only: the oldest element, or nullptr. No fence is needed because
   // the owner's own `bottom` is current and the CAS orders the rest.
-  T* take_top() {
-    int64_t t = top_.load(std::memory_order_acquire);
-    int64_t b = bottom_.load(std::memory_order_relaxed);
-    if (t >= b) return nullptr;
-    T* x = buf_[t & kMask].load(std::memory_order_relaxed);
-    if (!top_.compare_exchange_strong(t, t + 1, std::memory_order_seq_cst, std::memory_order_relaxed))
-      return nullptr;
-    return x;
-  }
+  T* take_top() { return take_oldest<false>(); }
 
   // Any thread: the oldest element, or nullptr if empty or the race was lost.
-  T* steal() {
-    int64_t t = top_.load(std::memory_order_acquire);
-    full_fence();
-    int64_t b = bottom_.load(std::memory_order_acquire);
-    if (t >= b) return nullptr;
-    T* x = buf_[t & kMask].load(std::memory_order_relaxed);
-    if (!top_.compare_exchange_strong(t, t + 1, std::memory_order_seq_cst, std::memory_order_relaxed))
-      return nullptr;
-    return x;
-  }
+  T* steal() { return take_oldest<true>(); }
 
   // Any thread: a hint, exact only when the deque is quiescent.
   int64_t size_approx() const {
@@ -116,6 +99,21 @@ class WorkDeque {
   static constexpr size_t capacity() { return kCapacity; }
 
  private:
+  // The oldest element by CAS on top_. A thief (kThief) needs the full
+  // fence between its loads of top_ and bottom_, and bottom_ by acquire:
+  // the owner may be popping the same element from the bottom.
+  template <bool kThief>
+  T* take_oldest() {
+    int64_t t = top_.load(std::memory_order_acquire);
+    if constexpr (kThief) full_fence();
+    int64_t b = bottom_.load(kThief ? std::memory_order_acquire : std::memory_order_relaxed);
+    if (t >= b) return nullptr;
+    T* x = buf_[t & kMask].load(std::memory_order_relaxed);
+    if (!top_.compare_exchange_strong(t, t + 1, std::memory_order_seq_cst, std::memory_order_relaxed))
+      return nullptr;
+    return x;
+  }
+
   alignas(64) std::atomic<int64_t> top_{0};
   alignas(64) std::atomic<int64_t> bottom_{0};
   alignas(64) std::atomic<T*> buf_[kCapacity] = {};
