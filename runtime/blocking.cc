@@ -48,7 +48,7 @@ BlockingRegion blocking_enter() {
   // instead of handing off a region that has just begun.
   st += 4;
   w->poller->poll();  // submit batched io, take in completions (they queue here, notified below)
-  if (w->notify_deferred) w->sched->settle_deferred_notify(w);
+  if (w->core().notify_deferred) w->sched->settle_deferred_notify(w);
   w->blocking_ult = self;
   w->blocking_since_ns.store(rt::monotonic_ns(), std::memory_order_relaxed);
   w->current.store(nullptr, std::memory_order_relaxed);

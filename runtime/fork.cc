@@ -312,22 +312,22 @@ void Scheduler::rebuild_after_fork(Worker* keep, UltDesc* self) {
     Worker* w = keep;
     w->deque.reset_after_fork();
     w->run_next.store(nullptr, std::memory_order_relaxed);
-    w->yield_queue.reset();
+    w->core_in_fork_child().yield_queue.reset();
     w->inbox_lock.reset_after_fork();
     w->inbox.reset();
     w->inbox_count.store(0, std::memory_order_relaxed);
-    w->timers.clear();
+    w->core_in_fork_child().timers.clear();
     w->timer_inbox_lock.reset_after_fork();
     w->timer_inbox.clear();
     w->timer_inbox_nonempty.store(false, std::memory_order_relaxed);
-    w->cache.list.reset();  // its descriptors were reclaimed with the rest
-    w->spinning = false;
-    w->notify_deferred = false;
+    w->core_in_fork_child().cache.list.reset();  // its descriptors were reclaimed with the rest
+    w->core_in_fork_child().spinning = false;
+    w->core_in_fork_child().notify_deferred = false;
     w->woken_spinning = false;
     w->in_idle_set = false;
     w->stop.store(false, std::memory_order_relaxed);
     w->wakers.store(0, std::memory_order_relaxed);
-    w->until_loop = 1;
+    w->core_in_fork_child().until_loop = 1;
     w->monitor_seen = 0;
     w->monitor_stalled_since = 0;
     w->tid.store(sys::gettid(), std::memory_order_relaxed);

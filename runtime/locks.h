@@ -27,17 +27,9 @@ using SpinLock = sys::SpinFlag;
 // (possible) sleepers; the unlocker wakes one sleeper iff it saw 2.
 using KltMutex = sys::SysMutex;
 
+// Holds a lock for a scope (sys/'s guard; works with any of the above).
 template <class L>
-class LockGuard {
- public:
-  explicit LockGuard(L& l) : l_(l) { l_.lock(); }
-  ~LockGuard() { l_.unlock(); }
-  LockGuard(const LockGuard&) = delete;
-  LockGuard& operator=(const LockGuard&) = delete;
-
- private:
-  L& l_;
-};
+using LockGuard = sys::SysLockGuard<L>;
 
 // A full memory barrier that is cheaper than mfence on x86: a locked RMW on
 // the stack (what Linux's smp_mb does). Orders every earlier store before

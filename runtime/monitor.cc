@@ -92,22 +92,24 @@ void handoff_locked(Scheduler* s, Worker* w, uint64_t st) {
   if (spare == nullptr) return;  // at max_workers: the region blocks its worker, as a plain call would
   // Claim w (flag 3). From here until we publish flag 2, w's owner-only
   // state is ours: its KLT, if it leaves the region, waits for flag 2.
-  if (!w->blocking.compare_exchange_strong(st, (st & ~uint64_t{3}) | 3, std::memory_order_acq_rel)) return;
+  std::optional<HandoffClaim> claim = w->claim_for_handoff(st);
+  if (!claim) return;
+  WorkerCore& core = w->core(*claim);
   s->swap_slots_locked(i, spare->index.load(std::memory_order_relaxed));
   int64_t moved = 0;
-  for (UltDesc* u; (u = w->yield_queue.pop_front()) != nullptr; ++moved) s->global_push(u);
+  for (UltDesc* u; (u = core.yield_queue.pop_front()) != nullptr; ++moved) s->global_push(u);
   moved += take_stealable(s, w);
   size_t timers = 0;
   {
     LockGuard<KltMutex> g(spare->timer_inbox_lock);
     TimerEntry e;
-    while (w->timers.pop(&e)) {
+    while (core.timers.pop(&e)) {
       spare->timer_inbox.push_back(e);
       ++timers;
     }
     if (timers != 0) spare->timer_inbox_nonempty.store(true, std::memory_order_release);
   }
-  w->blocking.store((((st >> 2) + 1) << 2) | 2, std::memory_order_release);  // done: w may look again
+  w->end_handoff(std::move(*claim));
   s->handoffs.fetch_add(1, std::memory_order_relaxed);
   s->wake_worker(spare);
   s->notify_work();

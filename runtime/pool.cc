@@ -45,11 +45,11 @@ void worker_main(void* arg) {
   auto* w = static_cast<Worker*>(arg);
   set_current_worker(w);
   w->tid.store(sys::gettid(), std::memory_order_release);
-  sys::context_init_native(&w->sched_ctx);
+  sys::context_init_native(&w->core().sched_ctx);
   w->init_thread_state();
   w->loop();
   drain_local_cache(w);
-  sys::context_destroy(&w->sched_ctx);
+  sys::context_destroy(&w->core().sched_ctx);
   set_current_worker(nullptr);
 }
 
@@ -61,7 +61,7 @@ absl::StatusOr<std::unique_ptr<Worker>> launch_worker(Scheduler* s, int index, b
   w->sched = s;
   w->index = index;
   w->is_bound = bound;
-  w->rng = 0x9E3779B97F4A7C15ULL * static_cast<uint64_t>(index + 2) + reinterpret_cast<uintptr_t>(w.get());
+  w->core_before_start().rng = 0x9E3779B97F4A7C15ULL * static_cast<uint64_t>(index + 2) + reinterpret_cast<uintptr_t>(w.get());
   w->poller = s->make_poller(index);
   sys::KltOptions ko;
   ko.stack_size = kWorkerStack;

@@ -136,15 +136,15 @@ static_assert(alignof(UltDesc) >= 64);
 // declared `const`, and a result cached across a switch names the previous
 // KLT's (the migration hazard, HACKING.md).
 inline void save_thread_state(UltDesc* u, Worker* w) {
-  u->saved_errno = *w->errno_ptr;
-  auto* g = static_cast<EhGlobals*>(w->eh_globals);
+  u->saved_errno = *w->core().errno_ptr;
+  auto* g = static_cast<EhGlobals*>(w->core().eh_globals);
   u->eh_caught = g->caught;
   u->eh_uncaught = g->uncaught;
 }
 
 inline void restore_thread_state(UltDesc* u, Worker* w) {
-  *w->errno_ptr = u->saved_errno;
-  auto* g = static_cast<EhGlobals*>(w->eh_globals);
+  *w->core().errno_ptr = u->saved_errno;
+  auto* g = static_cast<EhGlobals*>(w->core().eh_globals);
   g->caught = u->eh_caught;
   g->uncaught = u->eh_uncaught;
   // glibc's idea of this thread's stack (its alloca cutoff, pthread_getattr_np)
@@ -155,8 +155,8 @@ inline void restore_thread_state(UltDesc* u, Worker* w) {
 }
 
 inline void fresh_thread_state(Worker* w) {
-  *w->errno_ptr = 0;
-  auto* g = static_cast<EhGlobals*>(w->eh_globals);
+  *w->core().errno_ptr = 0;
+  auto* g = static_cast<EhGlobals*>(w->core().eh_globals);
   g->caught = nullptr;
   g->uncaught = 0;
 }
@@ -187,7 +187,7 @@ void handle_transfer(Worker* w, uintptr_t t) {
         w->sched->global_push(x);
         w->sched->notify_work();
       } else {
-        w->yield_queue.push_back(x);
+        w->core().yield_queue.push_back(x);
       }
       return;
     case SwitchAction::kFinishPark: {
@@ -214,7 +214,7 @@ void handle_transfer(Worker* w, uintptr_t t) {
 // resumed, on whatever worker that is.
 __attribute__((always_inline)) inline void switch_from(UltDesc* self, UltDesc* next, SwitchAction action) {
   Worker* w = self->worker.load(std::memory_order_relaxed);
-  if (w->notify_deferred) w->sched->settle_deferred_notify(w);
+  if (w->core().notify_deferred) w->sched->settle_deferred_notify(w);
   save_thread_state(self, w);
   sys::Context* to;
   if (next != nullptr) {
@@ -224,7 +224,7 @@ __attribute__((always_inline)) inline void switch_from(UltDesc* self, UltDesc* n
     to = &next->ctx;
   } else {
     w->current.store(nullptr, std::memory_order_relaxed);
-    to = &w->sched_ctx;
+    to = &w->core().sched_ctx;
   }
   uintptr_t t = reinterpret_cast<uintptr_t>(sys::context_switch(&self->ctx, to, reinterpret_cast<void*>(encode(self, action))));
   w = self->worker.load(std::memory_order_relaxed);  // the worker that resumed us
@@ -341,8 +341,8 @@ void unwind_and_exit(UltDesc* self, void* value) {
 }
 
 void Worker::init_thread_state() {
-  errno_ptr = &errno;
-  eh_globals = abi::__cxa_get_globals();
+  core_.errno_ptr = &errno;
+  core_.eh_globals = abi::__cxa_get_globals();
 }
 
 // ---------------------------------------------------------------------------
@@ -352,7 +352,7 @@ void Worker::init_thread_state() {
 __attribute__((always_inline)) inline UltDesc* Worker::pick_local(bool for_yield) {
   // Serve the scheduler loop regularly, and always when this worker must
   // not run ordinary work (bound, retired) or has ULTs that must run here.
-  if (--until_loop <= 0 || is_bound || !active() || inbox_count.load(std::memory_order_relaxed) != 0 ||
+  if (--core_.until_loop <= 0 || is_bound || !active() || inbox_count.load(std::memory_order_relaxed) != 0 ||
       poller->needs_poll())
     return nullptr;
   if (run_next.load(std::memory_order_relaxed) != nullptr) {
@@ -364,7 +364,7 @@ __attribute__((always_inline)) inline UltDesc* Worker::pick_local(bool for_yield
   if (!deque.owner_empty()) {
     if (UltDesc* u = for_yield ? deque.take_top() : deque.pop()) return u;
   }
-  return yield_queue.pop_front();
+  return core_.yield_queue.pop_front();
 }
 
 void yield_current(UltDesc* self) {
@@ -380,14 +380,14 @@ void yield_current(UltDesc* self) {
     // it meanwhile, its next scheduler pass hands the queue over, as for a
     // ULT queued there by handle_transfer.
     WEFT_DCHECK(!w->is_bound, "fast yield on bound worker %d", w->index.load(std::memory_order_relaxed));
-    w->yield_queue.push_back(self);
+    w->core().yield_queue.push_back(self);
     switch_from(self, next, SwitchAction::kNone);
     return;
   }
   if (next == nullptr) {
     // Nothing local. If the scheduler loop has work for us (global queue,
     // inbox, timers) go through it; otherwise keep running.
-    bool loop_has_work = w->until_loop <= 0 || w->is_bound || !w->active() ||
+    bool loop_has_work = w->core().until_loop <= 0 || w->is_bound || !w->active() ||
                          w->inbox_count.load(std::memory_order_relaxed) != 0 ||
                          w->sched->global_count.load(std::memory_order_relaxed) != 0 ||
                          w->poller->needs_poll();
@@ -420,7 +420,7 @@ void park_current(UltDesc* self) {
 
 bool park_current_until(UltDesc* self, int64_t deadline_ns) {
   uint64_t seq = self->timer_seq.load(std::memory_order_acquire);
-  self->worker.load(std::memory_order_relaxed)->timers.push(TimerEntry{deadline_ns, self, seq});
+  self->worker.load(std::memory_order_relaxed)->core().timers.push(TimerEntry{deadline_ns, self, seq});
   park_current(self);
   // Cancel the timer by advancing the sequence; if the timer advanced it
   // first, it fired: the park timed out.
@@ -517,7 +517,7 @@ void exit_current(UltDesc* self) {
   }
   if (__builtin_expect(s->exit_when_idle, false)) exit_process_if_idle(s);
   if (next == nullptr) next = w->pick_local(false);
-  if (w->notify_deferred) s->settle_deferred_notify(w);
+  if (w->core().notify_deferred) s->settle_deferred_notify(w);
   if (next != nullptr) {
     next->worker.store(w, std::memory_order_relaxed);
     w->current.store(next, std::memory_order_relaxed);
@@ -526,7 +526,7 @@ void exit_current(UltDesc* self) {
                          reinterpret_cast<void*>(encode(self, release_here ? SwitchAction::kExitRelease : SwitchAction::kExit)));
   }
   w->current.store(nullptr, std::memory_order_relaxed);
-  sys::context_exit_to(&self->ctx, &w->sched_ctx,
+  sys::context_exit_to(&self->ctx, &w->core().sched_ctx,
                        reinterpret_cast<void*>(encode(self, release_here ? SwitchAction::kExitRelease : SwitchAction::kExit)));
 }
 
@@ -604,7 +604,7 @@ void Scheduler::submit_new(UltDesc* u, Worker* local) {
     if (local->deque.push(u)) {
       // A lone active worker has nobody to wake: it runs its own deque.
       if (active.load(std::memory_order_relaxed) > 1) {
-        if (had_work) notify_work(); else local->notify_deferred = true;
+        if (had_work) notify_work(); else local->core().notify_deferred = true;
       }
       return;
     }
@@ -629,8 +629,8 @@ void Scheduler::make_runnable(UltDesc* u, Worker* here) {
       // order, FIFO, behind what is already queued here. run_next is for a
       // ULT woken by the running ULT (locality); a batch of completions
       // pushed through it would run newest first and starve the oldest.
-      here->yield_queue.push_back(u);
-      here->notify_deferred = true;
+      here->core().yield_queue.push_back(u);
+      here->core().notify_deferred = true;
       return;
     }
     // The owner fills an empty slot with a plain store: thieves only ever
@@ -645,7 +645,7 @@ void Scheduler::make_runnable(UltDesc* u, Worker* here) {
       if (!here->deque.push(old)) global_push(old);
       notify_work();
     } else {
-      here->notify_deferred = true;
+      here->core().notify_deferred = true;
     }
     return;
   }
@@ -654,7 +654,7 @@ void Scheduler::make_runnable(UltDesc* u, Worker* here) {
 }
 
 void Scheduler::settle_deferred_notify(Worker* w) {
-  w->notify_deferred = false;
+  w->core().notify_deferred = false;
   if (!w->deque.owner_empty() || w->run_next.load(std::memory_order_relaxed) != nullptr) notify_work();
 }
 
@@ -719,8 +719,8 @@ bool Scheduler::remove_idle(Worker* w, bool* was_woken_spinning) {
 void Worker::spill_half_of_yield_queue() {
   IntrusiveQueue<UltDesc> keep, give;
   bool to_give = false;
-  for (UltDesc* u; (u = yield_queue.pop_front()) != nullptr; to_give = !to_give) (to_give ? give : keep).push_back(u);
-  yield_queue.swap(keep);
+  for (UltDesc* u; (u = core_.yield_queue.pop_front()) != nullptr; to_give = !to_give) (to_give ? give : keep).push_back(u);
+  core_.yield_queue.swap(keep);
   if (!give.empty()) {
     sched->global_push_queue(&give);
     sched->notify_work();
@@ -729,7 +729,7 @@ void Worker::spill_half_of_yield_queue() {
 
 void Worker::fire_timers(int64_t now) {
   TimerEntry e;
-  while (timers.pop_expired(now, &e)) {
+  while (core_.timers.pop_expired(now, &e)) {
     uint64_t seq = e.seq;
     if (e.ult->timer_seq.compare_exchange_strong(seq, seq + 1, std::memory_order_acq_rel)) unpark(e.ult);
   }
@@ -738,13 +738,13 @@ void Worker::fire_timers(int64_t now) {
 // A spinner that found work stops spinning; if it was the last spinner there
 // may be more work than it can take, so it wakes another (Go's resetspinning).
 void Worker::stop_spinning() {
-  spinning = false;
+  core_.spinning = false;
   if (sched->nmspinning.fetch_sub(1, std::memory_order_acq_rel) == 1) sched->notify_work();
 }
 
 UltDesc* Worker::find_runnable() {
   UltDesc* u = find_runnable_inner();
-  if (u != nullptr && spinning) stop_spinning();
+  if (u != nullptr && core_.spinning) stop_spinning();
   return u;
 }
 
@@ -755,47 +755,47 @@ UltDesc* Worker::find_runnable_inner() {
     // The yield queue (yielded ULTs, and ULTs woken from this loop) stays
     // FIFO and local; a retired worker hands it over, and half of it goes
     // to the global queue when other workers are idle (below).
-    if (!yield_queue.empty() && !active()) {
-      for (UltDesc* u; (u = yield_queue.pop_front()) != nullptr;) s->global_push(u);
+    if (!core_.yield_queue.empty() && !active()) {
+      for (UltDesc* u; (u = core_.yield_queue.pop_front()) != nullptr;) s->global_push(u);
       s->notify_work();
     }
     if (timer_inbox_nonempty.load(std::memory_order_acquire)) {  // moved here by a handoff
       LockGuard<KltMutex> g(timer_inbox_lock);
-      for (const TimerEntry& e : timer_inbox) timers.push(e);
+      for (const TimerEntry& e : timer_inbox) core_.timers.push(e);
       timer_inbox.clear();
       timer_inbox_nonempty.store(false, std::memory_order_relaxed);
     }
-    if (!timers.empty()) fire_timers(monotonic_ns());
+    if (!core_.timers.empty()) fire_timers(monotonic_ns());
     poller->poll();
     if (UltDesc* u = inbox_pop()) return u;
 
     bool act = active();
     if (act) {
-      if ((tick % kGlobalEvery) == 0) {
+      if ((core_.tick % kGlobalEvery) == 0) {
         if (UltDesc* u = s->global_pop_batch(this)) return u;
       }
       if (run_next.load(std::memory_order_relaxed) != nullptr) {
         if (UltDesc* u = run_next.exchange(nullptr, std::memory_order_acquire)) return u;
       }
       if (UltDesc* u = deque.pop()) return u;
-      if (!yield_queue.empty()) {
+      if (!core_.yield_queue.empty()) {
         // Woken by poll()/timers just now (FIFO). Share if others idle.
-        if (yield_queue.size() > 1 && s->npidle.load(std::memory_order_relaxed) > 0) spill_half_of_yield_queue();
-        return yield_queue.pop_front();
+        if (core_.yield_queue.size() > 1 && s->npidle.load(std::memory_order_relaxed) > 0) spill_half_of_yield_queue();
+        return core_.yield_queue.pop_front();
       }
       if (UltDesc* u = s->global_pop_batch(this)) return u;
 
       // Steal, as a spinner; at most half the busy workers spin at once.
       int nact = s->active.load(std::memory_order_relaxed);
       if (nact > 1 &&
-          (spinning || 2 * s->nmspinning.load(std::memory_order_relaxed) <
+          (core_.spinning || 2 * s->nmspinning.load(std::memory_order_relaxed) <
                            nact - s->npidle.load(std::memory_order_relaxed))) {
-        if (!spinning) {
-          spinning = true;
+        if (!core_.spinning) {
+          core_.spinning = true;
           s->nmspinning.fetch_add(1, std::memory_order_acq_rel);
         }
         for (int round = 0; round < kStealRounds; ++round) {
-          int start = static_cast<int>(next_random(&rng) % static_cast<uint64_t>(nact));
+          int start = static_cast<int>(next_random(&core_.rng) % static_cast<uint64_t>(nact));
           for (int i = 0; i < nact; ++i) {
             int v = (start + i) % nact;
             if (v == index.load(std::memory_order_relaxed)) continue;
@@ -835,9 +835,9 @@ UltDesc* Worker::find_runnable_inner() {
       in_idle_set = true;
       s->npidle.fetch_add(1, std::memory_order_acq_rel);
     }
-    bool was_spinning = spinning;
-    if (spinning) {
-      spinning = false;
+    bool was_spinning = core_.spinning;
+    if (core_.spinning) {
+      core_.spinning = false;
       // A spinner that was retired meanwhile skips the re-check of the
       // shared queues below: if it was the last spinner, hand the duty on,
       // or a ULT published while it was the spinner could be missed.
@@ -846,7 +846,7 @@ UltDesc* Worker::find_runnable_inner() {
     full_fence();
     bool work = inbox_count.load(std::memory_order_acquire) != 0 || stop.load(std::memory_order_acquire) ||
                 timer_inbox_nonempty.load(std::memory_order_acquire);
-    if (!work && !timers.empty() && timers.earliest() <= monotonic_ns()) work = true;
+    if (!work && !core_.timers.empty() && core_.timers.earliest() <= monotonic_ns()) work = true;
     if (!work && act) {
       work = s->global_count.load(std::memory_order_acquire) != 0;
       int nact = s->active.load(std::memory_order_relaxed);
@@ -863,12 +863,12 @@ UltDesc* Worker::find_runnable_inner() {
       // taking the work goes through stop_spinning(), which wakes another
       // worker if we are the last spinner — there may be more work than we
       // take. (Found missing by tests/runtime_wakeup_model_test.cc.)
-      spinning = true;
+      core_.spinning = true;
       s->nmspinning.fetch_add(1, std::memory_order_acq_rel);
     }
     if (!work) {
       bump(sleeps);
-      int64_t until = timers.earliest();
+      int64_t until = core_.timers.earliest();
       if (until >= 0) {
         // A far deadline (a timed wait of years) is cut to an hour: pollers
         // turn deadlines into relative milliseconds or timespecs, and one
@@ -889,10 +889,10 @@ UltDesc* Worker::find_runnable_inner() {
     s->kick_monitor();
     if (woken_spinning) {
       // wake_one counted us as a spinner.
-      if (spinning) {
+      if (core_.spinning) {
         s->nmspinning.fetch_sub(1, std::memory_order_acq_rel);
       } else {
-        spinning = true;
+        core_.spinning = true;
       }
     }
   }
@@ -903,13 +903,13 @@ void Worker::loop() {
     UltDesc* u = find_runnable();
     if (u == nullptr) break;
     WEFT_DCHECK(u->home == nullptr || u->home == this, "ULT %u runs off its home worker", u->index);
-    if (notify_deferred) sched->settle_deferred_notify(this);
+    if (core_.notify_deferred) sched->settle_deferred_notify(this);
     u->worker.store(this, std::memory_order_relaxed);
     current.store(u, std::memory_order_relaxed);
-    ++tick;
-    until_loop = kGlobalEvery;
+    ++core_.tick;
+    core_.until_loop = kGlobalEvery;
     bump(switches);
-    uintptr_t t = reinterpret_cast<uintptr_t>(sys::context_switch(&sched_ctx, &u->ctx, nullptr));
+    uintptr_t t = reinterpret_cast<uintptr_t>(sys::context_switch(&core_.sched_ctx, &u->ctx, nullptr));
     current.store(nullptr, std::memory_order_relaxed);
     handle_transfer(this, t);
     SwitchAction a = decode_action(t);
@@ -918,7 +918,7 @@ void Worker::loop() {
       sched->bound_done(this);
       return;
     }
-    WEFT_DCHECK(!spinning, "worker %d ran a ULT while counted as spinning", index.load(std::memory_order_relaxed));
+    WEFT_DCHECK(!core_.spinning, "worker %d ran a ULT while counted as spinning", index.load(std::memory_order_relaxed));
   }
 }
 

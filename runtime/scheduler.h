@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -20,6 +21,7 @@
 #include "runtime/work_deque.h"
 #include "sys/context.h"
 #include "sys/klt.h"
+#include "sys/raw_log.h"
 #include "weft/runtime.h"
 
 namespace weft::rt {
@@ -45,24 +47,25 @@ enum class SwitchAction : uintptr_t {
   kExitRelease = 4,  // exit: the stack is free and the ULT is released here
 };
 
-// A kernel thread running ULTs. Fields are grouped by who may touch them.
-struct alignas(64) Worker {
-  // --- fixed at creation ------------------------------------------------------
-  struct Scheduler* sched = nullptr;
-  // Slot in Scheduler::slots: [0, active) run ULTs, the rest are retired or
-  // spare. Changes when a blocking-region handoff swaps two workers' slots
-  // (monitor.cc); -1 for bound workers.
-  std::atomic<int> index{-1};
-  bool is_bound = false;          // runs only the bound ULTs in its inbox
-  sys::Klt* klt = nullptr;
-  std::atomic<int> tid{0};
-  std::unique_ptr<Poller> poller;
+struct Worker;
 
-  // --- owner only (the worker's KLT: its scheduler loop and its ULTs) ---------
+// A worker's owner-only state (Tokio's `Core`): used without locks or
+// atomics by the worker's own KLT — its scheduler loop, the ULTs it runs,
+// and that KLT inside a blocking region before it has announced the region
+// (blocking.cc). Reached only through Worker::core(), whose overloads name
+// who is calling:
+//  - core(): the owner (debug builds check that the caller's KLT is the
+//    worker's);
+//  - core(const HandoffClaim&): the monitor, between its claim of a
+//    worker blocked in a region (flag 3 of Worker::blocking) and its
+//    release (flag 2); it drains yield_queue and timers. Only the claim
+//    CAS makes a HandoffClaim, so only the protocol can reach the state
+//    from another thread;
+//  - core_in_fork_child(): the one KLT of a forked child, rebuilding the
+//    pool (the owners do not exist there);
+//  - core_before_start(): the creator, before the worker's KLT exists.
+struct WorkerCore {
   sys::Context sched_ctx;         // the KLT's own stack, where loop() runs
-  // ULT running now; null while in loop(). Written only by the owner;
-  // read by others (adaptive mutex spinning, overflow reports): relaxed.
-  std::atomic<UltDesc*> current{nullptr};
   uint64_t tick = 0;              // scheduler-loop passes
   int32_t until_loop = 1;         // direct switches left before one goes via loop() (<= 0: due)
   int* errno_ptr = nullptr;       // this KLT's errno (fixed for the KLT's life)
@@ -83,6 +86,51 @@ struct alignas(64) Worker {
   // queue (spill_half_of_yield_queue); a retired worker hands all of them
   // over; the worker never sleeps while this queue holds a ULT.
   IntrusiveQueue<UltDesc> yield_queue;
+};
+
+// The monitor's claim on a worker blocked in a region (monitor.cc,
+// handoff): made only by Worker::claim_for_handoff's CAS (epoch,1) ->
+// (epoch,3), given back by Worker::end_handoff, which publishes
+// (epoch+1,2). While it exists the worker's KLT does not touch its core.
+class HandoffClaim {
+ public:
+  HandoffClaim(const HandoffClaim&) = delete;
+  HandoffClaim& operator=(const HandoffClaim&) = delete;
+  HandoffClaim(HandoffClaim&&) = default;
+  Worker* worker() const { return w_; }
+
+ private:
+  friend struct Worker;
+  HandoffClaim(Worker* w, uint64_t word) : w_(w), word_(word) {}
+  Worker* w_;
+  uint64_t word_;  // the blocking word as claimed (epoch, 3)
+};
+
+// A kernel thread running ULTs. Fields are grouped by who may touch them;
+// the owner-only ones are in WorkerCore.
+struct alignas(64) Worker {
+  // --- fixed at creation ------------------------------------------------------
+  struct Scheduler* sched = nullptr;
+  // Slot in Scheduler::slots: [0, active) run ULTs, the rest are retired or
+  // spare. Changes when a blocking-region handoff swaps two workers' slots
+  // (monitor.cc); -1 for bound workers.
+  std::atomic<int> index{-1};
+  bool is_bound = false;          // runs only the bound ULTs in its inbox
+  sys::Klt* klt = nullptr;
+  std::atomic<int> tid{0};
+  std::unique_ptr<Poller> poller;
+
+  // --- owner only -------------------------------------------------------------
+  inline WorkerCore& core();  // the owner (checked in debug builds)
+  WorkerCore& core(const HandoffClaim& c) {
+    WEFT_DCHECK(c.worker() == this, "a handoff claim used on another worker");
+    return core_;
+  }
+  WorkerCore& core_in_fork_child() { return core_; }
+  WorkerCore& core_before_start() { return core_; }
+  // ULT running now; null while in loop(). Written only by the owner;
+  // read by others (adaptive mutex spinning, overflow reports): relaxed.
+  std::atomic<UltDesc*> current{nullptr};
 
   // --- shared ---------------------------------------------------------------
   WorkDeque<UltDesc, kDequeCapacity> deque;  // owner pushes/pops, anyone steals
@@ -118,6 +166,18 @@ struct alignas(64) Worker {
   KltMutex timer_inbox_lock;
   std::vector<TimerEntry> timer_inbox;
   std::atomic<bool> timer_inbox_nonempty{false};
+  // The monitor's claim on this worker, blocked in the region that `word`
+  // (flag 1) describes: the CAS to flag 3, or nothing if the region ended
+  // or changed meanwhile. end_handoff publishes (epoch+1, 2).
+  std::optional<HandoffClaim> claim_for_handoff(uint64_t word) {
+    WEFT_DCHECK((word & 3) == 1, "claim of a worker not blocking (word %llu)", static_cast<unsigned long long>(word));
+    if (!blocking.compare_exchange_strong(word, (word & ~uint64_t{3}) | 3, std::memory_order_acq_rel)) return std::nullopt;
+    return HandoffClaim(this, (word & ~uint64_t{3}) | 3);
+  }
+  void end_handoff(HandoffClaim&& c) {
+    WEFT_DCHECK(c.worker() == this, "a handoff claim ended on another worker");
+    blocking.store((((c.word_ >> 2) + 1) << 2) | 2, std::memory_order_release);  // done: the KLT may look again
+  }
   // Monitor-only bookkeeping (monitor.cc): the switch count it saw last and
   // since when it has not changed.
   uint64_t monitor_seen = 0;
@@ -142,6 +202,9 @@ struct alignas(64) Worker {
   void inbox_push(UltDesc* u);
   UltDesc* inbox_pop();
   void fire_timers(int64_t now);
+
+ private:
+  WorkerCore core_;
 };
 
 // One weft::Runtime's scheduler: the pool, its queues and its caches.
@@ -314,6 +377,10 @@ inline Worker* current_worker() {
   return t_worker;
 }
 inline void set_current_worker(Worker* w) { t_worker = w; }
+inline WorkerCore& Worker::core() {
+  WEFT_DCHECK(t_worker == this, "worker core used off its KLT (tid %d)", tid.load(std::memory_order_relaxed));
+  return core_;
+}
 // The ULT running on the calling KLT, or null.
 inline UltDesc* current_ult() {
   Worker* w = current_worker();

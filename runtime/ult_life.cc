@@ -33,14 +33,14 @@ namespace {
 
 constexpr uint32_t kRefillBatch = 32;
 
-UltDesc* cache_pop(Worker* w) { return w->cache.list.pop_front(); }
+UltDesc* cache_pop(Worker* w) { return w->core().cache.list.pop_front(); }
 
 void cache_push(Worker* w, UltDesc* u) {
-  w->cache.list.push_front(u);
-  if (w->cache.list.size() > LocalCache::kCap) {
+  w->core().cache.list.push_front(u);
+  if (w->core().cache.list.size() > LocalCache::kCap) {
     // Spill the older half to the death row.
     IntrusiveQueue<UltDesc> spill;
-    w->cache.list.split_after(LocalCache::kCap / 2, &spill);
+    w->core().cache.list.split_after(LocalCache::kCap / 2, &spill);
     death_row().put(&spill, w->sched->default_stack_size);
   }
 }
@@ -49,7 +49,7 @@ void cache_push(Worker* w, UltDesc* u) {
 
 // Drains a worker's cache into the death row (worker exit).
 void drain_local_cache(Worker* w) {
-  if (!w->cache.list.empty()) death_row().put(&w->cache.list, w->sched->default_stack_size);
+  if (!w->core().cache.list.empty()) death_row().put(&w->core().cache.list, w->sched->default_stack_size);
 }
 
 UltDesc* create_ult(Scheduler* s, Worker* w, const SpawnOptions& o, const detail::Closure& c, absl::Status* err) {
@@ -69,7 +69,7 @@ UltDesc* create_ult(Scheduler* s, Worker* w, const SpawnOptions& o, const detail
       IntrusiveQueue<UltDesc> batch;
       if (death_row().take_batch(size, kRefillBatch, &batch) > 0) {
         u = batch.pop_front();
-        while (UltDesc* rest = batch.pop_front()) w->cache.list.push_front(rest);
+        while (UltDesc* rest = batch.pop_front()) w->core().cache.list.push_front(rest);
       }
     }
   } else {
@@ -177,14 +177,17 @@ UltDesc* lock_by_id(UltId id, absl::Status* err) {
   return u;
 }
 
-// With u's join lock held (lock_by_id): FailedPrecondition, after
-// unlocking, if u was detached or somebody joins it already; else OK with
-// the lock still held.
-absl::Status unlock_if_taken(UltDesc* u, const char* detached, const char* joining) {
+// The descriptor `id` names, with its join lock held, if nobody detached
+// or joins it yet; else null with *err set (NotFound from lock_by_id, or
+// FailedPrecondition with the message `detached` or `joining`).
+UltDesc* lock_claimable(UltId id, const char* detached, const char* joining, absl::Status* err) {
+  UltDesc* u = lock_by_id(id, err);
+  if (u == nullptr) return nullptr;
   const char* why = u->detached ? detached : u->joiner != nullptr ? joining : nullptr;
-  if (why == nullptr) return absl::OkStatus();
+  if (why == nullptr) return u;
   u->join_lock.unlock();
-  return absl::FailedPreconditionError(why);
+  *err = absl::FailedPreconditionError(why);
+  return nullptr;
 }
 
 }  // namespace
@@ -194,11 +197,8 @@ absl::Status join_ult(UltId id, void** value) {
   if (self != nullptr && self->id_value() == id.value())
     return absl::FailedPreconditionError("a ULT cannot join itself");
   absl::Status err;
-  UltDesc* u = lock_by_id(id, &err);
+  UltDesc* u = lock_claimable(id, "the ULT is detached", "another caller is already joining this ULT", &err);
   if (u == nullptr) return err;
-  if (absl::Status busy = unlock_if_taken(u, "the ULT is detached", "another caller is already joining this ULT");
-      !busy.ok())
-    return busy;
   if (u->exited) {
     u->detached = true;  // consumed
     advance_generation(u);
@@ -223,11 +223,8 @@ absl::Status join_ult(UltId id, void** value) {
 
 absl::Status detach_ult(UltId id) {
   absl::Status err;
-  UltDesc* u = lock_by_id(id, &err);
+  UltDesc* u = lock_claimable(id, "the ULT is already detached", "another caller is joining this ULT", &err);
   if (u == nullptr) return err;
-  if (absl::Status busy = unlock_if_taken(u, "the ULT is already detached", "another caller is joining this ULT");
-      !busy.ok())
-    return busy;
   u->detached = true;
   bool exited = u->exited;
   if (exited) advance_generation(u);
