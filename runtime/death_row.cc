@@ -1,3 +1,5 @@
+// runtime/death_row.cc — the process-wide cache of released descriptors and
+// their stacks (the design is in death_row.h).
 #include "runtime/death_row.h"
 
 #include <algorithm>

@@ -1,3 +1,4 @@
+// runtime/globals.cc — the one instance of the process-wide state (globals.h).
 #include "runtime/globals.h"
 
 namespace weft::rt {

@@ -1,3 +1,4 @@
+// runtime/log.cc — the runtime's spdlog logger, made on first use (log.h).
 #include "runtime/log.h"
 
 #include <spdlog/sinks/stdout_sinks.h>

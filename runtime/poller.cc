@@ -1,3 +1,5 @@
+// runtime/poller.cc — the futex poller, the poller factory registry and the
+// monotonic clock (poller.h, park.h).
 #include "runtime/poller.h"
 
 #include "runtime/park.h"

@@ -1,4 +1,5 @@
-// runtime/scheduler.cc — the scheduler.
+// runtime/scheduler.cc — the scheduler: switching between ULTs, park and
+// unpark, the run queues, wake-ups of idle workers and the worker loop.
 //
 // Actors
 //   ULT      a function on a stack of its own (runtime/ult.h). Its state word

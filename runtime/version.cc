@@ -1,3 +1,4 @@
+// runtime/version.cc — weft::version() and weft::klt_backend().
 #include "weft/version.h"
 
 #include "sys/klt.h"

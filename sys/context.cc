@@ -1,3 +1,5 @@
+// sys/context.cc — making, entering and destroying contexts (the switch
+// itself is context_x86_64.S; the contract is context.h).
 #include "sys/context.h"
 
 #include <pthread.h>

@@ -1,3 +1,4 @@
+// sys/futex.cc — futex(2) wait/wake through raw system calls (futex.h).
 #include "sys/futex.h"
 
 #include <linux/futex.h>

@@ -1,3 +1,5 @@
+// sys/raw_log.cc — formatting and writing raw log lines with no allocation
+// and no locks (raw_log.h).
 #include "sys/raw_log.h"
 
 #include <cstdint>

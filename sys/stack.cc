@@ -1,3 +1,4 @@
+// sys/stack.cc — mapping, guarding, decommitting and caching stacks (stack.h).
 #include "sys/stack.h"
 
 #include <signal.h>

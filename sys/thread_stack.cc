@@ -1,4 +1,5 @@
-// sys/thread_stack.cc — see thread_stack.h.
+// sys/thread_stack.cc — setting and reading what glibc believes the calling
+// thread's stack is (thread_stack.h).
 #include "sys/thread_stack.h"
 
 #include <dlfcn.h>

@@ -1,4 +1,5 @@
-// sys/tls.cc — see tls.h for the life of a TCB and the heritage scheme.
+// sys/tls.cc — making glibc TCBs for raw-clone KLTs and recycling them
+// (see tls.h for the life of a TCB and the heritage scheme).
 //
 // Rules for this file (it runs in odd contexts, see runtime/HACKING.md):
 // tls_thread_start/finish run on a KLT that glibc does not know about, with
