@@ -5,13 +5,16 @@
 //   ULT      a function on a stack of its own (runtime/ult.h). Its state word
 //            says live / parking / parked / exited; where a live ULT waits is
 //            said by the queue it is in, and it is in at most one.
-//   Worker   a KLT that runs ULTs. It has a Chase–Lev deque (work_deque.h),
-//            a one-slot run_next for the ULT it just woke, an inbox for ULTs
-//            that must run on it (pinned, bound), a timer heap, a cache of
-//            recycled descriptors and a Poller to sleep on. Workers
-//            [0, active) run ULTs; the others are retired (set_concurrency)
-//            and serve only their inbox and timers. A bound worker runs one
-//            bound ULT and nothing else.
+//   Worker   a KLT that runs ULTs (scheduler.h). Shared: a Chase–Lev deque
+//            (work_deque.h), a one-slot run_next for the ULT it just woke,
+//            an inbox for ULTs that must run on it (pinned, bound). Owner
+//            only (WorkerCore, reached through core()): a yield queue, a
+//            timer heap, a cache of recycled descriptors; the monitor
+//            reaches them only with a HandoffClaim. And a Poller to sleep
+//            on, which io/ supplies (its engine). Workers [0, active) run
+//            ULTs; the others are retired (set_concurrency) and serve only
+//            their inbox and timers. A bound worker runs one bound ULT and
+//            nothing else. The FIFOs and caches are one IntrusiveQueue.
 //   Monitor  a KLT that runs no ULTs: the reaper, the blocking-region
 //            handoff and the hog rescue (monitor.cc); later, preemption.
 //
@@ -33,7 +36,9 @@
 //             never visible in a queue while its stack is still in use.
 //   park   -> park_current: kLive -> kParking, switch, then kParking ->
 //             kParked (FinishPark). unpark(): kParked -> kLive and enqueue,
-//             or leave a kWake permit (ult.h has the state diagram).
+//             or leave a kWake permit (ult.h has the state diagram, checked
+//             by change_state/cas_state). Layers above the runtime (io/)
+//             park and wake only through park.h.
 //   exit   -> exit_current: join bookkeeping under the join lock; a parked
 //             joiner on this worker is resumed directly (no queue); the stack
 //             is declared free by the next context (kExit); the descriptor is
