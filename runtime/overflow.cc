@@ -63,12 +63,7 @@ void on_segv(int sig, siginfo_t* si, void* uctx) {
 void install_overflow_handler() {
   static std::once_flag once;
   std::call_once(once, [] {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_sigaction = on_segv;
-    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGSEGV, &sa, &previous);
+    sys::install_handler_before(SIGSEGV, on_segv, SA_ONSTACK, /*block_all=*/false, &previous);
   });
 }
 

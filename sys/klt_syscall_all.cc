@@ -89,12 +89,7 @@ void handler(int sig, siginfo_t* si, void* uctx) {
 void install_handler() {
   static std::once_flag once;
   std::call_once(once, [] {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_sigaction = handler;
-    sa.sa_flags = SA_SIGINFO | SA_RESTART | SA_ONSTACK;
-    sigfillset(&sa.sa_mask);
-    sigaction(kAllKltsSignal, &sa, &previous);
+    install_handler_before(kAllKltsSignal, handler, SA_RESTART | SA_ONSTACK, /*block_all=*/true, &previous);
   });
 }
 

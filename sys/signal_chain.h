@@ -1,7 +1,10 @@
-// sys/signal_chain.h — passing a signal on to the handler weft replaced.
+// sys/signal_chain.h — installing weft's signal handlers in front of the
+// application's, and passing a signal on to the handler weft replaced.
 #pragma once
 
 #include <signal.h>
+
+#include <cstring>
 
 namespace weft::sys {
 
@@ -19,6 +22,20 @@ inline bool call_previous_handler(const struct sigaction& prev, int sig, siginfo
     return true;
   }
   return false;
+}
+
+// Installs fn as the SA_SIGINFO handler of sig with `flags` added, all
+// signals blocked while it runs if block_all (else none), and stores the
+// action it replaces in *previous (for call_previous_handler). Returns
+// sigaction's result.
+inline int install_handler_before(int sig, void (*fn)(int, siginfo_t*, void*), int flags, bool block_all,
+                                  struct sigaction* previous) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_sigaction = fn;
+  sa.sa_flags = SA_SIGINFO | flags;
+  if (block_all) sigfillset(&sa.sa_mask); else sigemptyset(&sa.sa_mask);
+  return sigaction(sig, &sa, previous);
 }
 
 }  // namespace weft::sys
