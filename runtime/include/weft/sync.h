@@ -240,6 +240,8 @@ class RwLock {
   void unlock_shared();
 
  private:
+  bool try_lock_locked();         // try_lock with queue_.lock held
+  bool try_lock_shared_locked();  // try_lock_shared with queue_.lock held
   detail::WaitQueue queue_;  // readers and writers, in arrival order
   uint32_t readers_ = 0;     // active readers; guarded by queue_.lock
   bool writer_ = false;      // a writer holds it
@@ -265,14 +267,17 @@ class Barrier {
   uint32_t arrived_ = 0;  // guarded by queue_.lock
 };
 
-// A latch that can also count up: a wait group (Go's sync.WaitGroup).
-// wait() returns once the count is zero.
-class Latch {
+// A counter of work in flight that can count up and down, and lets callers
+// wait for it to reach zero: a wait group (Go's sync.WaitGroup). wait()
+// returns once the count is zero; every waiter is released when a
+// count_down() brings it there, and the group can then be counted up again.
+class WaitGroup {
  public:
-  explicit Latch(uint64_t count = 0) : count_(count) {}
-  ~Latch();
-  Latch(const Latch&) = delete;
-  Latch& operator=(const Latch&) = delete;
+  explicit WaitGroup(uint64_t count = 0) : count_(count) {}
+  // Debug builds abort if anybody still waits.
+  ~WaitGroup();
+  WaitGroup(const WaitGroup&) = delete;
+  WaitGroup& operator=(const WaitGroup&) = delete;
 
   // Adds `n` to the count (work about to start).
   void add(uint64_t n = 1);
@@ -281,11 +286,14 @@ class Latch {
   void count_down(uint64_t n = 1);
   // Waits until the count is zero.
   void wait();
+  // As wait(), but gives up after `d`: false on timeout.
   template <class Rep, class Period>
   bool wait_for(const std::chrono::duration<Rep, Period>& d) {
     return wait_until_ns(detail::to_deadline(d));
   }
+  // True if the count is zero now. Never waits.
   bool try_wait() const;
+  // count_down(n), then wait().
   void arrive_and_wait(uint64_t n = 1) {
     count_down(n);
     wait();
@@ -296,6 +304,10 @@ class Latch {
   mutable detail::WaitQueue queue_;
   uint64_t count_;  // guarded by queue_.lock
 };
+
+// The name WaitGroup had first (after std::latch, which only counts down).
+// Kept so existing code compiles unchanged; new code should say WaitGroup.
+using Latch = WaitGroup;
 
 // Runs a function exactly once, however many callers race (std::call_once
 // for ULTs). Callers that arrive while it runs wait for it to finish. If the
