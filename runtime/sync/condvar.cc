@@ -48,11 +48,7 @@ void CondVar::notify_all() {
     queue_.head = queue_.tail = nullptr;
     queue_.size = 0;
   }
-  while (list != nullptr) {
-    SyncWaiter* next = list->next;  // before the wake: the record may vanish
-    rt::sync::wake(list);
-    list = next;
-  }
+  rt::sync::wake_list(list);  // in queue order
 }
 
 }  // namespace weft

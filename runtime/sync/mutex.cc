@@ -58,6 +58,10 @@
 
 namespace weft {
 
+// One cache line (Mutex's layout comment, weft/sync.h): the Pinned base is
+// empty and must stay so.
+static_assert(sizeof(Mutex) == 64, "weft::Mutex grew past one cache line");
+
 namespace {
 
 using rt::sync::QueueLock;

@@ -21,28 +21,15 @@ constexpr uintptr_t kWriter = 2;
 // Pops the waiters that may go now; links them through next into *out.
 void grant_locked(detail::WaitQueue& q, uint32_t* readers, bool* writer, SyncWaiter** out) {
   if (*writer) return;
-  while (q.head != nullptr) {
-    SyncWaiter* w = q.head;
+  while (SyncWaiter* w = q.head) {
     if (w->tag == kWriter) {
       if (*readers != 0) return;
-      rt::sync::pop_front(q);
+      rt::sync::take_front_locked(q, out);
       *writer = true;
-      w->next = *out;
-      *out = w;
       return;
     }
-    rt::sync::pop_front(q);
+    rt::sync::take_front_locked(q, out);
     ++*readers;
-    w->next = *out;
-    *out = w;
-  }
-}
-
-void wake_list(SyncWaiter* w) {
-  while (w != nullptr) {
-    SyncWaiter* next = w->next;
-    rt::sync::wake(w);
-    w = next;
   }
 }
 }  // namespace
@@ -52,23 +39,15 @@ RwLock::~RwLock() {
               static_cast<void*>(this));
 }
 
-void RwLock::lock() {
-  SyncWaiter w;
-  {
-    QueueLock g(queue_);
-    if (!writer_ && readers_ == 0 && queue_.size == 0) {
-      writer_ = true;
-      return;
-    }
-    rt::sync::init_waiter(&w);
-    w.tag = kWriter;
-    rt::sync::push_back(queue_, &w);
-  }
-  rt::sync::block(&w, -1);
-}
+void RwLock::lock() { rt::sync::wait_until_ready(queue_, -1, kWriter, [this] { return try_lock_locked(); }); }
 
 bool RwLock::try_lock() {
   QueueLock g(queue_);
+  return try_lock_locked();
+}
+
+// Granted at once only if nobody holds it and nobody queues ahead.
+bool RwLock::try_lock_locked() {
   if (writer_ || readers_ != 0 || queue_.size != 0) return false;
   writer_ = true;
   return true;
@@ -82,26 +61,21 @@ void RwLock::unlock() {
     writer_ = false;
     grant_locked(queue_, &readers_, &writer_, &woken);
   }
-  wake_list(woken);
+  rt::sync::wake_list(woken);
 }
 
 void RwLock::lock_shared() {
-  SyncWaiter w;
-  {
-    QueueLock g(queue_);
-    if (!writer_ && queue_.size == 0) {
-      ++readers_;
-      return;
-    }
-    rt::sync::init_waiter(&w);
-    w.tag = kReader;
-    rt::sync::push_back(queue_, &w);
-  }
-  rt::sync::block(&w, -1);
+  rt::sync::wait_until_ready(queue_, -1, kReader, [this] { return try_lock_shared_locked(); });
 }
 
 bool RwLock::try_lock_shared() {
   QueueLock g(queue_);
+  return try_lock_shared_locked();
+}
+
+// Granted at once only if no writer holds it and nobody queues ahead (a
+// queued writer keeps new readers out).
+bool RwLock::try_lock_shared_locked() {
   if (writer_ || queue_.size != 0) return false;
   ++readers_;
   return true;
@@ -114,7 +88,7 @@ void RwLock::unlock_shared() {
     WEFT_DCHECK(readers_ > 0, "RwLock %p: unlock_shared() without a shared hold", static_cast<void*>(this));
     if (--readers_ == 0) grant_locked(queue_, &readers_, &writer_, &woken);
   }
-  wake_list(woken);
+  rt::sync::wake_list(woken);
 }
 
 }  // namespace weft

@@ -21,37 +21,23 @@ void Semaphore::acquire() { acquire_until(-1); }
 bool Semaphore::try_acquire() { return acquire_until(0); }
 
 bool Semaphore::acquire_until(int64_t deadline_ns) {
-  SyncWaiter w;
-  {
-    QueueLock g(queue_);
-    if (count_ > 0 && queue_.size == 0) {
+  return rt::sync::wait_until_ready(queue_, deadline_ns, 0, [this] {
+    if (count_ > 0 && queue_.size == 0) {  // FIFO: no barging past waiters
       --count_;
       return true;
     }
-    if (deadline_ns == 0) return false;
-    rt::sync::init_waiter(&w);
-    rt::sync::push_back(queue_, &w);
-  }
-  return rt::sync::block(&w, deadline_ns) || rt::sync::cancel_wait(queue_, &w);
+    return false;
+  });
 }
 
 void Semaphore::release(uint64_t n) {
   SyncWaiter* woken = nullptr;  // popped waiters, linked through next
   {
     QueueLock g(queue_);
-    while (n > 0 && queue_.head != nullptr) {
-      SyncWaiter* w = rt::sync::pop_front(queue_);
-      w->next = woken;
-      woken = w;
-      --n;
-    }
+    while (n > 0 && rt::sync::take_front_locked(queue_, &woken) != nullptr) --n;
     count_ += n;
   }
-  while (woken != nullptr) {
-    SyncWaiter* next = woken->next;
-    rt::sync::wake(woken);
-    woken = next;
-  }
+  rt::sync::wake_list(woken);
 }
 
 uint64_t Semaphore::available() const {

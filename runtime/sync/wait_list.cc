@@ -1,3 +1,5 @@
+// runtime/sync/wait_list.cc — the waiter queue, block/wake and the timed-out
+// waiter's cancel_wait shared by weft's sync primitives (design: wait_list.h).
 #include "runtime/sync/wait_list.h"
 
 #include <pthread.h>
@@ -16,23 +18,22 @@ int64_t monotonic_now_ns() { return rt::monotonic_ns(); }
 
 namespace weft::rt::sync {
 
-void push_back(WaitQueue& q, SyncWaiter* w) {
-  w->next = nullptr;
-  w->prev = q.tail;
-  if (q.tail) q.tail->next = w; else q.head = w;
-  q.tail = w;
+namespace {
+// Links w between prev and next, either of which may be null (an end of
+// the queue): the mirror of remove().
+void insert(WaitQueue& q, SyncWaiter* w, SyncWaiter* prev, SyncWaiter* next) {
+  w->prev = prev;
+  w->next = next;
+  if (prev) prev->next = w; else q.head = w;
+  if (next) next->prev = w; else q.tail = w;
   w->queued = true;
   ++q.size;
 }
+}  // namespace
 
-void push_front(WaitQueue& q, SyncWaiter* w) {
-  w->prev = nullptr;
-  w->next = q.head;
-  if (q.head) q.head->prev = w; else q.tail = w;
-  q.head = w;
-  w->queued = true;
-  ++q.size;
-}
+void push_back(WaitQueue& q, SyncWaiter* w) { insert(q, w, q.tail, nullptr); }
+
+void push_front(WaitQueue& q, SyncWaiter* w) { insert(q, w, nullptr, q.head); }
 
 SyncWaiter* pop_front(WaitQueue& q) {
   SyncWaiter* w = q.head;

@@ -110,6 +110,28 @@ SyncWaiter* pop_front(WaitQueue& q);
 // Removes w if it is queued; false if a waker already popped it.
 bool remove(WaitQueue& q, SyncWaiter* w);
 
+// Pops the first waiter, if any, and links it onto the front of *woken
+// (through next): the list a waker collects under the queue lock and hands
+// to wake_list() after releasing it. Returns the waiter, or null. The caller
+// holds the queue lock.
+inline SyncWaiter* take_front_locked(WaitQueue& q, SyncWaiter** woken) {
+  SyncWaiter* w = pop_front(q);
+  if (w != nullptr) {
+    w->next = *woken;
+    *woken = w;
+  }
+  return w;
+}
+
+// Pops every waiter; returns them linked through next, the last queued
+// first. The caller holds the queue lock.
+inline SyncWaiter* take_all_locked(WaitQueue& q) {
+  SyncWaiter* woken = nullptr;
+  while (take_front_locked(q, &woken) != nullptr) {
+  }
+  return woken;
+}
+
 // Fills in the calling ULT/thread's identity.
 void init_waiter(SyncWaiter* w);
 
@@ -138,5 +160,36 @@ extern void (*g_cancel_wait_hook)(SyncWaiter* w, int stage);
 
 // Wakes a waiter already popped from its queue (see the handshake above).
 void wake(SyncWaiter* w);
+
+// Wakes every waiter of a list linked through next (take_front_locked,
+// take_all_locked), with no queue lock held. Reads each record's next before waking it: the
+// record may vanish once woken.
+inline void wake_list(SyncWaiter* w) {
+  while (w != nullptr) {
+    SyncWaiter* next = w->next;
+    wake(w);
+    w = next;
+  }
+}
+
+// The waiting half shared by the primitives whose wakers grant what was
+// waited for (a permit, the lock, a zero count). Under the queue lock,
+// `ready()` either takes it at once (true: return true without waiting) or
+// not; then, unless deadline_ns is 0 (do not wait: return false), queues a
+// waiter tagged `tag` and blocks until woken (true) or the deadline passes
+// and cancel_wait finds it still queued (false). deadline_ns as for block().
+template <class Ready>
+inline bool wait_until_ready(WaitQueue& q, int64_t deadline_ns, uintptr_t tag, Ready ready) {
+  SyncWaiter w;
+  {
+    QueueLock g(q);
+    if (ready()) return true;
+    if (deadline_ns == 0) return false;
+    init_waiter(&w);
+    w.tag = tag;
+    push_back(q, &w);
+  }
+  return block(&w, deadline_ns) || cancel_wait(q, &w);
+}
 
 }  // namespace weft::rt::sync

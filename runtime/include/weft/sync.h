@@ -24,7 +24,11 @@
 // time_point::max()) waits without a deadline; a negative duration or a
 // time point in the past does not wait (weft/time.h).
 //
-// None of these types may be copied or moved while anybody uses them.
+// None of these types may be copied or moved while anybody uses them (they
+// cannot be at all: detail::Pinned).
+//
+// weft::Channel, built on Mutex and CondVar, lives in weft/channel.h, which
+// this header includes.
 #pragma once
 
 #include <atomic>
@@ -32,13 +36,10 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
-#include <deque>
 #include <mutex>
 #include <optional>
 #include <utility>
 
-#include "absl/status/status.h"
-#include "absl/status/statusor.h"
 #include "weft/time.h"
 
 namespace weft {
@@ -57,18 +58,29 @@ struct WaitQueue {
   SyncWaiter* tail = nullptr;
 };
 
+// The base of every primitive here: its waiters and wakers hold its address
+// (the queue lives inside it, and a timed-out waiter goes back to it), so it
+// is never copied or moved. Empty: it adds no bytes to the primitive.
+class Pinned {
+ public:
+  Pinned(const Pinned&) = delete;
+  Pinned& operator=(const Pinned&) = delete;
+
+ protected:
+  constexpr Pinned() = default;
+  ~Pinned() = default;
+};
+
 }  // namespace detail
 
 // A mutual-exclusion lock for ULTs and threads. Satisfies the standard
 // Lockable and TimedLockable requirements, so std::lock_guard,
 // std::unique_lock and std::scoped_lock work with it.
-class Mutex {
+class Mutex : detail::Pinned {
  public:
   constexpr Mutex() = default;
   // Debug builds abort if the mutex is locked or has waiters.
   ~Mutex();
-  Mutex(const Mutex&) = delete;
-  Mutex& operator=(const Mutex&) = delete;
 
   // Acquires the mutex, waiting as long as it takes (a ULT parks; a thread
   // blocks). Not recursive.
@@ -124,12 +136,10 @@ class Mutex {
 // std::condition_variable_any). Spurious wake-ups do not happen in weft,
 // but code should still wait with a predicate (the predicate forms never
 // return with the predicate false, except on timeout).
-class CondVar {
+class CondVar : detail::Pinned {
  public:
   constexpr CondVar() = default;
   ~CondVar();
-  CondVar(const CondVar&) = delete;
-  CondVar& operator=(const CondVar&) = delete;
 
   // Wakes the longest-waiting waiter, if any.
   void notify_one();
@@ -140,7 +150,7 @@ class CondVar {
   // before returning.
   template <class Lock>
   void wait(Lock& lock) {
-    wait_impl(&lock, -1, &unlock_fn<Lock>, &lock_fn<Lock>);
+    wait_until_ns(lock, -1);
   }
   template <class Lock, class Pred>
   void wait(Lock& lock, Pred pred) {
@@ -149,33 +159,21 @@ class CondVar {
   // As wait(), but gives up at the deadline: std::cv_status::timeout then.
   template <class Lock, class Clock, class Duration>
   std::cv_status wait_until(Lock& lock, const std::chrono::time_point<Clock, Duration>& t) {
-    return wait_impl(&lock, detail::to_deadline(t), &unlock_fn<Lock>, &lock_fn<Lock>)
-               ? std::cv_status::no_timeout
-               : std::cv_status::timeout;
+    return wait_until_ns(lock, detail::to_deadline(t)) ? std::cv_status::no_timeout : std::cv_status::timeout;
   }
   template <class Lock, class Rep, class Period>
   std::cv_status wait_for(Lock& lock, const std::chrono::duration<Rep, Period>& d) {
-    return wait_impl(&lock, detail::to_deadline(d), &unlock_fn<Lock>, &lock_fn<Lock>)
-               ? std::cv_status::no_timeout
-               : std::cv_status::timeout;
+    return wait_until_ns(lock, detail::to_deadline(d)) ? std::cv_status::no_timeout : std::cv_status::timeout;
   }
   // Predicate forms: return pred() (false only if it is still false at the
   // deadline).
   template <class Lock, class Clock, class Duration, class Pred>
   bool wait_until(Lock& lock, const std::chrono::time_point<Clock, Duration>& t, Pred pred) {
-    int64_t deadline = detail::to_deadline(t);
-    while (!pred()) {
-      if (!wait_impl(&lock, deadline, &unlock_fn<Lock>, &lock_fn<Lock>)) return pred();
-    }
-    return true;
+    return wait_until_ns(lock, detail::to_deadline(t), pred);
   }
   template <class Lock, class Rep, class Period, class Pred>
   bool wait_for(Lock& lock, const std::chrono::duration<Rep, Period>& d, Pred pred) {
-    int64_t deadline = detail::to_deadline(d);
-    while (!pred()) {
-      if (!wait_impl(&lock, deadline, &unlock_fn<Lock>, &lock_fn<Lock>)) return pred();
-    }
-    return true;
+    return wait_until_ns(lock, detail::to_deadline(d), pred);
   }
 
  private:
@@ -185,17 +183,28 @@ class CondVar {
   static void lock_fn(void* l) { static_cast<Lock*>(l)->lock(); }
   // True if notified, false on timeout.
   bool wait_impl(void* lock, int64_t deadline_ns, void (*unlock)(void*), void (*relock)(void*));
+  // wait_impl for a Lock; deadline_ns: -1 none, else monotonic ns.
+  template <class Lock>
+  bool wait_until_ns(Lock& lock, int64_t deadline_ns) {
+    return wait_impl(&lock, deadline_ns, &unlock_fn<Lock>, &lock_fn<Lock>);
+  }
+  // The predicate forms' loop (the caller's pred, by reference).
+  template <class Lock, class Pred>
+  bool wait_until_ns(Lock& lock, int64_t deadline_ns, Pred& pred) {
+    while (!pred()) {
+      if (!wait_until_ns(lock, deadline_ns)) return pred();
+    }
+    return true;
+  }
 
   detail::WaitQueue queue_;
 };
 
 // A counting semaphore. Waiters get permits in FIFO order.
-class Semaphore {
+class Semaphore : detail::Pinned {
  public:
   explicit Semaphore(uint64_t initial = 0) : count_(initial) {}
   ~Semaphore();
-  Semaphore(const Semaphore&) = delete;
-  Semaphore& operator=(const Semaphore&) = delete;
 
   // Takes one permit, waiting for it.
   void acquire();
@@ -225,12 +234,10 @@ class Semaphore {
 // wait for its turn); when the lock frees, the front of the queue goes
 // next: one writer, or every reader up to the next queued writer.
 // Satisfies SharedLockable (std::shared_lock works) and Lockable.
-class RwLock {
+class RwLock : detail::Pinned {
  public:
   constexpr RwLock() = default;
   ~RwLock();
-  RwLock(const RwLock&) = delete;
-  RwLock& operator=(const RwLock&) = delete;
 
   void lock();
   bool try_lock();
@@ -240,19 +247,19 @@ class RwLock {
   void unlock_shared();
 
  private:
+  bool try_lock_locked();         // try_lock with queue_.lock held
+  bool try_lock_shared_locked();  // try_lock_shared with queue_.lock held
   detail::WaitQueue queue_;  // readers and writers, in arrival order
   uint32_t readers_ = 0;     // active readers; guarded by queue_.lock
   bool writer_ = false;      // a writer holds it
 };
 
 // A reusable barrier for a fixed number of participants.
-class Barrier {
+class Barrier : detail::Pinned {
  public:
   // `count` must be at least 1.
   explicit Barrier(uint32_t count);
   ~Barrier();
-  Barrier(const Barrier&) = delete;
-  Barrier& operator=(const Barrier&) = delete;
 
   // Waits until `count` callers have arrived, then releases them all and
   // resets for the next round. Returns true in exactly one caller per round
@@ -265,14 +272,15 @@ class Barrier {
   uint32_t arrived_ = 0;  // guarded by queue_.lock
 };
 
-// A latch that can also count up: a wait group (Go's sync.WaitGroup).
-// wait() returns once the count is zero.
-class Latch {
+// A counter of work in flight that can count up and down, and lets callers
+// wait for it to reach zero: a wait group (Go's sync.WaitGroup). wait()
+// returns once the count is zero; every waiter is released when a
+// count_down() brings it there, and the group can then be counted up again.
+class WaitGroup : detail::Pinned {
  public:
-  explicit Latch(uint64_t count = 0) : count_(count) {}
-  ~Latch();
-  Latch(const Latch&) = delete;
-  Latch& operator=(const Latch&) = delete;
+  explicit WaitGroup(uint64_t count = 0) : count_(count) {}
+  // Debug builds abort if anybody still waits.
+  ~WaitGroup();
 
   // Adds `n` to the count (work about to start).
   void add(uint64_t n = 1);
@@ -281,11 +289,14 @@ class Latch {
   void count_down(uint64_t n = 1);
   // Waits until the count is zero.
   void wait();
+  // As wait(), but gives up after `d`: false on timeout.
   template <class Rep, class Period>
   bool wait_for(const std::chrono::duration<Rep, Period>& d) {
     return wait_until_ns(detail::to_deadline(d));
   }
+  // True if the count is zero now. Never waits.
   bool try_wait() const;
+  // count_down(n), then wait().
   void arrive_and_wait(uint64_t n = 1) {
     count_down(n);
     wait();
@@ -297,15 +308,17 @@ class Latch {
   uint64_t count_;  // guarded by queue_.lock
 };
 
+// The name WaitGroup had first (after std::latch, which only counts down).
+// Kept so existing code compiles unchanged; new code should say WaitGroup.
+using Latch = WaitGroup;
+
 // Runs a function exactly once, however many callers race (std::call_once
 // for ULTs). Callers that arrive while it runs wait for it to finish. If the
 // function throws, the exception propagates to its caller and the Once
 // stays un-run: the next caller runs it.
-class Once {
+class Once : detail::Pinned {
  public:
   constexpr Once() = default;
-  Once(const Once&) = delete;
-  Once& operator=(const Once&) = delete;
 
   template <class F>
   void call(F&& fn) {
@@ -330,104 +343,9 @@ class Once {
   detail::WaitQueue queue_;
 };
 
-// A bounded multi-producer multi-consumer channel.
-//
-// send() waits while the channel is full; recv() waits while it is empty.
-// close() wakes every waiter: sends fail from then on (the value is not
-// consumed), and receivers get the values still buffered, then
-// OutOfRange("channel closed"). Nothing is ever lost or duplicated.
-template <class T>
-class Channel {
- public:
-  // `capacity` values can be buffered; 0 is treated as 1.
-  explicit Channel(size_t capacity) : capacity_(capacity == 0 ? 1 : capacity) {}
-  Channel(const Channel&) = delete;
-  Channel& operator=(const Channel&) = delete;
-
-  // Sends a value, waiting while the channel is full. On error (closed)
-  // `value` is left untouched.
-  absl::Status send(T&& value) { return send_until(std::move(value), -1); }
-  absl::Status send(const T& value) {
-    T copy(value);
-    return send_until(std::move(copy), -1);
-  }
-  // As send(), but gives up with DeadlineExceeded after `d`.
-  template <class Rep, class Period>
-  absl::Status send_for(T&& value, const std::chrono::duration<Rep, Period>& d) {
-    return send_until(std::move(value), detail::to_deadline(d));
-  }
-  // Sends only if there is room now: Unavailable if full.
-  absl::Status try_send(T&& value) { return send_until(std::move(value), 0); }
-
-  // Receives the oldest value, waiting while the channel is empty and open.
-  // OutOfRange once it is closed and drained.
-  absl::StatusOr<T> recv() { return recv_until(-1); }
-  // As recv(), but DeadlineExceeded after `d`.
-  template <class Rep, class Period>
-  absl::StatusOr<T> recv_for(const std::chrono::duration<Rep, Period>& d) {
-    return recv_until(detail::to_deadline(d));
-  }
-  // Receives only if a value is buffered now: Unavailable if empty and open.
-  absl::StatusOr<T> try_recv() { return recv_until(0); }
-
-  // Closes the channel and wakes every waiter. Idempotent.
-  void close() {
-    std::lock_guard<Mutex> g(mu_);
-    closed_ = true;
-    not_empty_.notify_all();
-    not_full_.notify_all();
-  }
-  bool closed() const {
-    std::lock_guard<Mutex> g(mu_);
-    return closed_;
-  }
-  size_t size() const {
-    std::lock_guard<Mutex> g(mu_);
-    return buf_.size();
-  }
-  size_t capacity() const { return capacity_; }
-
- private:
-  // deadline: -1 none, 0 do not wait, else monotonic ns.
-  absl::Status send_until(T&& value, int64_t deadline) {
-    std::unique_lock<Mutex> g(mu_);
-    while (!closed_ && buf_.size() >= capacity_) {
-      if (deadline == 0) return absl::UnavailableError("channel full");
-      if (!wait(not_full_, g, deadline)) return absl::DeadlineExceededError("channel send timed out");
-    }
-    if (closed_) return absl::FailedPreconditionError("channel closed");
-    buf_.push_back(std::move(value));
-    not_empty_.notify_one();
-    return absl::OkStatus();
-  }
-  absl::StatusOr<T> recv_until(int64_t deadline) {
-    std::unique_lock<Mutex> g(mu_);
-    while (!closed_ && buf_.empty()) {
-      if (deadline == 0) return absl::UnavailableError("channel empty");
-      if (!wait(not_empty_, g, deadline)) return absl::DeadlineExceededError("channel recv timed out");
-    }
-    if (buf_.empty()) return absl::OutOfRangeError("channel closed");
-    T v = std::move(buf_.front());
-    buf_.pop_front();
-    not_full_.notify_one();
-    return v;
-  }
-  static bool wait(CondVar& cv, std::unique_lock<Mutex>& g, int64_t deadline) {
-    if (deadline < 0) {
-      cv.wait(g);
-      return true;
-    }
-    int64_t left = deadline - detail::monotonic_now_ns();
-    if (left <= 0) return false;
-    return cv.wait_for(g, std::chrono::nanoseconds(left)) == std::cv_status::no_timeout ||
-           detail::monotonic_now_ns() < deadline;
-  }
-
-  const size_t capacity_;
-  mutable Mutex mu_;
-  CondVar not_empty_, not_full_;
-  std::deque<T> buf_;
-  bool closed_ = false;
-};
-
 }  // namespace weft
+
+// Channel is built on Mutex and CondVar above and has its own header;
+// included here so that #include "weft/sync.h" keeps providing it (the
+// two headers include each other: either may come first).
+#include "weft/channel.h"
