@@ -102,13 +102,10 @@ bool owner_running(uintptr_t owner) {
   return buf;
 }
 
-// Statistics: a plain load and store, not a locked add. Increments racing
-// on two CPUs may be lost (the counters can under-count, never over-count);
-// a locked add would tax the contended path.
-template <class T>
-void bump(std::atomic<T>& c) {
-  c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-}
+// Statistics: rt::bump (runtime/counter.h), a plain load and store, not a
+// locked add: increments racing on two CPUs may be lost (the counters can
+// under-count, never over-count); a locked add would tax the contended path.
+using rt::bump;
 
 // The low 32 bits of the TSC, never 0 (0 means "not timed").
 uint32_t ticks32() {
