@@ -14,6 +14,7 @@
 // still empty; `idle` and `running` change only under `mu`, so a push never
 // counts on a helper that is leaving.
 #include "io/offload.h"
+#include "io/leaked.h"
 
 #include <pthread.h>
 #include <signal.h>
@@ -49,14 +50,7 @@ struct Pool {
 // child, where its threads do not exist (the old one is leaked there).
 std::atomic<Pool*> the_pool{nullptr};
 
-Pool& pool() {
-  Pool* p = the_pool.load(std::memory_order_acquire);
-  if (p != nullptr) return *p;
-  auto* fresh = new Pool();
-  if (the_pool.compare_exchange_strong(p, fresh, std::memory_order_acq_rel)) return *fresh;
-  delete fresh;
-  return *p;
-}
+Pool& pool() { return leaked_instance(the_pool); }
 
 void* helper_main(void* arg) {
   auto* p = static_cast<Pool*>(arg);
