@@ -1,4 +1,5 @@
-// io/offload.cc — see offload.h.
+// io/offload.cc — the helper-thread pool that runs blocking calls while the
+// calling ULT parks (the contract is in offload.h).
 //
 // The queue is a FIFO of Jobs that live on the waiting ULTs' stacks (a ULT
 // never leaves offload() before its job is done, so a queued job is always
