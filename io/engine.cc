@@ -1,13 +1,18 @@
-// io/engine.cc — the engine registry, per-fd in-flight counts, and the
-// cross-worker cancel queue (io::close's requests).
+// io/engine.cc — what every io engine shares: setup retries, the wake word,
+// the cross-worker cancel queue (io::close's requests), the engine
+// registry and per-fd in-flight counts.
 #include "io/engine.h"
 
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <cstring>
 
 #include "io/offload.h"
 #include "runtime/fork.h"
+#include "runtime/log.h"
+#include "sys/futex.h"
 #include "sys/raw_log.h"
 #include "sys/raw_syscall.h"
 
@@ -78,7 +83,69 @@ void unregister_engine(Engine* e) {
 
 Engine::~Engine() {
   unregister_engine(this);
+  if (int efd = eventfd_.load(std::memory_order_relaxed); efd >= 0) sys::raw_syscall(SYS_close, efd);
   for (CloseRequest* r : take_requests()) close_request_ack(r);
+}
+
+bool Engine::setup_failed(const char* what, int err) {
+  state_ = State::kFailed;
+  backoff_ns_ = backoff_ns_ == 0 ? kRetryMinNs : std::min(backoff_ns_ * 2, kRetryMaxNs);
+  retry_at_ns_ = rt::monotonic_ns() + backoff_ns_;
+  if (failures_++ == 0) {
+    sys::raw_logf("weft: %s failed on a worker (%s); its io runs as blocking calls until a retry succeeds "
+                  "(retried at its next io, backing off up to 1 s)",
+                  what, strerror(err));
+  } else {
+    rt::log().debug("{} failed again on a worker ({}), attempt {}", what, strerror(err), failures_);
+  }
+  return false;
+}
+
+bool Engine::setup_succeeded(const char* what, const char* again) {
+  state_ = State::kReady;
+  if (failures_ != 0) {
+    sys::raw_logf("weft: %s succeeded on a worker after %u failed attempts; its io uses %s again", what, failures_,
+                  again);
+  }
+  failures_ = 0;
+  backoff_ns_ = 0;
+  register_engine(this);
+  return true;
+}
+
+long Engine::open_eventfd() {
+  long fd = sys::raw_syscall(SYS_eventfd2, 0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (!sys::is_error(fd)) eventfd_.store(static_cast<int>(fd), std::memory_order_relaxed);
+  return fd;
+}
+
+void Engine::close_eventfd_after_fork() {
+  if (int efd = eventfd_.load(std::memory_order_relaxed); efd >= 0) sys::raw_syscall(SYS_close, efd);
+  eventfd_.store(-1, std::memory_order_relaxed);
+}
+
+void Engine::wait(int64_t deadline_ns) {
+  if (!ready()) {  // not set up: sleep on the word like FutexPoller
+    rt::futex_word_wait(&word_, deadline_ns);
+    if (has_requests()) process_requests();
+    return;
+  }
+  if (word_.exchange(2, std::memory_order_acq_rel) == 1) {  // woken before we slept
+    word_.exchange(0, std::memory_order_acq_rel);
+    poll();
+    return;
+  }
+  sleep_until(deadline_ns);
+}
+
+void Engine::wake() {
+  if (word_.exchange(1, std::memory_order_acq_rel) != 2) return;
+  if (int efd = eventfd_.load(std::memory_order_relaxed); efd >= 0) {
+    uint64_t one = 1;
+    sys::raw_syscall(SYS_write, efd, reinterpret_cast<long>(&one), sizeof one);
+  } else {
+    sys::futex_wake(&word_, 1);  // reaches the ring's armed FUTEX_WAIT, or a plain futex_word_wait
+  }
 }
 
 void close_request_unref(CloseRequest* r) {

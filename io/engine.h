@@ -13,11 +13,13 @@
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "runtime/locks.h"
 #include "runtime/park.h"
 #include "runtime/poller.h"
+#include "sys/raw_log.h"
 #include "weft/io.h"
 #include "weft/sync.h"
 
@@ -29,7 +31,7 @@ namespace weft::io_internal {
 // looked: cancel everything in flight on fd, then acknowledge. Heap-allocated
 // and reference counted (the closer and each engine it was posted to hold
 // one reference), because the closer may stop waiting before every engine
-// has answered (ops.cc, close(): "Closing"). Created and posted by ops.cc;
+// has answered (close.cc, "Closing"). Created and posted by close.cc;
 // acknowledged with close_request_ack() by each engine, exactly once.
 struct CloseRequest {
   explicit CloseRequest(int f) : fd(f) {}
@@ -64,22 +66,43 @@ void close_request_unref(CloseRequest* r);
 // waiting) and drops the engine's reference. Any thread.
 void close_request_ack(CloseRequest* r);
 
+// What both engines share: the setup state machine (kNew -> kReady, or
+// kFailed with a backoff and a retry; its logging), the wake word and its
+// eventfd, wait()'s prologue, and the cross-worker cancel queue. A derived
+// engine supplies setup(), sleep_until() and process_requests().
 class Engine : public rt::Poller {
  public:
   enum class Kind { kUring, kEpoll };
   explicit Engine(Kind k) : kind_(k) { layer_object_ = static_cast<Engine*>(this); }
   // Acknowledges the requests still queued (an engine that goes away has
-  // nothing in flight: its worker never exits with operations in flight).
-  // Derived destructors unregister first, so that nobody posts to or wakes
-  // a half-destroyed engine.
+  // nothing in flight: its worker never exits with operations in flight)
+  // and closes the wake-up eventfd. Derived destructors unregister first,
+  // so that nobody posts to or wakes a half-destroyed engine.
   ~Engine() override;
   Kind kind() const { return kind_; }
 
   // Owner only: whether the engine is set up (its ring or epoll instance
   // exists), trying to set it up if it is not and no retry is pending.
-  // While false, operations run as plain blocking calls (see setup() in
-  // the derived classes for the retry policy).
-  virtual bool ready() = 0;
+  // While false, operations run as plain blocking calls. Retry policy:
+  // after a failed setup, the next attempt comes kRetryMinNs later, each
+  // further one twice as late, at most kRetryMaxNs apart (setup_failed).
+  bool ready() {
+    if (state_ == State::kReady) return true;
+    if (state_ == State::kFailed && rt::monotonic_ns() < retry_at_ns_) return false;
+    return setup();
+  }
+
+  // rt::Poller. wait(): while the engine is not set up, sleeps on word_
+  // like FutexPoller; once it is, announces the sleep on word_ (returning
+  // at once, after a poll(), if a wake is pending) and lets the derived
+  // engine sleep in its ring or epoll (sleep_until).
+  void wait(int64_t deadline_ns) final;
+  // Any thread: FutexPoller's word protocol (runtime/poller.h). A system
+  // call only when the owner has said it sleeps (word_ == 2): an eventfd
+  // write where the engine has one (an epoll engine, a ring without
+  // IORING_OP_FUTEX_WAIT), else a futex wake, which reaches the ring's
+  // armed FUTEX_WAIT or a plain futex_word_wait.
+  void wake() final;
 
   // Owner only — a ULT running on this engine's worker, or that worker's
   // own KLT inside a weft::blocking() region (it is still the ring's only
@@ -104,12 +127,72 @@ class Engine : public rt::Poller {
   void fork_reset_request_lock() { req_lock_.reset_after_fork(); }
 
  protected:
+  // Setup retries after a failure: the first after kRetryMinNs, each next
+  // one twice as late, at most kRetryMaxNs apart.
+  static constexpr int64_t kRetryMinNs = 1000 * 1000;
+  static constexpr int64_t kRetryMaxNs = 1000 * 1000 * 1000;
+
+  //   kNew    -> kReady   setup() succeeded (setup_succeeded)
+  //   kNew    -> kFailed  setup() failed (setup_failed): retry_at_ns_ set
+  //   kFailed -> kReady   a retry after retry_at_ns_ succeeded
+  //   kFailed -> kFailed  a retry failed: the backoff doubles
+  //   any     -> kNew or kFailed for good: close_after_fork in a child
+  enum class State { kNew, kReady, kFailed };
+
+  // Owner only: makes the ring or epoll instance (and the eventfd, if the
+  // engine needs one); returns setup_succeeded(...) or setup_failed(...).
+  virtual bool setup() = 0;
+  // Owner only, from wait() once the engine is set up and word_ is 2 (the
+  // sleep is announced): sleeps in the ring or epoll until a wake, a
+  // completion or the deadline, and resets word_ to 0 before reaping (the
+  // exchange orders the caller's queue re-checks after it, as in
+  // FutexPoller).
+  virtual void sleep_until(int64_t deadline_ns) = 0;
+  // Owner only: handles the requests posted since the last call.
+  virtual void process_requests() = 0;
+
+  // A failed setup: state kFailed; logs the first failure of a run (and
+  // says that the worker keeps trying; `what` names the step, e.g. "io_uring
+  // setup"), schedules the next attempt. Returns false.
+  bool setup_failed(const char* what, int err);
+  // A setup that worked: state kReady; logs the recovery if attempts had
+  // failed ("<what> succeeded ...; its io uses <again> again"), resets the
+  // backoff, registers the engine for io::close. Returns true.
+  bool setup_succeeded(const char* what, const char* again);
+  // In a forked child: the engine is never set up again (ready() stays false).
+  void fail_for_good() {
+    state_ = State::kFailed;
+    retry_at_ns_ = INT64_MAX;
+  }
+  // Makes the wake-up eventfd (non-blocking, close-on-exec) and publishes
+  // it for wake(): its fd, or -errno.
+  long open_eventfd();
+  // In a forked child (async-signal-safe): closes the eventfd, unused.
+  void close_eventfd_after_fork();
+
   // Owner: the requests posted since the last call, oldest first.
   std::vector<CloseRequest*> take_requests();
   bool has_requests() const { return has_requests_.load(std::memory_order_acquire); }
 
+  State state_ = State::kNew;  // owner only
+  std::atomic<uint32_t> word_{0};  // 0 idle, 1 wake pending, 2 asleep (runtime/poller.h)
+  // The wake-up eventfd (-1: none; wake() then makes a futex wake).
+  // Written once by the owner when the engine is set up (at its first io,
+  // perhaps after failed attempts), read by wake() on any thread: atomic.
+  // Relaxed is enough: a waker that saw word_ == 2 (acquire) sees at least
+  // the value the sleeper armed with; a newer one means the sleeper is
+  // already awake, and the extra eventfd write is a spurious wake-up.
+  // Regression (issue 9, TSan gate): a plain int, its write at setup raced
+  // with wake() from a spawning thread (io_fault_test
+  // IoFault.EngineSetupUnderEmfileRecovers under TSan, on io_uring and on
+  // epoll).
+  std::atomic<int> eventfd_{-1};
+
  private:
   Kind kind_;
+  int64_t retry_at_ns_ = 0;  // kFailed: no new attempt before this
+  int64_t backoff_ns_ = 0;   // kFailed: the wait after the next failure
+  uint32_t failures_ = 0;    // failed setups since the last success
   rt::KltMutex req_lock_;
   std::vector<CloseRequest*> requests_;  // guarded by req_lock_
   std::atomic<bool> has_requests_{false};
@@ -123,6 +206,16 @@ inline Engine* engine_of(rt::Poller* p) { return p != nullptr ? static_cast<Engi
 inline Engine* current_engine() {
   rt::Caller c = rt::caller();
   return c.ult != nullptr ? engine_of(c.poller) : nullptr;
+}
+
+// The calling ULT's engine as the derived engine E (UringEngine,
+// EpollEngine), for a backend that was chosen because the caller's engine
+// is a ready E (backend.h) and has not parked since.
+template <class E>
+E* current_engine_as() {
+  Engine* e = current_engine();
+  WEFT_DCHECK(e != nullptr && e->kind() == E::kKind, "io backend used without its engine");
+  return static_cast<E*>(e);
 }
 
 // The engine of the calling KLT's worker: a ULT's current worker, or the

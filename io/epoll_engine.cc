@@ -1,16 +1,15 @@
+// io/epoll_engine.cc — a worker's epoll instance: setup, readiness waits
+// for ULTs, cancels, and idle waits (see epoll_engine.h).
 #include "io/epoll_engine.h"
 
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
 
-#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
 #include <ctime>
 
 #include "runtime/log.h"
-#include "sys/futex.h"
 #include "sys/raw_log.h"
 #include "sys/raw_syscall.h"
 #include "weft/runtime.h"
@@ -23,8 +22,6 @@ namespace weft::io_internal {
 namespace {
 constexpr uint64_t kEventfdKey = ~uint64_t{0};  // epoll data of the wake-up eventfd
 constexpr int kMaxEvents = 64;
-constexpr int64_t kRetryMinNs = 1000 * 1000;         // setup retries: 1 ms,
-constexpr int64_t kRetryMaxNs = 1000 * 1000 * 1000;  // doubling up to 1 s
 
 // 1: epoll_pwait2 works, 0: it does not (ENOSYS, or EPERM from a seccomp
 // profile that predates it), -1: not tried yet. Process-wide.
@@ -56,49 +53,27 @@ long epoll_wait_ns(int epfd, epoll_event* events, int max, int64_t timeout_ns) {
 }
 }  // namespace
 
-EpollEngine::EpollEngine() : Engine(Kind::kEpoll) {}
+EpollEngine::EpollEngine() : Engine(kKind) {}
 
 EpollEngine::~EpollEngine() {
   unregister_engine(this);  // first: nobody may post to or wake us from here on
   if (epfd_ >= 0) sys::raw_syscall(SYS_close, epfd_);
-  if (int efd = eventfd_.load(std::memory_order_relaxed); efd >= 0) sys::raw_syscall(SYS_close, efd);
+  // ~Engine closes the eventfd.
 }
 
-bool EpollEngine::ready() {
-  if (state_ == State::kReady) return true;
-  if (state_ == State::kFailed && rt::monotonic_ns() < retry_at_ns_) return false;
+bool EpollEngine::setup() {
   long ep = sys::raw_syscall(SYS_epoll_create1, EPOLL_CLOEXEC);
-  long ev = sys::is_error(ep) ? 0 : sys::raw_syscall(SYS_eventfd2, 0, EFD_CLOEXEC | EFD_NONBLOCK);
+  long ev = sys::is_error(ep) ? 0 : open_eventfd();
   if (sys::is_error(ep) || sys::is_error(ev)) {
     if (!sys::is_error(ep)) sys::raw_syscall(SYS_close, ep);
-    int err = static_cast<int>(sys::is_error(ep) ? -ep : -ev);
-    // Not for good: log the first failure of a run and retry after a
-    // backoff (the worker's io runs as blocking calls meanwhile).
-    state_ = State::kFailed;
-    backoff_ns_ = backoff_ns_ == 0 ? kRetryMinNs : std::min(backoff_ns_ * 2, kRetryMaxNs);
-    retry_at_ns_ = rt::monotonic_ns() + backoff_ns_;
-    if (failures_++ == 0) {
-      sys::raw_logf("weft: epoll/eventfd setup failed on a worker (%s); its io runs as blocking calls until a "
-                    "retry succeeds (retried at its next io, backing off up to 1 s)",
-                    strerror(err));
-    }
-    return false;
+    return setup_failed("epoll/eventfd setup", static_cast<int>(sys::is_error(ep) ? -ep : -ev));
   }
-  if (failures_ != 0) {
-    sys::raw_logf("weft: epoll setup succeeded on a worker after %u failed attempts; its io uses epoll again",
-                  failures_);
-  }
-  failures_ = 0;
-  backoff_ns_ = 0;
   epfd_ = static_cast<int>(ep);
-  eventfd_.store(static_cast<int>(ev), std::memory_order_relaxed);
   epoll_event e{};
   e.events = EPOLLIN;
   e.data.u64 = kEventfdKey;
   sys::raw_syscall(SYS_epoll_ctl, epfd_, EPOLL_CTL_ADD, ev, reinterpret_cast<long>(&e));
-  state_ = State::kReady;
-  register_engine(this);
-  return true;
+  return setup_succeeded("epoll setup", "epoll");
 }
 
 void EpollEngine::rearm(FdState* st) {
@@ -242,17 +217,7 @@ void EpollEngine::poll() {
   if (state_ == State::kReady && waiting_ != 0) dispatch(0);
 }
 
-void EpollEngine::wait(int64_t deadline_ns) {
-  if (!ready()) {
-    rt::futex_word_wait(&word_, deadline_ns);
-    if (has_requests()) process_requests();
-    return;
-  }
-  if (word_.exchange(2, std::memory_order_acq_rel) == 1) {
-    word_.exchange(0, std::memory_order_acq_rel);
-    poll();
-    return;
-  }
+void EpollEngine::sleep_until(int64_t deadline_ns) {
   if (has_requests()) process_requests();
   int64_t timeout_ns = -1;
   if (deadline_ns >= 0) {
@@ -269,20 +234,9 @@ void EpollEngine::close_after_fork() {
   // this worker: closing our descriptors leaves the parent's untouched;
   // epoll_ctl or a read would change the parent's.
   if (epfd_ >= 0) sys::raw_syscall(SYS_close, epfd_);
-  if (eventfd_ >= 0) sys::raw_syscall(SYS_close, eventfd_);
-  epfd_ = eventfd_ = -1;
-  state_ = State::kFailed;  // never used again: the worker gets a new engine
-  retry_at_ns_ = INT64_MAX;
-}
-
-void EpollEngine::wake() {
-  if (word_.exchange(1, std::memory_order_acq_rel) != 2) return;
-  if (int efd = eventfd_.load(std::memory_order_relaxed); efd >= 0) {
-    uint64_t one = 1;
-    sys::raw_syscall(SYS_write, efd, reinterpret_cast<long>(&one), sizeof one);
-  } else {
-    sys::futex_wake(&word_, 1);
-  }
+  epfd_ = -1;
+  close_eventfd_after_fork();
+  fail_for_good();  // never used again: the worker gets a new engine
 }
 
 }  // namespace weft::io_internal

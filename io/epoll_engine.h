@@ -3,7 +3,7 @@
 // Used where io_uring is missing or forbidden, or with WEFT_IO=epoll. An
 // operation tries the system call without waiting (per-call flags:
 // MSG_DONTWAIT, RWF_NOWAIT; weft never sets O_NONBLOCK on a descriptor it
-// did not create, see ops.cc); on EAGAIN the ULT registers
+// did not create, see epoll_ops.cc); on EAGAIN the ULT registers
 // interest in the fd on its worker's epoll (EPOLLONESHOT), pins itself to
 // the worker (the registration is the worker's own state) and parks until
 // the fd is ready, its deadline passes (-ETIMEDOUT) or io::close cancels it
@@ -29,14 +29,14 @@ namespace weft::io_internal {
 
 class EpollEngine final : public Engine {
  public:
+  static constexpr Kind kKind = Kind::kEpoll;
+
   EpollEngine();
   ~EpollEngine() override;
 
-  void wait(int64_t deadline_ns) override;
-  void wake() override;
+  // rt::Poller (wait() and wake(): Engine)
   void poll() override;
   void close_after_fork() override;
-  bool ready() override;
   // Owner only: every waiter on fd returns -ECANCELED; fd leaves the epoll set.
   void cancel_now(int fd) override;
 
@@ -59,25 +59,13 @@ class EpollEngine final : public Engine {
     std::vector<Waiter*> waiters;
   };
 
+  bool setup() override;
+  void sleep_until(int64_t deadline_ns) override;
+  void process_requests() override;
   void dispatch(int64_t timeout_ns);
   void rearm(FdState* st);
-  void process_requests();
 
-  enum class State { kNew, kReady, kFailed } state_ = State::kNew;
-  int64_t retry_at_ns_ = 0;   // kFailed: no new attempt before this
-  int64_t backoff_ns_ = 0;    // kFailed: the wait after the next failure
-  uint32_t failures_ = 0;     // failed setups since the last success
   int epfd_ = -1;
-  // Written once by the owner when the engine is set up (at its first io,
-  // perhaps after failed attempts), read by wake() on any thread: atomic.
-  // Relaxed is enough: a waker that saw word_ == 2 (acquire) sees at least
-  // the value the sleeper armed with; a newer one means the sleeper is
-  // already awake, and the extra eventfd write is a spurious wake-up.
-  // Regression (issue 9, TSan gate): a plain int, its write in ready() raced
-  // with wake() from a spawning thread (io_fault_test
-  // IoFault.EngineSetupUnderEmfileRecovers on epoll under TSan).
-  std::atomic<int> eventfd_{-1};
-  std::atomic<uint32_t> word_{0};
   std::unordered_map<int, FdState> fds_;   // owner only
   uint32_t waiting_ = 0;                   // waiters across fds_
 };

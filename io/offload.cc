@@ -1,4 +1,5 @@
-// io/offload.cc — see offload.h.
+// io/offload.cc — the helper-thread pool that runs blocking calls while the
+// calling ULT parks (the contract is in offload.h).
 //
 // The queue is a FIFO of Jobs that live on the waiting ULTs' stacks (a ULT
 // never leaves offload() before its job is done, so a queued job is always
@@ -14,6 +15,7 @@
 // still empty; `idle` and `running` change only under `mu`, so a push never
 // counts on a helper that is leaving.
 #include "io/offload.h"
+#include "io/leaked.h"
 
 #include <pthread.h>
 #include <signal.h>
@@ -49,14 +51,7 @@ struct Pool {
 // child, where its threads do not exist (the old one is leaked there).
 std::atomic<Pool*> the_pool{nullptr};
 
-Pool& pool() {
-  Pool* p = the_pool.load(std::memory_order_acquire);
-  if (p != nullptr) return *p;
-  auto* fresh = new Pool();
-  if (the_pool.compare_exchange_strong(p, fresh, std::memory_order_acq_rel)) return *fresh;
-  delete fresh;
-  return *p;
-}
+Pool& pool() { return leaked_instance(the_pool); }
 
 void* helper_main(void* arg) {
   auto* p = static_cast<Pool*>(arg);

@@ -86,6 +86,18 @@ const Libc& libc() {
 
 bool in_ult() { return this_ult::in_ult(); }
 
+// One of glibc's calls that block for another process's sake, made as a
+// ULT may make it: plainly outside a ULT, else on an offload helper thread
+// while the ULT parks (offload always runs it, and leaves errno as the call
+// left it).
+template <class F>
+auto offloaded(F call) -> decltype(call()) {
+  if (!in_ult()) return call();
+  decltype(call()) r{};
+  io_internal::offload([&] { r = call(); });
+  return r;
+}
+
 int pidfd_open(pid_t pid) { return static_cast<int>(sys::raw_syscall(SYS_pidfd_open, pid, 0)); }
 
 // Parks until the pidfd is readable (the child has exited) or the deadline.
@@ -325,44 +337,29 @@ extern "C" {
 
 int system(const char* command) {
   const weft::Libc& c = weft::libc();
-  if (!weft::in_ult()) return c.system(command);
-  int r = -1;
-  weft::io_internal::offload([&] { r = c.system(command); });
-  return r;
+  return weft::offloaded([&] { return c.system(command); });
 }
 
 FILE* popen(const char* command, const char* mode) {
   const weft::Libc& c = weft::libc();
-  if (!weft::in_ult()) return c.popen(command, mode);
-  FILE* f = nullptr;
-  weft::io_internal::offload([&] { f = c.popen(command, mode); });
-  return f;
+  return weft::offloaded([&] { return c.popen(command, mode); });
 }
 
 int pclose(FILE* stream) {
   const weft::Libc& c = weft::libc();
-  if (!weft::in_ult()) return c.pclose(stream);
-  int r = -1;
-  weft::io_internal::offload([&] { r = c.pclose(stream); });
-  return r;
+  return weft::offloaded([&] { return c.pclose(stream); });
 }
 
 int posix_spawn(pid_t* pid, const char* path, const posix_spawn_file_actions_t* fa, const posix_spawnattr_t* attr,
                 char* const argv[], char* const envp[]) {
   const weft::Libc& c = weft::libc();
-  if (!weft::in_ult()) return c.posix_spawn(pid, path, fa, attr, argv, envp);
-  int r = 0;
-  weft::io_internal::offload([&] { r = c.posix_spawn(pid, path, fa, attr, argv, envp); });
-  return r;
+  return weft::offloaded([&] { return c.posix_spawn(pid, path, fa, attr, argv, envp); });
 }
 
 int posix_spawnp(pid_t* pid, const char* file, const posix_spawn_file_actions_t* fa, const posix_spawnattr_t* attr,
                  char* const argv[], char* const envp[]) {
   const weft::Libc& c = weft::libc();
-  if (!weft::in_ult()) return c.posix_spawnp(pid, file, fa, attr, argv, envp);
-  int r = 0;
-  weft::io_internal::offload([&] { r = c.posix_spawnp(pid, file, fa, attr, argv, envp); });
-  return r;
+  return weft::offloaded([&] { return c.posix_spawnp(pid, file, fa, attr, argv, envp); });
 }
 
 pid_t wait4(pid_t pid, int* status, int options, struct rusage* ru) {

@@ -27,6 +27,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "io/engine.h"
+#include "io/leaked.h"
 #include "runtime/park.h"
 #include "weft/io.h"
 #include "weft/sync.h"
@@ -149,14 +150,7 @@ class Helpers {
 // belong to the parent, is leaked there).
 std::atomic<Helpers*> the_helpers{nullptr};
 
-Helpers& helpers() {
-  Helpers* h = the_helpers.load(std::memory_order_acquire);
-  if (h != nullptr) return *h;
-  auto* fresh = new Helpers();
-  if (the_helpers.compare_exchange_strong(h, fresh, std::memory_order_acq_rel)) return *fresh;
-  delete fresh;
-  return *h;
-}
+Helpers& helpers() { return io_internal::leaked_instance(the_helpers); }
 
 }  // namespace
 

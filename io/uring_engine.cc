@@ -1,33 +1,17 @@
+// io/uring_engine.cc — a worker's io_uring: setup, submission and reaping,
+// cancels, and idle waits with wake-ups through the ring (see uring_engine.h).
 #include "io/uring_engine.h"
 
-#include <sys/eventfd.h>
-
-#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
 #include "io/uring_defs.h"
 #include "runtime/log.h"
-#include "sys/futex.h"
 #include "sys/raw_log.h"
 #include "sys/raw_syscall.h"
 
 namespace weft::io_internal {
 namespace {
-
-// user_data: a Completion*, CloseRequest* or CancelHere* (8-byte aligned)
-// with a tag in the low bits, or kWakeData for the armed wake-up read.
-constexpr uint64_t kWakeData = 1;
-constexpr uint64_t kTagMask = 3;
-constexpr uint64_t kTagOp = 0;
-constexpr uint64_t kTagTimeout = 1;
-constexpr uint64_t kTagCancel = 2;      // a CloseRequest from another thread
-constexpr uint64_t kTagCancelHere = 3;  // cancel_now's own cancel
-
-// Setup retries after a failure: the first after kRetryMinNs, each next one
-// twice as late, at most kRetryMaxNs apart.
-constexpr int64_t kRetryMinNs = 1000 * 1000;
-constexpr int64_t kRetryMaxNs = 1000 * 1000 * 1000;
 
 // 8-byte aligned like every user_data pointer: the tag lives in the low bits.
 struct alignas(8) CancelHere {
@@ -51,34 +35,12 @@ const char* flag_name(unsigned f) {
 
 void UringEngine::set_sq_entries_for_test(unsigned n) { sq_entries_for_test.store(n, std::memory_order_relaxed); }
 
-UringEngine::UringEngine() : Engine(Kind::kUring) {}
+UringEngine::UringEngine() : Engine(kKind) {}
 
 UringEngine::~UringEngine() {
   unregister_engine(this);  // first: nobody may post to or wake us from here on
   if (state_ == State::kReady) io_uring_queue_exit(&ring_);
-  if (int efd = eventfd_.load(std::memory_order_relaxed); efd >= 0) sys::raw_syscall(SYS_close, efd);
-}
-
-bool UringEngine::ready() {
-  if (state_ == State::kReady) return true;
-  if (state_ == State::kFailed && rt::monotonic_ns() < retry_at_ns_) return false;
-  return setup();
-}
-
-// A failed setup: log the first failure of a run (and say that the worker
-// keeps trying), schedule the next attempt.
-bool UringEngine::setup_failed(const char* what, int err) {
-  state_ = State::kFailed;
-  backoff_ns_ = backoff_ns_ == 0 ? kRetryMinNs : std::min(backoff_ns_ * 2, kRetryMaxNs);
-  retry_at_ns_ = rt::monotonic_ns() + backoff_ns_;
-  if (failures_++ == 0) {
-    sys::raw_logf("weft: %s failed on a worker (%s); its io runs as blocking calls until a retry succeeds "
-                  "(retried at its next io, backing off up to 1 s)",
-                  what, strerror(err));
-  } else {
-    rt::log().debug("{} failed again on a worker ({}), attempt {}", what, strerror(err), failures_);
-  }
-  return false;
+  // ~Engine closes the eventfd.
 }
 
 bool UringEngine::setup() {
@@ -111,26 +73,17 @@ bool UringEngine::setup() {
     io_uring_free_probe(probe);
   }
   if (!use_futex_op_) {
-    long fd = sys::raw_syscall(SYS_eventfd2, 0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (sys::is_error(fd)) {
+    if (long fd = open_eventfd(); sys::is_error(fd)) {
       io_uring_queue_exit(&ring_);
       ring_ = io_uring{};
       return setup_failed("eventfd for io_uring wake-ups", static_cast<int>(-fd));
     }
-    eventfd_.store(static_cast<int>(fd), std::memory_order_relaxed);
   }
   hints_.flags = ring_.sq.kflags;
   hints_.flags_mask = IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW;
   hints_.produced = ring_.cq.ktail;
   hints_.consumed = ring_.cq.khead;
-  state_ = State::kReady;
-  if (failures_ != 0) {
-    sys::raw_logf("weft: io_uring setup succeeded on a worker after %u failed attempts; its io uses the ring again",
-                  failures_);
-  }
-  failures_ = 0;
-  backoff_ns_ = 0;
-  register_engine(this);
+  setup_succeeded("io_uring setup", "the ring");
   rt::log().debug("io_uring ready: {} SQ entries, flags {:#x}, wake-ups by {}", entries, flags,
                   use_futex_op_ ? "FUTEX_WAIT" : "eventfd");
   return true;
@@ -253,6 +206,7 @@ void UringEngine::poll() {
 }
 
 void UringEngine::arm_wake() {
+  static_assert(sizeof(std::atomic<uint32_t>) == sizeof(uint32_t));
   if (wake_armed_) return;
   io_uring_sqe* sqe = get_sqes(1);
   if (use_futex_op_) {
@@ -265,18 +219,7 @@ void UringEngine::arm_wake() {
   note_prepared();
 }
 
-void UringEngine::wait(int64_t deadline_ns) {
-  static_assert(sizeof(std::atomic<uint32_t>) == sizeof(uint32_t));
-  if (!ready()) {  // no ring: sleep on the word like FutexPoller
-    rt::futex_word_wait(&word_, deadline_ns);
-    if (has_requests()) process_requests();
-    return;
-  }
-  if (word_.exchange(2, std::memory_order_acq_rel) == 1) {  // woken before we slept
-    word_.exchange(0, std::memory_order_acq_rel);
-    poll();
-    return;
-  }
+void UringEngine::sleep_until(int64_t deadline_ns) {
   // Taking SQEs below may have to flush and reap a full SQ, which can make
   // ULTs runnable here: then do not sleep (the worker never sleeps while
   // its queues hold a ULT), just submit and go back to the scheduler loop.
@@ -312,20 +255,9 @@ void UringEngine::close_after_fork() {
   // the eventfd, touch nothing else, and never again (state kNew: the
   // destructor skips io_uring_queue_exit).
   if (state_ == State::kReady) sys::raw_syscall(SYS_close, ring_.ring_fd);
-  if (eventfd_ >= 0) sys::raw_syscall(SYS_close, eventfd_);
-  eventfd_ = -1;
+  close_eventfd_after_fork();
   state_ = State::kNew;
   hints_ = PollHints{};
-}
-
-void UringEngine::wake() {
-  if (word_.exchange(1, std::memory_order_acq_rel) != 2) return;
-  if (int efd = eventfd_.load(std::memory_order_relaxed); efd >= 0) {
-    uint64_t one = 1;
-    sys::raw_syscall(SYS_write, efd, reinterpret_cast<long>(&one), sizeof one);
-  } else {
-    sys::futex_wake(&word_, 1);  // reaches the ring's armed FUTEX_WAIT, or a plain futex_wait
-  }
 }
 
 }  // namespace weft::io_internal

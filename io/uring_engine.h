@@ -24,7 +24,7 @@
 // make_runnable from the scheduler loop). So the ULT never resumes before
 // its operation's final CQE, and only then can it be stolen.
 //
-// Cancelling (io::close, ops.cc "Closing"): requests posted by other
+// Cancelling (io::close, close.cc "Closing"): requests posted by other
 // threads are turned into IORING_OP_ASYNC_CANCEL SQEs at the next
 // scheduler pass, behind any SQE already taken, and acknowledged at their
 // CQE; the owner's own KLT (a ULT of this worker, or this worker's KLT in a
@@ -48,6 +48,16 @@
 
 namespace weft::io_internal {
 
+// user_data of an SQE: a Completion*, CloseRequest* or CancelHere*
+// (8-byte aligned) with a tag in the low bits, or kWakeData for the armed
+// wake-up. Set by uring_ops.cc (kTagOp, kTagTimeout) and uring_engine.cc.
+inline constexpr uint64_t kWakeData = 1;
+inline constexpr uint64_t kTagMask = 3;
+inline constexpr uint64_t kTagOp = 0;
+inline constexpr uint64_t kTagTimeout = 1;     // an operation's linked timeout
+inline constexpr uint64_t kTagCancel = 2;      // a CloseRequest from another thread
+inline constexpr uint64_t kTagCancelHere = 3;  // cancel_now's own cancel
+
 // One operation's record, on the waiting ULT's stack.
 struct Completion {
   rt::UltDesc* ult = nullptr;
@@ -60,22 +70,17 @@ struct Completion {
 
 class UringEngine final : public Engine {
  public:
+  static constexpr Kind kKind = Kind::kUring;
   static constexpr unsigned kSqEntries = 256;
   static constexpr unsigned kCqFactor = 4;
 
   UringEngine();
   ~UringEngine() override;
 
-  // rt::Poller
-  void wait(int64_t deadline_ns) override;
-  void wake() override;
+  // rt::Poller (wait() and wake(): Engine)
   void poll() override;
   void close_after_fork() override;
 
-  // Owner only. Sets the ring up if needed (at most once per backoff
-  // period after a failure); false while there is no ring (then the
-  // caller uses a blocking system call instead).
-  bool ready() override;
   // Owner only (see Engine::cancel_now): submits IORING_OP_ASYNC_CANCEL
   // for every request on fd and waits in io_uring_enter for its CQE
   // (posted as the kernel processes the cancel, without waiting for io),
@@ -96,35 +101,21 @@ class UringEngine final : public Engine {
   static void set_sq_entries_for_test(unsigned n);
 
  private:
-  bool setup();
-  bool setup_failed(const char* what, int err);
+  bool setup() override;
+  void sleep_until(int64_t deadline_ns) override;
+  void process_requests() override;
   void submit();
   void reap();
   void handle(const io_uring_cqe* cqe);
   void arm_wake();
-  void process_requests();
 
   io_uring ring_{};
   uint32_t pending_ = 0;  // SQEs prepared since the last submit
   uint64_t unparked_ = 0;  // ULTs made runnable by completions, ever (owner only)
-  enum class State { kNew, kReady, kFailed } state_ = State::kNew;
-  int64_t retry_at_ns_ = 0;   // kFailed: no new attempt before this
-  int64_t backoff_ns_ = 0;    // kFailed: the wait after the next failure
-  uint32_t failures_ = 0;     // failed setups since the last success
   unsigned setup_flags_ = 0;
-  std::atomic<uint32_t> word_{0};  // 0 idle, 1 wake pending, 2 asleep
   bool use_futex_op_ = false;
   bool has_waitid_op_ = false;  // IORING_OP_WAITID (Linux 6.7)
   bool wake_armed_ = false;
-  // Written once by the owner when the engine is set up (at its first io,
-  // perhaps after failed attempts), read by wake() on any thread: atomic.
-  // Relaxed is enough: a waker that saw word_ == 2 (acquire) sees at least
-  // the value the sleeper armed with; a newer one means the sleeper is
-  // already awake, and the extra eventfd write is a spurious wake-up.
-  // Regression (issue 9, TSan gate): a plain int, its write in setup() raced
-  // with wake() from a spawning thread (io_fault_test
-  // IoFault.EngineSetupUnderEmfileRecovers under TSan).
-  std::atomic<int> eventfd_{-1};
   uint64_t eventfd_buf_ = 0;
 };
 

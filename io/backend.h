@@ -1,0 +1,98 @@
+// io/backend.h — the internal interface behind weft::io's operations: one
+// Backend per way of doing io (io_uring, epoll, the blocking call), and the
+// choice of one for the calling context.
+//
+// The choice (backend_for_caller):
+//   a ULT on a worker with a ready io_uring  -> uring_backend()  (uring_ops.cc)
+//   a ULT on a worker with a ready epoll     -> epoll_backend()  (epoll_ops.cc)
+//   anything else (a foreign thread, a weft::blocking() region, a worker
+//   whose ring or epoll is not set up yet)   -> blocking_backend() (thread_ops.cc)
+// "Ready" may set the engine up (Engine::ready()). The choice is valid for
+// one operation, made right before it, and only until the operation parks:
+// a ULT may resume on another worker after any park. So a backend reads
+// the engine (current_engine()) itself, and the io_uring backend uses it
+// only before parking; the epoll backend pins the ULT while it waits on its
+// worker's epoll (EpollEngine::wait_ready).
+//
+// Backends are stateless singletons. Their arguments are already
+// normalised by the public functions (ops.cc): lengths clamped to
+// kMaxRwCount, O_CLOEXEC, SOCK_CLOEXEC and MSG_NOSIGNAL added. Results are
+// those of weft/io.h: >= 0, or -errno.
+#pragma once
+
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "weft/io.h"
+
+namespace weft::io_internal {
+
+class Backend {
+ public:
+  // What io::backend() reports: "io_uring", "epoll" or "blocking".
+  virtual const char* name() const = 0;
+
+  virtual int64_t read(int fd, void* buf, size_t n, io::Deadline d) const = 0;
+  virtual int64_t write(int fd, const void* buf, size_t n, io::Deadline d) const = 0;
+  virtual int64_t pread(int fd, void* buf, size_t n, off_t off, io::Deadline d) const = 0;
+  virtual int64_t pwrite(int fd, const void* buf, size_t n, off_t off, io::Deadline d) const = 0;
+  virtual int64_t readv(int fd, const iovec* iov, int cnt, io::Deadline d) const = 0;
+  virtual int64_t writev(int fd, const iovec* iov, int cnt, io::Deadline d) const = 0;
+  virtual int openat(int dirfd, const char* path, int flags, mode_t mode, io::Deadline d) const = 0;
+  // The close itself, once io::close has cancelled what was in flight on fd
+  // (close.cc).
+  virtual int close(int fd) const = 0;
+  virtual int fsync(int fd, io::Deadline d) const = 0;
+  virtual int statx(int dirfd, const char* path, int flags, unsigned mask, struct statx* out,
+                    io::Deadline d) const = 0;
+  virtual int poll(int fd, short events, io::Deadline d) const = 0;
+
+  // Flags io::socket adds to the type of every socket it makes (besides
+  // SOCK_CLOEXEC): SOCK_NONBLOCK where the backend waits by readiness.
+  virtual int socket_type_flags() const = 0;
+  virtual int accept(int fd, sockaddr* addr, socklen_t* len, io::Deadline d) const = 0;
+  virtual int connect(int fd, const sockaddr* addr, socklen_t len, io::Deadline d) const = 0;
+  virtual int64_t recv(int fd, void* buf, size_t n, int flags, io::Deadline d) const = 0;
+  virtual int64_t send(int fd, const void* buf, size_t n, int flags, io::Deadline d) const = 0;
+
+ protected:
+  ~Backend() = default;
+};
+
+// The blocking backend: the plain system call, as a weft::blocking()
+// region in a ULT; readiness waits with ppoll (thread_ops.cc). The epoll
+// backend extends it: what epoll cannot wait for (pread, pwrite, openat,
+// close, fsync, statx) runs the same way there.
+class BlockingBackend : public Backend {
+ public:
+  const char* name() const override { return "blocking"; }
+  int64_t read(int fd, void* buf, size_t n, io::Deadline d) const override;
+  int64_t write(int fd, const void* buf, size_t n, io::Deadline d) const override;
+  int64_t pread(int fd, void* buf, size_t n, off_t off, io::Deadline d) const override;
+  int64_t pwrite(int fd, const void* buf, size_t n, off_t off, io::Deadline d) const override;
+  int64_t readv(int fd, const iovec* iov, int cnt, io::Deadline d) const override;
+  int64_t writev(int fd, const iovec* iov, int cnt, io::Deadline d) const override;
+  int openat(int dirfd, const char* path, int flags, mode_t mode, io::Deadline d) const override;
+  int close(int fd) const override;
+  int fsync(int fd, io::Deadline d) const override;
+  int statx(int dirfd, const char* path, int flags, unsigned mask, struct statx* out, io::Deadline d) const override;
+  int poll(int fd, short events, io::Deadline d) const override;
+  int socket_type_flags() const override { return 0; }
+  int accept(int fd, sockaddr* addr, socklen_t* len, io::Deadline d) const override;
+  int connect(int fd, const sockaddr* addr, socklen_t len, io::Deadline d) const override;
+  int64_t recv(int fd, void* buf, size_t n, int flags, io::Deadline d) const override;
+  int64_t send(int fd, const void* buf, size_t n, int flags, io::Deadline d) const override;
+};
+
+const Backend& uring_backend();
+const Backend& epoll_backend();
+const Backend& blocking_backend();
+
+// The backend for an operation made now by the caller (see above).
+const Backend& backend_for_caller();
+
+}  // namespace weft::io_internal

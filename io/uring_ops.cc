@@ -1,0 +1,159 @@
+// io/uring_ops.cc — the io_uring backend: weft::io operations as SQEs on the
+// calling worker's ring, the ULT parked until their last CQE.
+//
+// Every operation goes through uring_op (the protocol is in
+// uring_engine.h). The engine is used only before the ULT parks: once
+// parked, it may resume on any worker, and its Completion (on its own
+// stack) is all the ring's owner touches.
+#include <cerrno>
+#include <cstring>
+
+#include "io/backend.h"
+#include "io/ops_common.h"
+#include "io/uring_defs.h"
+#include "io/uring_engine.h"
+#include "sys/raw_log.h"
+
+namespace weft::io_internal {
+
+using io::Deadline;
+
+namespace {
+
+UringEngine* engine() { return current_engine_as<UringEngine>(); }  // the caller's, still ready: no park since the choice
+
+// Submits one operation (plus a linked timeout for a deadline) on the
+// calling ULT's worker's ring and parks until its last CQE (see
+// uring_engine.h for the protocol).
+template <class Prep>
+int64_t uring_op(UringEngine* e, int fd, Deadline d, Prep prep) {
+  rt::UltDesc* self = rt::caller().ult;
+  Completion c;
+  c.ult = self;
+  c.fd = fd;
+  bool timed = !d.is_none();
+  c.remaining.store(timed ? 2 : 1, std::memory_order_relaxed);
+  io_uring_sqe* sqe = e->get_sqes(timed ? 2 : 1);
+  prep(sqe);
+  io_uring_sqe_set_data64(sqe, reinterpret_cast<uint64_t>(&c) | kTagOp);
+  if (timed) {
+    sqe->flags |= IOSQE_IO_LINK;
+    io_uring_sqe* t = e->get_sqes(1);  // room was reserved: the pair is contiguous
+    c.ts.tv_sec = d.ns() / 1000000000LL;
+    c.ts.tv_nsec = d.ns() % 1000000000LL;
+    io_uring_prep_link_timeout(t, &c.ts, IORING_TIMEOUT_ABS);
+    io_uring_sqe_set_data64(t, reinterpret_cast<uint64_t>(&c) | kTagTimeout);
+  }
+  e->in_flight.fetch_add(1, std::memory_order_acq_rel);
+  fd_ops_add(fd, 1);
+  e->note_prepared();
+  // From here on `e` is not ours: the ULT may resume on another worker.
+  while (c.remaining.load(std::memory_order_acquire) != 0) rt::park_current(self);
+  // The linked timeout cancelled the operation: -ECANCELED, or -EINTR when
+  // the kernel had handed it to an io-wq worker (a send waiting for buffer
+  // space on a blocking socket) and interrupted that. Either is our timeout;
+  // a partial result (bytes moved before the cancel) is returned as it is.
+  if (c.timed_out && (c.res == -ECANCELED || c.res == -EINTR)) return -ETIMEDOUT;
+  return c.res;
+}
+
+template <class Prep>
+int64_t uring_op(int fd, Deadline d, Prep prep) {
+  return uring_op(engine(), fd, d, prep);
+}
+
+class UringBackend final : public Backend {
+ public:
+  const char* name() const override { return "io_uring"; }
+
+  int64_t read(int fd, void* buf, size_t n, Deadline d) const override {
+    return uring_op(fd, d, [&](io_uring_sqe* s) { io_uring_prep_read(s, fd, buf, static_cast<unsigned>(n), -1); });
+  }
+
+  int64_t write(int fd, const void* buf, size_t n, Deadline d) const override {
+    return uring_op(fd, d, [&](io_uring_sqe* s) { io_uring_prep_write(s, fd, buf, static_cast<unsigned>(n), -1); });
+  }
+
+  int64_t pread(int fd, void* buf, size_t n, off_t off, Deadline d) const override {
+    return uring_op(fd, d, [&](io_uring_sqe* s) {
+      io_uring_prep_read(s, fd, buf, static_cast<unsigned>(n), static_cast<uint64_t>(off));
+    });
+  }
+
+  int64_t pwrite(int fd, const void* buf, size_t n, off_t off, Deadline d) const override {
+    return uring_op(fd, d, [&](io_uring_sqe* s) {
+      io_uring_prep_write(s, fd, buf, static_cast<unsigned>(n), static_cast<uint64_t>(off));
+    });
+  }
+
+  int64_t readv(int fd, const iovec* iov, int cnt, Deadline d) const override {
+    return uring_op(fd, d, [&](io_uring_sqe* s) { io_uring_prep_readv(s, fd, iov, static_cast<unsigned>(cnt), -1); });
+  }
+
+  int64_t writev(int fd, const iovec* iov, int cnt, Deadline d) const override {
+    return uring_op(fd, d, [&](io_uring_sqe* s) { io_uring_prep_writev(s, fd, iov, static_cast<unsigned>(cnt), -1); });
+  }
+
+  int openat(int dirfd, const char* path, int flags, mode_t mode, Deadline d) const override {
+    return static_cast<int>(uring_op(-1, d, [&](io_uring_sqe* s) { io_uring_prep_openat(s, dirfd, path, flags, mode); }));
+  }
+
+  int close(int fd) const override {
+    return static_cast<int>(uring_op(-1, Deadline(), [&](io_uring_sqe* s) { io_uring_prep_close(s, fd); }));
+  }
+
+  int fsync(int fd, Deadline d) const override {
+    return static_cast<int>(uring_op(fd, d, [&](io_uring_sqe* s) { io_uring_prep_fsync(s, fd, 0); }));
+  }
+
+  int statx(int dirfd, const char* path, int flags, unsigned mask, struct statx* out, Deadline d) const override {
+    return static_cast<int>(
+        uring_op(-1, d, [&](io_uring_sqe* s) { io_uring_prep_statx(s, dirfd, path, flags, mask, out); }));
+  }
+
+  int poll(int fd, short events, Deadline d) const override {
+    return static_cast<int>(
+        uring_op(fd, d, [&](io_uring_sqe* s) { io_uring_prep_poll_add(s, fd, static_cast<unsigned>(events)); }));
+  }
+
+  int socket_type_flags() const override { return 0; }
+
+  int accept(int fd, sockaddr* addr, socklen_t* len, Deadline d) const override {
+    return static_cast<int>(
+        uring_op(fd, d, [&](io_uring_sqe* s) { io_uring_prep_accept(s, fd, addr, len, SOCK_CLOEXEC); }));
+  }
+
+  int connect(int fd, const sockaddr* addr, socklen_t len, Deadline d) const override {
+    return static_cast<int>(uring_op(fd, d, [&](io_uring_sqe* s) { io_uring_prep_connect(s, fd, addr, len); }));
+  }
+
+  int64_t recv(int fd, void* buf, size_t n, int flags, Deadline d) const override {
+    return uring_op(fd, d, [&](io_uring_sqe* s) {
+      io_uring_prep_recv(s, fd, buf, n, flags);
+      // Arm the poll at once instead of trying a receive that, for a ULT
+      // that had to wait, usually finds nothing yet.
+      s->ioprio |= IORING_RECVSEND_POLL_FIRST;
+    });
+  }
+
+  int64_t send(int fd, const void* buf, size_t n, int flags, Deadline d) const override {
+    return uring_op(fd, d, [&](io_uring_sqe* s) { io_uring_prep_send(s, fd, buf, n, flags); });
+  }
+};
+
+}  // namespace
+
+const Backend& uring_backend() {
+  static const UringBackend b;
+  return b;
+}
+
+int uring_waitid(int idtype, int id, siginfo_t* info, int options, io::Deadline d) {
+  if (&backend_for_caller() != &uring_backend()) return -ENOSYS;
+  UringEngine* e = engine();
+  if (!e->has_waitid()) return -ENOSYS;
+  memset(info, 0, sizeof *info);
+  return static_cast<int>(uring_op(e, -1, d, [&](io_uring_sqe* s) { prep_waitid(s, idtype, id, info, options); }));
+}
+
+}  // namespace weft::io_internal
