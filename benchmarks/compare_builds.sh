@@ -35,17 +35,28 @@ done
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
+# Appends "label<TAB>figure (unit)<TAB>weft median" for every table row of
+# file $2 that starts with one of the |-separated names in $3 (a name may be
+# followed by a single space: the columns are fixed-width).
+pick() {
+  awk -v l="$1" -v names="$3" '
+    BEGIN { n = split(names, nm, "|") }
+    { for (i = 1; i <= n; i++) if (index($0, nm[i]) == 1) {
+        split(substr($0, length(nm[i]) + 1), f, " ")
+        if (f[2] ~ /^[0-9.]+$/) printf "%s\t%s (%s)\t%s\n", l, nm[i], f[1], f[2]
+      } }' "$2" >> "$out/all"
+}
+
 # Appends "label<TAB>figure<TAB>value" lines for one run of each program.
 run_one() {
   label=$1
   dir=$2
   "$dir/benchmarks/runtime_bench" --quick > "$out/rt" 2>&1
-  awk -F '  +' -v l="$label" '
-    /^yield/ || /^spawn\+join, [12] worker/ { printf "%s\t%s (%s)\t%s\n", l, $1, $2, $3 }' "$out/rt" >> "$out/all"
+  pick "$label" "$out/rt" "yield, 1 worker|spawn+join, 1 worker|spawn+join, 2 workers"
   "$dir/benchmarks/sync_bench" --quick > "$out/sy" 2>&1
-  awk -F '  +' -v l="$label" '
-    /^Mutex lock\+unlock, in a ULT/ || /^Mutex, (2|64|1000) ULTs/ || /^CondVar ping-pong/ || /^Channel\(1\) ping-pong/ {
-      printf "%s\t%s (%s)\t%s\n", l, $1, $2, $3 }' "$out/sy" >> "$out/all"
+  pick "$label" "$out/sy" "Mutex lock+unlock, in a ULT|Mutex, 2 ULTs, 2 wkrs|Mutex, 64 ULTs, 2 wkrs|\
+Mutex, 1000 ULTs, 2 wkrs|CondVar ping-pong, 1 wkr|CondVar ping-pong, 2 wkrs|Channel(1) ping-pong, 1 wkr|\
+Channel(1) ping-pong, 2 wkrs"
   if [ "$echo_too" = 1 ]; then
     "$dir/benchmarks/echo_bench" --quick --servers uring1,uring --conns 50 > "$out/ec" 2>/dev/null
     awk -v l="$label" '

@@ -53,7 +53,7 @@ struct CloseRequest {
   // posts.
   static constexpr uint32_t kAbandoned = 1u << 31;
   std::atomic<uint32_t> state{0};
-  Latch acked{0};                  // counted down by every acknowledgement
+  WaitGroup acked{0};                  // counted down by every acknowledgement
   std::atomic<uint32_t> refs{1};   // the closer's
 };
 

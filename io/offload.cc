@@ -36,7 +36,7 @@ struct Job {
   absl::FunctionRef<void()> fn;
   sigset_t mask;
   int err = 0;  // errno as fn left it, for the caller
-  Latch done{1};
+  WaitGroup done{1};
 };
 
 struct Pool {

@@ -2,7 +2,7 @@
 //
 // getaddrinfo blocks (files, DNS) and io_uring cannot run it. A ULT (or a
 // thread that gave a deadline) hands the lookup to one of at most
-// kMaxHelpers pthreads and waits on the Job's Latch, for at most its
+// kMaxHelpers pthreads and waits on the Job's WaitGroup, for at most its
 // deadline; the helper counts the latch down when done. At most
 // kMaxQueued lookups wait for a helper; more are refused
 // (ResourceExhausted), as is a lookup that finds no helper and cannot
@@ -72,7 +72,7 @@ struct Job {
   const std::string host;
   const uint16_t port;
   absl::StatusOr<std::vector<Address>> result;  // written by the helper before `done`
-  Latch done{1};
+  WaitGroup done{1};
 };
 using JobPtr = std::shared_ptr<Job>;
 

@@ -23,7 +23,7 @@
 //
 // Timeouts (cancel_wait). A waker may destroy the primitive as soon as its
 // notify/release/unlock returns (legal for std::condition_variable once
-// every waiter was notified; likewise a Latch or Semaphore freed by the
+// every waiter was notified; likewise a WaitGroup or Semaphore freed by the
 // last party): a timed-out waiter that was already popped must then never
 // touch the primitive's queue. So the waiter and the waker race for w.state
 // with a CAS, and the waker, once it popped w, does not return while the
