@@ -298,7 +298,7 @@ struct WeftContended {
 
 ContendedResult weft_contended(weft::Runtime& rt, int n, uint64_t dur_ns) {
   auto st = std::make_unique<WeftContended>();
-  weft::Latch gate(1);
+  weft::WaitGroup gate(1);
   std::vector<uint64_t> per(static_cast<size_t>(n), 0);
   std::vector<weft::Ult> ults;
   ults.reserve(static_cast<size_t>(n));
@@ -730,7 +730,7 @@ int main(int argc, char** argv) {
          "  (3 x NPTL best) asks for %.1f Mops/s, %.1fx that ceiling.\n",
          fmt_count(ceiling_n).c_str(), 3 * nptl_best, 3 * nptl_best / ceil_w.median());
   printf("contended: %.0f ms per point, wall clock; weft on Options{} (%zu workers), ULTs spawned\n"
-         "  from main and released together by a weft::Latch; NPTL: default pthread_mutex_t,\n"
+         "  from main and released together by a weft::WaitGroup; NPTL: default pthread_mutex_t,\n"
          "  threads unpinned. Every round's shared counter equalled the lock holders' own counts.\n",
          static_cast<double>(point_ns) / 1e6, default_workers);
   printf("ping-pong: ns per handoff = time / (2 x round trips) seen by one side; round trips per\n"

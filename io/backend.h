@@ -51,9 +51,6 @@ class Backend {
                     io::Deadline d) const = 0;
   virtual int poll(int fd, short events, io::Deadline d) const = 0;
 
-  // Flags io::socket adds to the type of every socket it makes (besides
-  // SOCK_CLOEXEC): SOCK_NONBLOCK where the backend waits by readiness.
-  virtual int socket_type_flags() const = 0;
   virtual int accept(int fd, sockaddr* addr, socklen_t* len, io::Deadline d) const = 0;
   virtual int connect(int fd, const sockaddr* addr, socklen_t len, io::Deadline d) const = 0;
   virtual int64_t recv(int fd, void* buf, size_t n, int flags, io::Deadline d) const = 0;
@@ -81,7 +78,6 @@ class BlockingBackend : public Backend {
   int fsync(int fd, io::Deadline d) const override;
   int statx(int dirfd, const char* path, int flags, unsigned mask, struct statx* out, io::Deadline d) const override;
   int poll(int fd, short events, io::Deadline d) const override;
-  int socket_type_flags() const override { return 0; }
   int accept(int fd, sockaddr* addr, socklen_t* len, io::Deadline d) const override;
   int connect(int fd, const sockaddr* addr, socklen_t len, io::Deadline d) const override;
   int64_t recv(int fd, void* buf, size_t n, int flags, io::Deadline d) const override;

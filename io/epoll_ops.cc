@@ -112,7 +112,6 @@ class EpollBackend final : public BlockingBackend {
   }
 
   // Sockets weft makes here are non-blocking: their attempts never wait.
-  int socket_type_flags() const override { return SOCK_NONBLOCK; }
 
   int accept(int fd, sockaddr* addr, socklen_t* len, Deadline d) const override {
     EpollEngine* e = engine();

@@ -85,7 +85,12 @@ int poll(int fd, short events, Deadline d) { return backend_for_caller().poll(fd
 // --- sockets -------------------------------------------------------------------------
 
 int socket(int domain, int type, int protocol) {
-  type |= SOCK_CLOEXEC | backend_for_caller().socket_type_flags();
+  // A socket weft makes for an epoll engine's ULT is non-blocking (epoll
+  // waits by readiness). Only an epoll engine is asked whether it is ready:
+  // making a socket never sets an io_uring up (a ring takes a descriptor).
+  type |= SOCK_CLOEXEC;
+  io_internal::Engine* e = io_internal::current_engine();
+  if (e != nullptr && e->kind() == io_internal::Engine::Kind::kEpoll && e->ready()) type |= SOCK_NONBLOCK;
   return static_cast<int>(sys(SYS_socket, domain, type, protocol));
 }
 

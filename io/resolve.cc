@@ -3,7 +3,7 @@
 // getaddrinfo blocks (files, DNS) and io_uring cannot run it. A ULT (or a
 // thread that gave a deadline) hands the lookup to one of at most
 // kMaxHelpers pthreads and waits on the Job's WaitGroup, for at most its
-// deadline; the helper counts the latch down when done. At most
+// deadline; the helper counts the wait group down when done. At most
 // kMaxQueued lookups wait for a helper; more are refused
 // (ResourceExhausted), as is a lookup that finds no helper and cannot
 // start one (std::thread throws: caught here, reported as a status).

@@ -116,7 +116,6 @@ class UringBackend final : public Backend {
         uring_op(fd, d, [&](io_uring_sqe* s) { io_uring_prep_poll_add(s, fd, static_cast<unsigned>(events)); }));
   }
 
-  int socket_type_flags() const override { return 0; }
 
   int accept(int fd, sockaddr* addr, socklen_t* len, Deadline d) const override {
     return static_cast<int>(

@@ -7,9 +7,8 @@
 // LIFO (push_front/pop_front: the local cache, death-row classes).
 //
 // Invariant: head_ == nullptr iff tail_ == nullptr iff size_ == 0; tail_->next
-// == nullptr; an element is in at most one queue, and pop/take clear the
-// links they hand out (`next` of a returned element is null, except inside a
-// chain returned by take_all).
+// == nullptr; an element is in at most one queue, and pop_front clears the
+// link of the element it hands out.
 #pragma once
 
 #include <cstddef>
@@ -28,7 +27,6 @@ class IntrusiveQueue {
 
   bool empty() const { return head_ == nullptr; }
   size_t size() const { return size_; }
-  T* front() const { return head_; }
 
   void push_back(T* x) {
     x->next = nullptr;
@@ -88,14 +86,6 @@ class IntrusiveQueue {
   template <class F>
   void for_each(F f) const {
     for (T* x = head_; x != nullptr; x = x->next) f(x);
-  }
-  // Empties the queue; returns its chain (linked through next, ending in
-  // null), to be walked with next.
-  T* take_all() {
-    T* h = head_;
-    head_ = tail_ = nullptr;
-    size_ = 0;
-    return h;
   }
   // In a forked child only: forgets the elements without touching them.
   void reset() {

@@ -597,7 +597,7 @@ UltDesc* Scheduler::global_pop_batch(Worker* w) {
 void Scheduler::submit_new(UltDesc* u, Worker* local) {
   if (Worker* home = u->home; home != nullptr) {  // bound
     // After the push u may run, exit and its worker finish: hold the worker
-    // (wakers) until the wake is done; never re-read u (runtime.cc, "Bound
+    // (wakers) until the wake is done; never re-read u (pool.cc, "Bound
     // workers").
     home->wakers.fetch_add(1, std::memory_order_acq_rel);
     home->inbox_push(u);
@@ -920,7 +920,7 @@ void Worker::loop() {
     handle_transfer(this, t);
     SwitchAction a = decode_action(t);
     if (is_bound && (a == SwitchAction::kExit || a == SwitchAction::kExitRelease)) {
-      // Our ULT is gone: this KLT ends with it (runtime.cc, "Bound workers").
+      // Our ULT is gone: this KLT ends with it (pool.cc, "Bound workers").
       sched->bound_done(this);
       return;
     }

@@ -28,7 +28,7 @@ namespace weft::rt {
 
 inline constexpr size_t kDequeCapacity = 256;
 
-// Limits of weft::Options and SpawnOptions (validated, runtime.cc).
+// Limits of weft::Options and SpawnOptions (validated, pool.cc).
 inline constexpr int kMaxWorkers = 32768;                    // workers, max_workers
 inline constexpr size_t kDefaultStackSize = 64 * 1024;
 inline constexpr size_t kMinStackSize = 16 * 1024;
@@ -55,7 +55,7 @@ struct Worker;
 // (blocking.cc). Reached only through Worker::core(), whose overloads name
 // who is calling:
 //  - core(): the owner (debug builds check that the caller's KLT is the
-//    worker's);
+//    worker's and is not inside a blocking region);
 //  - core(const HandoffClaim&): the monitor, between its claim of a
 //    worker blocked in a region (flag 3 of Worker::blocking) and its
 //    release (flag 2); it drains yield_queue and timers. Only the claim
@@ -143,13 +143,13 @@ struct alignas(64) Worker {
   std::atomic<bool> stop{false};         // leave loop() (shutdown, or a bound worker whose ULT is gone)
   // Bound workers: threads between "took u->home" and "done waking it"
   // (make_runnable, submit_new). A finished bound worker is freed only when
-  // this is 0, so a waker never touches a freed Worker (runtime.cc,
+  // this is 0, so a waker never touches a freed Worker (pool.cc,
   // "Bound workers").
   std::atomic<int> wakers{0};
   // Blocking regions (weft::blocking, runtime/blocking.cc). While a ULT is
   // inside one, its worker's `current` is null (weft calls made there act as
   // on a foreign thread: they block the KLT) and the worker's KLT promises
-  // not to touch the owner-only state above until it leaves the region. The
+  // not to touch the owner-only state (WorkerCore) until it leaves the region. The
   // monitor may then take that state and give the worker's slot to a spare
   // worker (a handoff). The word: epoch << 2 | flag, flag 0 = not blocking,
   // 1 = blocking, 3 = being handed off (the monitor is moving the state),
@@ -204,7 +204,9 @@ struct alignas(64) Worker {
   void fire_timers(int64_t now);
 
  private:
-  WorkerCore core_;
+  // On lines of its own: other threads read the counters above, and the
+  // switch path writes this at every switch.
+  alignas(64) WorkerCore core_;
 };
 
 // One weft::Runtime's scheduler: the pool, its queues and its caches.
@@ -312,7 +314,7 @@ struct alignas(64) Scheduler {
   void rebuild_after_fork(Worker* keep, UltDesc* self);
 
   // --- bound ULTs ------------------------------------------------------------------------
-  // Each bound ULT gets a new KLT that ends with it (runtime.cc, "Bound
+  // Each bound ULT gets a new KLT that ends with it (pool.cc, "Bound
   // workers"); finished ones are reaped at the next bound spawn and at
   // shutdown.
   KltMutex bound_lock;
@@ -378,7 +380,9 @@ inline Worker* current_worker() {
 }
 inline void set_current_worker(Worker* w) { t_worker = w; }
 inline WorkerCore& Worker::core() {
-  WEFT_DCHECK(t_worker == this, "worker core used off its KLT (tid %d)", tid.load(std::memory_order_relaxed));
+  // in_blocking is this KLT's own flag: exact here.
+  WEFT_DCHECK(t_worker == this && !in_blocking.load(std::memory_order_relaxed),
+              "worker core used off its KLT or inside a blocking region (tid %d)", tid.load(std::memory_order_relaxed));
   return core_;
 }
 // The ULT running on the calling KLT, or null.

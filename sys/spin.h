@@ -27,16 +27,17 @@ namespace weft::sys {
 
 // How every spinlock in weft waits for its word (SpinFlag, and the sync
 // primitives' queue lock, whose word lives in a public header): test, then
-// test-and-set; `pause` for kSpinRoundsBeforeYield rounds, then
-// sched_yield on every further round, calling on_yield() after each.
+// test-and-set; `pause` for kRounds rounds (default
+// kSpinRoundsBeforeYield), then sched_yield on every further round, calling
+// on_yield() after each.
 inline constexpr int kSpinRoundsBeforeYield = 128;
 
-template <class Word, class OnYield>
+template <int kRounds = kSpinRoundsBeforeYield, class Word, class OnYield>
 inline void spin_acquire(std::atomic<Word>& word, OnYield on_yield) {
   int spins = 0;
   while (word.exchange(Word{1}, std::memory_order_acquire) != Word{0}) {
     while (word.load(std::memory_order_relaxed) != Word{0}) {
-      if (++spins < kSpinRoundsBeforeYield) {
+      if (++spins < kRounds) {
         __builtin_ia32_pause();
       } else {
         sched_yield();
@@ -45,9 +46,9 @@ inline void spin_acquire(std::atomic<Word>& word, OnYield on_yield) {
     }
   }
 }
-template <class Word>
+template <int kRounds = kSpinRoundsBeforeYield, class Word>
 inline void spin_acquire(std::atomic<Word>& word) {
-  spin_acquire(word, [] {});
+  spin_acquire<kRounds>(word, [] {});
 }
 template <class Word>
 inline bool spin_try_acquire(std::atomic<Word>& word) {

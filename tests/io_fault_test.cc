@@ -31,6 +31,7 @@
 #include <gtest/gtest.h>
 #include <liburing.h>
 
+#include "tests/sanitizers.h"
 #include "tests/test_util.h"
 #include "tests/watchdog.h"
 
@@ -545,6 +546,13 @@ TEST(IoFaultChild, ResolveThreadStartFails) {
 
 TEST(IoFault, ResolveHelperThreadStartFailureIsAStatus) {
   if (ChildReportFd() >= 0) GTEST_SKIP() << "in the child";
+  // Seen once in a full ASan run (issue 11): the child printed its OK
+  // report, then ASan aborted it: "failed to allocate ... bytes of
+  // FakeStack (error code: 12)" — a thread's first instrumented call fell
+  // inside the window where RLIMIT_AS leaves no room.
+  WEFT_SKIP_UNDER_ASAN("ASan maps a fake stack per thread lazily (detect_stack_use_after_return), and its "
+                       "allocator maps as it goes: under the tight RLIMIT_AS this test sets, ASan itself can "
+                       "abort the child at any instrumented call");
   Watchdog wd(TestName(), 100);
   std::string report = RunChild("IoFaultChild.ResolveThreadStartFails", nullptr, nullptr);
   EXPECT_EQ(report.rfind("OK first=RESOURCE_EXHAUSTED", 0), 0u) << "child report: '" << report << "'";

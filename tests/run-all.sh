@@ -63,6 +63,9 @@ run build-test-pthread "" -Dbuildtype=debugoptimized -Ddchecks=true -Dklt_backen
 #     process_spawn   Process.HundredSpawnersDoNotStallATicker (a timing
 #                     bound; and GCC 12's ASan allocator is not fork-safe
 #                     while other threads allocate)
+#     io_fault        IoFault.ResolveHelperThreadStartFailureIsAStatus (it
+#                     sets a tight RLIMIT_AS; ASan's lazily mapped fake
+#                     stacks and allocator can abort the child first)
 #   Assertions not made under ASan: RSS growth in sys_klt KltCycles and the
 #   soak (ASan's quarantine keeps freed blocks resident), VmSize/mapping
 #   counts after failed klt_create (ASan's pthread_create keeps a thread

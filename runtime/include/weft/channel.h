@@ -91,16 +91,18 @@ class Channel : private detail::ChannelBase {
   absl::StatusOr<T> try_recv() { return recv_until(0); }
 
   // Closes the channel and wakes every waiter. Idempotent.
-  using ChannelBase::close;
+  // (Members of Channel itself, not using-declarations of the private
+  // base, so that &Channel<T>::close names a member of Channel.)
+  void close() { ChannelBase::close(); }
   // True once close() was called.
-  using ChannelBase::closed;
+  bool closed() const { return ChannelBase::closed(); }
   // Values buffered now (a hint if others send or receive).
   size_t size() const {
     std::lock_guard<Mutex> g(mu_);
     return buf_.size();
   }
   // The most values that can be buffered (at least 1).
-  using ChannelBase::capacity;
+  size_t capacity() const { return ChannelBase::capacity(); }
 
  private:
   // deadline: -1 none, 0 do not wait, else monotonic ns.
