@@ -595,6 +595,43 @@ TEST(Blocking, SpawnFromInsideRegionRuns) {
   EXPECT_EQ(stranded_rounds, 0);
 }
 
+// A join inside a region releases the joined ULT's descriptor on a KLT
+// that is foreign for the region's length: the worker's local cache is its
+// owner-only core, which the monitor may be holding for a handoff at that
+// moment. The descriptor goes to the process-wide death row instead, so
+// the worker's `reaped` count (descriptors recycled into its cache) does
+// not move.
+//
+// Regression (issue 11 review): before the fix release() pushed to the
+// worker's cache from inside the region (reaped grew by one; a debug build
+// with the core() check aborts: "worker core used off its KLT or inside a
+// blocking region").
+TEST(Blocking, JoinInsideRegionLeavesTheWorkersCacheAlone) {
+  Watchdog wd(TestName(), 60);
+  weft::Runtime rt(weft::Options{.workers = 1});
+  ASSERT_TRUE(rt.status().ok());
+  auto reaped_here = [&] {
+    uint64_t n = 0;
+    for (const auto& w : rt.stats().workers) n += w.reaped;
+    return n;
+  };
+  absl::Status s = rt.block_on([&] {
+    std::atomic<bool> ran{false};
+    weft::Ult u = rt.spawn([&] { ran = true; });
+    // One worker: u runs and exits while this ULT yields (live counts
+    // this ULT alone once u has exited).
+    for (int i = 0; i < 1000000 && (!ran.load() || rt.stats().live != 1); ++i) weft::this_ult::yield();
+    ASSERT_TRUE(ran.load());
+    ASSERT_EQ(rt.stats().live, 1u) << "the spawned ULT did not exit";
+    const uint64_t before = reaped_here();
+    absl::Status joined;
+    weft::blocking([&] { joined = u.join(); });
+    EXPECT_TRUE(joined.ok()) << joined;
+    EXPECT_EQ(reaped_here(), before) << "a release inside a blocking region went to the worker's local cache";
+  });
+  ASSERT_TRUE(s.ok()) << s;
+}
+
 // fn inside a region wakes parked ULTs (a semaphore release). Inside the
 // region the KLT is foreign: each woken ULT goes to the global queue, and
 // runs on another worker while the region lasts. A wake that went to the
