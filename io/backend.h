@@ -2,16 +2,16 @@
 // Backend per way of doing io (io_uring, epoll, the blocking call), and the
 // choice of one for the calling context.
 //
-// The choice (backend_for_caller):
+// The choice (route_for_caller):
 //   a ULT on a worker with a ready io_uring  -> uring_backend()  (uring_ops.cc)
 //   a ULT on a worker with a ready epoll     -> epoll_backend()  (epoll_ops.cc)
 //   anything else (a foreign thread, a weft::blocking() region, a worker
 //   whose ring or epoll is not set up yet)   -> blocking_backend() (thread_ops.cc)
 // "Ready" may set the engine up (Engine::ready()). The choice is valid for
 // one operation, made right before it, and only until the operation parks:
-// a ULT may resume on another worker after any park. So a backend reads
-// the engine (current_engine()) itself, and the io_uring backend uses it
-// only before parking; the epoll backend pins the ULT while it waits on its
+// a ULT may resume on another worker after any park. So the choice hands
+// the backend the engine it was made for (Route), and the io_uring backend
+// uses it only before parking; the epoll backend pins the ULT while it waits on its
 // worker's epoll (EpollEngine::wait_ready).
 //
 // Backends are stateless singletons. Their arguments are already
@@ -27,34 +27,49 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "runtime/park.h"
 #include "weft/io.h"
 
 namespace weft::io_internal {
+
+class Backend;
+class Engine;
+
+// One operation's route, chosen once by route_for_caller() right before
+// it: the backend, and for the io_uring and epoll backends the calling ULT
+// and its worker's engine, ready (both null for the blocking backend). Valid
+// only until the operation parks (see above); backends take the engine
+// from here instead of looking it up again.
+struct Route {
+  const Backend* backend;
+  rt::UltDesc* ult = nullptr;
+  Engine* engine = nullptr;
+};
 
 class Backend {
  public:
   // What io::backend() reports: "io_uring", "epoll" or "blocking".
   virtual const char* name() const = 0;
 
-  virtual int64_t read(int fd, void* buf, size_t n, io::Deadline d) const = 0;
-  virtual int64_t write(int fd, const void* buf, size_t n, io::Deadline d) const = 0;
-  virtual int64_t pread(int fd, void* buf, size_t n, off_t off, io::Deadline d) const = 0;
-  virtual int64_t pwrite(int fd, const void* buf, size_t n, off_t off, io::Deadline d) const = 0;
-  virtual int64_t readv(int fd, const iovec* iov, int cnt, io::Deadline d) const = 0;
-  virtual int64_t writev(int fd, const iovec* iov, int cnt, io::Deadline d) const = 0;
-  virtual int openat(int dirfd, const char* path, int flags, mode_t mode, io::Deadline d) const = 0;
+  virtual int64_t read(const Route& r, int fd, void* buf, size_t n, io::Deadline d) const = 0;
+  virtual int64_t write(const Route& r, int fd, const void* buf, size_t n, io::Deadline d) const = 0;
+  virtual int64_t pread(const Route& r, int fd, void* buf, size_t n, off_t off, io::Deadline d) const = 0;
+  virtual int64_t pwrite(const Route& r, int fd, const void* buf, size_t n, off_t off, io::Deadline d) const = 0;
+  virtual int64_t readv(const Route& r, int fd, const iovec* iov, int cnt, io::Deadline d) const = 0;
+  virtual int64_t writev(const Route& r, int fd, const iovec* iov, int cnt, io::Deadline d) const = 0;
+  virtual int openat(const Route& r, int dirfd, const char* path, int flags, mode_t mode, io::Deadline d) const = 0;
   // The close itself, once io::close has cancelled what was in flight on fd
   // (close.cc).
-  virtual int close(int fd) const = 0;
-  virtual int fsync(int fd, io::Deadline d) const = 0;
-  virtual int statx(int dirfd, const char* path, int flags, unsigned mask, struct statx* out,
+  virtual int close(const Route& r, int fd) const = 0;
+  virtual int fsync(const Route& r, int fd, io::Deadline d) const = 0;
+  virtual int statx(const Route& r, int dirfd, const char* path, int flags, unsigned mask, struct statx* out,
                     io::Deadline d) const = 0;
-  virtual int poll(int fd, short events, io::Deadline d) const = 0;
+  virtual int poll(const Route& r, int fd, short events, io::Deadline d) const = 0;
 
-  virtual int accept(int fd, sockaddr* addr, socklen_t* len, io::Deadline d) const = 0;
-  virtual int connect(int fd, const sockaddr* addr, socklen_t len, io::Deadline d) const = 0;
-  virtual int64_t recv(int fd, void* buf, size_t n, int flags, io::Deadline d) const = 0;
-  virtual int64_t send(int fd, const void* buf, size_t n, int flags, io::Deadline d) const = 0;
+  virtual int accept(const Route& r, int fd, sockaddr* addr, socklen_t* len, io::Deadline d) const = 0;
+  virtual int connect(const Route& r, int fd, const sockaddr* addr, socklen_t len, io::Deadline d) const = 0;
+  virtual int64_t recv(const Route& r, int fd, void* buf, size_t n, int flags, io::Deadline d) const = 0;
+  virtual int64_t send(const Route& r, int fd, const void* buf, size_t n, int flags, io::Deadline d) const = 0;
 
  protected:
   ~Backend() = default;
@@ -67,28 +82,28 @@ class Backend {
 class BlockingBackend : public Backend {
  public:
   const char* name() const override { return "blocking"; }
-  int64_t read(int fd, void* buf, size_t n, io::Deadline d) const override;
-  int64_t write(int fd, const void* buf, size_t n, io::Deadline d) const override;
-  int64_t pread(int fd, void* buf, size_t n, off_t off, io::Deadline d) const override;
-  int64_t pwrite(int fd, const void* buf, size_t n, off_t off, io::Deadline d) const override;
-  int64_t readv(int fd, const iovec* iov, int cnt, io::Deadline d) const override;
-  int64_t writev(int fd, const iovec* iov, int cnt, io::Deadline d) const override;
-  int openat(int dirfd, const char* path, int flags, mode_t mode, io::Deadline d) const override;
-  int close(int fd) const override;
-  int fsync(int fd, io::Deadline d) const override;
-  int statx(int dirfd, const char* path, int flags, unsigned mask, struct statx* out, io::Deadline d) const override;
-  int poll(int fd, short events, io::Deadline d) const override;
-  int accept(int fd, sockaddr* addr, socklen_t* len, io::Deadline d) const override;
-  int connect(int fd, const sockaddr* addr, socklen_t len, io::Deadline d) const override;
-  int64_t recv(int fd, void* buf, size_t n, int flags, io::Deadline d) const override;
-  int64_t send(int fd, const void* buf, size_t n, int flags, io::Deadline d) const override;
+  int64_t read(const Route& r, int fd, void* buf, size_t n, io::Deadline d) const override;
+  int64_t write(const Route& r, int fd, const void* buf, size_t n, io::Deadline d) const override;
+  int64_t pread(const Route& r, int fd, void* buf, size_t n, off_t off, io::Deadline d) const override;
+  int64_t pwrite(const Route& r, int fd, const void* buf, size_t n, off_t off, io::Deadline d) const override;
+  int64_t readv(const Route& r, int fd, const iovec* iov, int cnt, io::Deadline d) const override;
+  int64_t writev(const Route& r, int fd, const iovec* iov, int cnt, io::Deadline d) const override;
+  int openat(const Route& r, int dirfd, const char* path, int flags, mode_t mode, io::Deadline d) const override;
+  int close(const Route& r, int fd) const override;
+  int fsync(const Route& r, int fd, io::Deadline d) const override;
+  int statx(const Route& r, int dirfd, const char* path, int flags, unsigned mask, struct statx* out, io::Deadline d) const override;
+  int poll(const Route& r, int fd, short events, io::Deadline d) const override;
+  int accept(const Route& r, int fd, sockaddr* addr, socklen_t* len, io::Deadline d) const override;
+  int connect(const Route& r, int fd, const sockaddr* addr, socklen_t len, io::Deadline d) const override;
+  int64_t recv(const Route& r, int fd, void* buf, size_t n, int flags, io::Deadline d) const override;
+  int64_t send(const Route& r, int fd, const void* buf, size_t n, int flags, io::Deadline d) const override;
 };
 
 const Backend& uring_backend();
 const Backend& epoll_backend();
 const Backend& blocking_backend();
 
-// The backend for an operation made now by the caller (see above).
-const Backend& backend_for_caller();
+// The route for an operation made now by the caller (see above).
+Route route_for_caller();
 
 }  // namespace weft::io_internal

@@ -100,7 +100,8 @@ int close(int fd) {
   if (io_internal::fd_maybe_busy(fd) && !cancel_everywhere(fd)) return 0;  // an engine closes it (see "Closing")
   // Chosen after the cancel, which may park: the ULT may run on another
   // worker now.
-  return io_internal::backend_for_caller().close(fd);
+  io_internal::Route r = io_internal::route_for_caller();
+  return r.backend->close(r, fd);
 }
 
 }  // namespace weft::io

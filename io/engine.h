@@ -208,16 +208,6 @@ inline Engine* current_engine() {
   return c.ult != nullptr ? engine_of(c.poller) : nullptr;
 }
 
-// The calling ULT's engine as the derived engine E (UringEngine,
-// EpollEngine), for a backend that was chosen because the caller's engine
-// is a ready E (backend.h) and has not parked since.
-template <class E>
-E* current_engine_as() {
-  Engine* e = current_engine();
-  WEFT_DCHECK(e != nullptr && e->kind() == E::kKind, "io backend used without its engine");
-  return static_cast<E*>(e);
-}
-
 // The engine of the calling KLT's worker: a ULT's current worker, or the
 // worker whose ULT runs a weft::blocking() region on this KLT. Null on a
 // foreign thread.

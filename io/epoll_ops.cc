@@ -24,7 +24,12 @@ using io::Deadline;
 
 namespace {
 
-EpollEngine* engine() { return current_engine_as<EpollEngine>(); }  // the caller's, still ready: no park since the choice
+// The route's engine: the caller's, ready (it has not parked since the
+// choice; wait_ready pins it to this worker while it waits).
+EpollEngine* engine(const Route& r) {
+  WEFT_DCHECK(r.engine != nullptr && r.engine->kind() == EpollEngine::kKind, "epoll backend without its engine");
+  return static_cast<EpollEngine*>(r.engine);
+}
 
 // Attempts that do not wait, with epoll readiness waits in between.
 // `attempt` returns the syscall's result; EAGAIN means: wait for `events`.
@@ -79,26 +84,26 @@ class EpollBackend final : public BlockingBackend {
  public:
   const char* name() const override { return "epoll"; }
 
-  int64_t read(int fd, void* buf, size_t n, Deadline d) const override {
+  int64_t read(const Route& r, int fd, void* buf, size_t n, Deadline d) const override {
     iovec v{buf, n};
-    return rw_epoll(engine(), fd, false, &v, 1, d);
+    return rw_epoll(engine(r), fd, false, &v, 1, d);
   }
 
-  int64_t write(int fd, const void* buf, size_t n, Deadline d) const override {
+  int64_t write(const Route& r, int fd, const void* buf, size_t n, Deadline d) const override {
     iovec v{const_cast<void*>(buf), n};
-    return rw_epoll(engine(), fd, true, &v, 1, d);
+    return rw_epoll(engine(r), fd, true, &v, 1, d);
   }
 
-  int64_t readv(int fd, const iovec* iov, int cnt, Deadline d) const override {
-    return rw_epoll(engine(), fd, false, iov, cnt, d);
+  int64_t readv(const Route& r, int fd, const iovec* iov, int cnt, Deadline d) const override {
+    return rw_epoll(engine(r), fd, false, iov, cnt, d);
   }
 
-  int64_t writev(int fd, const iovec* iov, int cnt, Deadline d) const override {
-    return rw_epoll(engine(), fd, true, iov, cnt, d);
+  int64_t writev(const Route& r, int fd, const iovec* iov, int cnt, Deadline d) const override {
+    return rw_epoll(engine(r), fd, true, iov, cnt, d);
   }
 
-  int poll(int fd, short events, Deadline d) const override {
-    EpollEngine* e = engine();
+  int poll(const Route& r, int fd, short events, Deadline d) const override {
+    EpollEngine* e = engine(r);
     pollfd p{fd, events, 0};
     for (;;) {
       long r = sys(SYS_poll, arg(&p), 1, 0);
@@ -113,8 +118,8 @@ class EpollBackend final : public BlockingBackend {
 
   // Sockets weft makes here are non-blocking: their attempts never wait.
 
-  int accept(int fd, sockaddr* addr, socklen_t* len, Deadline d) const override {
-    EpollEngine* e = engine();
+  int accept(const Route& r, int fd, sockaddr* addr, socklen_t* len, Deadline d) const override {
+    EpollEngine* e = engine(r);
     // The accepted socket is weft's own: it may be non-blocking.
     auto call = [&] { return sys(SYS_accept4, fd, arg(addr), arg(len), SOCK_CLOEXEC | SOCK_NONBLOCK); };
     long fl = sys(SYS_fcntl, fd, F_GETFL);
@@ -129,19 +134,19 @@ class EpollBackend final : public BlockingBackend {
     return static_cast<int>(blocking_call(call));
   }
 
-  int connect(int fd, const sockaddr* addr, socklen_t len, Deadline d) const override {
-    EpollEngine* e = engine();
+  int connect(const Route& r, int fd, const sockaddr* addr, socklen_t len, Deadline d) const override {
+    EpollEngine* e = engine(r);
     return connect_without_ring(fd, addr, len, d, [&] { return e->wait_ready(fd, EPOLLOUT, d.ns()); });
   }
 
-  int64_t recv(int fd, void* buf, size_t n, int flags, Deadline d) const override {
+  int64_t recv(const Route& r, int fd, void* buf, size_t n, int flags, Deadline d) const override {
     auto call = [&] { return sys(SYS_recvfrom, fd, arg(buf), static_cast<long>(n), flags | MSG_DONTWAIT, 0, 0); };
-    return epoll_op(engine(), fd, EPOLLIN, d, call, call);
+    return epoll_op(engine(r), fd, EPOLLIN, d, call, call);
   }
 
-  int64_t send(int fd, const void* buf, size_t n, int flags, Deadline d) const override {
+  int64_t send(const Route& r, int fd, const void* buf, size_t n, int flags, Deadline d) const override {
     auto call = [&] { return sys(SYS_sendto, fd, arg(buf), static_cast<long>(n), flags | MSG_DONTWAIT, 0, 0); };
-    return epoll_op(engine(), fd, EPOLLOUT, d, call, call);
+    return epoll_op(engine(r), fd, EPOLLOUT, d, call, call);
   }
 };
 

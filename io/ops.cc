@@ -23,18 +23,29 @@ namespace {
 const bool registered = (register_engines(), true);
 }  // namespace
 
-const Backend& backend_for_caller() {
-  Engine* e = current_engine();
-  if (e == nullptr || !e->ready()) return blocking_backend();
-  return e->kind() == Engine::Kind::kUring ? uring_backend() : epoll_backend();
+Route route_for_caller() {
+  rt::Caller c = rt::caller();
+  Engine* e = c.ult != nullptr ? engine_of(c.poller) : nullptr;
+  if (e == nullptr || !e->ready()) return Route{&blocking_backend()};
+  return Route{e->kind() == Engine::Kind::kUring ? &uring_backend() : &epoll_backend(), c.ult, e};
 }
+
+namespace {
+// Routes one operation and calls the backend's member `op` for it.
+template <class Op, class... Args>
+auto dispatch(Op op, Args... args) {
+  Route r = route_for_caller();
+  return (r.backend->*op)(r, args...);
+}
+}  // namespace
 
 }  // namespace weft::io_internal
 
 namespace weft::io {
 
 using io_internal::arg;
-using io_internal::backend_for_caller;
+using io_internal::Backend;
+using io_internal::dispatch;
 using io_internal::clamp_len;
 using io_internal::sys;
 
@@ -48,39 +59,39 @@ Deadline Deadline::after_ns(int64_t rel) {
 
 // --- files and generic descriptors ------------------------------------------------
 
-int64_t read(int fd, void* buf, size_t n, Deadline d) { return backend_for_caller().read(fd, buf, clamp_len(n), d); }
+int64_t read(int fd, void* buf, size_t n, Deadline d) { return dispatch(&Backend::read, fd, buf, clamp_len(n), d); }
 
 int64_t write(int fd, const void* buf, size_t n, Deadline d) {
-  return backend_for_caller().write(fd, buf, clamp_len(n), d);
+  return dispatch(&Backend::write, fd, buf, clamp_len(n), d);
 }
 
 int64_t pread(int fd, void* buf, size_t n, off_t off, Deadline d) {
-  return backend_for_caller().pread(fd, buf, clamp_len(n), off, d);
+  return dispatch(&Backend::pread, fd, buf, clamp_len(n), off, d);
 }
 
 int64_t pwrite(int fd, const void* buf, size_t n, off_t off, Deadline d) {
-  return backend_for_caller().pwrite(fd, buf, clamp_len(n), off, d);
+  return dispatch(&Backend::pwrite, fd, buf, clamp_len(n), off, d);
 }
 
 // readv/writev need no clamp: the kernel clamps the total of the iovecs
 // itself (their lengths reach it unchanged, as size_t).
-int64_t readv(int fd, const iovec* iov, int cnt, Deadline d) { return backend_for_caller().readv(fd, iov, cnt, d); }
+int64_t readv(int fd, const iovec* iov, int cnt, Deadline d) { return dispatch(&Backend::readv, fd, iov, cnt, d); }
 
-int64_t writev(int fd, const iovec* iov, int cnt, Deadline d) { return backend_for_caller().writev(fd, iov, cnt, d); }
+int64_t writev(int fd, const iovec* iov, int cnt, Deadline d) { return dispatch(&Backend::writev, fd, iov, cnt, d); }
 
 int openat(int dirfd, const char* path, int flags, mode_t mode, Deadline d) {
-  return backend_for_caller().openat(dirfd, path, flags | O_CLOEXEC, mode, d);
+  return dispatch(&Backend::openat, dirfd, path, flags | O_CLOEXEC, mode, d);
 }
 
 // close: close.cc.
 
-int fsync(int fd, Deadline d) { return backend_for_caller().fsync(fd, d); }
+int fsync(int fd, Deadline d) { return dispatch(&Backend::fsync, fd, d); }
 
 int statx(int dirfd, const char* path, int flags, unsigned mask, struct statx* out, Deadline d) {
-  return backend_for_caller().statx(dirfd, path, flags, mask, out, d);
+  return dispatch(&Backend::statx, dirfd, path, flags, mask, out, d);
 }
 
-int poll(int fd, short events, Deadline d) { return backend_for_caller().poll(fd, events, d); }
+int poll(int fd, short events, Deadline d) { return dispatch(&Backend::poll, fd, events, d); }
 
 // --- sockets -------------------------------------------------------------------------
 
@@ -98,18 +109,18 @@ int bind(int fd, const sockaddr* addr, socklen_t len) { return static_cast<int>(
 
 int listen(int fd, int backlog) { return static_cast<int>(sys(SYS_listen, fd, backlog)); }
 
-int accept(int fd, sockaddr* addr, socklen_t* len, Deadline d) { return backend_for_caller().accept(fd, addr, len, d); }
+int accept(int fd, sockaddr* addr, socklen_t* len, Deadline d) { return dispatch(&Backend::accept, fd, addr, len, d); }
 
 int connect(int fd, const sockaddr* addr, socklen_t len, Deadline d) {
-  return backend_for_caller().connect(fd, addr, len, d);
+  return dispatch(&Backend::connect, fd, addr, len, d);
 }
 
 int64_t recv(int fd, void* buf, size_t n, int flags, Deadline d) {
-  return backend_for_caller().recv(fd, buf, clamp_len(n), flags, d);
+  return dispatch(&Backend::recv, fd, buf, clamp_len(n), flags, d);
 }
 
 int64_t send(int fd, const void* buf, size_t n, int flags, Deadline d) {
-  return backend_for_caller().send(fd, buf, clamp_len(n), flags | MSG_NOSIGNAL, d);
+  return dispatch(&Backend::send, fd, buf, clamp_len(n), flags | MSG_NOSIGNAL, d);
 }
 
 int64_t send_all(int fd, const void* buf, size_t n, Deadline d) {
@@ -128,7 +139,7 @@ int shutdown(int fd, int how) { return static_cast<int>(sys(SYS_shutdown, fd, ho
 
 const char* backend() {
   if (io_internal::current_engine() == nullptr) return "none";
-  return backend_for_caller().name();
+  return io_internal::route_for_caller().backend->name();
 }
 
 }  // namespace weft::io

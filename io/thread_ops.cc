@@ -70,42 +70,42 @@ const Backend& blocking_backend() {
 
 // --- readiness-based operations: the epoll backend overrides these --------------
 
-int64_t BlockingBackend::read(int fd, void* buf, size_t n, Deadline d) const {
+int64_t BlockingBackend::read(const Route&, int fd, void* buf, size_t n, Deadline d) const {
   return thread_op(fd, POLLIN, d, [&] { return sys(SYS_read, fd, arg(buf), static_cast<long>(n)); });
 }
 
-int64_t BlockingBackend::write(int fd, const void* buf, size_t n, Deadline d) const {
+int64_t BlockingBackend::write(const Route&, int fd, const void* buf, size_t n, Deadline d) const {
   return thread_op(fd, POLLOUT, d, [&] { return sys(SYS_write, fd, arg(buf), static_cast<long>(n)); });
 }
 
-int64_t BlockingBackend::readv(int fd, const iovec* iov, int cnt, Deadline d) const {
+int64_t BlockingBackend::readv(const Route&, int fd, const iovec* iov, int cnt, Deadline d) const {
   return thread_op(fd, POLLIN, d, [&] { return sys(SYS_readv, fd, arg(iov), cnt); });
 }
 
-int64_t BlockingBackend::writev(int fd, const iovec* iov, int cnt, Deadline d) const {
+int64_t BlockingBackend::writev(const Route&, int fd, const iovec* iov, int cnt, Deadline d) const {
   return thread_op(fd, POLLOUT, d, [&] { return sys(SYS_writev, fd, arg(iov), cnt); });
 }
 
-int BlockingBackend::poll(int fd, short events, Deadline d) const { return poll_until(fd, events, d); }
+int BlockingBackend::poll(const Route&, int fd, short events, Deadline d) const { return poll_until(fd, events, d); }
 
-int BlockingBackend::accept(int fd, sockaddr* addr, socklen_t* len, Deadline d) const {
+int BlockingBackend::accept(const Route&, int fd, sockaddr* addr, socklen_t* len, Deadline d) const {
   return static_cast<int>(
       thread_op(fd, POLLIN, d, [&] { return sys(SYS_accept4, fd, arg(addr), arg(len), SOCK_CLOEXEC); }));
 }
 
-int BlockingBackend::connect(int fd, const sockaddr* addr, socklen_t len, Deadline d) const {
+int BlockingBackend::connect(const Route&, int fd, const sockaddr* addr, socklen_t len, Deadline d) const {
   return connect_without_ring(fd, addr, len, d, [&] { return poll_until(fd, POLLOUT, d); });
 }
 
 // With a deadline the attempt does not wait (MSG_DONTWAIT): thread_op
 // waited for readiness within the deadline first.
-int64_t BlockingBackend::recv(int fd, void* buf, size_t n, int flags, Deadline d) const {
+int64_t BlockingBackend::recv(const Route&, int fd, void* buf, size_t n, int flags, Deadline d) const {
   return thread_op(fd, POLLIN, d, [&] {
     return sys(SYS_recvfrom, fd, arg(buf), static_cast<long>(n), flags | (d.is_none() ? 0 : MSG_DONTWAIT), 0, 0);
   });
 }
 
-int64_t BlockingBackend::send(int fd, const void* buf, size_t n, int flags, Deadline d) const {
+int64_t BlockingBackend::send(const Route&, int fd, const void* buf, size_t n, int flags, Deadline d) const {
   return thread_op(fd, POLLOUT, d, [&] {
     return sys(SYS_sendto, fd, arg(buf), static_cast<long>(n), flags | (d.is_none() ? 0 : MSG_DONTWAIT), 0, 0);
   });
@@ -113,25 +113,25 @@ int64_t BlockingBackend::send(int fd, const void* buf, size_t n, int flags, Dead
 
 // --- file operations: the same on the epoll backend ------------------------------
 
-int64_t BlockingBackend::pread(int fd, void* buf, size_t n, off_t off, Deadline) const {
+int64_t BlockingBackend::pread(const Route&, int fd, void* buf, size_t n, off_t off, Deadline) const {
   return blocking_call([&] { return sys(SYS_pread64, fd, arg(buf), static_cast<long>(n), off); });
 }
 
-int64_t BlockingBackend::pwrite(int fd, const void* buf, size_t n, off_t off, Deadline) const {
+int64_t BlockingBackend::pwrite(const Route&, int fd, const void* buf, size_t n, off_t off, Deadline) const {
   return blocking_call([&] { return sys(SYS_pwrite64, fd, arg(buf), static_cast<long>(n), off); });
 }
 
-int BlockingBackend::openat(int dirfd, const char* path, int flags, mode_t mode, Deadline) const {
+int BlockingBackend::openat(const Route&, int dirfd, const char* path, int flags, mode_t mode, Deadline) const {
   return static_cast<int>(blocking_call([&] { return sys(SYS_openat, dirfd, arg(path), flags, mode); }));
 }
 
-int BlockingBackend::close(int fd) const { return static_cast<int>(sys(SYS_close, fd)); }
+int BlockingBackend::close(const Route&, int fd) const { return static_cast<int>(sys(SYS_close, fd)); }
 
-int BlockingBackend::fsync(int fd, Deadline) const {
+int BlockingBackend::fsync(const Route&, int fd, Deadline) const {
   return static_cast<int>(blocking_call([&] { return sys(SYS_fsync, fd); }));
 }
 
-int BlockingBackend::statx(int dirfd, const char* path, int flags, unsigned mask, struct statx* out, Deadline) const {
+int BlockingBackend::statx(const Route&, int dirfd, const char* path, int flags, unsigned mask, struct statx* out, Deadline) const {
   return static_cast<int>(blocking_call([&] { return sys(SYS_statx, dirfd, arg(path), flags, mask, arg(out)); }));
 }
 

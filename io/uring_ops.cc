@@ -20,14 +20,18 @@ using io::Deadline;
 
 namespace {
 
-UringEngine* engine() { return current_engine_as<UringEngine>(); }  // the caller's, still ready: no park since the choice
+// The route's engine: the caller's, ready (it has not parked since the
+// choice).
+UringEngine* engine(const Route& r) {
+  WEFT_DCHECK(r.engine != nullptr && r.engine->kind() == UringEngine::kKind, "io_uring backend without its engine");
+  return static_cast<UringEngine*>(r.engine);
+}
 
 // Submits one operation (plus a linked timeout for a deadline) on the
 // calling ULT's worker's ring and parks until its last CQE (see
 // uring_engine.h for the protocol).
 template <class Prep>
-int64_t uring_op(UringEngine* e, int fd, Deadline d, Prep prep) {
-  rt::UltDesc* self = rt::caller().ult;
+int64_t uring_op(UringEngine* e, rt::UltDesc* self, int fd, Deadline d, Prep prep) {
   Completion c;
   c.ult = self;
   c.fd = fd;
@@ -58,76 +62,76 @@ int64_t uring_op(UringEngine* e, int fd, Deadline d, Prep prep) {
 }
 
 template <class Prep>
-int64_t uring_op(int fd, Deadline d, Prep prep) {
-  return uring_op(engine(), fd, d, prep);
+int64_t uring_op(const Route& r, int fd, Deadline d, Prep prep) {
+  return uring_op(engine(r), r.ult, fd, d, prep);
 }
 
 class UringBackend final : public Backend {
  public:
   const char* name() const override { return "io_uring"; }
 
-  int64_t read(int fd, void* buf, size_t n, Deadline d) const override {
-    return uring_op(fd, d, [&](io_uring_sqe* s) { io_uring_prep_read(s, fd, buf, static_cast<unsigned>(n), -1); });
+  int64_t read(const Route& r, int fd, void* buf, size_t n, Deadline d) const override {
+    return uring_op(r, fd, d, [&](io_uring_sqe* s) { io_uring_prep_read(s, fd, buf, static_cast<unsigned>(n), -1); });
   }
 
-  int64_t write(int fd, const void* buf, size_t n, Deadline d) const override {
-    return uring_op(fd, d, [&](io_uring_sqe* s) { io_uring_prep_write(s, fd, buf, static_cast<unsigned>(n), -1); });
+  int64_t write(const Route& r, int fd, const void* buf, size_t n, Deadline d) const override {
+    return uring_op(r, fd, d, [&](io_uring_sqe* s) { io_uring_prep_write(s, fd, buf, static_cast<unsigned>(n), -1); });
   }
 
-  int64_t pread(int fd, void* buf, size_t n, off_t off, Deadline d) const override {
-    return uring_op(fd, d, [&](io_uring_sqe* s) {
+  int64_t pread(const Route& r, int fd, void* buf, size_t n, off_t off, Deadline d) const override {
+    return uring_op(r, fd, d, [&](io_uring_sqe* s) {
       io_uring_prep_read(s, fd, buf, static_cast<unsigned>(n), static_cast<uint64_t>(off));
     });
   }
 
-  int64_t pwrite(int fd, const void* buf, size_t n, off_t off, Deadline d) const override {
-    return uring_op(fd, d, [&](io_uring_sqe* s) {
+  int64_t pwrite(const Route& r, int fd, const void* buf, size_t n, off_t off, Deadline d) const override {
+    return uring_op(r, fd, d, [&](io_uring_sqe* s) {
       io_uring_prep_write(s, fd, buf, static_cast<unsigned>(n), static_cast<uint64_t>(off));
     });
   }
 
-  int64_t readv(int fd, const iovec* iov, int cnt, Deadline d) const override {
-    return uring_op(fd, d, [&](io_uring_sqe* s) { io_uring_prep_readv(s, fd, iov, static_cast<unsigned>(cnt), -1); });
+  int64_t readv(const Route& r, int fd, const iovec* iov, int cnt, Deadline d) const override {
+    return uring_op(r, fd, d, [&](io_uring_sqe* s) { io_uring_prep_readv(s, fd, iov, static_cast<unsigned>(cnt), -1); });
   }
 
-  int64_t writev(int fd, const iovec* iov, int cnt, Deadline d) const override {
-    return uring_op(fd, d, [&](io_uring_sqe* s) { io_uring_prep_writev(s, fd, iov, static_cast<unsigned>(cnt), -1); });
+  int64_t writev(const Route& r, int fd, const iovec* iov, int cnt, Deadline d) const override {
+    return uring_op(r, fd, d, [&](io_uring_sqe* s) { io_uring_prep_writev(s, fd, iov, static_cast<unsigned>(cnt), -1); });
   }
 
-  int openat(int dirfd, const char* path, int flags, mode_t mode, Deadline d) const override {
-    return static_cast<int>(uring_op(-1, d, [&](io_uring_sqe* s) { io_uring_prep_openat(s, dirfd, path, flags, mode); }));
+  int openat(const Route& r, int dirfd, const char* path, int flags, mode_t mode, Deadline d) const override {
+    return static_cast<int>(uring_op(r, -1, d, [&](io_uring_sqe* s) { io_uring_prep_openat(s, dirfd, path, flags, mode); }));
   }
 
-  int close(int fd) const override {
-    return static_cast<int>(uring_op(-1, Deadline(), [&](io_uring_sqe* s) { io_uring_prep_close(s, fd); }));
+  int close(const Route& r, int fd) const override {
+    return static_cast<int>(uring_op(r, -1, Deadline(), [&](io_uring_sqe* s) { io_uring_prep_close(s, fd); }));
   }
 
-  int fsync(int fd, Deadline d) const override {
-    return static_cast<int>(uring_op(fd, d, [&](io_uring_sqe* s) { io_uring_prep_fsync(s, fd, 0); }));
+  int fsync(const Route& r, int fd, Deadline d) const override {
+    return static_cast<int>(uring_op(r, fd, d, [&](io_uring_sqe* s) { io_uring_prep_fsync(s, fd, 0); }));
   }
 
-  int statx(int dirfd, const char* path, int flags, unsigned mask, struct statx* out, Deadline d) const override {
+  int statx(const Route& r, int dirfd, const char* path, int flags, unsigned mask, struct statx* out, Deadline d) const override {
     return static_cast<int>(
-        uring_op(-1, d, [&](io_uring_sqe* s) { io_uring_prep_statx(s, dirfd, path, flags, mask, out); }));
+        uring_op(r, -1, d, [&](io_uring_sqe* s) { io_uring_prep_statx(s, dirfd, path, flags, mask, out); }));
   }
 
-  int poll(int fd, short events, Deadline d) const override {
+  int poll(const Route& r, int fd, short events, Deadline d) const override {
     return static_cast<int>(
-        uring_op(fd, d, [&](io_uring_sqe* s) { io_uring_prep_poll_add(s, fd, static_cast<unsigned>(events)); }));
+        uring_op(r, fd, d, [&](io_uring_sqe* s) { io_uring_prep_poll_add(s, fd, static_cast<unsigned>(events)); }));
   }
 
 
-  int accept(int fd, sockaddr* addr, socklen_t* len, Deadline d) const override {
+  int accept(const Route& r, int fd, sockaddr* addr, socklen_t* len, Deadline d) const override {
     return static_cast<int>(
-        uring_op(fd, d, [&](io_uring_sqe* s) { io_uring_prep_accept(s, fd, addr, len, SOCK_CLOEXEC); }));
+        uring_op(r, fd, d, [&](io_uring_sqe* s) { io_uring_prep_accept(s, fd, addr, len, SOCK_CLOEXEC); }));
   }
 
-  int connect(int fd, const sockaddr* addr, socklen_t len, Deadline d) const override {
-    return static_cast<int>(uring_op(fd, d, [&](io_uring_sqe* s) { io_uring_prep_connect(s, fd, addr, len); }));
+  int connect(const Route& r, int fd, const sockaddr* addr, socklen_t len, Deadline d) const override {
+    return static_cast<int>(uring_op(r, fd, d, [&](io_uring_sqe* s) { io_uring_prep_connect(s, fd, addr, len); }));
   }
 
-  int64_t recv(int fd, void* buf, size_t n, int flags, Deadline d) const override {
-    return uring_op(fd, d, [&](io_uring_sqe* s) {
+  int64_t recv(const Route& r, int fd, void* buf, size_t n, int flags, Deadline d) const override {
+    return uring_op(r, fd, d, [&](io_uring_sqe* s) {
       io_uring_prep_recv(s, fd, buf, n, flags);
       // Arm the poll at once instead of trying a receive that, for a ULT
       // that had to wait, usually finds nothing yet.
@@ -135,8 +139,8 @@ class UringBackend final : public Backend {
     });
   }
 
-  int64_t send(int fd, const void* buf, size_t n, int flags, Deadline d) const override {
-    return uring_op(fd, d, [&](io_uring_sqe* s) { io_uring_prep_send(s, fd, buf, n, flags); });
+  int64_t send(const Route& r, int fd, const void* buf, size_t n, int flags, Deadline d) const override {
+    return uring_op(r, fd, d, [&](io_uring_sqe* s) { io_uring_prep_send(s, fd, buf, n, flags); });
   }
 };
 
@@ -148,11 +152,10 @@ const Backend& uring_backend() {
 }
 
 int uring_waitid(int idtype, int id, siginfo_t* info, int options, io::Deadline d) {
-  if (&backend_for_caller() != &uring_backend()) return -ENOSYS;
-  UringEngine* e = engine();
-  if (!e->has_waitid()) return -ENOSYS;
+  Route r = route_for_caller();
+  if (r.backend != &uring_backend() || !engine(r)->has_waitid()) return -ENOSYS;
   memset(info, 0, sizeof *info);
-  return static_cast<int>(uring_op(e, -1, d, [&](io_uring_sqe* s) { prep_waitid(s, idtype, id, info, options); }));
+  return static_cast<int>(uring_op(r, -1, d, [&](io_uring_sqe* s) { prep_waitid(s, idtype, id, info, options); }));
 }
 
 }  // namespace weft::io_internal
