@@ -332,7 +332,8 @@ struct alignas(64) Scheduler {
 
   // --- operations -----------------------------------------------------------------------
   // Makes a ULT created by spawn runnable for the first time; `local` is
-  // local_worker(this) (or null).
+  // the spawning ULT's worker if it is an active pool worker of this
+  // scheduler (its deque may be used), else null.
   void submit_new(UltDesc* u, Worker* local);
   // Makes a ULT runnable after unpark (or a requeue that must respect its home).
   void make_runnable(UltDesc* u, Worker* here);
@@ -379,23 +380,23 @@ inline Worker* current_worker() {
   return t_worker;
 }
 inline void set_current_worker(Worker* w) { t_worker = w; }
+// The calling KLT's worker if this KLT may use that worker's core now: a
+// worker's KLT outside a blocking region (inside one, the monitor may hold
+// a HandoffClaim on the core). Else null. in_blocking is this KLT's own
+// flag: the relaxed load is exact.
+inline Worker* core_owner() {
+  Worker* w = current_worker();
+  return w != nullptr && !w->in_blocking.load(std::memory_order_relaxed) ? w : nullptr;
+}
 inline WorkerCore& Worker::core() {
-  // in_blocking is this KLT's own flag: exact here.
-  WEFT_DCHECK(t_worker == this && !in_blocking.load(std::memory_order_relaxed),
-              "worker core used off its KLT or inside a blocking region (tid %d)", tid.load(std::memory_order_relaxed));
+  WEFT_DCHECK(core_owner() == this, "worker core used off its KLT or inside a blocking region (tid %d)",
+              tid.load(std::memory_order_relaxed));
   return core_;
 }
 // The ULT running on the calling KLT, or null.
 inline UltDesc* current_ult() {
   Worker* w = current_worker();
   return w != nullptr ? w->current.load(std::memory_order_relaxed) : nullptr;
-}
-// The calling worker if it is an active pool worker of `s` (so that its
-// deque, run_next and cache may be used), else null.
-inline Worker* local_worker(Scheduler* s) {
-  Worker* w = current_worker();
-  if (w == nullptr || w->sched != s || !w->active()) return nullptr;
-  return w;
 }
 
 // ULT-side operations. `self` must be the calling ULT.
@@ -413,7 +414,7 @@ void requeue_current(UltDesc* self);
 [[noreturn]] void unwind_and_exit(UltDesc* self, void* value);
 
 // Creating and releasing ULTs (runtime/ult_life.cc).
-// `local` is local_worker(s) or null.
+// `local` is as for Scheduler::submit_new (its cache may be used) or null.
 UltDesc* create_ult(Scheduler* s, Worker* local, const SpawnOptions& o, const detail::Closure& c, absl::Status* err);
 // Recycles an exited ULT whose generation was already advanced (under its
 // join lock, by whoever decided who releases it).

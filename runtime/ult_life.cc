@@ -148,11 +148,9 @@ void release(UltDesc* u) {
   }
 
   // The local cache is the worker's core: not from inside a blocking region
-  // (join/detach there end here too), where the monitor may hold a
-  // HandoffClaim on it.
-  Worker* w = current_worker();
-  if (w != nullptr && !w->in_blocking.load(std::memory_order_relaxed) && w->active() &&
-      u->stack.size() == w->sched->default_stack_size) {
+  // (join/detach there end here too; core_owner() is null there).
+  Worker* w = core_owner();
+  if (w != nullptr && w->active() && u->stack.size() == w->sched->default_stack_size) {
     cache_push(w, u);
     bump(w->reaped);
   } else {

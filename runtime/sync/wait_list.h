@@ -165,8 +165,8 @@ extern void (*g_cancel_wait_hook)(SyncWaiter* w, int stage);
 void wake(SyncWaiter* w);
 
 // Wakes every waiter of a list linked through next (take_front_locked,
-// take_all_locked), with no queue lock held. Reads each record's next before waking it: the
-// record may vanish once woken.
+// take_all_locked), with no queue lock held. Reads each record's next
+// before waking it: the record may vanish once woken.
 inline void wake_list(SyncWaiter* w) {
   while (w != nullptr) {
     SyncWaiter* next = w->next;
