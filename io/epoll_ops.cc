@@ -67,7 +67,7 @@ int64_t rw_epoll(EpollEngine* e, int fd, bool write, const iovec* iov, int cnt, 
   if (long r = sys(SYS_fstat, fd, arg(&st)); r < 0) return r;
   const long plain_nr = write ? SYS_writev : SYS_readv;
   auto plain = [&] { return sys(plain_nr, fd, arg(iov), cnt); };
-  if (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode) || S_ISDIR(st.st_mode)) return blocking_call(plain);
+  if (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode) || S_ISDIR(st.st_mode)) return weft::blocking(plain);
   const uint32_t ev = write ? EPOLLOUT : EPOLLIN;
   const long nowait_nr = write ? SYS_pwritev2 : SYS_preadv2;
   int64_t r = epoll_op(e, fd, ev, d, [&] { return sys(nowait_nr, fd, arg(iov), cnt, -1, 0, RWF_NOWAIT); }, plain);
@@ -75,7 +75,7 @@ int64_t rw_epoll(EpollEngine* e, int fd, bool write, const iovec* iov, int cnt, 
   for (;;) {
     int w = e->wait_ready(fd, ev, d.ns());
     if (w < 0 && w != -EPERM) return w;
-    r = blocking_call(plain);
+    r = weft::blocking(plain);
     if (r != -EAGAIN || w == -EPERM) return r;  // EAGAIN: the fd is non-blocking and was raced
   }
 }
@@ -131,7 +131,7 @@ class EpollBackend final : public BlockingBackend {
     // thread or process took the connection first).
     int w = e->wait_ready(fd, EPOLLIN, d.ns());
     if (w < 0 && w != -EPERM) return w;
-    return static_cast<int>(blocking_call(call));
+    return static_cast<int>(weft::blocking(call));
   }
 
   int connect(const Route& r, int fd, const sockaddr* addr, socklen_t len, Deadline d) const override {

@@ -1,5 +1,6 @@
 // io/ops_common.h — helpers that several io backends share: the system call
-// wrapper, the byte-count clamp, blocking regions, and connect's flag flip.
+// wrapper, the byte-count clamp, and connect's flag flip. (A blocking call
+// is made with weft::blocking(): a region in a ULT, plain on a thread.)
 //
 // All system calls of weft::io go through sys::raw_syscall: results are
 // -errno values and errno is never touched.
@@ -36,14 +37,8 @@ long arg(T* p) {
   return reinterpret_cast<long>(p);
 }
 
-// A blocking call as a blocking region when in a ULT (the worker may be
-// handed off), or plainly on a thread.
-template <class F>
-int64_t blocking_call(F f) {
-  return weft::blocking(f);
-}
-
-// connect() without waiting, then a wait for its result within `d`
+// connect() without waiting (the socket's file status flags `fl` were
+// just read with F_GETFL), then a wait for its result within `d`
 // (`wait_writable()`: through the worker's epoll in a ULT, else ppoll; 0
 // or ready events when writable, -errno; -EPERM counts as writable). A
 // socket in blocking mode gets O_NONBLOCK for the duration of the call,
@@ -51,9 +46,7 @@ int64_t blocking_call(F f) {
 // connect (the one place weft changes the flag of a descriptor it may not
 // have made; io.h says so).
 template <class WaitWritable>
-int connect_with_flag_flip(int fd, const sockaddr* addr, socklen_t len, WaitWritable wait_writable) {
-  long fl = sys(SYS_fcntl, fd, F_GETFL);
-  if (fl < 0) return static_cast<int>(fl);
+int connect_with_flag_flip(int fd, long fl, const sockaddr* addr, socklen_t len, WaitWritable wait_writable) {
   if (!(fl & O_NONBLOCK)) sys(SYS_fcntl, fd, F_SETFL, fl | O_NONBLOCK);
   long r = sys(SYS_connect, fd, arg(addr), len);
   if (r == -EINPROGRESS) {
@@ -78,10 +71,10 @@ int connect_without_ring(int fd, const sockaddr* addr, socklen_t len, io::Deadli
   if (fl < 0) return static_cast<int>(fl);
   // A non-blocking socket (nothing to flip), or a deadline to keep: connect
   // without waiting, then wait for the result.
-  if ((fl & O_NONBLOCK) || !d.is_none()) return connect_with_flag_flip(fd, addr, len, wait_writable);
+  if ((fl & O_NONBLOCK) || !d.is_none()) return connect_with_flag_flip(fd, fl, addr, len, wait_writable);
   // A socket in blocking mode and no deadline: the plain call as a
   // blocking region.
-  return static_cast<int>(blocking_call([&] { return sys(SYS_connect, fd, arg(addr), len); }));
+  return static_cast<int>(weft::blocking([&] { return sys(SYS_connect, fd, arg(addr), len); }));
 }
 
 }  // namespace weft::io_internal

@@ -35,7 +35,7 @@ int poll_until(int fd, short events, Deadline d) {
       ts.tv_sec = rel / 1000000000LL;
       ts.tv_nsec = rel % 1000000000LL;
     }
-    long r = blocking_call([&] { return sys(SYS_ppoll, arg(&p), 1, d.is_none() ? 0 : arg(&ts), 0, 0); });
+    long r = weft::blocking([&] { return sys(SYS_ppoll, arg(&p), 1, d.is_none() ? 0 : arg(&ts), 0, 0); });
     if (r == -EINTR) continue;
     if (r < 0) return static_cast<int>(r);
     if (r == 0) return -ETIMEDOUT;
@@ -54,7 +54,7 @@ int64_t thread_op(int fd, short events, Deadline d, Attempt attempt) {
       int w = poll_until(fd, events, d);
       if (w < 0) return w;
     }
-    int64_t r = blocking_call(attempt);
+    int64_t r = weft::blocking(attempt);
     if (r != -EAGAIN) return r;
     int w = poll_until(fd, events, d);
     if (w < 0) return w;
@@ -114,25 +114,25 @@ int64_t BlockingBackend::send(const Route&, int fd, const void* buf, size_t n, i
 // --- file operations: the same on the epoll backend ------------------------------
 
 int64_t BlockingBackend::pread(const Route&, int fd, void* buf, size_t n, off_t off, Deadline) const {
-  return blocking_call([&] { return sys(SYS_pread64, fd, arg(buf), static_cast<long>(n), off); });
+  return weft::blocking([&] { return sys(SYS_pread64, fd, arg(buf), static_cast<long>(n), off); });
 }
 
 int64_t BlockingBackend::pwrite(const Route&, int fd, const void* buf, size_t n, off_t off, Deadline) const {
-  return blocking_call([&] { return sys(SYS_pwrite64, fd, arg(buf), static_cast<long>(n), off); });
+  return weft::blocking([&] { return sys(SYS_pwrite64, fd, arg(buf), static_cast<long>(n), off); });
 }
 
 int BlockingBackend::openat(const Route&, int dirfd, const char* path, int flags, mode_t mode, Deadline) const {
-  return static_cast<int>(blocking_call([&] { return sys(SYS_openat, dirfd, arg(path), flags, mode); }));
+  return static_cast<int>(weft::blocking([&] { return sys(SYS_openat, dirfd, arg(path), flags, mode); }));
 }
 
 int BlockingBackend::close(const Route&, int fd) const { return static_cast<int>(sys(SYS_close, fd)); }
 
 int BlockingBackend::fsync(const Route&, int fd, Deadline) const {
-  return static_cast<int>(blocking_call([&] { return sys(SYS_fsync, fd); }));
+  return static_cast<int>(weft::blocking([&] { return sys(SYS_fsync, fd); }));
 }
 
 int BlockingBackend::statx(const Route&, int dirfd, const char* path, int flags, unsigned mask, struct statx* out, Deadline) const {
-  return static_cast<int>(blocking_call([&] { return sys(SYS_statx, dirfd, arg(path), flags, mask, arg(out)); }));
+  return static_cast<int>(weft::blocking([&] { return sys(SYS_statx, dirfd, arg(path), flags, mask, arg(out)); }));
 }
 
 }  // namespace weft::io_internal
