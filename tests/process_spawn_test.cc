@@ -255,7 +255,7 @@ int64_t TickerWorstGap(bool weft_side, std::atomic<int>* failures) {
 // 5 ms — or, where the machine itself cannot give that to an ordinary
 // thread (this 2-vCPU VM: an NPTL ticker thread saw 7-15 ms gaps while 100
 // threads spawned processes), no worse than NPTL's ticker in the same run
-// (medians of three interleaved rounds, 1.5x for noise). A worker blocked
+// (medians of five interleaved rounds, 1.5x for noise). A worker blocked
 // in fork, the vfork window or a wait would stall the ticker for the whole
 // storm (tens of ms).
 TEST(Process, HundredSpawnersDoNotStallATicker) {
@@ -267,7 +267,12 @@ TEST(Process, HundredSpawnersDoNotStallATicker) {
   Watchdog wd(TestName(), 120);
   std::atomic<int> failures{0};
   std::vector<int64_t> w, n;
-  for (int round = 0; round < 3; ++round) {
+  // Five rounds, not three (issue 11): the median of three was above the
+  // bound twice in about six full runs of run-all.sh, each time in a run
+  // where another test process shared the two CPUs (18.4 vs 7.7 ms, 12.3 vs
+  // 7.6 ms); alone it passed every time (about 5-7 ms vs 5-12 ms).
+  constexpr int kRounds = 5;
+  for (int round = 0; round < kRounds; ++round) {
     bool weft_first = round % 2 == 0;
     if (weft_first) w.push_back(TickerWorstGap(true, &failures));
     n.push_back(TickerWorstGap(false, &failures));
@@ -276,9 +281,9 @@ TEST(Process, HundredSpawnersDoNotStallATicker) {
   std::sort(w.begin(), w.end());
   std::sort(n.begin(), n.end());
   EXPECT_EQ(failures.load(), 0);
-  printf("worst ticker gap while 100 spawners ran (median of 3): weft ULT %.2f ms, NPTL thread %.2f ms\n",
-         w[1] / 1000.0, n[1] / 1000.0);
-  EXPECT_LT(w[1], std::max<int64_t>(5000, n[1] * 3 / 2)) << "the ticker ULT stalled longer than the machine stalls a thread";
+  printf("worst ticker gap while 100 spawners ran (median of %d): weft ULT %.2f ms, NPTL thread %.2f ms\n", kRounds,
+         w[kRounds / 2] / 1000.0, n[kRounds / 2] / 1000.0);
+  EXPECT_LT(w[kRounds / 2], std::max<int64_t>(5000, n[kRounds / 2] * 3 / 2)) << "the ticker ULT stalled longer than the machine stalls a thread";
 }
 
 // Each offloaded call runs exactly once, on a helper, and errno comes back.
