@@ -72,6 +72,9 @@ int64_t rw_epoll(EpollEngine* e, int fd, bool write, const iovec* iov, int cnt, 
   const long nowait_nr = write ? SYS_pwritev2 : SYS_preadv2;
   int64_t r = epoll_op(e, fd, ev, d, [&] { return sys(nowait_nr, fd, arg(iov), cnt, -1, 0, RWF_NOWAIT); }, plain);
   if (r != -EOPNOTSUPP && r != -ENOSYS) return r;
+  // e is this worker's engine, and the end of a blocking region may move
+  // the ULT to another worker (weft::blocking): stay here for the loop.
+  Pin pin;
   for (;;) {
     int w = e->wait_ready(fd, ev, d.ns());
     if (w < 0 && w != -EPERM) return w;

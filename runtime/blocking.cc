@@ -25,9 +25,22 @@
 // queued or readied just before it are not held for the whole call when no
 // handoff comes (no spare worker left).
 //
+// The end of a region is a scheduling point: if the worker owes its
+// scheduler loop a pass (Worker::loop_owed: it was retired meanwhile, by a
+// handoff or by set_concurrency, or other ULTs, io completions or due
+// timers wait), the ULT requeues itself before it goes on. Without it a
+// ULT that calls weft::blocking in a loop with regions shorter than the
+// handoff threshold, or on a retired worker (which is never handed off),
+// never lets its worker's loop run: ULTs parked with a timer there slept
+// forever (the credentials churn test hung in CI; tests/
+// runtime_blocking_test.cc, RegionLoop*). Not while an exception or a
+// ULT's exit unwinds through the region: that path switches nowhere.
+//
 // Every region opens under a new epoch (and a handoff moves on to the next
 // one), so the monitor's claim fails for a region that ended meanwhile,
 // and the region's closing CAS fails precisely when a handoff happened.
+#include <exception>
+
 #include "runtime/log.h"
 #include "runtime/poller.h"
 #include "runtime/scheduler.h"
@@ -75,7 +88,9 @@ void blocking_exit(const BlockingRegion& r) {
   }
   w->in_blocking.store(false, std::memory_order_relaxed);
   w->blocking_ult = nullptr;
-  w->current.store(static_cast<rt::UltDesc*>(r.ult), std::memory_order_relaxed);
+  auto* self = static_cast<rt::UltDesc*>(r.ult);
+  w->current.store(self, std::memory_order_relaxed);
+  if (std::uncaught_exceptions() == 0 && !self->exit_unwinding && w->loop_owed()) rt::requeue_current(self);
 }
 
 }  // namespace weft::detail

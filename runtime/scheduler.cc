@@ -373,6 +373,16 @@ __attribute__((always_inline)) inline UltDesc* Worker::pick_local(bool for_yield
   return core_.yield_queue.pop_front();
 }
 
+bool Worker::loop_owed() {
+  if (is_bound) return false;  // its one ULT is the caller
+  if (!active()) return true;
+  if (inbox_count.load(std::memory_order_relaxed) != 0 || run_next.load(std::memory_order_relaxed) != nullptr ||
+      !deque.owner_empty() || !core_.yield_queue.empty() || sched->global_count.load(std::memory_order_relaxed) != 0 ||
+      poller->needs_poll())
+    return true;
+  return !core_.timers.empty() && core_.timers.earliest() <= monotonic_ns();
+}
+
 void yield_current(UltDesc* self) {
   Worker* w = self->worker.load(std::memory_order_relaxed);
   UltDesc* next = w->pick_local(true);

@@ -197,6 +197,11 @@ struct alignas(64) Worker {
   UltDesc* find_runnable_inner();
   void stop_spinning();
   UltDesc* pick_local(bool for_yield);
+  // Owner only: whether the ULT running here should let the scheduler loop
+  // run before it goes on (the end of a blocking region, blocking.cc):
+  // the worker is retired, other ULTs wait (its queues, inbox, the global
+  // queue), io completions wait to be reaped, or a timer is due.
+  bool loop_owed();
   void init_thread_state();  // on the worker's own KLT, before loop()
   void spill_half_of_yield_queue();  // every other queued ULT to the global queue
   void inbox_push(UltDesc* u);

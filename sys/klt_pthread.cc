@@ -49,12 +49,16 @@ void* klt_entry(void* p) {
     k->node.tid = static_cast<int>(k->tid.load(std::memory_order_relaxed));
     registry_add_locked(&k->node);
   }
-  sigprocmask(SIG_SETMASK, &k->mask, nullptr);
+  // Masks through glibc, never the raw system call: glibc's wrapper leaves
+  // its own signals (SIGCANCEL, SIGSETXID) unblocked, and its set*id
+  // broadcast waits for every thread it made, this one too, also while it
+  // exits (tests/sys_klt_test.cc, GlibcSetxidBroadcast...).
+  ::pthread_sigmask(SIG_SETMASK, &k->mask, nullptr);
   k->fn(k->arg);
   registry_remove_self(&k->node);  // glibc runs the destructors after this
   sigset_t all;
   memset(&all, 0xff, sizeof all);
-  sigprocmask(SIG_SETMASK, &all, nullptr);
+  ::pthread_sigmask(SIG_SETMASK, &all, nullptr);
   if (k->alt.stack.base != nullptr) altstack_uninstall();
   k->exited.store(1, std::memory_order_release);
   return nullptr;

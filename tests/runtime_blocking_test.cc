@@ -166,8 +166,9 @@ TEST(Blocking, PlainBlockingCallStallsTheWorker) {
 }
 
 // A region shorter than Options::blocking_handoff causes no handoff, and fn
-// runs on the caller's own KLT: gettid() is the same before, inside and
-// after, and so is the ULT's id.
+// runs on the caller's own KLT: gettid() is the same before and inside, and
+// the ULT's id is unchanged after. (After the region the ULT may go on on
+// another KLT: its end is a scheduling point, like a yield.)
 TEST(Blocking, ShortRegionNoHandoffSameKlt) {
   Watchdog wd(TestName(), 60);
   // A 2 s threshold: this shared VM can deschedule a thread for hundreds of ms.
@@ -185,8 +186,7 @@ TEST(Blocking, ShortRegionNoHandoffSameKlt) {
             usleep(1000);  // 1 ms, far below the threshold
             return Tid();
           });
-          int after = Tid();
-          if (before != inside || inside != after || weft::this_ult::id() != id) ++mismatches;
+          if (before != inside || weft::this_ult::id() != id) ++mismatches;
           weft::this_ult::yield();
         }
       }));
@@ -844,6 +844,92 @@ TEST(Blocking, RetiredWorkerInRegionGivesUpItsQueuedUlts) {
     return;
   }
   GTEST_SKIP() << "the region ULT never landed in slot 1";
+}
+
+// A ULT that calls weft::blocking in a loop, each region far shorter than
+// the handoff threshold, must still let its worker's scheduler loop run:
+// a ULT parked there with a timer wakes on time. Regression: without the
+// scheduling point at the end of a region (blocking.cc) the sleeper woke
+// only when the loop gave up, after 3 s (on one worker nothing else could
+// fire its timer).
+TEST(Blocking, RegionLoopLetsDueTimersFire) {
+  Watchdog wd(TestName(), 60);
+  weft::Runtime rt(weft::Options{.workers = 1, .blocking_handoff = std::chrono::seconds(30)});
+  ASSERT_TRUE(rt.status().ok());
+  std::atomic<bool> woke{false};
+  int64_t slept_ms = -1;
+  int regions = 0;
+  absl::Status s = rt.block_on([&] {
+    weft::Ult loop = weft::spawn([&] {  // runs once the sleeper parks
+      auto give_up = Clock::now() + std::chrono::seconds(3);
+      while (!woke.load() && Clock::now() < give_up) {
+        weft::blocking([] { usleep(100); });
+        ++regions;
+      }
+    });
+    auto t0 = Clock::now();
+    weft::this_ult::sleep_for(milliseconds(5));
+    slept_ms = std::chrono::duration_cast<milliseconds>(Clock::now() - t0).count();
+    woke.store(true);
+    EXPECT_TRUE(loop.join().ok());
+  });
+  ASSERT_TRUE(s.ok());
+  EXPECT_GT(regions, 0) << "the loop never ran while the sleeper slept";
+  EXPECT_LT(slept_ms, 1000) << "a 5 ms sleep took " << slept_ms << " ms beside a loop of short regions";
+}
+
+// The same on a worker that set_concurrency retires while the loop runs
+// there: a retired worker is never handed off, so only the end of a region
+// gives its loop (and the sleeper's timer) a turn; the looping ULT then
+// moves on to the active worker. Regression: this is how the credentials
+// churn test hung in CI (a block_on ULT's 5 ms sleep never ended). Without
+// the fix the sleeper woke only when the loop gave up, after 5 s.
+TEST(Blocking, RegionLoopOnARetiredWorkerLetsDueTimersFire) {
+  Watchdog wd(TestName(), 120);
+  for (int attempt = 0; attempt < 50; ++attempt) {
+    weft::Runtime rt(weft::Options{.workers = 2, .blocking_handoff = std::chrono::seconds(30)});
+    std::atomic<bool> hog_running{false}, release_hog{false}, looping{false}, woke{false};
+    std::atomic<int> loop_slot{-1}, sleeper_slot{-1};
+    std::atomic<int64_t> slept_ms{-1};
+    // Keeps slot 0 busy so that it steals nothing from slot 1 meanwhile.
+    weft::Ult hog = rt.spawn([&] {
+      hog_running.store(true);
+      while (!release_hog.load()) {
+      }
+    });
+    while (!hog_running.load()) std::this_thread::sleep_for(microseconds(100));
+    weft::Ult loop = rt.spawn([&] {
+      loop_slot.store(weft::rt::current_worker()->index.load());
+      if (loop_slot.load() != 1) return;  // must run in the slot that retires
+      weft::Ult sleeper = weft::spawn([&] {
+        sleeper_slot.store(weft::rt::current_worker()->index.load());
+        auto t0 = Clock::now();
+        weft::this_ult::sleep_for(milliseconds(50));  // its timer is in slot 1's worker
+        slept_ms.store(std::chrono::duration_cast<milliseconds>(Clock::now() - t0).count());
+        woke.store(true);
+      });
+      weft::this_ult::yield();  // the sleeper runs and parks
+      auto give_up = Clock::now() + std::chrono::seconds(5);
+      while (!woke.load() && Clock::now() < give_up) {
+        weft::blocking([] { usleep(100); });
+        looping.store(true);
+      }
+      EXPECT_TRUE(sleeper.join().ok());
+    });
+    while (loop_slot.load() < 0) std::this_thread::sleep_for(microseconds(100));
+    if (loop_slot.load() == 1) {
+      while (!looping.load() && !woke.load()) std::this_thread::sleep_for(microseconds(100));
+      ASSERT_TRUE(rt.set_concurrency(1).ok());  // slot 1 retires
+    }
+    release_hog.store(true);
+    ASSERT_TRUE(hog.join().ok());
+    ASSERT_TRUE(loop.join().ok());
+    if (loop_slot.load() != 1 || sleeper_slot.load() != 1) continue;
+    EXPECT_LT(slept_ms.load(), 2000) << "a 50 ms sleep took " << slept_ms.load()
+                                     << " ms beside a loop of short regions on a retired worker";
+    return;
+  }
+  GTEST_SKIP() << "the loop and the sleeper never both ran in slot 1";
 }
 
 }  // namespace

@@ -434,9 +434,12 @@ void blocking_exit(const BlockingRegion& r);
 // costs nothing when the call is fast). If it is still running after
 // Options::blocking_handoff, the monitor hands the worker's queued ULTs and
 // its place in the pool to a spare kernel thread, so the other ULTs keep
-// running; the caller's kernel thread finishes fn, lets the caller run on,
-// and retires when the caller next parks or yields. Spare kernel threads
-// are reused and bounded by Options::max_workers.
+// running; the caller's kernel thread finishes fn and retires, and the
+// caller goes on on a worker of the pool. Spare kernel threads are reused
+// and bounded by Options::max_workers. The end of a region is a
+// scheduling point: when other ULTs wait on the caller's worker, or a
+// timer there is due, the caller queues behind them before it goes on (a
+// loop of short regions does not hold its worker).
 //
 // Inside fn the kernel thread counts as a foreign thread: weft calls made
 // there (locks, joins, sleep_for, weft::io) block the kernel thread instead
