@@ -97,6 +97,7 @@
 //   lost — the pushing worker runs its own queues — only parallelism can
 //   be delayed, by at most one monitor tick.
 #include "runtime/scheduler.h"
+#include "runtime/signal.h"
 
 #include <cxxabi.h>
 #include <unwind.h>
@@ -236,6 +237,7 @@ __attribute__((always_inline)) inline void switch_from(UltDesc* self, UltDesc* n
   w = self->worker.load(std::memory_order_relaxed);  // the worker that resumed us
   if (decode_action(t) != SwitchAction::kNone) handle_transfer(w, t);
   restore_thread_state(self, w);
+  if (__builtin_expect(sig::deliverable(self), 0)) sig::deliver(self);  // a safe point (signal.cc)
 }
 
 // Not UBSan's null check: a handler for a forced unwinding,
@@ -260,6 +262,7 @@ __attribute__((always_inline)) inline void switch_from(UltDesc* self, UltDesc* n
   self->exit_unwinding = false;
   self->locale = nullptr;
   restore_ult_locale(self);
+  if (sig::deliverable(self)) sig::deliver(self);
   try {
     self->invoke(self->closure);
   } catch (abi::__forced_unwind&) {

@@ -1,0 +1,285 @@
+// Signals on ULTs (issue 12, in progress): per-ULT masks, ULT-directed and
+// process-directed delivery, sigwait that parks the ULT.
+#include <pthread.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "tests/test_util.h"
+#include "tests/watchdog.h"
+#include "weft/runtime.h"
+#include "weft/signal.h"
+#include "weft/sync.h"
+
+namespace {
+
+using namespace std::chrono_literals;
+
+sigset_t Only(int s) {
+  sigset_t m;
+  sigemptyset(&m);
+  sigaddset(&m, s);
+  return m;
+}
+
+// ULTs spawned from the main thread inherit its mask (the fixture blocks
+// the test signals there): each ULT starts from an empty mask.
+void UnblockAll() {
+  sigset_t none;
+  sigemptyset(&none);
+  pthread_sigmask(SIG_SETMASK, &none, nullptr);
+}
+
+bool Blocks(int s) {
+  sigset_t cur;
+  pthread_sigmask(SIG_BLOCK, nullptr, &cur);
+  return sigismember(&cur, s) == 1;
+}
+
+// The main thread blocks what the tests send to the process, so that only
+// ULTs (or the signal KLT for them) take those signals.
+class Signals : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    sigset_t m;
+    sigemptyset(&m);
+    for (int s : {SIGUSR1, SIGUSR2, SIGRTMIN, SIGRTMIN + 1, SIGTERM}) sigaddset(&m, s);
+    ASSERT_EQ(pthread_sigmask(SIG_BLOCK, &m, &saved_), 0);
+  }
+  void TearDown() override { pthread_sigmask(SIG_SETMASK, &saved_, nullptr); }
+  sigset_t saved_;
+};
+
+std::atomic<int> g_handled{0};
+std::atomic<uint64_t> g_handler_ult{0};
+void CountingHandler(int) {
+  g_handled.fetch_add(1);
+  g_handler_ult.store(weft::this_ult::id().value());
+}
+
+// A ULT's mask is its own: it survives migration (many yields on two
+// workers), it is not seen by other ULTs on the same workers, a spawned ULT
+// inherits it, and the old-mask argument reports it exactly.
+TEST_F(Signals, MaskIsPerUltMovesWithItAndIsInherited) {
+  Watchdog wd(TestName(), 60);
+  weft::Runtime rt(weft::Options{.workers = 2});
+  std::atomic<bool> stop{false};
+  std::atomic<int> leaks{0};
+  std::vector<weft::Ult> others;
+  for (int i = 0; i < 4; ++i)
+    others.push_back(rt.spawn([&] {
+      UnblockAll();
+      while (!stop.load()) {
+        if (Blocks(SIGUSR2)) leaks.fetch_add(1);
+        if (Blocks(SIGUSR2)) leaks.fetch_add(1);
+        weft::this_ult::sleep_for(50us);
+      }
+    }));
+  std::set<int> tids;
+  bool child_inherited = false;
+  auto r = rt.block_on([&] {
+    EXPECT_TRUE(Blocks(SIGUSR2)) << "a ULT spawned by the main thread inherits its mask";
+    UnblockAll();
+    sigset_t m = Only(SIGUSR2), old;
+    EXPECT_EQ(pthread_sigmask(SIG_BLOCK, &m, &old), 0);
+    EXPECT_FALSE(sigismember(&old, SIGUSR2));
+    for (int i = 0; i < 2000; ++i) {
+      EXPECT_TRUE(Blocks(SIGUSR2));
+      tids.insert(gettid());
+      if (i % 2) weft::this_ult::yield(); else weft::this_ult::sleep_for(20us);
+    }
+    weft::Ult c = weft::spawn([&] { child_inherited = Blocks(SIGUSR2); });
+    EXPECT_TRUE(c.join().ok());
+    sigset_t now;
+    EXPECT_EQ(sigprocmask(SIG_UNBLOCK, &m, &now), 0);
+    EXPECT_TRUE(sigismember(&now, SIGUSR2));
+    EXPECT_FALSE(Blocks(SIGUSR2));
+    EXPECT_EQ(pthread_sigmask(12345, &m, nullptr), EINVAL);
+  });
+  stop.store(true);
+  for (auto& u : others) EXPECT_TRUE(u.join().ok());
+  ASSERT_TRUE(r.ok());
+  EXPECT_GE(tids.size(), 2u) << "the ULT never migrated";
+  EXPECT_TRUE(child_inherited);
+  EXPECT_EQ(leaks.load(), 0) << "other ULTs saw the blocking ULT's mask";
+}
+
+// raise in a ULT: the handler runs on that ULT before raise returns; while
+// the ULT blocks the signal it stays pending on the ULT, and it runs as
+// soon as the ULT unblocks it (before pthread_sigmask returns).
+TEST_F(Signals, RaiseInAUltIsForThatUlt) {
+  Watchdog wd(TestName(), 60);
+  weft::Runtime rt(weft::Options{.workers = 2});
+  signal(SIGUSR1, CountingHandler);
+  g_handled = 0;
+  auto r = rt.block_on([&] {
+    UnblockAll();
+    uint64_t me = weft::this_ult::id().value();
+    EXPECT_EQ(raise(SIGUSR1), 0);
+    EXPECT_EQ(g_handled.load(), 1);
+    EXPECT_EQ(g_handler_ult.load(), me);
+    sigset_t m = Only(SIGUSR1);
+    pthread_sigmask(SIG_BLOCK, &m, nullptr);
+    EXPECT_EQ(pthread_kill(pthread_self(), SIGUSR1), 0);
+    weft::this_ult::yield();
+    EXPECT_EQ(g_handled.load(), 1);
+    sigset_t pend;
+    sigpending(&pend);
+    EXPECT_TRUE(sigismember(&pend, SIGUSR1));
+    pthread_sigmask(SIG_UNBLOCK, &m, nullptr);
+    EXPECT_EQ(g_handled.load(), 2);
+  });
+  ASSERT_TRUE(r.ok());
+  signal(SIGUSR1, SIG_DFL);
+}
+
+// kill(getpid()) is handled only by ULTs that accept it: one ULT blocks
+// SIGUSR1 and migrates, others accept; every signal sent is handled, never
+// on the blocking ULT. (Standard signals coalesce: the sender waits for each
+// to be handled before the next.)
+TEST_F(Signals, ProcessSignalGoesToAUltThatAcceptsIt) {
+  Watchdog wd(TestName(), 120);
+  weft::Runtime rt(weft::Options{.workers = 2});
+  signal(SIGUSR1, CountingHandler);
+  g_handled = 0;
+  std::atomic<uint64_t> blocker{0};
+  std::atomic<int> on_blocker{0};
+  std::atomic<bool> stop{false};
+  weft::Ult b = rt.spawn([&] {
+    sigset_t m = Only(SIGUSR1);
+    pthread_sigmask(SIG_BLOCK, &m, nullptr);
+    blocker.store(weft::this_ult::id().value());
+    while (!stop.load()) weft::this_ult::yield();
+  });
+  std::vector<weft::Ult> acceptors;
+  for (int i = 0; i < 2; ++i)
+    acceptors.push_back(rt.spawn([&] {
+      UnblockAll();
+      while (!stop.load()) weft::this_ult::sleep_for(100us);
+    }));
+  while (blocker.load() == 0) std::this_thread::sleep_for(1ms);
+  constexpr int kSends = 300;
+  for (int i = 0; i < kSends; ++i) {
+    int before = g_handled.load();
+    kill(getpid(), SIGUSR1);
+    ASSERT_TRUE(WaitUntil([&] { return g_handled.load() > before; }, std::chrono::milliseconds(5000)))
+        << "signal " << i << " was not handled";
+    if (g_handler_ult.load() == blocker.load()) on_blocker.fetch_add(1);
+  }
+  stop.store(true);
+  EXPECT_TRUE(b.join().ok());
+  for (auto& u : acceptors) EXPECT_TRUE(u.join().ok());
+  EXPECT_EQ(g_handled.load(), kSends);
+  EXPECT_EQ(on_blocker.load(), 0);
+  signal(SIGUSR1, SIG_DFL);
+}
+
+// A signal no ULT accepts stays pending and is taken as soon as one
+// unblocks it.
+TEST_F(Signals, NobodyAcceptsThenOneUnblocks) {
+  Watchdog wd(TestName(), 60);
+  weft::Runtime rt(weft::Options{.workers = 2});
+  signal(SIGUSR2, CountingHandler);
+  g_handled = 0;
+  auto r = rt.block_on([&] {
+    UnblockAll();
+    sigset_t m = Only(SIGUSR2);
+    pthread_sigmask(SIG_BLOCK, &m, nullptr);
+    kill(getpid(), SIGUSR2);
+    weft::this_ult::sleep_for(20ms);
+    EXPECT_EQ(g_handled.load(), 0);
+    pthread_sigmask(SIG_UNBLOCK, &m, nullptr);
+    EXPECT_EQ(g_handled.load(), 1);
+  });
+  ASSERT_TRUE(r.ok());
+  signal(SIGUSR2, SIG_DFL);
+}
+
+// sigwait parks the ULT (another ULT keeps running on a one-worker
+// runtime) and returns the signal; sigtimedwait times out with EAGAIN; RT
+// signals queued with sigqueue arrive in order with their values.
+TEST_F(Signals, SigwaitParksTheUltAndRtSignalsKeepOrderAndValues) {
+  Watchdog wd(TestName(), 60);
+  weft::Runtime rt(weft::Options{.workers = 1});
+  std::atomic<int> ticks{0};
+  std::atomic<bool> stop{false};
+  weft::Ult ticker = rt.spawn([&] {
+    while (!stop.load()) {
+      ticks.fetch_add(1);
+      weft::this_ult::sleep_for(1ms);
+    }
+  });
+  auto r = rt.block_on([&] {
+    sigset_t m = Only(SIGUSR1);
+    pthread_sigmask(SIG_BLOCK, &m, nullptr);
+    timespec ts{0, 20 * 1000 * 1000};
+    siginfo_t si;
+    int t0 = ticks.load();
+    EXPECT_EQ(sigtimedwait(&m, &si, &ts), -1);
+    EXPECT_EQ(errno, EAGAIN);
+    EXPECT_GT(ticks.load(), t0) << "sigtimedwait blocked the worker";
+    std::thread sender([] {
+      std::this_thread::sleep_for(10ms);
+      kill(getpid(), SIGUSR1);
+    });
+    int sig = 0;
+    EXPECT_EQ(sigwait(&m, &sig), 0);
+    EXPECT_EQ(sig, SIGUSR1);
+    sender.join();
+    // Real-time: 200 values, in order.
+    int rts = SIGRTMIN + 1;
+    sigset_t rm = Only(rts);
+    pthread_sigmask(SIG_BLOCK, &rm, nullptr);
+    for (int i = 0; i < 200; ++i) {
+      sigval v;
+      v.sival_int = i;
+      EXPECT_EQ(sigqueue(getpid(), rts, v), 0);
+    }
+    for (int i = 0; i < 200; ++i) {
+      siginfo_t info;
+      EXPECT_EQ(sigwaitinfo(&rm, &info), rts);
+      EXPECT_EQ(info.si_code, SI_QUEUE);
+      EXPECT_EQ(info.si_value.sival_int, i);
+    }
+  });
+  stop.store(true);
+  EXPECT_TRUE(ticker.join().ok());
+  ASSERT_TRUE(r.ok());
+}
+
+// weft::signal sends to one ULT; reserved signals refuse sigaction.
+TEST_F(Signals, DirectedSignalAndReservedSignals) {
+  Watchdog wd(TestName(), 60);
+  weft::Runtime rt(weft::Options{.workers = 2});
+  signal(SIGUSR2, CountingHandler);
+  g_handled = 0;
+  std::atomic<bool> go{false};
+  weft::Ult target = rt.spawn([&] {
+    UnblockAll();
+    while (g_handled.load() == 0) weft::this_ult::sleep_for(100us);
+  });
+  EXPECT_TRUE(weft::signal(target.id(), SIGUSR2).ok());
+  EXPECT_TRUE(target.join().ok());
+  EXPECT_EQ(g_handler_ult.load(), target.id().value());
+  EXPECT_EQ(weft::signal(target.id(), SIGUSR2).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(weft::signal(weft::UltId(), 0).code(), absl::StatusCode::kInvalidArgument);
+  struct sigaction a {};
+  a.sa_handler = CountingHandler;
+  EXPECT_EQ(sigaction(SIGRTMAX, &a, nullptr), -1);
+  EXPECT_EQ(errno, EINVAL);
+  EXPECT_EQ(sigaction(SIGRTMAX - 1, &a, nullptr), -1);
+  struct sigaction old {};
+  EXPECT_EQ(sigaction(SIGUSR2, nullptr, &old), 0);
+  EXPECT_EQ(old.sa_handler, CountingHandler) << "the old action must be the application's";
+  signal(SIGUSR2, SIG_DFL);
+  (void)go;
+}
+
+}  // namespace
