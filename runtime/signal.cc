@@ -156,6 +156,7 @@ struct Table {
   std::atomic<uint64_t> wanted{0};  // bit s: some ULT waits for s
   std::atomic<uint32_t> wake{0};    // the signal KLT's futex word
   std::atomic<int> klt_tid{0};
+  std::atomic<uint64_t> managed_fast{0};  // `managed`, readable without the lock
   sys::Klt* klt = nullptr;
   bool started = false;
 };
@@ -222,7 +223,16 @@ void manage_locked(int s) {
   k.sa_sigaction = on_signal;
   k.sa_flags = SA_SIGINFO | SA_RESTART | SA_ONSTACK;
   sigfillset(&k.sa_mask);
-  if (glibc_sigaction(s, &k, nullptr) == 0) g.managed |= bit(s);
+  if (glibc_sigaction(s, &k, nullptr) == 0) {
+    g.managed |= bit(s);
+    g.managed_fast.store(g.managed, std::memory_order_release);
+  }
+}
+
+// Signals weft must see once a ULT blocks them (so that they stay pending
+// instead of taking their default action on the signal KLT).
+uint64_t manageable(uint64_t b) {
+  return b & ~reserved_bits() & ~kUnblockable & ~(bit(SIGSEGV) | bit(SIGBUS) | bit(SIGFPE) | bit(SIGILL) | bit(SIGTRAP));
 }
 
 // Records one instance of s, pending for the process. False if the ring of
@@ -606,6 +616,15 @@ bool start(const char** what) {
   return true;
 }
 
+void note_blocked(uint64_t mask, UltDesc* self) {
+  uint64_t todo = manageable(mask) & ~g.managed_fast.load(std::memory_order_acquire);
+  if (todo == 0 || !g.started) return;
+  // A blocked signal must stay pending, not take its default action on the
+  // signal KLT: weft must see it (once per signal and process).
+  Locked l(self != nullptr ? Locked::kUlt : Locked::kThread, self);
+  for (uint64_t b = todo & ~g.managed; b != 0; b &= b - 1) manage_locked(lowest(b));
+}
+
 void after_fork_child(UltDesc* self) {
   g.lock.reset_after_fork();
   g_process_pending.store(0, std::memory_order_relaxed);
@@ -641,13 +660,7 @@ int ult_sigmask(UltDesc* self, int how, const sigset_t* set, sigset_t* old) {
       default: return EINVAL;
     }
     next = maskable(next);
-    uint64_t newly = next & ~cur;
-    if (newly != 0 && (g.managed & newly) != newly) {
-      // A blocked signal must stay pending, not take its default action on
-      // the signal KLT: weft must see it (once per signal and process).
-      Locked l(Locked::kUlt, self);
-      for (uint64_t b2 = newly & ~g.managed; b2 != 0; b2 &= b2 - 1) manage_locked(lowest(b2));
-    }
+    note_blocked(next, self);
     if (old != nullptr) from_bits(cur, old);
     self->sig_mask.store(next, std::memory_order_relaxed);
     if (deliverable(self)) deliver(self);  // POSIX: before the call returns

@@ -36,6 +36,12 @@ void deliver(UltDesc* self);
 // thread's (as pthread_create does).
 uint64_t mask_for_spawn();
 
+// A ULT (`self`, or one being spawned: null) now blocks the signals in
+// `mask`: weft manages those it did not yet (its handler in the kernel),
+// so that they wait for a ULT instead of taking their default action.
+// Nothing to do, and no lock, in the common case.
+void note_blocked(uint64_t mask, UltDesc* self);
+
 // The kernel mask of every weft KLT that runs ULTs (workers of all kinds):
 // every asynchronous signal blocked (the signal KLT receives those),
 // except the ones the kernel sends to the thread that caused them (faults,

@@ -99,7 +99,9 @@ UltDesc* create_ult(Scheduler* s, Worker* w, const SpawnOptions& o, const detail
   u->on_stack.store(true, std::memory_order_relaxed);
   u->clear_life();
   u->saved_errno = 0;
-  u->sig_mask.store(sig::mask_for_spawn(), std::memory_order_relaxed);  // as pthread_create
+  uint64_t inherited = sig::mask_for_spawn();  // as pthread_create
+  sig::note_blocked(inherited, nullptr);
+  u->sig_mask.store(inherited, std::memory_order_relaxed);
   u->sig_pending.store(0, std::memory_order_relaxed);
   u->sig_waiting.store(0, std::memory_order_relaxed);
   u->sig_defer = 0;

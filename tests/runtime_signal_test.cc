@@ -260,15 +260,15 @@ TEST_F(Signals, DirectedSignalAndReservedSignals) {
   weft::Runtime rt(weft::Options{.workers = 2});
   signal(SIGUSR2, CountingHandler);
   g_handled = 0;
-  std::atomic<bool> go{false};
   weft::Ult target = rt.spawn([&] {
     UnblockAll();
     while (g_handled.load() == 0) weft::this_ult::sleep_for(100us);
   });
-  EXPECT_TRUE(weft::signal(target.id(), SIGUSR2).ok());
+  weft::UltId id = target.id();
+  EXPECT_TRUE(weft::signal(id, SIGUSR2).ok());
   EXPECT_TRUE(target.join().ok());
-  EXPECT_EQ(g_handler_ult.load(), target.id().value());
-  EXPECT_EQ(weft::signal(target.id(), SIGUSR2).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(g_handler_ult.load(), id.value());
+  EXPECT_EQ(weft::signal(id, SIGUSR2).code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(weft::signal(weft::UltId(), 0).code(), absl::StatusCode::kInvalidArgument);
   struct sigaction a {};
   a.sa_handler = CountingHandler;
@@ -279,7 +279,6 @@ TEST_F(Signals, DirectedSignalAndReservedSignals) {
   EXPECT_EQ(sigaction(SIGUSR2, nullptr, &old), 0);
   EXPECT_EQ(old.sa_handler, CountingHandler) << "the old action must be the application's";
   signal(SIGUSR2, SIG_DFL);
-  (void)go;
 }
 
 }  // namespace
