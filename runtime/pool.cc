@@ -182,7 +182,6 @@ absl::Status Scheduler::start() {
     start_status = klt_error(r, what, "first");
     return start_status;
   }
-  install_overflow_handler();
   install_fork_handlers();
   credentials_linked();
   if (!sig::start(&what)) {

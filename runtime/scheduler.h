@@ -3,6 +3,8 @@
 // top of scheduler.cc.
 #pragma once
 
+#include <signal.h>
+
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -434,7 +436,9 @@ absl::Status join_ult(UltId id, void** value = nullptr);
 absl::Status detach_ult(UltId id);
 
 // The SIGSEGV handler that reports stack overflows in ULTs (overflow.cc).
-void install_overflow_handler();
+// In weft's handler of SIGSEGV/SIGBUS (signal.cc): if the fault is u's
+// stack overflow, reports it with u's name and aborts; else returns.
+void report_if_overflow(const UltDesc* u, const siginfo_t* si, const void* uctx);
 
 // Entry of the monitor KLT (monitor.cc).
 void monitor_main(void* sched);

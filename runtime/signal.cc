@@ -79,6 +79,7 @@
 #include "sys/klt.h"
 #include "sys/raw_log.h"
 #include "sys/raw_syscall.h"
+#include "sys/signal_chain.h"
 #include "sys/spin.h"
 #include "weft/signal.h"
 
@@ -101,17 +102,13 @@ F next(const char* name) {
 }
 
 using SigmaskFn = int (*)(int, const sigset_t*, sigset_t*);
-using SigactionFn = int (*)(int, const struct sigaction*, struct sigaction*);
 
 SigmaskFn glibc_sigmask_fn() {
   static SigmaskFn f = next<SigmaskFn>("pthread_sigmask");
   return f;
 }
 int glibc_sigmask(int how, const sigset_t* set, sigset_t* old) { return glibc_sigmask_fn()(how, set, old); }
-int glibc_sigaction(int s, const struct sigaction* a, struct sigaction* o) {
-  static SigactionFn f = next<SigactionFn>("sigaction");
-  return f(s, a, o);
-}
+int glibc_sigaction(int s, const struct sigaction* a, struct sigaction* o) { return __sigaction(s, a, o); }
 
 // --- signal numbers ----------------------------------------------------------
 
@@ -227,6 +224,21 @@ void manage_locked(int s) {
     g.managed |= bit(s);
     g.managed_fast.store(g.managed, std::memory_order_release);
   }
+}
+
+void on_sync(int s, siginfo_t* si, void* uctx);
+
+// The kernel action of a synchronous signal s: on_sync, on the KLT's
+// signal stack (an overflowed ULT stack has no room), with the
+// application's sa_mask and SA_NODEFER. Caller holds the lock.
+void install_sync_locked(int s) {
+  const struct sigaction& a = app_action_locked(s);
+  struct sigaction k;
+  memset(&k, 0, sizeof k);
+  k.sa_sigaction = on_sync;
+  k.sa_flags = SA_SIGINFO | SA_ONSTACK | (a.sa_flags & SA_NODEFER);
+  k.sa_mask = a.sa_mask;
+  glibc_sigaction(s, &k, nullptr);
 }
 
 // Signals weft must see once a ULT blocks them (so that they stay pending
@@ -439,6 +451,51 @@ void on_signal(int s, siginfo_t* si, void* uctx) {
   errno = saved_errno;
 }
 
+// SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP: taken where they land, by the
+// ULT that faulted (the one the worker runs, or the one inside a blocking
+// region), whatever its mask (a blocked fault kills a thread too). A
+// guard-page hit is a stack overflow, reported with the ULT's name. Then
+// the application's disposition: its handler runs here, on the KLT's
+// signal stack; SIG_DFL or SIG_IGN restore the kernel's default, and the
+// faulting instruction, run again, ends the process as it would have
+// without weft (a sync signal sent with kill() gets the default action
+// directly).
+void on_sync(int s, siginfo_t* si, void* uctx) {
+  int saved_errno = errno;
+  Worker* w = current_worker();
+  UltDesc* u = w != nullptr ? w->current.load(std::memory_order_relaxed) : nullptr;
+  if (u == nullptr && w != nullptr) u = w->blocking_ult;
+  if (u != nullptr && (s == SIGSEGV || s == SIGBUS)) report_if_overflow(u, si, uctx);
+  // The lock may be this thread's own (a fault in a locked section): then
+  // the action is read without it.
+  bool locked = g.lock.try_lock();
+  struct sigaction a = g.app[s];
+  if (has_handler(a) && (a.sa_flags & SA_RESETHAND)) {
+    memset(&g.app[s], 0, sizeof g.app[s]);
+    g.app[s].sa_handler = SIG_DFL;
+  }
+  if (locked) g.lock.unlock();
+  if (has_handler(a)) {
+    if (a.sa_flags & SA_SIGINFO) {
+      a.sa_sigaction(s, si, uctx);
+    } else {
+      a.sa_handler(s);
+    }
+    errno = saved_errno;
+    return;
+  }
+  if (si->si_code <= 0) {  // sent (kill, tgkill, sigqueue), not a fault
+    if (a.sa_handler == SIG_DFL) default_action(s);
+    errno = saved_errno;
+    return;
+  }
+  struct sigaction dfl;
+  memset(&dfl, 0, sizeof dfl);
+  dfl.sa_handler = SIG_DFL;
+  glibc_sigaction(s, &dfl, nullptr);
+  errno = saved_errno;
+}
+
 // --- the signal KLT ------------------------------------------------------------
 
 // Makes one ULT that accepts a pending signal take it soon. Returns true if
@@ -600,10 +657,15 @@ bool start(const char** what) {
   {
     Locked l(Locked::kThread, nullptr);
     g.started = true;
-    // Signals the application already catches: weft's handler goes in front.
+    // Signals the application already catches: weft's handler goes in
+    // front. The synchronous ones are always weft's (overflow reports).
     for (int s = 1; s <= 64; ++s) {
-      if (reserved_bits() & bit(s) || kUnblockable & bit(s) || is_sync(s)) continue;
-      if (has_handler(app_action_locked(s))) manage_locked(s);
+      if (reserved_bits() & bit(s) || kUnblockable & bit(s)) continue;
+      if (is_sync(s)) {
+        install_sync_locked(s);
+      } else if (has_handler(app_action_locked(s))) {
+        manage_locked(s);
+      }
     }
   }
   sys::KltOptions ko;
@@ -840,7 +902,7 @@ __attribute__((visibility("default"))) int sigpending(sigset_t* set) {
 }
 
 __attribute__((visibility("default"))) int sigaction(int s, const struct sigaction* act, struct sigaction* old) {
-  if (!S::g.started || S::is_sync(s) || !S::valid(s) || s == SIGKILL || s == SIGSTOP)
+  if (!S::g.started || !S::valid(s) || s == SIGKILL || s == SIGSTOP)
     return S::glibc_sigaction(s, act, old);  // glibc's checks and answers
   if (S::reserved_bits() & S::bit(s)) {
     errno = EINVAL;
@@ -852,7 +914,9 @@ __attribute__((visibility("default"))) int sigaction(int s, const struct sigacti
   if (old != nullptr) *old = cur;
   if (act != nullptr) {
     cur = *act;
-    if (S::has_handler(cur)) {
+    if (S::is_sync(s)) {
+      S::install_sync_locked(s);
+    } else if (S::has_handler(cur)) {
       S::manage_locked(s);
     } else if (!(S::g.managed & S::bit(s))) {
       S::glibc_sigaction(s, act, nullptr);  // SIG_DFL/SIG_IGN of a signal weft does not manage
