@@ -70,6 +70,8 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
+#include <string>
 #include <mutex>
 #include <new>
 
@@ -82,6 +84,21 @@
 #include "sys/signal_chain.h"
 #include "sys/spin.h"
 #include "weft/signal.h"
+#include "weft/sync.h"
+
+namespace weft {
+
+// A SignalSet's shared part: in the table's registry (table lock), with
+// its received instances (its own mutex; waiters park on its condvar).
+struct SignalSet::State {
+  uint64_t bits = 0;
+  State* next = nullptr;
+  Mutex mu;
+  CondVar cv;
+  std::deque<siginfo_t> received;  // guarded by mu
+};
+
+}  // namespace weft
 
 namespace weft::rt::sig {
 
@@ -150,7 +167,12 @@ struct Table {
   RtRing* rt = nullptr;          // signals 32..64 (mmap'd at start)
   uint16_t waiters[65] = {};     // ULTs in a sigwait-family call for s
   uint64_t rt_full = 0;          // real-time signals the signal KLT blocks while their ring is full
-  std::atomic<uint64_t> wanted{0};  // bit s: some ULT waits for s
+  std::atomic<uint64_t> wanted{0};  // set_bits | wait_bits: foreign threads leave these to the signal KLT
+  uint64_t wait_bits = 0;           // bit s: waiters[s] != 0
+  uint64_t set_bits = 0;            // bit s: some SignalSet holds s
+  std::atomic<uint64_t> set_pending{0};  // instances held for a SignalSet (same storage as the process's)
+  weft::SignalSet::State* sets = nullptr;  // registry, oldest first
+  std::atomic<int> routing{0};      // instances the signal KLT is handing to sets
   std::atomic<uint32_t> wake{0};    // the signal KLT's futex word
   std::atomic<int> klt_tid{0};
   std::atomic<uint64_t> managed_fast{0};  // `managed`, readable without the lock
@@ -249,11 +271,18 @@ uint64_t manageable(uint64_t b) {
 
 // Records one instance of s, pending for the process. False if the ring of
 // a real-time signal is full. Caller holds the lock.
+// Where pending instances of s are counted: a SignalSet's share, or the
+// process's. Caller holds the lock.
+std::atomic<uint64_t>& pending_word(int s) {
+  return (g.set_bits & bit(s)) ? g.set_pending : g_process_pending;
+}
+
 bool record_locked(int s, const siginfo_t* si) {
+  std::atomic<uint64_t>& word = pending_word(s);
   if (s < 32) {
-    if (!(g_process_pending.load(std::memory_order_relaxed) & bit(s))) {
+    if (!(word.load(std::memory_order_relaxed) & bit(s))) {
       g.std_info[s] = *si;
-      g_process_pending.fetch_or(bit(s), std::memory_order_release);
+      word.fetch_or(bit(s), std::memory_order_release);
     }
     return true;
   }
@@ -261,23 +290,35 @@ bool record_locked(int s, const siginfo_t* si) {
   if (r.tail - r.head >= static_cast<uint32_t>(kRtCapacity)) return false;
   r.items[r.tail % kRtCapacity] = *si;
   ++r.tail;
-  g_process_pending.fetch_or(bit(s), std::memory_order_release);
+  word.fetch_or(bit(s), std::memory_order_release);
   return true;
 }
 
 // Takes the oldest pending instance of s into *si. Caller holds the lock
 // and saw s pending.
 void take_locked(int s, siginfo_t* si) {
+  std::atomic<uint64_t>& word = pending_word(s);
   if (s < 32) {
     *si = g.std_info[s];
-    g_process_pending.fetch_and(~bit(s), std::memory_order_acq_rel);
+    word.fetch_and(~bit(s), std::memory_order_acq_rel);
     return;
   }
   RtRing& r = g.rt[s - 32];
   *si = r.items[r.head % kRtCapacity];
   ++r.head;
-  if (r.head == r.tail) g_process_pending.fetch_and(~bit(s), std::memory_order_acq_rel);
+  if (r.head == r.tail) word.fetch_and(~bit(s), std::memory_order_acq_rel);
 }
+
+// Moves the pending instances of the signals in `b` between the process's
+// count and the sets' (their storage is shared). Caller holds the lock.
+void move_pending_locked(uint64_t b, std::atomic<uint64_t>& from, std::atomic<uint64_t>& to) {
+  uint64_t moving = from.load(std::memory_order_relaxed) & b;
+  if (moving == 0) return;
+  from.fetch_and(~moving, std::memory_order_acq_rel);
+  to.fetch_or(moving, std::memory_order_acq_rel);
+}
+
+void publish_wanted_locked() { g.wanted.store(g.set_bits | g.wait_bits, std::memory_order_release); }
 
 void wake_signal_klt() {
   g.wake.store(1, std::memory_order_release);
@@ -537,6 +578,11 @@ bool nudge() {
   return false;
 }
 
+// Hands pending instances of the sets' signals to the sets (the oldest set
+// holding each), in batches: taken under the table lock, queued under each
+// set's own mutex after it.
+void route_to_sets();
+
 void signal_klt_main(void*) {
   g.klt_tid.store(sys::gettid(), std::memory_order_release);
   sigset_t m;
@@ -544,6 +590,7 @@ void signal_klt_main(void*) {
   sigaddset(&m, doorbell());
   glibc_sigmask(SIG_SETMASK, &m, nullptr);
   for (;;) {
+    route_to_sets();
     bool again = nudge();
     uint64_t reopen = 0;
     {
@@ -568,6 +615,41 @@ void signal_klt_main(void*) {
       sys::futex_wait_for(&g.wake, 0, &ms);
     } else {
       sys::futex_wait(&g.wake, 0);
+    }
+  }
+}
+
+void route_to_sets() {
+  for (;;) {
+    constexpr int kBatch = 32;
+    siginfo_t got[kBatch];
+    weft::SignalSet::State* to[kBatch];
+    int n = 0;
+    {
+      Locked l(Locked::kThread, nullptr);
+      while (n < kBatch) {
+        uint64_t p = g.set_pending.load(std::memory_order_relaxed);
+        if (p == 0) break;
+        int s = lowest(p);
+        weft::SignalSet::State* st = g.sets;
+        while (st != nullptr && !(st->bits & bit(s))) st = st->next;
+        if (st == nullptr) {  // its set went away meanwhile: the process's again
+          move_pending_locked(bit(s), g.set_pending, g_process_pending);
+          continue;
+        }
+        take_locked(s, &got[n]);
+        to[n++] = st;
+      }
+      g.routing.fetch_add(n, std::memory_order_acq_rel);  // each set outlives its instances' hand-over
+    }
+    if (n == 0) return;
+    for (int i = 0; i < n; ++i) {
+      {
+        std::lock_guard<weft::Mutex> guard(to[i]->mu);
+        to[i]->received.push_back(got[i]);
+      }
+      to[i]->cv.notify_one();
+      g.routing.fetch_sub(1, std::memory_order_acq_rel);
     }
   }
 }
@@ -693,7 +775,11 @@ void after_fork_child(UltDesc* self) {
   if (g.rt != nullptr)
     for (int i = 0; i < 33; ++i) g.rt[i].head = g.rt[i].tail = 0;
   for (auto& n : g.waiters) n = 0;
-  g.wanted.store(0, std::memory_order_relaxed);
+  g.wait_bits = 0;
+  g.set_pending.store(0, std::memory_order_relaxed);
+  // SignalSets are objects of the parent's threads' stacks and heaps: they
+  // exist in the child too (fork copies memory) and keep their signals.
+  publish_wanted_locked();
   g.klt = nullptr;
   g.klt_tid.store(0, std::memory_order_relaxed);
   g.started = false;
@@ -745,7 +831,8 @@ int ult_sigtimedwait(UltDesc* self, uint64_t set, siginfo_t* info, const timespe
     Locked l(Locked::kUlt, self);
     for (uint64_t b = set & ~g.managed; b != 0; b &= b - 1) manage_locked(lowest(b));
     for (uint64_t b = set; b != 0; b &= b - 1) ++g.waiters[lowest(b)];
-    g.wanted.fetch_or(set, std::memory_order_acq_rel);
+    g.wait_bits |= set;
+    publish_wanted_locked();
   }
   int result = -EAGAIN;
   for (;;) {
@@ -787,12 +874,11 @@ int ult_sigtimedwait(UltDesc* self, uint64_t set, siginfo_t* info, const timespe
   self->sig_waiting.store(0, std::memory_order_release);
   {
     Locked l(Locked::kUlt, self);
-    uint64_t still = 0;
     for (uint64_t b = set; b != 0; b &= b - 1) {
       int s = lowest(b);
-      if (--g.waiters[s] != 0) still |= bit(s);
+      if (--g.waiters[s] == 0) g.wait_bits &= ~bit(s);
     }
-    g.wanted.fetch_and(~(set & ~still), std::memory_order_acq_rel);
+    publish_wanted_locked();
   }
   if (result > 0 && info != nullptr) *info = si;
   return result;
@@ -852,6 +938,84 @@ absl::Status signal(UltId id, int sig) {
   }
   send_to_ult(u, sig);
   return absl::OkStatus();
+}
+
+SignalSet::SignalSet(std::initializer_list<int> signals) {
+  using namespace rt::sig;
+  uint64_t bits = 0;
+  for (int s : signals) {
+    if (!valid(s) || (reserved_bits() & bit(s)) || (kUnblockable & bit(s))) {
+      status_ = absl::InvalidArgumentError("SignalSet: signal " + std::to_string(s) +
+                                           " is not one a set can hold (invalid, reserved, SIGKILL or SIGSTOP)");
+      return;
+    }
+    bits |= bit(s);
+  }
+  if (!g.started) {
+    status_ = absl::FailedPreconditionError("SignalSet: no weft::Runtime has started in this process");
+    return;
+  }
+  auto* st = new State;
+  st->bits = bits;
+  {
+    rt::UltDesc* self = rt::current_ult();
+    Locked l(self != nullptr ? Locked::kUlt : Locked::kThread, self);
+    for (uint64_t b = bits; b != 0; b &= b - 1)
+      if (!is_sync(lowest(b))) manage_locked(lowest(b));
+    State** tail = &g.sets;
+    while (*tail != nullptr) tail = &(*tail)->next;
+    *tail = st;
+    uint64_t fresh = bits & ~g.set_bits;
+    g.set_bits |= bits;
+    move_pending_locked(fresh, g_process_pending, g.set_pending);  // already pending: the set's now
+    publish_wanted_locked();
+  }
+  state_ = st;
+  wake_signal_klt();
+}
+
+SignalSet::~SignalSet() {
+  using namespace rt::sig;
+  if (state_ == nullptr) return;
+  {
+    rt::UltDesc* self = rt::current_ult();
+    Locked l(self != nullptr ? Locked::kUlt : Locked::kThread, self);
+    State** p = &g.sets;
+    while (*p != state_) p = &(*p)->next;
+    *p = state_->next;
+    uint64_t still = 0;
+    for (State* o = g.sets; o != nullptr; o = o->next) still |= o->bits;
+    uint64_t freed = g.set_bits & ~still;
+    g.set_bits = still;
+    move_pending_locked(freed, g.set_pending, g_process_pending);
+    publish_wanted_locked();
+  }
+  // The signal KLT may be handing this set an instance right now.
+  while (g.routing.load(std::memory_order_acquire) != 0) sys::sched_yield();
+  {
+    rt::UltDesc* self = rt::current_ult();
+    Locked l(self != nullptr ? Locked::kUlt : Locked::kThread, self);
+    for (const siginfo_t& si : state_->received) (void)record_locked(si.si_signo, &si);  // back to the process
+  }
+  delete state_;
+  wake_signal_klt();
+}
+
+int SignalSet::wait_ns(int64_t timeout_ns, siginfo_t* info) {
+  if (state_ == nullptr) return -1;
+  std::unique_lock<Mutex> lock(state_->mu);
+  if (timeout_ns < 0) {
+    state_->cv.wait(lock, [&] { return !state_->received.empty(); });
+  } else if (timeout_ns > 0) {
+    if (!state_->cv.wait_for(lock, std::chrono::nanoseconds(timeout_ns), [&] { return !state_->received.empty(); }))
+      return 0;
+  } else if (state_->received.empty()) {
+    return 0;
+  }
+  siginfo_t si = state_->received.front();
+  state_->received.pop_front();
+  if (info != nullptr) *info = si;
+  return si.si_signo;
 }
 
 absl::StatusOr<SignalState> signal_state(UltId id) {

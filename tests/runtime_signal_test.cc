@@ -409,4 +409,60 @@ TEST_F(Signals, ThousandRealTimeSignalsInOrder) {
   for (int i = 0; i < 1000; ++i) ASSERT_EQ(got[i], i) << "out of order at " << i;
 }
 
+// SignalSet: its signals become messages. A ULT waiting on it parks (a
+// ticker keeps running on the only worker); a handler installed for the
+// same signal does not run while the set exists; a signal sent before
+// anyone waits is kept; poll and wait_for do not block; after the set is
+// gone the handler gets the signal again. Bad input is a status.
+TEST_F(Signals, SignalSetTurnsSignalsIntoMessages) {
+  Watchdog wd(TestName(), 60);
+  weft::Runtime rt(weft::Options{.workers = 1});
+  signal(SIGUSR1, CountingHandler);
+  g_handled = 0;
+  {
+    weft::SignalSet set({SIGUSR1, SIGTERM});
+    ASSERT_TRUE(set.status().ok()) << set.status();
+    EXPECT_EQ(set.poll(), 0);
+    std::atomic<int> ticks{0};
+    std::atomic<bool> stop{false};
+    weft::Ult ticker = rt.spawn([&] {
+      while (!stop.load()) {
+        ticks.fetch_add(1);
+        weft::this_ult::sleep_for(1ms);
+      }
+    });
+    int got = 0, ticks_during = 0;
+    weft::Ult waiter = rt.spawn([&] {
+      UnblockAll();  // the set's signals are its own even where unblocked
+      int t0 = ticks.load();
+      siginfo_t info;
+      got = set.wait(&info);
+      ticks_during = ticks.load() - t0;
+    });
+    std::this_thread::sleep_for(20ms);
+    kill(getpid(), SIGTERM);  // would end the process without the set
+    ASSERT_TRUE(waiter.join().ok());
+    EXPECT_EQ(got, SIGTERM);
+    EXPECT_GT(ticks_during, 0) << "the waiting ULT blocked its worker";
+    kill(getpid(), SIGUSR1);  // nobody waits yet: kept
+    EXPECT_TRUE(WaitUntil([&] { return set.poll() == SIGUSR1; }, std::chrono::milliseconds(5000)));
+    EXPECT_EQ(set.wait_for(10ms), 0);
+    EXPECT_EQ(g_handled.load(), 0) << "a handler ran for a signal the set holds";
+    stop.store(true);
+    EXPECT_TRUE(ticker.join().ok());
+  }
+  auto r = rt.block_on([&] {
+    UnblockAll();
+    kill(getpid(), SIGUSR1);
+    EXPECT_TRUE(WaitUntil([&] { return g_handled.load() == 1; }, std::chrono::milliseconds(5000)));
+  });
+  ASSERT_TRUE(r.ok());
+  weft::SignalSet bad({SIGKILL});
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(bad.wait(), -1);
+  weft::SignalSet reserved({SIGRTMAX});
+  EXPECT_FALSE(reserved.status().ok());
+  signal(SIGUSR1, SIG_DFL);
+}
+
 }  // namespace
