@@ -46,6 +46,11 @@ bool park_current_until(UltDesc* self, int64_t deadline_ns);
 // a worker's scheduler loop (io completions): then the ULT is queued on
 // that worker.
 void unpark(UltDesc* u);
+// As unpark, but a ULT woken from outside its runtime's workers is queued
+// where a worker takes it at its next switch (an inbox) rather than at the
+// back of the shared queue: for signal delivery, whose latency a busy
+// runtime would otherwise add (runtime/signal.cc).
+void unpark_urgent(UltDesc* u);
 
 // Monotonic clock in nanoseconds (vDSO; never touches errno).
 int64_t monotonic_ns();

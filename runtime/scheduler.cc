@@ -446,7 +446,28 @@ bool park_current_until(UltDesc* self, int64_t deadline_ns) {
   return self->timer_seq.compare_exchange_strong(seq, seq + 1, std::memory_order_acq_rel);
 }
 
-void unpark(UltDesc* u) {
+namespace {
+void unpark_impl(UltDesc* u, bool urgent);
+}  // namespace
+
+void unpark(UltDesc* u) { unpark_impl(u, false); }
+void unpark_urgent(UltDesc* u) { unpark_impl(u, true); }
+
+void Scheduler::make_runnable_urgent(UltDesc* u) {
+  Worker* w = u->worker.load(std::memory_order_relaxed);
+  if (u->home != nullptr || w == nullptr || w->sched != this || w->is_bound || !w->active()) {
+    if (u->home != nullptr) {
+      make_runnable(u, nullptr);
+      return;
+    }
+    w = worker_at(0);
+  }
+  w->inbox_push(u);  // pick_local then goes through the loop at w's next switch
+  wake_worker(w);
+}
+
+namespace {
+void unpark_impl(UltDesc* u, bool urgent) {
   uint32_t s = u->state.load(std::memory_order_acquire);
   for (;;) {
     uint32_t st = s & ult_state::kStateMask;
@@ -468,7 +489,11 @@ void unpark(UltDesc* u) {
         // can be freed. A worker of this scheduler needs no count: it is
         // joined before they are freed.
         if (here == nullptr) sched->foreign_wakers.fetch_add(1, std::memory_order_acq_rel);
-        sched->make_runnable(u, here);
+        if (urgent && here == nullptr) {
+          sched->make_runnable_urgent(u);
+        } else {
+          sched->make_runnable(u, here);
+        }
         if (here == nullptr) sched->foreign_wakers.fetch_sub(1, std::memory_order_release);
         return;
       }
@@ -478,6 +503,7 @@ void unpark(UltDesc* u) {
     if (cas_state(u, &s, s | ult_state::kWake)) return;
   }
 }
+}  // namespace
 
 // Claims a parked ULT for a direct switch on `w` (no queue in between).
 // Returns false, leaving the ULT to the normal unpark path, when it is not

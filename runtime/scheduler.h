@@ -344,6 +344,10 @@ struct alignas(64) Scheduler {
   void submit_new(UltDesc* u, Worker* local);
   // Makes a ULT runnable after unpark (or a requeue that must respect its home).
   void make_runnable(UltDesc* u, Worker* here);
+  // From outside the workers (here == null in make_runnable): into the
+  // inbox of the worker u ran on last, or of slot 0 if that one is not
+  // active, instead of the global queue (unpark_urgent).
+  void make_runnable_urgent(UltDesc* u);
   void global_push(UltDesc* u);
   void global_push_queue(IntrusiveQueue<UltDesc>* q);  // moves all of q
   UltDesc* global_pop_batch(Worker* w);

@@ -572,7 +572,7 @@ bool nudge() {
   }
   if (runnable) return true;
   if (parked != nullptr) {
-    unpark(parked);
+    unpark_urgent(parked);
     return true;
   }
   return false;
@@ -911,7 +911,7 @@ void send_to_ult(UltDesc* u, int s) {
   Worker* w = u->worker.load(std::memory_order_relaxed);
   if (st == ult_state::kParked) {
     if ((bit(s) & ~u->sig_mask.load(std::memory_order_relaxed)) || (bit(s) & u->sig_waiting.load(std::memory_order_relaxed)))
-      unpark(u);
+      unpark_urgent(u);
   } else if (w != nullptr && w->current.load(std::memory_order_relaxed) == u) {
     if (int tid = w->tid.load(std::memory_order_relaxed); tid != 0) sys::tgkill(sys::getpid(), tid, doorbell());
   }
