@@ -61,6 +61,7 @@
 // keep their count); EINTR from weft io; SignalSet.
 #include "runtime/signal.h"
 
+#include <dirent.h>
 #include <dlfcn.h>
 #include <pthread.h>
 #include <sys/mman.h>
@@ -68,6 +69,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
@@ -583,6 +585,48 @@ bool nudge() {
 // set's own mutex after it.
 void route_to_sets();
 
+// The signals no ULT accepts but some thread of the application does (its
+// kernel mask does not block them: the main thread, a pthread of its own):
+// that thread gets them, as it would without weft. One instance each per
+// call, sent with tgkill (its siginfo then says SI_TKILL from this process:
+// the kernel lets nobody forge the original, DESIGN.md "Signals"). Looks at
+// /proc/self/task: a slow path, for signals nobody in weft takes.
+void forward_to_threads() {
+  uint64_t p = g_process_pending.load(std::memory_order_acquire);
+  if (p == 0) return;
+  DIR* d = opendir("/proc/self/task");
+  if (d == nullptr) return;
+  int self_tid = sys::gettid();
+  while (p != 0) {
+    dirent* e = readdir(d);
+    if (e == nullptr) break;
+    int tid = atoi(e->d_name);
+    if (tid <= 0 || tid == self_tid) continue;
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/task/%d/status", tid);
+    FILE* f = fopen(path, "re");
+    if (f == nullptr) continue;
+    char line[256];
+    uint64_t blocked = ~uint64_t{0};
+    while (fgets(line, sizeof line, f) != nullptr)
+      if (strncmp(line, "SigBlk:", 7) == 0) blocked = strtoull(line + 7, nullptr, 16);
+    fclose(f);
+    uint64_t takes = p & ~blocked;
+    for (; takes != 0; takes &= takes - 1) {
+      int s = lowest(takes);
+      siginfo_t si;
+      {
+        Locked l(Locked::kThread, nullptr);
+        if (!(g_process_pending.load(std::memory_order_relaxed) & bit(s))) continue;
+        take_locked(s, &si);
+      }
+      sys::tgkill(sys::getpid(), tid, s);
+      p &= ~bit(s);
+    }
+  }
+  closedir(d);
+}
+
 void signal_klt_main(void*) {
   g.klt_tid.store(sys::gettid(), std::memory_order_release);
   sigset_t m;
@@ -592,6 +636,7 @@ void signal_klt_main(void*) {
   for (;;) {
     route_to_sets();
     bool again = nudge();
+    if (!again) forward_to_threads();
     uint64_t reopen = 0;
     {
       Locked l(Locked::kThread, nullptr);

@@ -476,6 +476,40 @@ TEST_F(Signals, SignalSetTurnsSignalsIntoMessages) {
   signal(SIGUSR1, SIG_DFL);
 }
 
+// A signal no ULT accepts but a thread of the application does (here a
+// pthread that unblocks it; the main thread and the ULTs block it) runs
+// that thread's handler, as without weft.
+TEST_F(Signals, ThreadThatAcceptsGetsWhatNoUltTakes) {
+  Watchdog wd(TestName(), 60);
+  weft::Runtime rt(weft::Options{.workers = 2});
+  signal(SIGUSR1, CountingHandler);
+  g_handled = 0;
+  std::atomic<bool> stop{false};
+  std::atomic<bool> ready{false};
+  std::thread t([&] {
+    sigset_t m = Only(SIGUSR1);
+    pthread_sigmask(SIG_UNBLOCK, &m, nullptr);
+    ready.store(true);
+    while (!stop.load()) std::this_thread::sleep_for(100us);
+  });
+  weft::Ult blocker = rt.spawn([&] {  // inherits main's mask: blocks SIGUSR1
+    while (!stop.load()) weft::this_ult::sleep_for(200us);
+  });
+  while (!ready.load()) std::this_thread::sleep_for(1ms);
+  for (int i = 0; i < 20; ++i) {
+    int before = g_handled.load();
+    kill(getpid(), SIGUSR1);
+    ASSERT_TRUE(WaitUntil([&] { return g_handled.load() > before; }, std::chrono::milliseconds(5000)))
+        << "signal " << i << " was not handled";
+  }
+  stop.store(true);
+  t.join();
+  EXPECT_TRUE(blocker.join().ok());
+  EXPECT_EQ(g_handled.load(), 20);
+  EXPECT_EQ(g_handler_ult.load(), 0u) << "a ULT ran the handler";
+  signal(SIGUSR1, SIG_DFL);
+}
+
 // sigwait in a ULT while 10,000 other ULTs run (yield and short sleeps on
 // two workers): woken within 1 ms of the kill, median of 100.
 TEST_F(Signals, SigwaitWakesPromptlyAmongTenThousandUlts) {
