@@ -54,11 +54,21 @@
 // glibc's own do; masks silently leave them out (as glibc's sigfillset and
 // pthread_sigmask leave out its own), so that "block everything" works.
 //
-// Not yet (issue 12 is open): SIGSEGV/SIGBUS/SIGFPE/SIGILL/SIGTRAP
-// dispositions still go to the kernel as before (overflow.cc chains);
-// per-ULT sigaltstack; signals directed at a worker's pthread_t from
-// elsewhere; ULT-directed real-time signals coalesce (process-directed ones
-// keep their count); EINTR from weft io; SignalSet.
+// Faults (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP) are weft's in the
+// kernel from the first runtime on (on_sync): the overflow report, then the
+// application's disposition on the faulting ULT.
+//
+// SignalSets own their signals: instances of those go to a separate
+// pending word (set_pending) that no ULT looks at, and the signal KLT hands
+// them to the oldest set that holds them.
+//
+// A signal that no ULT accepts but a thread of the application does (its
+// kernel mask leaves it open) is sent on to that thread
+// (forward_to_threads), with tgkill: its siginfo then says SI_TKILL.
+//
+// Not yet (issue 12 is open): per-ULT sigaltstack; signals directed at a
+// worker's pthread_t from elsewhere; ULT-directed real-time signals
+// coalesce (process-directed ones keep their count); EINTR from weft io.
 #include "runtime/signal.h"
 
 #include <dirent.h>
