@@ -765,9 +765,12 @@ void worker_kernel_mask(sigset_t* out) {
     if (open & bit(s)) sigdelset(out, s);
 }
 
+namespace {
+sys::SpinFlag g_start_lock;  // one start() at a time (reset in a forked child)
+}  // namespace
+
 bool start(const char** what) {
-  static sys::SpinFlag once;
-  std::lock_guard<sys::SpinFlag> guard(once);
+  std::lock_guard<sys::SpinFlag> guard(g_start_lock);
   if (g.started) return true;
   if (g.rt == nullptr) {
     void* p = mmap(nullptr, sizeof(RtRing) * 33, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -826,6 +829,7 @@ void note_blocked(uint64_t mask, UltDesc* self) {
 
 void after_fork_child(UltDesc* self) {
   g.lock.reset_after_fork();
+  g_start_lock.reset_after_fork();
   g_process_pending.store(0, std::memory_order_relaxed);
   if (g.rt != nullptr)
     for (int i = 0; i < 33; ++i) g.rt[i].head = g.rt[i].tail = 0;
