@@ -141,11 +141,14 @@ int glibc_sigaction(int s, const struct sigaction* a, struct sigaction* o) { ret
 
 // --- signal numbers ----------------------------------------------------------
 
-int doorbell() { return SIGRTMAX - 1; }
+// SIGRTMAX is a function call in glibc; on Linux it is always 64 (the
+// kernel's _NSIG), which start() checks.
+constexpr int kSigRtMax = 64;
+constexpr int doorbell() { return kSigRtMax - 1; }
 bool valid(int s) { return s >= 1 && s <= 64; }
 bool is_sync(int s) { return s == SIGSEGV || s == SIGBUS || s == SIGFPE || s == SIGILL || s == SIGTRAP; }
 // glibc's SIGCANCEL and SIGSETXID (__SIGRTMIN, +1) and weft's two.
-uint64_t reserved_bits() { return bit(32) | bit(33) | bit(SIGRTMAX - 1) | bit(SIGRTMAX); }
+constexpr uint64_t reserved_bits() { return bit(32) | bit(33) | bit(kSigRtMax - 1) | bit(kSigRtMax); }
 constexpr uint64_t kUnblockable = bit(SIGKILL) | bit(SIGSTOP);
 int lowest(uint64_t b) { return __builtin_ctzll(b) + 1; }
 
@@ -772,6 +775,10 @@ sys::SpinFlag g_start_lock;  // one start() at a time (reset in a forked child)
 bool start(const char** what) {
   std::lock_guard<sys::SpinFlag> guard(g_start_lock);
   if (g.started) return true;
+  if (SIGRTMAX != kSigRtMax) {
+    if (what) *what = "SIGRTMAX is not 64 in this C library";
+    return false;
+  }
   if (g.rt == nullptr) {
     void* p = mmap(nullptr, sizeof(RtRing) * 33, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) {
@@ -867,10 +874,11 @@ int ult_sigmask(UltDesc* self, int how, const sigset_t* set, sigset_t* old) {
       default: return EINVAL;
     }
     next = maskable(next);
-    note_blocked(next, self);
+    if ((next & ~cur & ~g.managed_fast.load(std::memory_order_relaxed)) != 0) note_blocked(next, self);
     if (old != nullptr) from_bits(cur, old);
     self->sig_mask.store(next, std::memory_order_relaxed);
-    if (deliverable(self)) deliver(self);  // POSIX: before the call returns
+    // POSIX: a signal this call unblocks is delivered before it returns.
+    if ((cur & ~next) != 0 && deliverable(self)) deliver(self);
     return 0;
   }
   if (old != nullptr) from_bits(cur, old);
