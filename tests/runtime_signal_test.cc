@@ -2,6 +2,7 @@
 // process-directed delivery, sigwait that parks the ULT.
 #include <pthread.h>
 #include <setjmp.h>
+#include <sys/mman.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -299,7 +300,7 @@ TEST_F(Signals, DirectedSignalAndReservedSignals) {
   signal(SIGUSR2, SIG_DFL);
 }
 
-// SIGSEGV from a null dereference in a ULT runs the application's handler
+// SIGSEGV from a store to an inaccessible page in a ULT runs the application's handler
 // on that ULT (this_ult::id inside it is the ULT's), and siglongjmp out of
 // it works, twice; SIGFPE from a division by zero likewise, on a ULT of a
 // two-worker runtime. Bad input to sigaction gets glibc's answers.
@@ -312,8 +313,15 @@ void JumpingHandler(int s, siginfo_t*, void*) {
   siglongjmp(g_jump, 1);
 }
 
-int* volatile g_null = nullptr;
-volatile int g_zero = 0;
+// Faults made so that no sanitizer sees undefined behaviour first: a store
+// to a PROT_NONE page, an idiv by zero in assembly.
+volatile int* ProtNone() {
+  static void* p = mmap(nullptr, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  return static_cast<volatile int*>(p);
+}
+void DivideByZero() {
+  __asm__ volatile("xorl %%ecx, %%ecx\n\tmovl $1, %%eax\n\tcltd\n\tidivl %%ecx" ::: "eax", "ecx", "edx", "cc");
+}
 
 TEST_F(Signals, FaultsRunTheApplicationsHandlerOnTheFaultingUlt) {
   Watchdog wd(TestName(), 60);
@@ -332,9 +340,9 @@ TEST_F(Signals, FaultsRunTheApplicationsHandlerOnTheFaultingUlt) {
         weft::this_ult::yield();
         if (sigsetjmp(g_jump, 1) == 0) {
           if (sig == SIGSEGV) {
-            *g_null = 1;
+            *ProtNone() = 1;
           } else {
-            g_zero = 10 / g_zero;
+            DivideByZero();
           }
         } else {
           jumped = true;
