@@ -1044,8 +1044,9 @@ SignalSet::SignalSet(std::initializer_list<int> signals) {
 SignalSet::~SignalSet() {
   using namespace rt::sig;
   if (state_ == nullptr) return;
+  // Nothing below parks: the caller stays on this KLT throughout.
+  rt::UltDesc* self = rt::current_ult();
   {
-    rt::UltDesc* self = rt::current_ult();
     Locked l(self != nullptr ? Locked::kUlt : Locked::kThread, self);
     State** p = &g.sets;
     while (*p != state_) p = &(*p)->next;
@@ -1060,7 +1061,6 @@ SignalSet::~SignalSet() {
   // The signal KLT may be handing this set an instance right now.
   while (g.routing.load(std::memory_order_acquire) != 0) sys::sched_yield();
   {
-    rt::UltDesc* self = rt::current_ult();
     Locked l(self != nullptr ? Locked::kUlt : Locked::kThread, self);
     for (const siginfo_t& si : state_->received) (void)record_locked(si.si_signo, &si);  // back to the process
   }
