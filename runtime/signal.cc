@@ -137,7 +137,17 @@ SigmaskFn glibc_sigmask_fn() {
   return f;
 }
 int glibc_sigmask(int how, const sigset_t* set, sigset_t* old) { return glibc_sigmask_fn()(how, set, old); }
-int glibc_sigaction(int s, const struct sigaction* a, struct sigaction* o) { return __sigaction(s, a, o); }
+using SigactionFn = int (*)(int, const struct sigaction*, struct sigaction*);
+int glibc_sigaction(int s, const struct sigaction* a, struct sigaction* o) {
+#if defined(__SANITIZE_THREAD__)
+  // ThreadSanitizer must see weft's handlers: it defers every handler to a
+  // point where its runtime is consistent, and one it does not know about
+  // can interrupt it anywhere (a hang in the process-signal test).
+  static SigactionFn tsan = reinterpret_cast<SigactionFn>(dlsym(RTLD_DEFAULT, "__interceptor_sigaction"));
+  if (tsan != nullptr) return tsan(s, a, o);
+#endif
+  return __sigaction(s, a, o);
+}
 
 // --- signal numbers ----------------------------------------------------------
 
