@@ -361,9 +361,7 @@ void Worker::init_thread_state() {
 __attribute__((always_inline)) inline UltDesc* Worker::pick_local(bool for_yield) {
   // Serve the scheduler loop regularly, and always when this worker must
   // not run ordinary work (bound, retired) or has ULTs that must run here.
-  if (--core_.until_loop <= 0 || is_bound || !active() || inbox_count.load(std::memory_order_relaxed) != 0 ||
-      poller->needs_poll())
-    return nullptr;
+  if (--core_.until_loop <= 0 || is_bound || loop_work_waiting()) return nullptr;
   if (run_next.load(std::memory_order_relaxed) != nullptr) {
     UltDesc* u = run_next.exchange(nullptr, std::memory_order_acquire);
     if (u != nullptr) return u;
@@ -378,12 +376,8 @@ __attribute__((always_inline)) inline UltDesc* Worker::pick_local(bool for_yield
 
 bool Worker::loop_owed() {
   if (is_bound) return false;  // its one ULT is the caller
-  if (!active()) return true;
-  if (inbox_count.load(std::memory_order_relaxed) != 0 || run_next.load(std::memory_order_relaxed) != nullptr ||
-      !deque.owner_empty() || !core_.yield_queue.empty() || sched->global_count.load(std::memory_order_relaxed) != 0 ||
-      poller->needs_poll())
-    return true;
-  return !core_.timers.empty() && core_.timers.earliest() <= monotonic_ns();
+  return loop_work_waiting() || run_next.load(std::memory_order_relaxed) != nullptr || !deque.owner_empty() ||
+         !core_.yield_queue.empty() || sched->global_count.load(std::memory_order_relaxed) != 0 || timer_due();
 }
 
 void yield_current(UltDesc* self) {
@@ -406,10 +400,8 @@ void yield_current(UltDesc* self) {
   if (next == nullptr) {
     // Nothing local. If the scheduler loop has work for us (global queue,
     // inbox, timers) go through it; otherwise keep running.
-    bool loop_has_work = w->core().until_loop <= 0 || w->is_bound || !w->active() ||
-                         w->inbox_count.load(std::memory_order_relaxed) != 0 ||
-                         w->sched->global_count.load(std::memory_order_relaxed) != 0 ||
-                         w->poller->needs_poll();
+    bool loop_has_work = w->core().until_loop <= 0 || w->is_bound || w->loop_work_waiting() ||
+                         w->sched->global_count.load(std::memory_order_relaxed) != 0;
     if (!loop_has_work) return;
   }
   switch_from(self, next, SwitchAction::kRequeue);
@@ -891,7 +883,7 @@ UltDesc* Worker::find_runnable_inner() {
     full_fence();
     bool work = inbox_count.load(std::memory_order_acquire) != 0 || stop.load(std::memory_order_acquire) ||
                 timer_inbox_nonempty.load(std::memory_order_acquire);
-    if (!work && !core_.timers.empty() && core_.timers.earliest() <= monotonic_ns()) work = true;
+    if (!work && timer_due()) work = true;
     if (!work && act) {
       work = s->global_count.load(std::memory_order_acquire) != 0;
       int nact = s->active.load(std::memory_order_relaxed);

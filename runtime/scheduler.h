@@ -199,6 +199,14 @@ struct alignas(64) Worker {
   UltDesc* find_runnable_inner();
   void stop_spinning();
   UltDesc* pick_local(bool for_yield);
+  // Work that only this worker's scheduler loop does: it is retired (hand
+  // its queues over), ULTs that must run here wait in the inbox, or io
+  // completions wait to be reaped. (pick_local, yield_current, loop_owed.)
+  bool loop_work_waiting() const {
+    return !active() || inbox_count.load(std::memory_order_relaxed) != 0 || poller->needs_poll();
+  }
+  // Owner only: a timer of this worker's heap is due.
+  bool timer_due() { return !core_.timers.empty() && core_.timers.earliest() <= monotonic_ns(); }
   // Owner only: whether the ULT running here should let the scheduler loop
   // run before it goes on (the end of a blocking region, blocking.cc):
   // the worker is retired, other ULTs wait (its queues, inbox, the global
