@@ -678,6 +678,15 @@ void signal_klt_main(void*) {
     }
     if (g.rt_full != 0) again = true;  // look at the rings again soon
     if (g.wake.exchange(0, std::memory_order_acq_rel) != 0) continue;
+#if defined(__SANITIZE_THREAD__)
+    // ThreadSanitizer runs a handler that interrupts a thread outside its
+    // interceptors only when the thread next passes one, and the futex wait
+    // is raw (restarted after the handler): wait at most 1 ms, then pass an
+    // intercepted blocking call, where the deferred on_signal runs.
+    again = true;
+    usleep(0);
+    if (g.wake.exchange(0, std::memory_order_acq_rel) != 0) continue;
+#endif
     if (again) {
       timespec ms{0, 1000 * 1000};
       sys::futex_wait_for(&g.wake, 0, &ms);

@@ -15,6 +15,7 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/sanitizers.h"
 #include "tests/test_util.h"
 #include "tests/watchdog.h"
 #include "weft/runtime.h"
@@ -253,6 +254,13 @@ TEST_F(Signals, SigwaitParksTheUltAndRtSignalsKeepOrderAndValues) {
     EXPECT_EQ(sig, SIGUSR1);
     sender.join();
     // Real-time: 200 values, in order.
+    if (kUnderTsan) {
+      // ThreadSanitizer runs a handler that lands outside its interceptors
+      // later, from one slot per signal number: further instances queued
+      // meanwhile are dropped before weft's handler sees them.
+      printf("real-time counts not checked under TSan (it keeps one deferred instance per signal)\n");
+      return;
+    }
     int rts = SIGRTMIN + 1;
     sigset_t rm = Only(rts);
     pthread_sigmask(SIG_BLOCK, &rm, nullptr);
@@ -402,6 +410,8 @@ TEST_F(Signals, BadInputGetsGlibcsAnswers) {
 // weft's per-signal ring holds: the signal KLT leaves the rest with the
 // kernel) arrive in order, each with its value.
 TEST_F(Signals, ThousandRealTimeSignalsInOrder) {
+  WEFT_SKIP_UNDER_TSAN("TSan runs a handler that lands outside its interceptors later, from one slot per "
+                       "signal number, and drops the further queued instances before weft's handler runs");
   Watchdog wd(TestName(), 60);
   weft::Runtime rt(weft::Options{.workers = 2});
   int rts = SIGRTMIN;
@@ -521,6 +531,8 @@ TEST_F(Signals, ThreadThatAcceptsGetsWhatNoUltTakes) {
 // sigwait in a ULT while 10,000 other ULTs run (yield and short sleeps on
 // two workers): woken within 1 ms of the kill, median of 100.
 TEST_F(Signals, SigwaitWakesPromptlyAmongTenThousandUlts) {
+  WEFT_SKIP_UNDER_TSAN("TSan counts each ULT's fiber as a thread and dies past 8,128 of them; the bound is "
+                       "a timing claim besides");
   Watchdog wd(TestName(), 120);
   weft::Runtime rt(weft::Options{.workers = 2});
   std::atomic<bool> stop{false};
