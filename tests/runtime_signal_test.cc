@@ -1,12 +1,15 @@
 // Signals on ULTs (issue 12, in progress): per-ULT masks, ULT-directed and
 // process-directed delivery, sigwait that parks the ULT.
+#include <dlfcn.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <atomic>
 #include <chrono>
 #include <set>
@@ -18,6 +21,7 @@
 #include "tests/sanitizers.h"
 #include "tests/test_util.h"
 #include "tests/watchdog.h"
+#include "weft/io.h"
 #include "weft/runtime.h"
 #include "weft/signal.h"
 #include "weft/sync.h"
@@ -31,6 +35,12 @@ sigset_t Only(int s) {
   sigemptyset(&m);
   sigaddset(&m, s);
   return m;
+}
+
+bool IsPending(int s) {
+  sigset_t p;
+  sigpending(&p);
+  return sigismember(&p, s) == 1;
 }
 
 // ULTs spawned from the main thread inherit its mask (the fixture blocks
@@ -66,6 +76,41 @@ std::atomic<uint64_t> g_handler_ult{0};
 void CountingHandler(int) {
   g_handled.fetch_add(1);
   g_handler_ult.store(weft::this_ult::id().value());
+}
+
+// The calls a ULT makes reach weft's versions, whichever way weft is linked
+// (this file is built once against the static library, once against
+// libweft.so: runtime_signal_shared): the symbol the program binds is
+// weft's, not libc's.
+TEST_F(Signals, InterposedCallsAreWefts) {
+  Dl_info libc{};
+  ASSERT_NE(dladdr(reinterpret_cast<void*>(&getpid), &libc), 0);
+  for (const char* name : {"pthread_sigmask", "sigprocmask", "sigpending", "sigaction", "signal", "raise",
+                           "pthread_kill", "sigwait", "sigwaitinfo", "sigtimedwait", "sigsuspend", "pause"}) {
+    void* f = dlsym(RTLD_DEFAULT, name);
+    ASSERT_NE(f, nullptr) << name;
+    Dl_info in{};
+    ASSERT_NE(dladdr(f, &in), 0) << name;
+    EXPECT_STRNE(in.dli_fname, libc.dli_fname) << name << " binds to libc";
+#if WEFT_TEST_SHARED_LIBRARY
+    EXPECT_NE(strstr(in.dli_fname, "libweft.so"), nullptr) << name << " binds to " << in.dli_fname;
+#endif
+  }
+  // And a ULT's mask change stays in the ULT (the interposed call is used).
+  weft::Runtime rt(weft::Options{.workers = 1});
+  auto r = rt.block_on([] {
+    UnblockAll();
+    sigset_t m = Only(SIGUSR2);
+    EXPECT_EQ(pthread_sigmask(SIG_BLOCK, &m, nullptr), 0);
+    EXPECT_TRUE(Blocks(SIGUSR2));
+    sigset_t kernel;
+    EXPECT_EQ(syscall(SYS_rt_sigprocmask, SIG_BLOCK, nullptr, &kernel, 8), 0);
+    EXPECT_EQ(sigismember(&kernel, SIGUSR1), 1) << "a worker keeps async signals blocked in the kernel";
+    EXPECT_EQ(sigismember(&kernel, SIGUSR2), 1);
+    UnblockAll();
+    EXPECT_FALSE(Blocks(SIGUSR2)) << "the ULT's mask, not the kernel's";
+  });
+  ASSERT_TRUE(r.ok());
 }
 
 // A ULT's mask is its own: it survives migration (many yields on two
@@ -213,12 +258,120 @@ TEST_F(Signals, NobodyAcceptsThenOneUnblocks) {
     sigset_t m = Only(SIGUSR2);
     pthread_sigmask(SIG_BLOCK, &m, nullptr);
     kill(getpid(), SIGUSR2);
-    weft::this_ult::sleep_for(20ms);
-    EXPECT_EQ(g_handled.load(), 0);
+    // Pending for the process once weft has it (the kernel hands it to the
+    // signal KLT asynchronously): then it must stay unhandled.
+    ASSERT_TRUE(WaitUntil([&] { return IsPending(SIGUSR2); })) << "the signal never became pending";
+    weft::this_ult::yield();
+    EXPECT_EQ(g_handled.load(), 0) << "handled although every ULT blocks it";
+    EXPECT_TRUE(IsPending(SIGUSR2));
     pthread_sigmask(SIG_UNBLOCK, &m, nullptr);
     EXPECT_EQ(g_handled.load(), 1);
+    EXPECT_FALSE(IsPending(SIGUSR2));
   });
   ASSERT_TRUE(r.ok());
+  signal(SIGUSR2, SIG_DFL);
+}
+
+uint64_t Parks(const weft::Runtime& rt) {
+  uint64_t n = 0;
+  for (const weft::WorkerStats& w : rt.stats().workers) n += w.parks;
+  return n;
+}
+
+// The delivery cases of a process-directed signal, each with the only ULT
+// that accepts it in a known state (case 4, nobody accepts, is the test
+// above):
+//  1. running: it spins without yielding and can only stop once the
+//     handler has run on it, in the middle of its loop;
+//  2. runnable: one worker, held by a ULT that blocks the signal and waits
+//     until weft has the signal pending before it yields; the acceptor's
+//     handler has run before its own code continues after that yield;
+//  3. parked in weft io: the handler runs on it while the read waits, and
+//     the read then resumes (SA_RESTART) and returns what is written later.
+TEST_F(Signals, DeliveryToARunningARunnableAndAParkedUlt) {
+  Watchdog wd(TestName(), 60);
+  struct sigaction sa {};
+  sa.sa_handler = CountingHandler;
+  sa.sa_flags = SA_RESTART;
+  ASSERT_EQ(sigaction(SIGUSR2, &sa, nullptr), 0);
+  {  // 1. running
+    weft::Runtime rt(weft::Options{.workers = 2});
+    g_handled = 0;
+    std::atomic<uint64_t> id{0};
+    std::atomic<bool> interrupted{false};
+    weft::Ult r = rt.spawn([&] {
+      UnblockAll();
+      id.store(weft::this_ult::id().value());
+      auto end = std::chrono::steady_clock::now() + 10s;
+      while (std::chrono::steady_clock::now() < end) {
+        if (g_handled.load() != 0) {
+          interrupted.store(true);
+          break;
+        }
+      }
+    });
+    ASSERT_TRUE(WaitUntil([&] { return id.load() != 0; }));
+    kill(getpid(), SIGUSR2);
+    EXPECT_TRUE(r.join().ok());
+    EXPECT_TRUE(interrupted.load()) << "case 1: the running ULT was not interrupted within 10 s";
+    EXPECT_EQ(g_handled.load(), 1);
+    EXPECT_EQ(g_handler_ult.load(), id.load());
+  }
+  {  // 2. runnable
+    weft::Runtime rt(weft::Options{.workers = 1});
+    g_handled = 0;
+    std::atomic<uint64_t> id{0};
+    std::atomic<bool> recorded{false};
+    std::atomic<int> seen_after_yield{-1};
+    weft::Ult a = rt.spawn([&] {
+      UnblockAll();
+      id.store(weft::this_ult::id().value());
+      while (!recorded.load()) weft::this_ult::yield();
+      // First time here since the signal became pending: its handler ran
+      // when this ULT was switched in, before this line.
+      seen_after_yield.store(g_handled.load());
+    });
+    weft::Ult b = rt.spawn([&] {  // blocks SIGUSR2 (inherited from the main thread)
+      while (id.load() == 0) weft::this_ult::yield();
+      kill(getpid(), SIGUSR2);
+      auto end = std::chrono::steady_clock::now() + 10s;
+      while (!IsPending(SIGUSR2) && std::chrono::steady_clock::now() < end) {
+      }
+      EXPECT_TRUE(IsPending(SIGUSR2)) << "case 2: the signal never became pending";
+      EXPECT_EQ(g_handled.load(), 0) << "case 2: handled while its only acceptor could not run";
+      recorded.store(true);
+    });
+    EXPECT_TRUE(b.join().ok());
+    EXPECT_TRUE(a.join().ok());
+    EXPECT_EQ(seen_after_yield.load(), 1) << "case 2: the runnable ULT ran on without taking the signal";
+    EXPECT_EQ(g_handler_ult.load(), id.load());
+  }
+  {  // 3. parked in weft::io::read
+    weft::Runtime rt(weft::Options{.workers = 2});
+    g_handled = 0;
+    int fds[2];
+    ASSERT_EQ(pipe(fds), 0);
+    std::atomic<uint64_t> id{0};
+    std::atomic<int64_t> got{0};
+    char c = 0;
+    uint64_t parks_before = Parks(rt);  // nothing else runs in this runtime
+    weft::Ult p = rt.spawn([&] {
+      UnblockAll();
+      id.store(weft::this_ult::id().value());
+      got.store(weft::io::read(fds[0], &c, 1));
+    });
+    ASSERT_TRUE(WaitUntil([&] { return Parks(rt) > parks_before; })) << "the reader never parked";
+    kill(getpid(), SIGUSR2);
+    EXPECT_TRUE(WaitUntil([&] { return g_handled.load() == 1; })) << "case 3: the parked ULT never took the signal";
+    EXPECT_EQ(g_handler_ult.load(), id.load());
+    EXPECT_EQ(got.load(), 0) << "the read ended on the signal instead of resuming (SA_RESTART)";
+    ASSERT_EQ(write(fds[1], "x", 1), 1);
+    EXPECT_TRUE(p.join().ok());
+    EXPECT_EQ(got.load(), 1);
+    EXPECT_EQ(c, 'x');
+    close(fds[0]);
+    close(fds[1]);
+  }
   signal(SIGUSR2, SIG_DFL);
 }
 
