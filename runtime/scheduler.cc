@@ -225,7 +225,7 @@ __attribute__((always_inline)) inline void switch_from(UltDesc* self, UltDesc* n
   save_thread_state(self, w);
   sys::Context* to;
   if (next != nullptr) {
-    next->worker.store(w, std::memory_order_relaxed);
+    next->worker.store(w, std::memory_order_release);  // release: readers off the worker (signal.cc) then see *w
     w->current.store(next, std::memory_order_relaxed);
     bump(w->switches);
     to = &next->ctx;
@@ -556,7 +556,7 @@ void exit_current(UltDesc* self) {
   if (next == nullptr) next = w->pick_local(false);
   if (w->core().notify_deferred) s->settle_deferred_notify(w);
   if (next != nullptr) {
-    next->worker.store(w, std::memory_order_relaxed);
+    next->worker.store(w, std::memory_order_release);
     w->current.store(next, std::memory_order_relaxed);
     bump(w->switches);
     sys::context_exit_to(&self->ctx, &next->ctx,
@@ -941,7 +941,7 @@ void Worker::loop() {
     if (u == nullptr) break;
     WEFT_DCHECK(u->home == nullptr || u->home == this, "ULT %u runs off its home worker", u->index);
     if (core_.notify_deferred) sched->settle_deferred_notify(this);
-    u->worker.store(this, std::memory_order_relaxed);
+    u->worker.store(this, std::memory_order_release);  // see switch_from
     current.store(u, std::memory_order_relaxed);
     ++core_.tick;
     core_.until_loop = kGlobalEvery;

@@ -580,7 +580,7 @@ bool nudge() {
     if (st == ult_state::kExited) continue;
     uint64_t accepts = (p & ~u->sig_mask.load(std::memory_order_relaxed)) | (p & u->sig_waiting.load(std::memory_order_relaxed));
     if (accepts == 0) continue;
-    Worker* w = u->worker.load(std::memory_order_relaxed);
+    Worker* w = u->worker.load(std::memory_order_acquire);
     if (st == ult_state::kParked) {
       if (parked == nullptr) parked = u;
     } else if (w != nullptr && w->current.load(std::memory_order_relaxed) == u) {
@@ -590,7 +590,7 @@ bool nudge() {
     }
   }
   if (running != nullptr) {
-    Worker* w = running->worker.load(std::memory_order_relaxed);
+    Worker* w = running->worker.load(std::memory_order_acquire);
     int tid = w != nullptr ? w->tid.load(std::memory_order_relaxed) : 0;
     if (tid != 0) sys::tgkill(sys::getpid(), tid, doorbell());
     return true;
@@ -994,7 +994,7 @@ void send_to_ult(UltDesc* u, int s) {
     return;
   }
   uint32_t st = u->state.load(std::memory_order_acquire) & ult_state::kStateMask;
-  Worker* w = u->worker.load(std::memory_order_relaxed);
+  Worker* w = u->worker.load(std::memory_order_acquire);
   if (st == ult_state::kParked) {
     if ((bit(s) & ~u->sig_mask.load(std::memory_order_relaxed)) || (bit(s) & u->sig_waiting.load(std::memory_order_relaxed)))
       unpark_urgent(u);
