@@ -414,6 +414,7 @@ void act(UltDesc* self, int s, siginfo_t* si) {
   memset(&uc, 0, sizeof uc);
   from_bits(old, &uc.uc_sigmask);
   ++self->sig_handled;
+  if (!(a.sa_flags & SA_RESTART)) ++self->sig_no_restart;
   if (a.sa_flags & SA_SIGINFO) {
     a.sa_sigaction(s, si, &uc);
   } else {
@@ -1006,6 +1007,21 @@ void send_to_ult(UltDesc* u, int s) {
 }  // namespace
 
 }  // namespace weft::rt::sig
+
+namespace weft::rt {
+
+// Both counters are written only by the ULT itself (act(), on its stack),
+// and read here by the ULT itself: plain reads.
+uint64_t handler_mark(const UltDesc* self) {
+  return (static_cast<uint64_t>(self->sig_no_restart) << 32) | self->sig_handled;
+}
+
+bool handler_interrupts(const UltDesc* self, uint64_t mark, bool restartable) {
+  if (restartable) return self->sig_no_restart != static_cast<uint32_t>(mark >> 32);
+  return self->sig_handled != static_cast<uint32_t>(mark);
+}
+
+}  // namespace weft::rt
 
 // --- public API (weft/signal.h) ---------------------------------------------------
 

@@ -187,6 +187,9 @@ struct alignas(64) UltDesc {
   // Handlers run on this ULT so far (sigsuspend and pause return EINTR once
   // one ran).
   uint32_t sig_handled = 0;
+  // Of those, the ones installed without SA_RESTART (weft io then ends an
+  // interrupted call with EINTR: park.h, handler_interrupts).
+  uint32_t sig_no_restart = 0;
 
   // --- ULT-local storage -------------------------------------------------------
   LocalSlot* locals = nullptr;     // malloc'd array, or null
