@@ -1,6 +1,6 @@
 // runtime/signal.cc — POSIX signals on ULTs: per-ULT masks, delivery to
-// one ULT that accepts, sigwait that parks (issue 12). WORK IN PROGRESS on
-// the `signals` branch: see "Not yet" at the end of this comment.
+// one ULT that accepts, sigwait that parks (issue 12). What is not kept is
+// listed at the end of this comment.
 //
 // The picture (DESIGN.md "Signals", the Solaris 2.5 variant: a signal KLT
 // receives what the workers never see):
@@ -25,7 +25,9 @@
 //    take it: a running ULT gets a doorbell (a directed signal to its KLT;
 //    the doorbell handler runs the handler on the ULT's stack, case 1/3),
 //    a runnable one takes it when it next runs (case 2), a parked one is
-//    woken to take it (its wait then goes on or, for sigsuspend, ends).
+//    woken to take it (its wait then goes on or ends: sigsuspend ends,
+//    weft io ends with EINTR as the system call would, park.h
+//    handler_interrupts, counted per ULT in sig_handled/sig_no_restart).
 //    When none accepts, the signal stays in the table (case 4) until a ULT
 //    unblocks it (a mask change delivers before it returns) or waits for it.
 //  - On a foreign thread that does not block it, the signal is that
@@ -66,9 +68,19 @@
 // kernel mask leaves it open) is sent on to that thread
 // (forward_to_threads), with tgkill: its siginfo then says SI_TKILL.
 //
-// Not yet (issue 12 is open): per-ULT sigaltstack; signals directed at a
-// worker's pthread_t from elsewhere; ULT-directed real-time signals
-// coalesce (process-directed ones keep their count); EINTR from weft io.
+// ThreadSanitizer (the sanitizer build): it runs a handler that lands
+// outside its interceptors only when the thread next passes one, so the
+// signal KLT's wait is bounded there (signal_klt_main), as are foreign
+// threads' untimed futex waits (sys/futex.cc); it keeps one deferred
+// instance per signal number, so queued real-time counts are not kept
+// under TSan.
+//
+// Not kept (runtime.h, "Signals"): per-ULT sigaltstack; signals directed
+// at a worker's pthread_t from elsewhere (they stay blocked on that KLT);
+// ULT-directed real-time signals coalesce (process-directed ones keep their
+// count); siglongjmp out of a handler leaves the ULT's mask as the handler
+// had it; a forked child that migrates before exec execs with the worker
+// mask.
 #include "runtime/signal.h"
 
 #include <dirent.h>

@@ -1,4 +1,4 @@
-// Signals on ULTs (issue 12, in progress): per-ULT masks, ULT-directed and
+// Signals on ULTs (issue 12): per-ULT masks, ULT-directed and
 // process-directed delivery, sigwait that parks the ULT.
 #include <dlfcn.h>
 #include <pthread.h>
