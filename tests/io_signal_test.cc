@@ -100,7 +100,12 @@ int64_t InterruptedRead(weft::Runtime& rt, int fd, io::Deadline d, Send send) {
   send(weft::UltId::FromValue(id.load()));
   EXPECT_TRUE(WaitUntil([&] { return g_handled.load() == 1; })) << "the handler never ran";
   EXPECT_EQ(g_handler_ult.load(), id.load()) << "the handler ran elsewhere than on the reader";
-  return WaitUntil([&] { return got.load() != 1000; }, 2000ms) ? (r.join(), got.load()) : (r.detach(), 1000);
+  if (!WaitUntil([&] { return got.load() != 1000; }, 2000ms)) {
+    EXPECT_TRUE(r.detach().ok());  // still waiting: the caller writes a byte to let it go
+    return 1000;
+  }
+  EXPECT_TRUE(r.join().ok());
+  return got.load();
 }
 
 TEST_F(IoSignal, ReadEndsWithEintrWithoutSaRestart) {
@@ -109,7 +114,9 @@ TEST_F(IoSignal, ReadEndsWithEintrWithoutSaRestart) {
   Install(0);
   int64_t r = InterruptedRead(rt, fds_[0], {}, [](weft::UltId u) { ASSERT_TRUE(weft::signal(u, SIGUSR1).ok()); });
   EXPECT_EQ(r, -EINTR) << "1000: the read went on waiting";
-  if (r == 1000) ASSERT_EQ(write(fds_[1], "y", 1), 1);  // let the stuck reader go
+  if (r == 1000) {
+    ASSERT_EQ(write(fds_[1], "y", 1), 1);  // let the stuck reader go
+  }
   // Nothing was consumed: the next byte is read as usual.
   ASSERT_EQ(write(fds_[1], "x", 1), 1);
   char c = 0;
@@ -125,7 +132,9 @@ TEST_F(IoSignal, ReadWithDeadlineEndsWithEintrOnAProcessSignal) {
   Install(0);
   int64_t r = InterruptedRead(rt, fds_[0], io::Deadline::in(30s), [](weft::UltId) { kill(getpid(), SIGUSR1); });
   EXPECT_EQ(r, -EINTR);
-  if (r == 1000) ASSERT_EQ(write(fds_[1], "y", 1), 1);
+  if (r == 1000) {
+    ASSERT_EQ(write(fds_[1], "y", 1), 1);
+  }
 }
 
 TEST_F(IoSignal, ReadGoesOnWithSaRestart) {
@@ -159,7 +168,9 @@ TEST_F(IoSignal, PollEndsWithEintrEvenWithSaRestart) {
   ASSERT_TRUE(WaitUntil([&] { return Parks(rt) > parks; }));
   ASSERT_TRUE(weft::signal(weft::UltId::FromValue(id.load()), SIGUSR1).ok());
   bool ended = WaitUntil([&] { return got.load() != 1000; }, 5000ms);
-  if (!ended) ASSERT_EQ(write(fds_[1], "y", 1), 1);
+  if (!ended) {
+    ASSERT_EQ(write(fds_[1], "y", 1), 1);
+  }
   EXPECT_TRUE(p.join().ok());
   EXPECT_TRUE(ended) << "poll went on waiting after the handler";
   EXPECT_EQ(got.load(), ended ? -EINTR : POLLIN);
@@ -188,7 +199,9 @@ TEST_F(IoSignal, AcceptEndsWithEintrAndTheListenerStillWorks) {
   ASSERT_TRUE(weft::signal(weft::UltId::FromValue(id.load()), SIGUSR1).ok());
   bool ended = WaitUntil([&] { return got.load() != 1000; }, 5000ms);
   int c1 = -1;
-  if (!ended) ASSERT_TRUE(rt.block_on([&] { c1 = io::connect_tcp("127.0.0.1", static_cast<uint16_t>(port)); }).ok());
+  if (!ended) {
+    ASSERT_TRUE(rt.block_on([&] { c1 = io::connect_tcp("127.0.0.1", static_cast<uint16_t>(port)); }).ok());
+  }
   EXPECT_TRUE(a.join().ok());
   EXPECT_TRUE(ended) << "accept went on waiting after the handler";
   EXPECT_EQ(got.load(), ended ? -EINTR : got.load());
