@@ -93,7 +93,10 @@ TEST_F(Signals, InterposedCallsAreWefts) {
     ASSERT_NE(dladdr(f, &in), 0) << name;
     EXPECT_STRNE(in.dli_fname, libc.dli_fname) << name << " binds to libc";
 #if WEFT_TEST_SHARED_LIBRARY
-    EXPECT_NE(strstr(in.dli_fname, "libweft.so"), nullptr) << name << " binds to " << in.dli_fname;
+    // Under ASan the sanitizer's interceptor binds first and calls the next
+    // definition, libweft.so's (the behaviour below shows it is reached).
+    bool sanitizer = kUnderAsan && strstr(in.dli_fname, "libasan") != nullptr;
+    EXPECT_TRUE(strstr(in.dli_fname, "libweft.so") != nullptr || sanitizer) << name << " binds to " << in.dli_fname;
 #endif
   }
   // And a ULT's mask change stays in the ULT (the interposed call is used).
