@@ -130,8 +130,10 @@ void UringEngine::handle(const io_uring_cqe* cqe) {
       if ((ud & kTagMask) == kTagOp) {
         c->res = cqe->res;
       } else if ((ud & kTagMask) == kTagInterrupt) {
-        // The cancel's own CQE (0, -ENOENT: the op had finished, -EALREADY:
-        // running in io-wq, interrupted there): only counted.
+        // The cancel's own CQE: 0 (it cancelled the op), -EALREADY (running
+        // in io-wq, interrupted there: the op ends with -EINTR or its own
+        // result) or -ENOENT (the op had finished).
+        c->interrupt_hit = cqe->res == 0 || cqe->res == -EALREADY;
       } else if (cqe->res != -ECANCELED) {
         // A linked timeout that fired (-ECANCELED: the op finished first and
         // cancelled it): -ETIME when it cancelled the op; -EALREADY or
@@ -156,6 +158,8 @@ void UringEngine::handle(const io_uring_cqe* cqe) {
     case kTagCancelHere:
       reinterpret_cast<CancelHere*>(ud & ~kTagMask)->done = true;
       return;
+    default:
+      WEFT_DCHECK(false, "a CQE with an unknown tag: user_data %llx", static_cast<unsigned long long>(ud));
   }
 }
 

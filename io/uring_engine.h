@@ -22,7 +22,8 @@
 // with a deadline has two CQEs: the op's and its linked timeout's) unparks
 // the ULT — queued in completion order on this worker (scheduler.cc,
 // make_runnable from the scheduler loop). So the ULT never resumes before
-// its operation's final CQE, and only then can it be stolen.
+// its operation's final CQE, and only then can it be stolen (or, woken to
+// take a signal, it runs its handler and parks again until that CQE).
 //
 // Cancelling (io::close, close.cc "Closing"): requests posted by other
 // threads are turned into IORING_OP_ASYNC_CANCEL SQEs at the next
@@ -79,6 +80,7 @@ struct alignas(8) Completion {
   bool timed_out = false;         // its linked timeout fired
   __kernel_timespec ts{};         // the deadline (read by the kernel at submission)
   UringEngine* engine = nullptr;  // the engine it was submitted on (for an interrupt)
+  bool interrupt_hit = false;     // the interrupt's cancel found the op (its CQE said 0)
 };
 
 class UringEngine final : public Engine {

@@ -5,6 +5,8 @@
 // uring_engine.h). The engine is used only before the ULT parks: once
 // parked, it may resume on any worker, and its Completion (on its own
 // stack) is all the ring's owner touches.
+#include <sys/stat.h>
+
 #include <cerrno>
 #include <cstring>
 
@@ -25,6 +27,15 @@ namespace {
 UringEngine* engine(const Route& r) {
   WEFT_DCHECK(r.engine != nullptr && r.engine->kind() == UringEngine::kKind, "io_uring backend without its engine");
   return static_cast<UringEngine*>(r.engine);
+}
+
+// Regular files, block devices and directories: a read or write there is
+// not a slow-device call, and a signal does not interrupt it (signal(7)).
+// A system call, made only when a handler would interrupt the operation.
+bool on_disk(int fd) {
+  struct stat st {};
+  if (sys(SYS_fstat, fd, arg(&st)) < 0) return false;
+  return S_ISREG(st.st_mode) || S_ISBLK(st.st_mode) || S_ISDIR(st.st_mode);
 }
 
 // Submits one operation (plus a linked timeout for a deadline) on the
@@ -57,11 +68,13 @@ int64_t uring_op(UringEngine* e, rt::UltDesc* self, int fd, Deadline d, Interrup
   uint64_t mark = in == Interrupt::kNever ? 0 : rt::handler_mark(self);
   bool interrupted = false;
   while (c.remaining.load(std::memory_order_acquire) != 0) {
-    rt::park_current(self);
-    // A signal handler that ran on this ULT while it waited ends the
-    // operation as it would end the system call (park.h): cancel it on
-    // its engine (Completion's comment has the protocol).
-    if (in != Interrupt::kNever && !interrupted && rt::handler_interrupts(self, mark, in == Interrupt::kUnlessRestart)) {
+    // A signal handler that ran on this ULT since the submission ends the
+    // operation as it would end the system call (park.h): cancel it on its
+    // engine (Completion's comment has the protocol). Checked before every
+    // park: a handler run by a doorbell just before the park leaves a wake
+    // permit (signal.cc, leave_permit), so the park returns and we get here.
+    if (in != Interrupt::kNever && !interrupted &&
+        rt::handler_interrupts(self, mark, in == Interrupt::kUnlessRestart) && !on_disk(fd)) {
       int n = c.remaining.load(std::memory_order_acquire);
       while (n != 0 && !c.remaining.compare_exchange_weak(n, n + 1, std::memory_order_acq_rel)) {
       }
@@ -69,6 +82,7 @@ int64_t uring_op(UringEngine* e, rt::UltDesc* self, int fd, Deadline d, Interrup
       interrupted = true;
       e->post_op_cancel(&c);
     }
+    rt::park_current(self);
   }
   // The linked timeout cancelled the operation: -ECANCELED, or -EINTR when
   // the kernel had handed it to an io-wq worker (a send waiting for buffer
@@ -77,7 +91,7 @@ int64_t uring_op(UringEngine* e, rt::UltDesc* self, int fd, Deadline d, Interrup
   if (c.timed_out && (c.res == -ECANCELED || c.res == -EINTR)) return -ETIMEDOUT;
   // Interrupted: what the operation did before the cancel stands (bytes
   // moved, a connection accepted); if it did nothing, EINTR.
-  if (interrupted && (c.res == -ECANCELED || c.res == -EINTR)) return -EINTR;
+  if (interrupted && c.interrupt_hit && (c.res == -ECANCELED || c.res == -EINTR)) return -EINTR;
   return c.res;
 }
 

@@ -425,8 +425,8 @@ void act(UltDesc* self, int s, siginfo_t* si) {
   ucontext_t uc;
   memset(&uc, 0, sizeof uc);
   from_bits(old, &uc.uc_sigmask);
-  ++self->sig_handled;
-  if (!(a.sa_flags & SA_RESTART)) ++self->sig_no_restart;
+  self->sig_handled.fetch_add(1, std::memory_order_relaxed);
+  if (!(a.sa_flags & SA_RESTART)) self->sig_no_restart.fetch_add(1, std::memory_order_relaxed);
   if (a.sa_flags & SA_SIGINFO) {
     a.sa_sigaction(s, si, &uc);
   } else {
@@ -450,6 +450,21 @@ bool on_ult_stack(const UltDesc* u, const void* uctx) {
   return sp >= static_cast<const char*>(u->stack.lo()) && sp < static_cast<const char*>(u->stack.hi());
 }
 
+// After a handler ran on u in a doorbell handler: u's code may be between
+// a wait's last check and its park (a weft io wait that a handler ends,
+// park.h handler_interrupts), and nothing else would wake it. A wake permit
+// makes that park return at once, so the wait sees the handler; elsewhere it
+// is one spurious return, which every park allows. Lock-free (a CAS on the
+// state word): u runs on this KLT, so its state is kLive or kParking.
+void leave_permit(UltDesc* u) {
+  uint32_t s = u->state.load(std::memory_order_acquire);
+  for (;;) {
+    uint32_t st = s & ult_state::kStateMask;
+    if ((s & ult_state::kWake) || (st != ult_state::kLive && st != ult_state::kParking)) return;
+    if (u->state.compare_exchange_weak(s, s | ult_state::kWake, std::memory_order_acq_rel)) return;
+  }
+}
+
 // In a handler on a worker: runs the deliverable signals of the ULT it
 // interrupted, if that is safe (on the ULT's stack, outside the table
 // lock); else they wait for its next safe point.
@@ -459,7 +474,9 @@ void deliver_in_handler(Worker* w, void* uctx) {
   // The handlers run with the interrupted mask (the worker's constant one):
   // faults inside them are taken, doorbells can nest.
   glibc_sigmask(SIG_SETMASK, &static_cast<ucontext_t*>(uctx)->uc_sigmask, nullptr);
+  uint32_t before = u->sig_handled.load(std::memory_order_relaxed);
   deliver(u);
+  if (u->sig_handled.load(std::memory_order_relaxed) != before) leave_permit(u);
 }
 
 // A foreign thread that does not block s takes it: its handler runs here,
@@ -986,11 +1003,11 @@ int ult_sigtimedwait(UltDesc* self, uint64_t set, siginfo_t* info, const timespe
 // sigsuspend in a ULT: returns once a handler has run.
 void ult_sigsuspend(UltDesc* self, uint64_t mask) {
   uint64_t old = self->sig_mask.load(std::memory_order_relaxed);
-  uint32_t handled = self->sig_handled;
+  uint32_t handled = self->sig_handled.load(std::memory_order_relaxed);
   self->sig_mask.store(maskable(mask), std::memory_order_relaxed);
   for (;;) {
     if (deliverable(self)) deliver(self);
-    if (self->sig_handled != handled) break;
+    if (self->sig_handled.load(std::memory_order_relaxed) != handled) break;
     park_current(self);
   }
   self->sig_mask.store(old, std::memory_order_relaxed);
@@ -1022,15 +1039,16 @@ void send_to_ult(UltDesc* u, int s) {
 
 namespace weft::rt {
 
-// Both counters are written only by the ULT itself (act(), on its stack),
-// and read here by the ULT itself: plain reads.
+// Both counters are written only on the ULT itself (act(), on its stack,
+// perhaps in a doorbell handler that interrupted it) and read here by it.
 uint64_t handler_mark(const UltDesc* self) {
-  return (static_cast<uint64_t>(self->sig_no_restart) << 32) | self->sig_handled;
+  return (static_cast<uint64_t>(self->sig_no_restart.load(std::memory_order_relaxed)) << 32) |
+         self->sig_handled.load(std::memory_order_relaxed);
 }
 
 bool handler_interrupts(const UltDesc* self, uint64_t mark, bool restartable) {
-  if (restartable) return self->sig_no_restart != static_cast<uint32_t>(mark >> 32);
-  return self->sig_handled != static_cast<uint32_t>(mark);
+  if (restartable) return self->sig_no_restart.load(std::memory_order_relaxed) != static_cast<uint32_t>(mark >> 32);
+  return self->sig_handled.load(std::memory_order_relaxed) != static_cast<uint32_t>(mark);
 }
 
 }  // namespace weft::rt

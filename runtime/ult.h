@@ -186,10 +186,12 @@ struct alignas(64) UltDesc {
   uint32_t sig_defer = 0;
   // Handlers run on this ULT so far (sigsuspend and pause return EINTR once
   // one ran).
-  uint32_t sig_handled = 0;
+  // Written by act() on the ULT itself, possibly in a doorbell handler that
+  // interrupted the ULT's own code: relaxed atomics, read by that code.
+  std::atomic<uint32_t> sig_handled{0};
   // Of those, the ones installed without SA_RESTART (weft io then ends an
   // interrupted call with EINTR: park.h, handler_interrupts).
-  uint32_t sig_no_restart = 0;
+  std::atomic<uint32_t> sig_no_restart{0};
 
   // --- ULT-local storage -------------------------------------------------------
   LocalSlot* locals = nullptr;     // malloc'd array, or null

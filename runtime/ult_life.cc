@@ -105,8 +105,8 @@ UltDesc* create_ult(Scheduler* s, Worker* w, const SpawnOptions& o, const detail
   u->sig_pending.store(0, std::memory_order_relaxed);
   u->sig_waiting.store(0, std::memory_order_relaxed);
   u->sig_defer = 0;
-  u->sig_handled = 0;
-  u->sig_no_restart = 0;
+  u->sig_handled.store(0, std::memory_order_relaxed);
+  u->sig_no_restart.store(0, std::memory_order_relaxed);
   u->eh_caught = nullptr;
   u->eh_uncaught = 0;
   u->next = nullptr;

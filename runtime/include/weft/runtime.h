@@ -651,7 +651,11 @@ class UltLocal {
 // thread's); real-time signals sent to one ULT (weft::signal, raise)
 // coalesce; siglongjmp out of a handler does not restore the ULT's mask
 // (glibc restores it with an internal call weft does not see: set it again
-// with pthread_sigmask); pthread_kill aimed at another ULT's pthread_t does
+// with pthread_sigmask), and leaving by siglongjmp (or pthread_exit) a
+// handler that interrupted a wait in weft, weft::io included, is undefined:
+// the wait's record (an io_uring operation, an epoll waiter entry) is still
+// in use (POSIX allows it out of read; handlers here run inside the wait);
+// pthread_kill aimed at another ULT's pthread_t does
 // not reach that ULT (use weft::signal); a forked child that changes kernel
 // threads before exec starts the new program with asynchronous signals
 // blocked.
