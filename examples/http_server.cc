@@ -25,6 +25,11 @@
 //                        client that had already sent its request may see a
 //                        reset instead); waiting for a slot instead would let
 //                        N slow clients stall every new one in the backlog.
+//
+// SIGINT or SIGTERM stops it gracefully: the listener closes, requests
+// already received are answered, keep-alive connections end instead of
+// waiting for another request, and the server exits 0 once every
+// connection has finished.
 #include <weft/weft.h>
 
 #include <fcntl.h>
@@ -38,6 +43,7 @@
 #include <string>
 #include <string_view>
 
+#include "examples/shutdown.h"
 #include "examples/accept.h"
 #include "examples/args.h"
 #include "examples/http_parse.h"
@@ -177,12 +183,13 @@ void serve(int fd) {
   }
 }
 
-// Accepts connections until the listener fails; returns its error.
-int accept_loop(int lfd, int max_connections) {
+// Accepts connections until the listener fails (returns its error) or a
+// graceful stop closes it (returns 0).
+int accept_loop(int lfd, int max_connections, examples::Shutdown& stop) {
   static const std::string k503 = head_of(503, 0, "text/plain", false);
   for (;;) {
     int c = examples::accept_next(lfd);
-    if (c < 0) return c;
+    if (c < 0) return stop.stopping() ? 0 : c;
     if (g_connections.load() >= max_connections) {
       // Never wait for this client: a new socket's buffer takes the answer.
       weft::io::send(c, k503.data(), k503.size(), MSG_DONTWAIT);
@@ -191,8 +198,11 @@ int accept_loop(int lfd, int max_connections) {
     }
     g_connections.fetch_add(1);
     weft::Ult u = weft::spawn(
-        [c] {
-          serve(c);
+        [c, &stop] {
+          {
+            examples::Shutdown::Connection registered(stop, c);  // until before the close
+            serve(c);
+          }
           weft::io::close(c);
           g_connections.fetch_sub(1);
         },
@@ -235,12 +245,22 @@ int main(int argc, char** argv) {
     return 1;
   }
   int lfd = *listening;
+  examples::Shutdown stop(rt, lfd);
+  if (!stop.status().ok()) {
+    fprintf(stderr, "http_server: %s\n", stop.status().ToString().c_str());
+    return 1;
+  }
   absl::StatusOr<int> error = rt.block_on([&] {
     printf("listening on port %d (backend %s, %d workers)\n", weft::io::local_port(lfd), weft::io::backend(),
            rt.concurrency());
     fflush(stdout);
-    return accept_loop(lfd, max_connections);
+    return accept_loop(lfd, max_connections, stop);
   });
+  if (error.ok() && *error == 0) {
+    stop.finish();
+    fprintf(stderr, "http_server: stopped by signal %d; every connection finished\n", stop.signal());
+    return 0;
+  }
   fprintf(stderr, "http_server: accept: %s\n",
           error.ok() ? strerror(-*error) : error.status().ToString().c_str());
   _exit(1);  // connection ULTs may still run: do not wait for them in ~Runtime

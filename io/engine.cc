@@ -178,7 +178,24 @@ std::vector<CloseRequest*> Engine::take_requests() {
   std::vector<CloseRequest*> out;
   rt::LockGuard<rt::KltMutex> g(req_lock_);
   out.swap(requests_);
-  has_requests_.store(false, std::memory_order_relaxed);
+  if (op_cancels_.empty()) has_requests_.store(false, std::memory_order_relaxed);
+  return out;
+}
+
+void Engine::post_op_cancel(void* op) {
+  {
+    rt::LockGuard<rt::KltMutex> g(req_lock_);
+    op_cancels_.push_back(op);
+    has_requests_.store(true, std::memory_order_release);
+  }
+  wake();
+}
+
+std::vector<void*> Engine::take_op_cancels() {
+  std::vector<void*> out;
+  rt::LockGuard<rt::KltMutex> g(req_lock_);
+  out.swap(op_cancels_);
+  if (requests_.empty()) has_requests_.store(false, std::memory_order_relaxed);
   return out;
 }
 

@@ -33,7 +33,7 @@ namespace weft::io_internal {
 // one reference), because the closer may stop waiting before every engine
 // has answered (close.cc, "Closing"). Created and posted by close.cc;
 // acknowledged with close_request_ack() by each engine, exactly once.
-struct CloseRequest {
+struct alignas(8) CloseRequest {  // 8-aligned: a tagged io_uring user_data
   explicit CloseRequest(int f) : fd(f) {}
   const int fd;
   // The state word: the number of engines that have not acknowledged yet
@@ -56,6 +56,18 @@ struct CloseRequest {
   WaitGroup acked{0};                  // counted down by every acknowledgement
   std::atomic<uint32_t> refs{1};   // the closer's
 };
+
+// Whether a signal handler that runs on the waiting ULT ends the operation
+// with EINTR, as it would end the system call (signal(7), "Interruption of
+// system calls and library functions by signal handlers"):
+//  kNever         file operations (pread, pwrite, openat, close, fsync,
+//                 statx) and waitid: weft lets them finish (a disk is not a
+//                 slow device; close and waitid keep their simplest contract);
+//  kUnlessRestart read, write, readv, writev, recv, send, accept, connect:
+//                 slow-device calls, which a handler installed with
+//                 SA_RESTART restarts (here: the wait simply goes on);
+//  kAlways        poll: never restarted.
+enum class Interrupt { kNever, kUnlessRestart, kAlways };
 
 // Takes a reference for an engine (before posting r to it).
 inline void close_request_ref(CloseRequest* r) { r->refs.fetch_add(1, std::memory_order_relaxed); }
@@ -116,6 +128,12 @@ class Engine : public rt::Poller {
   // woken. The caller has taken a reference for this engine.
   void post_cancel(CloseRequest* r);
 
+  // Any thread: queues `op` (the backend's own record of one operation in
+  // flight here) for the owner, which cancels that operation at its next
+  // pass (process_requests). The owner is woken. For a ULT whose wait a
+  // signal handler interrupted on another worker (uring_ops.cc).
+  void post_op_cancel(void* op);
+
   // Operations this engine has in flight (read by io::close on any thread).
   std::atomic<int64_t> in_flight{0};
 
@@ -172,6 +190,8 @@ class Engine : public rt::Poller {
 
   // Owner: the requests posted since the last call, oldest first.
   std::vector<CloseRequest*> take_requests();
+  // Owner: the operation cancels posted since the last call.
+  std::vector<void*> take_op_cancels();
   bool has_requests() const { return has_requests_.load(std::memory_order_acquire); }
 
   State state_ = State::kNew;  // owner only
@@ -195,6 +215,9 @@ class Engine : public rt::Poller {
   uint32_t failures_ = 0;    // failed setups since the last success
   rt::KltMutex req_lock_;
   std::vector<CloseRequest*> requests_;  // guarded by req_lock_
+  std::vector<void*> op_cancels_;        // guarded by req_lock_
+  // has_requests_: true while either list may be non-empty (set under the
+  // lock by a post; cleared under it when both lists are empty).
   std::atomic<bool> has_requests_{false};
 };
 

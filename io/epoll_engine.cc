@@ -114,7 +114,7 @@ void EpollEngine::rearm(FdState* st) {
   }
 }
 
-int EpollEngine::wait_ready(int fd, uint32_t events, int64_t deadline_ns) {
+int EpollEngine::wait_ready(int fd, uint32_t events, int64_t deadline_ns, Interrupt in) {
   if (!ready()) return -ENOSYS;
   rt::UltDesc* self = rt::caller().ult;
   // The registration lives in this worker's state: resume here.
@@ -136,12 +136,18 @@ int EpollEngine::wait_ready(int fd, uint32_t events, int64_t deadline_ns) {
   } done{this, fd};
   if ((st.armed & events) != events) rearm(&st);
   if (st.waiters.empty()) fds_.erase(fd);  // rearm failed and released us already
+  uint64_t mark = in == Interrupt::kNever ? 0 : rt::handler_mark(self);
   while (me.result == 1) {
     if (deadline_ns < 0) {
       rt::park_current(self);
     } else if (!rt::park_current_until(self, deadline_ns) || rt::monotonic_ns() >= deadline_ns) {
       if (me.result == 1) me.result = -ETIMEDOUT;
     }
+    // A signal handler ran on this ULT and ends the wait (engine.h,
+    // Interrupt); we are on the owner (pinned), so leaving is local.
+    if (me.result == 1 && in != Interrupt::kNever &&
+        rt::handler_interrupts(self, mark, in == Interrupt::kUnlessRestart))
+      me.result = -EINTR;
   }
   // Still listed if we timed out: take ourselves out (we are on the owner).
   auto it = fds_.find(fd);
@@ -206,6 +212,9 @@ void EpollEngine::cancel_now(int fd) {
 }
 
 void EpollEngine::process_requests() {
+  // An epoll waiter is pinned to its engine and stops its wait itself.
+  std::vector<void*> stray = take_op_cancels();
+  WEFT_DCHECK(stray.empty(), "an operation cancel posted to an epoll engine");
   for (CloseRequest* r : take_requests()) {
     cancel_now(r->fd);
     close_request_ack(r);

@@ -43,8 +43,9 @@ class EpollEngine final : public Engine {
   // Owner only, from a ULT: waits until fd is ready for `events` (EPOLLIN
   // and/or EPOLLOUT). 0 when ready (or in error/hang-up: the caller's retry
   // reports it), -ETIMEDOUT, -ECANCELED (io::close), or -errno from
-  // epoll_ctl (-EPERM for a regular file: always ready).
-  int wait_ready(int fd, uint32_t events, int64_t deadline_ns);
+  // epoll_ctl (-EPERM for a regular file: always ready), or -EINTR when a
+  // signal handler that ran on the ULT meanwhile ends the wait (`in`).
+  int wait_ready(int fd, uint32_t events, int64_t deadline_ns, Interrupt in = Interrupt::kUnlessRestart);
 
  private:
   struct Waiter {

@@ -113,7 +113,7 @@ class EpollBackend final : public BlockingBackend {
       if (r < 0) return static_cast<int>(r);
       if (r > 0) return (p.revents & POLLNVAL) ? -EBADF : p.revents;
       uint32_t ev = ((events & POLLIN) ? uint32_t{EPOLLIN} : 0u) | ((events & POLLOUT) ? uint32_t{EPOLLOUT} : 0u);
-      int w = e->wait_ready(fd, ev, d.ns());
+      int w = e->wait_ready(fd, ev, d.ns(), Interrupt::kAlways);
       if (w == -EPERM) continue;
       if (w < 0) return w;
     }

@@ -124,10 +124,16 @@ void UringEngine::handle(const io_uring_cqe* cqe) {
   }
   switch (ud & kTagMask) {
     case kTagOp:
-    case kTagTimeout: {
+    case kTagTimeout:
+    case kTagInterrupt: {
       auto* c = reinterpret_cast<Completion*>(ud & ~kTagMask);
       if ((ud & kTagMask) == kTagOp) {
         c->res = cqe->res;
+      } else if ((ud & kTagMask) == kTagInterrupt) {
+        // The cancel's own CQE: 0 (it cancelled the op), -EALREADY (running
+        // in io-wq, interrupted there: the op ends with -EINTR or its own
+        // result) or -ENOENT (the op had finished).
+        c->interrupt_hit = cqe->res == 0 || cqe->res == -EALREADY;
       } else if (cqe->res != -ECANCELED) {
         // A linked timeout that fired (-ECANCELED: the op finished first and
         // cancelled it): -ETIME when it cancelled the op; -EALREADY or
@@ -152,10 +158,23 @@ void UringEngine::handle(const io_uring_cqe* cqe) {
     case kTagCancelHere:
       reinterpret_cast<CancelHere*>(ud & ~kTagMask)->done = true;
       return;
+    default:
+      WEFT_DCHECK(false, "a CQE with an unknown tag: user_data %llx", static_cast<unsigned long long>(ud));
   }
 }
 
 void UringEngine::process_requests() {
+  for (void* op : take_op_cancels()) {
+    auto* c = static_cast<Completion*>(op);
+    WEFT_DCHECK(c->engine == this, "an interrupt posted to an engine that does not have the operation");
+    // The operation is in flight here, so the ring is set up. The cancel
+    // follows the op's SQE if that is still unsubmitted: the kernel sees
+    // the op first.
+    io_uring_sqe* sqe = get_sqes(1);
+    io_uring_prep_cancel64(sqe, reinterpret_cast<uint64_t>(c) | kTagOp, 0);
+    io_uring_sqe_set_data64(sqe, reinterpret_cast<uint64_t>(c) | kTagInterrupt);
+    note_prepared();
+  }
   for (CloseRequest* r : take_requests()) {
     if (state_ != State::kReady) {
       close_request_ack(r);  // no ring, nothing in flight here

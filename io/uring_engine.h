@@ -22,7 +22,8 @@
 // with a deadline has two CQEs: the op's and its linked timeout's) unparks
 // the ULT — queued in completion order on this worker (scheduler.cc,
 // make_runnable from the scheduler loop). So the ULT never resumes before
-// its operation's final CQE, and only then can it be stolen.
+// its operation's final CQE, and only then can it be stolen (or, woken to
+// take a signal, it runs its handler and parks again until that CQE).
 //
 // Cancelling (io::close, close.cc "Closing"): requests posted by other
 // threads are turned into IORING_OP_ASYNC_CANCEL SQEs at the next
@@ -48,24 +49,38 @@
 
 namespace weft::io_internal {
 
+class UringEngine;
+
 // user_data of an SQE: a Completion*, CloseRequest* or CancelHere*
 // (8-byte aligned) with a tag in the low bits, or kWakeData for the armed
 // wake-up. Set by uring_ops.cc (kTagOp, kTagTimeout) and uring_engine.cc.
 inline constexpr uint64_t kWakeData = 1;
-inline constexpr uint64_t kTagMask = 3;
+inline constexpr uint64_t kTagMask = 7;
 inline constexpr uint64_t kTagOp = 0;
 inline constexpr uint64_t kTagTimeout = 1;     // an operation's linked timeout
 inline constexpr uint64_t kTagCancel = 2;      // a CloseRequest from another thread
 inline constexpr uint64_t kTagCancelHere = 3;  // cancel_now's own cancel
+inline constexpr uint64_t kTagInterrupt = 4;   // the cancel of an operation a signal interrupted
 
 // One operation's record, on the waiting ULT's stack.
-struct Completion {
+//
+// Interrupted by a signal handler (uring_ops.cc): the ULT, woken while
+// `remaining` is not zero, adds one to it (unless it already reached zero:
+// then the operation is over) and posts the Completion to the engine that
+// has the operation (post_op_cancel: it may be another worker's); that
+// engine submits IORING_OP_ASYNC_CANCEL for it (kTagInterrupt), whose CQE
+// takes the added one off. So `remaining` still counts every CQE that will
+// name this Completion, and the ULT leaves (its stack frame with it) only
+// after the last one.
+struct alignas(8) Completion {
   rt::UltDesc* ult = nullptr;
   int fd = -1;                    // the descriptor it works on (-1: none)
   std::atomic<int> remaining{0};  // CQEs still to come
   int32_t res = 0;                // the operation's result
   bool timed_out = false;         // its linked timeout fired
   __kernel_timespec ts{};         // the deadline (read by the kernel at submission)
+  UringEngine* engine = nullptr;  // the engine it was submitted on (for an interrupt)
+  bool interrupt_hit = false;     // the interrupt's cancel found the op (its CQE said 0)
 };
 
 class UringEngine final : public Engine {

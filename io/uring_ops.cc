@@ -5,6 +5,8 @@
 // uring_engine.h). The engine is used only before the ULT parks: once
 // parked, it may resume on any worker, and its Completion (on its own
 // stack) is all the ring's owner touches.
+#include <sys/stat.h>
+
 #include <cerrno>
 #include <cstring>
 
@@ -27,14 +29,24 @@ UringEngine* engine(const Route& r) {
   return static_cast<UringEngine*>(r.engine);
 }
 
+// Regular files, block devices and directories: a read or write there is
+// not a slow-device call, and a signal does not interrupt it (signal(7)).
+// A system call, made only when a handler would interrupt the operation.
+bool on_disk(int fd) {
+  struct stat st {};
+  if (sys(SYS_fstat, fd, arg(&st)) < 0) return false;
+  return S_ISREG(st.st_mode) || S_ISBLK(st.st_mode) || S_ISDIR(st.st_mode);
+}
+
 // Submits one operation (plus a linked timeout for a deadline) on the
 // calling ULT's worker's ring and parks until its last CQE (see
 // uring_engine.h for the protocol).
 template <class Prep>
-int64_t uring_op(UringEngine* e, rt::UltDesc* self, int fd, Deadline d, Prep prep) {
+int64_t uring_op(UringEngine* e, rt::UltDesc* self, int fd, Deadline d, Interrupt in, Prep prep) {
   Completion c;
   c.ult = self;
   c.fd = fd;
+  c.engine = e;
   bool timed = !d.is_none();
   c.remaining.store(timed ? 2 : 1, std::memory_order_relaxed);
   io_uring_sqe* sqe = e->get_sqes(timed ? 2 : 1);
@@ -51,19 +63,47 @@ int64_t uring_op(UringEngine* e, rt::UltDesc* self, int fd, Deadline d, Prep pre
   e->in_flight.fetch_add(1, std::memory_order_acq_rel);
   fd_ops_add(fd, 1);
   e->note_prepared();
-  // From here on `e` is not ours: the ULT may resume on another worker.
-  while (c.remaining.load(std::memory_order_acquire) != 0) rt::park_current(self);
+  // From here on `e` is not ours: the ULT may resume on another worker
+  // (only its thread-safe post_op_cancel may be called).
+  uint64_t mark = in == Interrupt::kNever ? 0 : rt::handler_mark(self);
+  bool interrupted = false;
+  while (c.remaining.load(std::memory_order_acquire) != 0) {
+    // A signal handler that ran on this ULT since the submission ends the
+    // operation as it would end the system call (park.h): cancel it on its
+    // engine (Completion's comment has the protocol). Checked before every
+    // park: a handler run by a doorbell just before the park leaves a wake
+    // permit (signal.cc, leave_permit), so the park returns and we get here.
+    if (in != Interrupt::kNever && !interrupted &&
+        rt::handler_interrupts(self, mark, in == Interrupt::kUnlessRestart) && !on_disk(fd)) {
+      int n = c.remaining.load(std::memory_order_acquire);
+      while (n != 0 && !c.remaining.compare_exchange_weak(n, n + 1, std::memory_order_acq_rel)) {
+      }
+      if (n == 0) break;  // it completed meanwhile: its result stands
+      interrupted = true;
+      e->post_op_cancel(&c);
+    }
+    rt::park_current(self);
+  }
   // The linked timeout cancelled the operation: -ECANCELED, or -EINTR when
   // the kernel had handed it to an io-wq worker (a send waiting for buffer
   // space on a blocking socket) and interrupted that. Either is our timeout;
   // a partial result (bytes moved before the cancel) is returned as it is.
   if (c.timed_out && (c.res == -ECANCELED || c.res == -EINTR)) return -ETIMEDOUT;
+  // Interrupted: what the operation did before the cancel stands (bytes
+  // moved, a connection accepted); if it did nothing, EINTR.
+  if (interrupted && c.interrupt_hit && (c.res == -ECANCELED || c.res == -EINTR)) return -EINTR;
   return c.res;
 }
 
 template <class Prep>
 int64_t uring_op(const Route& r, int fd, Deadline d, Prep prep) {
-  return uring_op(engine(r), r.ult, fd, d, prep);
+  return uring_op(engine(r), r.ult, fd, d, Interrupt::kNever, prep);
+}
+
+// A slow-device operation (Interrupt::kUnlessRestart).
+template <class Prep>
+int64_t uring_slow_op(const Route& r, int fd, Deadline d, Prep prep) {
+  return uring_op(engine(r), r.ult, fd, d, Interrupt::kUnlessRestart, prep);
 }
 
 class UringBackend final : public Backend {
@@ -71,11 +111,11 @@ class UringBackend final : public Backend {
   const char* name() const override { return "io_uring"; }
 
   int64_t read(const Route& r, int fd, void* buf, size_t n, Deadline d) const override {
-    return uring_op(r, fd, d, [&](io_uring_sqe* s) { io_uring_prep_read(s, fd, buf, static_cast<unsigned>(n), -1); });
+    return uring_slow_op(r, fd, d, [&](io_uring_sqe* s) { io_uring_prep_read(s, fd, buf, static_cast<unsigned>(n), -1); });
   }
 
   int64_t write(const Route& r, int fd, const void* buf, size_t n, Deadline d) const override {
-    return uring_op(r, fd, d, [&](io_uring_sqe* s) { io_uring_prep_write(s, fd, buf, static_cast<unsigned>(n), -1); });
+    return uring_slow_op(r, fd, d, [&](io_uring_sqe* s) { io_uring_prep_write(s, fd, buf, static_cast<unsigned>(n), -1); });
   }
 
   int64_t pread(const Route& r, int fd, void* buf, size_t n, off_t off, Deadline d) const override {
@@ -91,11 +131,11 @@ class UringBackend final : public Backend {
   }
 
   int64_t readv(const Route& r, int fd, const iovec* iov, int cnt, Deadline d) const override {
-    return uring_op(r, fd, d, [&](io_uring_sqe* s) { io_uring_prep_readv(s, fd, iov, static_cast<unsigned>(cnt), -1); });
+    return uring_slow_op(r, fd, d, [&](io_uring_sqe* s) { io_uring_prep_readv(s, fd, iov, static_cast<unsigned>(cnt), -1); });
   }
 
   int64_t writev(const Route& r, int fd, const iovec* iov, int cnt, Deadline d) const override {
-    return uring_op(r, fd, d, [&](io_uring_sqe* s) { io_uring_prep_writev(s, fd, iov, static_cast<unsigned>(cnt), -1); });
+    return uring_slow_op(r, fd, d, [&](io_uring_sqe* s) { io_uring_prep_writev(s, fd, iov, static_cast<unsigned>(cnt), -1); });
   }
 
   int openat(const Route& r, int dirfd, const char* path, int flags, mode_t mode, Deadline d) const override {
@@ -117,21 +157,22 @@ class UringBackend final : public Backend {
 
   int poll(const Route& r, int fd, short events, Deadline d) const override {
     return static_cast<int>(
-        uring_op(r, fd, d, [&](io_uring_sqe* s) { io_uring_prep_poll_add(s, fd, static_cast<unsigned>(events)); }));
+        uring_op(engine(r), r.ult, fd, d, Interrupt::kAlways,
+                 [&](io_uring_sqe* s) { io_uring_prep_poll_add(s, fd, static_cast<unsigned>(events)); }));
   }
 
 
   int accept(const Route& r, int fd, sockaddr* addr, socklen_t* len, Deadline d) const override {
     return static_cast<int>(
-        uring_op(r, fd, d, [&](io_uring_sqe* s) { io_uring_prep_accept(s, fd, addr, len, SOCK_CLOEXEC); }));
+        uring_slow_op(r, fd, d, [&](io_uring_sqe* s) { io_uring_prep_accept(s, fd, addr, len, SOCK_CLOEXEC); }));
   }
 
   int connect(const Route& r, int fd, const sockaddr* addr, socklen_t len, Deadline d) const override {
-    return static_cast<int>(uring_op(r, fd, d, [&](io_uring_sqe* s) { io_uring_prep_connect(s, fd, addr, len); }));
+    return static_cast<int>(uring_slow_op(r, fd, d, [&](io_uring_sqe* s) { io_uring_prep_connect(s, fd, addr, len); }));
   }
 
   int64_t recv(const Route& r, int fd, void* buf, size_t n, int flags, Deadline d) const override {
-    return uring_op(r, fd, d, [&](io_uring_sqe* s) {
+    return uring_slow_op(r, fd, d, [&](io_uring_sqe* s) {
       io_uring_prep_recv(s, fd, buf, n, flags);
       // Arm the poll at once instead of trying a receive that, for a ULT
       // that had to wait, usually finds nothing yet.
@@ -140,7 +181,7 @@ class UringBackend final : public Backend {
   }
 
   int64_t send(const Route& r, int fd, const void* buf, size_t n, int flags, Deadline d) const override {
-    return uring_op(r, fd, d, [&](io_uring_sqe* s) { io_uring_prep_send(s, fd, buf, n, flags); });
+    return uring_slow_op(r, fd, d, [&](io_uring_sqe* s) { io_uring_prep_send(s, fd, buf, n, flags); });
   }
 };
 

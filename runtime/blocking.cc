@@ -44,6 +44,7 @@
 #include "runtime/log.h"
 #include "runtime/poller.h"
 #include "runtime/scheduler.h"
+#include "runtime/signal.h"
 #include "sys/raw_log.h"
 
 namespace weft::detail {
@@ -90,7 +91,10 @@ void blocking_exit(const BlockingRegion& r) {
   w->blocking_ult = nullptr;
   auto* self = static_cast<rt::UltDesc*>(r.ult);
   w->current.store(self, std::memory_order_relaxed);
-  if (std::uncaught_exceptions() == 0 && !self->exit_unwinding && w->loop_owed()) rt::requeue_current(self);
+  if (std::uncaught_exceptions() == 0 && !self->exit_unwinding) {
+    if (w->loop_owed()) rt::requeue_current(self);
+    if (rt::sig::deliverable(self)) rt::sig::deliver(self);  // signals that came during fn
+  }
 }
 
 }  // namespace weft::detail

@@ -91,6 +91,7 @@
 #include "runtime/globals.h"
 #include "runtime/log.h"
 #include "runtime/scheduler.h"
+#include "runtime/signal.h"
 #include "sys/klt.h"
 #include "sys/raw_log.h"
 #include "sys/raw_syscall.h"
@@ -197,6 +198,7 @@ void child() {
     self = keep->current.load(std::memory_order_relaxed);
     if (self == nullptr) self = keep->blocking_ult;  // forked inside weft::blocking()
   }
+  sig::after_fork_child(self);
   reclaim_descriptors(self);
   if (self != nullptr) {
     // Whoever was joining it, or would, is another thread: nobody in the
@@ -206,6 +208,10 @@ void child() {
     self->detached = true;
   }
   for (Scheduler* s : g.runtimes) s->rebuild_after_fork(keep, self);
+  if (!g.runtimes.empty()) {
+    const char* what = nullptr;
+    if (!sig::start(&what)) sys::raw_logf("weft: forked child: cannot start the signal kernel thread (%s)", what ? what : "?");
+  }
 }
 
 __attribute__((constructor)) void install_at_load() { install_fork_handlers(); }

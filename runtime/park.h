@@ -46,6 +46,21 @@ bool park_current_until(UltDesc* self, int64_t deadline_ns);
 // a worker's scheduler loop (io completions): then the ULT is queued on
 // that worker.
 void unpark(UltDesc* u);
+// As unpark, but a ULT woken from outside its runtime's workers is queued
+// where a worker takes it at its next switch (an inbox) rather than at the
+// back of the shared queue: for signal delivery, whose latency a busy
+// runtime would otherwise add (runtime/signal.cc).
+void unpark_urgent(UltDesc* u);
+
+// Signal handlers that end a wait (runtime/signal.cc), for the waits that
+// POSIX lets a signal interrupt: take a mark before the wait; after each
+// park, handler_interrupts() says whether a handler ran on the ULT since the
+// mark that ends this wait as POSIX would end the corresponding call: any
+// handler for a call that never restarts (poll: restartable false), one
+// installed without SA_RESTART for a call that does (read, write, accept:
+// restartable true). The wait then stops and reports EINTR.
+uint64_t handler_mark(const UltDesc* self);
+bool handler_interrupts(const UltDesc* self, uint64_t mark, bool restartable);
 
 // Monotonic clock in nanoseconds (vDSO; never touches errno).
 int64_t monotonic_ns();

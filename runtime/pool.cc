@@ -14,6 +14,7 @@
 #include "runtime/globals.h"
 #include "runtime/log.h"
 #include "runtime/scheduler.h"
+#include "runtime/signal.h"
 #include "sys/futex.h"
 #include "sys/raw_log.h"
 #include "sys/raw_syscall.h"
@@ -66,6 +67,9 @@ absl::StatusOr<std::unique_ptr<Worker>> launch_worker(Scheduler* s, int index, b
   sys::KltOptions ko;
   ko.stack_size = kWorkerStack;
   ko.name = name;
+  sigset_t mask;  // constant for the KLT's life (runtime/signal.cc)
+  sig::worker_kernel_mask(&mask);
+  ko.sigmask = &mask;
   const char* what = nullptr;
   int r = sys::klt_create(worker_main, w.get(), ko, &w->klt, &what);
   if (r != 0) return klt_error(r, what, role);
@@ -134,6 +138,10 @@ absl::Status Scheduler::start_monitor_locked() {
   sys::KltOptions ko;
   ko.stack_size = kWorkerStack;
   ko.name = "weft-monitor";
+  sigset_t mask;  // runs no ULT: the signal KLT or the application's threads take signals
+  sig::worker_kernel_mask(&mask);
+  sigaddset(&mask, SIGRTMAX - 1);
+  ko.sigmask = &mask;
   const char* what = nullptr;
   int r = sys::klt_create(monitor_main, this, ko, &monitor, &what);
   if (r != 0) return klt_error(r, what, "monitor");
@@ -174,9 +182,13 @@ absl::Status Scheduler::start() {
     start_status = klt_error(r, what, "first");
     return start_status;
   }
-  install_overflow_handler();
   install_fork_handlers();
   credentials_linked();
+  if (!sig::start(&what)) {
+    start_status = absl::ResourceExhaustedError(std::string("cannot start the signal kernel thread: ") +
+                                                (what ? what : "?"));
+    return start_status;
+  }
   // Listed before any KLT starts: a fork from here on finds this runtime,
   // takes its locks and rebuilds it in the child (fork.cc).
   {

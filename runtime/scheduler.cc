@@ -97,6 +97,7 @@
 //   lost — the pushing worker runs its own queues — only parallelism can
 //   be delayed, by at most one monitor tick.
 #include "runtime/scheduler.h"
+#include "runtime/signal.h"
 
 #include <cxxabi.h>
 #include <unwind.h>
@@ -224,7 +225,7 @@ __attribute__((always_inline)) inline void switch_from(UltDesc* self, UltDesc* n
   save_thread_state(self, w);
   sys::Context* to;
   if (next != nullptr) {
-    next->worker.store(w, std::memory_order_relaxed);
+    next->worker.store(w, std::memory_order_release);  // release: readers off the worker (signal.cc) then see *w
     w->current.store(next, std::memory_order_relaxed);
     bump(w->switches);
     to = &next->ctx;
@@ -236,6 +237,7 @@ __attribute__((always_inline)) inline void switch_from(UltDesc* self, UltDesc* n
   w = self->worker.load(std::memory_order_relaxed);  // the worker that resumed us
   if (decode_action(t) != SwitchAction::kNone) handle_transfer(w, t);
   restore_thread_state(self, w);
+  if (__builtin_expect(sig::deliverable(self), 0)) sig::deliver(self);  // a safe point (signal.cc)
 }
 
 // Not UBSan's null check: a handler for a forced unwinding,
@@ -260,6 +262,7 @@ __attribute__((always_inline)) inline void switch_from(UltDesc* self, UltDesc* n
   self->exit_unwinding = false;
   self->locale = nullptr;
   restore_ult_locale(self);
+  if (sig::deliverable(self)) sig::deliver(self);
   try {
     self->invoke(self->closure);
   } catch (abi::__forced_unwind&) {
@@ -435,7 +438,28 @@ bool park_current_until(UltDesc* self, int64_t deadline_ns) {
   return self->timer_seq.compare_exchange_strong(seq, seq + 1, std::memory_order_acq_rel);
 }
 
-void unpark(UltDesc* u) {
+namespace {
+void unpark_impl(UltDesc* u, bool urgent);
+}  // namespace
+
+void unpark(UltDesc* u) { unpark_impl(u, false); }
+void unpark_urgent(UltDesc* u) { unpark_impl(u, true); }
+
+void Scheduler::make_runnable_urgent(UltDesc* u) {
+  Worker* w = u->worker.load(std::memory_order_relaxed);
+  if (u->home != nullptr || w == nullptr || w->sched != this || w->is_bound || !w->active()) {
+    if (u->home != nullptr) {
+      make_runnable(u, nullptr);
+      return;
+    }
+    w = worker_at(0);
+  }
+  w->inbox_push(u);  // pick_local then goes through the loop at w's next switch
+  wake_worker(w);
+}
+
+namespace {
+void unpark_impl(UltDesc* u, bool urgent) {
   uint32_t s = u->state.load(std::memory_order_acquire);
   for (;;) {
     uint32_t st = s & ult_state::kStateMask;
@@ -457,7 +481,11 @@ void unpark(UltDesc* u) {
         // can be freed. A worker of this scheduler needs no count: it is
         // joined before they are freed.
         if (here == nullptr) sched->foreign_wakers.fetch_add(1, std::memory_order_acq_rel);
-        sched->make_runnable(u, here);
+        if (urgent && here == nullptr) {
+          sched->make_runnable_urgent(u);
+        } else {
+          sched->make_runnable(u, here);
+        }
         if (here == nullptr) sched->foreign_wakers.fetch_sub(1, std::memory_order_release);
         return;
       }
@@ -467,6 +495,7 @@ void unpark(UltDesc* u) {
     if (cas_state(u, &s, s | ult_state::kWake)) return;
   }
 }
+}  // namespace
 
 // Claims a parked ULT for a direct switch on `w` (no queue in between).
 // Returns false, leaving the ULT to the normal unpark path, when it is not
@@ -527,7 +556,7 @@ void exit_current(UltDesc* self) {
   if (next == nullptr) next = w->pick_local(false);
   if (w->core().notify_deferred) s->settle_deferred_notify(w);
   if (next != nullptr) {
-    next->worker.store(w, std::memory_order_relaxed);
+    next->worker.store(w, std::memory_order_release);
     w->current.store(next, std::memory_order_relaxed);
     bump(w->switches);
     sys::context_exit_to(&self->ctx, &next->ctx,
@@ -912,7 +941,7 @@ void Worker::loop() {
     if (u == nullptr) break;
     WEFT_DCHECK(u->home == nullptr || u->home == this, "ULT %u runs off its home worker", u->index);
     if (core_.notify_deferred) sched->settle_deferred_notify(this);
-    u->worker.store(this, std::memory_order_relaxed);
+    u->worker.store(this, std::memory_order_release);  // see switch_from
     current.store(u, std::memory_order_relaxed);
     ++core_.tick;
     core_.until_loop = kGlobalEvery;

@@ -3,6 +3,8 @@
 // top of scheduler.cc.
 #pragma once
 
+#include <signal.h>
+
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -350,6 +352,10 @@ struct alignas(64) Scheduler {
   void submit_new(UltDesc* u, Worker* local);
   // Makes a ULT runnable after unpark (or a requeue that must respect its home).
   void make_runnable(UltDesc* u, Worker* here);
+  // From outside the workers (here == null in make_runnable): into the
+  // inbox of the worker u ran on last, or of slot 0 if that one is not
+  // active, instead of the global queue (unpark_urgent).
+  void make_runnable_urgent(UltDesc* u);
   void global_push(UltDesc* u);
   void global_push_queue(IntrusiveQueue<UltDesc>* q);  // moves all of q
   UltDesc* global_pop_batch(Worker* w);
@@ -442,7 +448,9 @@ absl::Status join_ult(UltId id, void** value = nullptr);
 absl::Status detach_ult(UltId id);
 
 // The SIGSEGV handler that reports stack overflows in ULTs (overflow.cc).
-void install_overflow_handler();
+// In weft's handler of SIGSEGV/SIGBUS (signal.cc): if the fault is u's
+// stack overflow, reports it with u's name and aborts; else returns.
+void report_if_overflow(const UltDesc* u, const siginfo_t* si, const void* uctx);
 
 // Entry of the monitor KLT (monitor.cc).
 void monitor_main(void* sched);

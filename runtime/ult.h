@@ -170,6 +170,29 @@ struct alignas(64) UltDesc {
   // being unwound, so not on the ULT's stack).
   alignas(16) unsigned char exit_exception[64] = {};
 
+  // --- signals (runtime/signal.cc) --------------------------------------------
+  // Bit s-1 for signal s. The mask is written only by the ULT itself (and
+  // by spawn before it runs); the dispatcher reads it to choose a ULT.
+  std::atomic<uint64_t> sig_mask{0};
+  // Signals sent to this ULT (raise, pthread_kill, weft::signal), pending
+  // until it takes them: set by anyone, cleared by the ULT.
+  std::atomic<uint64_t> sig_pending{0};
+  // While a sigwait-family call of this ULT waits: the set it waits for
+  // (the dispatcher wakes it for those); 0 otherwise.
+  std::atomic<uint64_t> sig_waiting{0};
+  // Depth of signal.cc sections that hold its table lock on this ULT: a
+  // doorbell that arrives meanwhile leaves the signal pending for the next
+  // safe point instead of running a handler that could take the lock.
+  uint32_t sig_defer = 0;
+  // Handlers run on this ULT so far (sigsuspend and pause return EINTR once
+  // one ran).
+  // Written by act() on the ULT itself, possibly in a doorbell handler that
+  // interrupted the ULT's own code: relaxed atomics, read by that code.
+  std::atomic<uint32_t> sig_handled{0};
+  // Of those, the ones installed without SA_RESTART (weft io then ends an
+  // interrupted call with EINTR: park.h, handler_interrupts).
+  std::atomic<uint32_t> sig_no_restart{0};
+
   // --- ULT-local storage -------------------------------------------------------
   LocalSlot* locals = nullptr;     // malloc'd array, or null
   uint32_t locals_count = 0;

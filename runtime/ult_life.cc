@@ -21,6 +21,7 @@
 
 #include "runtime/death_row.h"
 #include "runtime/scheduler.h"
+#include "runtime/signal.h"
 #include "sys/futex.h"
 #include "sys/raw_log.h"
 #include "sys/raw_syscall.h"
@@ -98,6 +99,14 @@ UltDesc* create_ult(Scheduler* s, Worker* w, const SpawnOptions& o, const detail
   u->on_stack.store(true, std::memory_order_relaxed);
   u->clear_life();
   u->saved_errno = 0;
+  uint64_t inherited = sig::mask_for_spawn();  // as pthread_create
+  sig::note_blocked(inherited, nullptr);
+  u->sig_mask.store(inherited, std::memory_order_relaxed);
+  u->sig_pending.store(0, std::memory_order_relaxed);
+  u->sig_waiting.store(0, std::memory_order_relaxed);
+  u->sig_defer = 0;
+  u->sig_handled.store(0, std::memory_order_relaxed);
+  u->sig_no_restart.store(0, std::memory_order_relaxed);
   u->eh_caught = nullptr;
   u->eh_uncaught = 0;
   u->next = nullptr;

@@ -2,6 +2,9 @@
 #include "sys/futex.h"
 
 #include <linux/futex.h>
+#include <unistd.h>
+
+#include <cerrno>
 
 #include "sys/raw_syscall.h"
 
@@ -19,8 +22,31 @@ int clock_flag(FutexClock c) { return c == FutexClock::kRealtime ? FUTEX_CLOCK_R
 
 }  // namespace
 
+#if defined(__SANITIZE_THREAD__)
+namespace {
+thread_local bool t_unbounded = false;
+}  // namespace
+void futex_unbounded_waits_on_this_thread() { t_unbounded = true; }
+#endif
+
 int futex_wait(const std::atomic<uint32_t>* word, uint32_t expected) {
+#if defined(__SANITIZE_THREAD__)
+  if (t_unbounded) return static_cast<int>(futex(word, FUTEX_WAIT_PRIVATE, expected, nullptr, 0));
+  // ThreadSanitizer runs a handler that interrupts a thread outside its
+  // interceptors only when that thread next passes one, and this wait is a
+  // raw system call (restarted after the handler): a thread asleep here
+  // would hold the signal for as long as it sleeps (a SIGTERM taken by a
+  // main thread waiting in block_on). Under TSan an untimed wait on a
+  // thread that is not a weft KLT lasts at most 10 ms, reported as -EINTR
+  // (a spurious wake-up, which every caller re-checks), and ends in an
+  // intercepted call, where deferred handlers run.
+  timespec bound{0, 10 * 1000 * 1000};
+  long r = futex(word, FUTEX_WAIT_PRIVATE, expected, &bound, 0);
+  usleep(0);
+  return static_cast<int>(r == -ETIMEDOUT ? -EINTR : r);
+#else
   return static_cast<int>(futex(word, FUTEX_WAIT_PRIVATE, expected, nullptr, 0));
+#endif
 }
 
 int futex_wait_for(const std::atomic<uint32_t>* word, uint32_t expected, const timespec* rel) {

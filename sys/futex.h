@@ -26,8 +26,17 @@ enum class FutexClock { kMonotonic, kRealtime };
 // Matches any bitset in futex_wait_bitset / futex_wake_bitset.
 inline constexpr uint32_t kFutexBitsetAll = 0xffffffffu;
 
-// Waits while `*word == expected`, with no timeout.
+// Waits while `*word == expected`, with no timeout. (Under ThreadSanitizer,
+// on a thread that is not a weft KLT, at most 10 ms: see futex.cc.)
 int futex_wait(const std::atomic<uint32_t>* word, uint32_t expected);
+
+#if defined(__SANITIZE_THREAD__)
+// Called by every weft KLT as it starts (klt_pthread.cc): its untimed waits
+// are not bounded. weft's KLTs keep asynchronous signals blocked, so TSan
+// never defers a handler on them, and an idle worker that woke every 10 ms
+// would find work the monitor must be the one to move.
+void futex_unbounded_waits_on_this_thread();
+#endif
 
 // Waits while `*word == expected` for at most `rel` (a relative duration).
 // A null `rel` waits forever.

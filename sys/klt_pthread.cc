@@ -54,6 +54,9 @@ void* klt_entry(void* p) {
   // broadcast waits for every thread it made, this one too, also while it
   // exits (tests/sys_klt_test.cc, GlibcSetxidBroadcast...).
   ::pthread_sigmask(SIG_SETMASK, &k->mask, nullptr);
+#if defined(__SANITIZE_THREAD__)
+  futex_unbounded_waits_on_this_thread();
+#endif
   k->fn(k->arg);
   registry_remove_self(&k->node);  // glibc runs the destructors after this
   sigset_t all;

@@ -6,6 +6,12 @@
 
 #include <cstring>
 
+// glibc's sigaction under its other public name: libweft exports
+// `sigaction` itself (runtime/signal.cc keeps the application's
+// dispositions and refuses weft's reserved signals), and weft's own
+// handlers must reach the kernel.
+extern "C" int __sigaction(int sig, const struct sigaction* act, struct sigaction* old);
+
 namespace weft::sys {
 
 // Calls the handler `prev` describes — the one installed before weft
@@ -35,7 +41,7 @@ inline int install_handler_before(int sig, void (*fn)(int, siginfo_t*, void*), i
   sa.sa_sigaction = fn;
   sa.sa_flags = SA_SIGINFO | flags;
   if (block_all) sigfillset(&sa.sa_mask); else sigemptyset(&sa.sa_mask);
-  return sigaction(sig, &sa, previous);
+  return __sigaction(sig, &sa, previous);
 }
 
 }  // namespace weft::sys

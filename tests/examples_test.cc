@@ -2,6 +2,7 @@
 // they fail: an accept loop that runs out of descriptors waits instead of
 // spinning, and a server that cannot listen exits with a message and status
 // 1 instead of calling exit() on a ULT. meson runs this once per io backend.
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -186,6 +187,119 @@ TEST(Examples, ListenFailureExitsCleanly) {
     }
   }
   close(taken);
+}
+
+// Starts build/examples/NAME on port 0 (any free port); its pid and port,
+// with its stdout and stderr on pipes (out_fd, err_fd). pid -1 on failure.
+struct Server {
+  pid_t pid = -1;
+  int port = 0;
+  int err_fd = -1;
+};
+Server StartExample(const std::string& name) {
+  Server srv;
+  const char* root = getenv("WEFT_TEST_BUILD_ROOT");
+  if (root == nullptr) return srv;
+  std::string exe = std::string(root) + "/examples/" + name;
+  int out[2], err[2];
+  if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) return srv;
+  const char* exit_check = getenv("WEFT_TEST_EXIT_CHECK");
+  pid_t pid = fork();
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (exit_check != nullptr) setenv("LD_PRELOAD", exit_check, 1);
+    dup2(out[1], 1);
+    dup2(err[1], 2);
+    execl(exe.c_str(), exe.c_str(), "--port", "0", "--workers", "2", static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  close(out[1]);
+  close(err[1]);
+  std::string line;
+  Clock::time_point t0 = Clock::now();
+  while (line.find('\n') == std::string::npos && MsSince(t0) < 10000) {
+    pollfd pf{out[0], POLLIN, 0};
+    if (poll(&pf, 1, 100) > 0) {
+      char buf[256];
+      ssize_t n = read(out[0], buf, sizeof buf);
+      if (n <= 0) break;
+      line.append(buf, static_cast<size_t>(n));
+    }
+  }
+  close(out[0]);
+  if (sscanf(line.c_str(), "listening on port %d", &srv.port) != 1) {
+    kill(pid, SIGKILL);
+    waitpid(pid, nullptr, 0);
+    close(err[0]);
+    return srv;
+  }
+  srv.pid = pid;
+  srv.err_fd = err[0];
+  return srv;
+}
+
+int ConnectTo(int port) {
+  int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(c, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    close(c);
+    return -1;
+  }
+  timeval tv{10, 0};
+  setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  return c;
+}
+
+// Reads until `want` appears or the peer closes; what was read.
+std::string ReadUntil(int fd, const std::string& want) {
+  std::string got;
+  char buf[4096];
+  while (got.find(want) == std::string::npos) {
+    ssize_t n = read(fd, buf, sizeof buf);
+    if (n <= 0) break;
+    got.append(buf, static_cast<size_t>(n));
+  }
+  return got;
+}
+
+// SIGTERM stops both servers gracefully (issue 12's SignalSet): a
+// connection open at that moment has had its answer and then sees end of
+// file; the listener is closed (a new connection is refused); the server
+// exits 0 from main (exit_check preloaded) within 10 s and says why.
+TEST(Examples, SigtermStopsTheServersGracefully) {
+  Watchdog wd(TestName(), 110);
+  ASSERT_NE(getenv("WEFT_TEST_EXIT_CHECK"), nullptr) << "run through meson test";
+  struct Case {
+    const char* name;
+    std::string request, answer;
+  };
+  for (const Case& k : {Case{"echo_server", "ping\n", "ping\n"},
+                        Case{"http_server", "GET / HTTP/1.1\r\nHost: x\r\n\r\n", "hello\n"}}) {
+    Server srv = StartExample(k.name);
+    ASSERT_GT(srv.pid, 0) << k.name << " did not start";
+    int c = ConnectTo(srv.port);
+    ASSERT_GE(c, 0);
+    ASSERT_EQ(write(c, k.request.data(), k.request.size()), static_cast<ssize_t>(k.request.size()));
+    EXPECT_NE(ReadUntil(c, k.answer).find(k.answer), std::string::npos) << k.name;
+    ASSERT_EQ(kill(srv.pid, SIGTERM), 0);
+    char b;
+    EXPECT_EQ(read(c, &b, 1), 0) << k.name << ": the open connection did not end after the stop";
+    close(c);
+    int status = -1;
+    Clock::time_point t0 = Clock::now();
+    while (waitpid(srv.pid, &status, WNOHANG) != srv.pid && MsSince(t0) < 10000) std::this_thread::sleep_for(10ms);
+    std::string err;
+    char buf[512];
+    for (ssize_t n; (n = read(srv.err_fd, buf, sizeof buf)) > 0;) err.append(buf, static_cast<size_t>(n));
+    close(srv.err_fd);
+    ASSERT_TRUE(WIFEXITED(status)) << k.name << " did not exit (status " << status << "); stderr: " << err;
+    EXPECT_EQ(WEXITSTATUS(status), 0) << k.name << ": " << err;
+    EXPECT_NE(err.find("stopped by signal 15"), std::string::npos) << k.name << ": " << err;
+    EXPECT_LT(ConnectTo(srv.port), 0) << k.name << ": still accepting after the stop";
+  }
 }
 
 }  // namespace

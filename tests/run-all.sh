@@ -103,14 +103,21 @@ echo "ASan+UBSan block: $(( $(date +%s) - asan_start )) s"
 #     runtime_errno   Errno.FollowsUltAcrossMigrationAtO2 (as under ASan)
 #     runtime_credentials  Credentials.DropReachesEveryKltUnderChurn (a
 #                     forked child that starts threads hung under TSan)
-#     runtime_pthread_shared, the whole program (TSan's pthread_exit
-#                     interceptor comes before libweft.so's; the static
-#                     variant runs)
+#     runtime_pthread_shared, runtime_signal_shared, the whole programs
+#                     (TSan's pthread_exit, sigaction and pthread_sigmask
+#                     interceptors come before libweft.so's; the static
+#                     variants run)
+#     runtime_signal  Signals.ThousandRealTimeSignalsInOrder (TSan keeps one
+#                     deferred instance per signal number and drops the
+#                     further queued ones), Signals.SigwaitWakesPromptlyAmong
+#                     TenThousandUlts (10,000 fibers exceed its thread limit)
 #   TSan runs with die_after_fork=0 (tests/meson.build): the fork tests
 #   start a runtime in the child of a multi-threaded process on purpose.
 #   Assertions not made under either: the stack size pthread_getattr_np
 #   reports for a KLT on the pthread backend (the interceptor widens it).
-#   Assertions not made under TSan: that an asynchronous signal's handler
+#   Assertions not made under TSan: the 200 queued real-time values of
+#   Signals.SigwaitParksTheUltAndRtSignalsKeepOrderAndValues (as above);
+#   that an asynchronous signal's handler
 #   runs on the signal stack (TSan defers it and runs it on the normal
 #   stack), RSS after touching and releasing stacks (sys_stack) and the HTTP
 #   server's RSS with stalled downloads (TSan's shadow memory), the

@@ -499,12 +499,18 @@ TEST(MutexStarvation, QueuedWaiterNotStarvedWhileWokenWaiterCannotRun) {
     ASSERT_TRUE(WaitUntil([&] { return hogging.load(); }));
     uint64_t parks0 = m.stats().parks;
     std::atomic<int64_t> t_wait_ns{-1};
+    // The main thread holds the mutex until T has queued and parked: left
+    // to chance, T (whose start TSan slows) found the mutex free in most
+    // rounds and the scenario never set up (the test failed on main too).
+    m.lock();
     std::thread t([&] {
       auto t0 = Clock::now();
       m.lock();
       t_wait_ns = (Clock::now() - t0).count();
       m.unlock();
     });
+    bool t_parked = WaitUntil([&] { return m.stats().parks > parks0; }, 5000ms);
+    m.unlock();
     auto barge_until = Clock::now() + 1s;
     while (t_wait_ns.load() < 0 && Clock::now() < barge_until) {
       if (m.try_lock_for(100ms)) {
@@ -512,7 +518,6 @@ TEST(MutexStarvation, QueuedWaiterNotStarvedWhileWokenWaiterCannotRun) {
         m.unlock();
       }
     }
-    bool t_parked = m.stats().parks > parks0;
     release_hog = true;
     t.join();
     ASSERT_TRUE(h.join().ok());

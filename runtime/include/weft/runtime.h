@@ -47,11 +47,13 @@
 //   - the locale set with uselocale() (weft's uselocale);
 //   - what glibc believes the thread's stack is (pthread_getattr_np reports
 //     the ULT's stack; libc's alloca limit is a quarter of it);
-//   - pthread_exit() ends the ULT, not the kernel thread (see Ult::exit_value).
+//   - pthread_exit() ends the ULT, not the kernel thread (see Ult::exit_value);
+//   - the signal mask and the signals pending on the ULT (see "Signals" at
+//     the end of this header).
 // This does NOT follow an unbound ULT: thread_local variables and
 // pthread_getspecific values (per kernel thread: use UltLocal), the thread
-// name (pthread_setname_np), CPU affinity, scheduling policy, the signal
-// mask (until weft's per-ULT signal masks), the tid (gettid), and
+// name (pthread_setname_np), CPU affinity, scheduling policy, the tid
+// (gettid), and
 // cancellation: pthread_cancel of a kernel thread that runs ULTs is refused
 // (ENOTSUP). A bound ULT (SpawnOptions::bound) has a kernel thread of its
 // own that starts fresh for it and ends with it: all of the above is its
@@ -588,6 +590,75 @@ class UltLocal {
 // libweft.a, a call in the program itself binds to weft's; a call from a
 // shared library binds to weft's only if the executable exports the symbol
 // (link with -Wl,--export-dynamic, or use libweft.so).
+// ---------------------------------------------------------------------------
+
+// ---------------------------------------------------------------------------
+// Signals (weft/signal.h has weft::signal, signal_state and SignalSet).
+//
+// Interposed (exported from libweft; on a foreign thread each forwards to
+// glibc and gives glibc's answers): pthread_sigmask, sigprocmask,
+// sigpending, sigaction, signal, raise, pthread_kill (to the caller
+// itself), sigwait, sigwaitinfo, sigtimedwait, sigsuspend, pause. Linking
+// as for the credential calls above (static: the program's own calls;
+// libweft.so: every call).
+//
+// In a ULT:
+//   - the mask is the ULT's own: a change is a store, no system call; it
+//     moves with the ULT, a spawned ULT inherits its spawner's (a ULT
+//     spawned from a thread, that thread's), and the old-mask argument
+//     reports it exactly. Worker kernel threads keep asynchronous signals
+//     blocked in the kernel at all times; one kernel thread, "weft-signal",
+//     receives the process's signals and hands each to a ULT;
+//   - sigaction and signal keep the application's disposition (and report
+//     it back as the old action); weft's dispatcher is what the kernel
+//     holds. SA_SIGINFO, SA_RESTART, SA_NODEFER, SA_RESETHAND and sa_mask
+//     keep their meaning on ULTs (the ULT's mask during the handler);
+//   - a process-directed signal (kill, sigqueue, the terminal) goes to one
+//     ULT that does not block it, with its siginfo: a running one at once
+//     (a directed signal, SIGRTMAX-1, interrupts its kernel thread and the
+//     handler runs on the ULT's stack); a runnable one when it next runs; a
+//     parked one is woken, takes it, and its wait goes on or ends as below.
+//     If no ULT accepts it, a thread of the application that does not block
+//     it gets it (its si_code then reads SI_TKILL: Linux forwards no
+//     original siginfo); else it stays pending until a ULT unblocks it.
+//     Standard signals coalesce while pending; real-time ones queue (count,
+//     order and si_value kept);
+//   - raise and pthread_kill(pthread_self(), s) signal the calling ULT;
+//     weft::signal(id, s) signals any ULT;
+//   - sigwait, sigwaitinfo, sigtimedwait, sigsuspend and pause park the ULT;
+//   - faults (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP) and the signals the
+//     kernel sends to the thread that caused them (SIGPIPE, SIGXFSZ, SIGSYS)
+//     are taken by the ULT that caused them, its handler on the kernel
+//     thread's alternate stack for faults; a stack-overflow fault is
+//     reported with the ULT's name first. Default actions act as without
+//     weft (a fault nobody catches kills the process);
+//   - a handler that runs on a ULT waiting in weft::io ends the wait as it
+//     would end the system call: read, write, readv, writev, recv, send,
+//     accept and connect return -EINTR unless the handler has SA_RESTART
+//     (they then go on waiting), poll returns -EINTR always, file
+//     operations (pread, pwrite, openat, close, fsync, statx) finish. What
+//     was transferred before the interruption is returned, never lost.
+//     weft's waits (Mutex, CondVar, join, sleep_for...) go on after the
+//     handler, as pthread_mutex_lock does.
+//
+// Reserved: SIGRTMAX (all-KLT credential broadcast) and SIGRTMAX-1 (the
+// delivery doorbell); sigaction on them fails with EINVAL, and a mask
+// never holds them (pthread_sigmask drops them from the set, as glibc
+// drops its own two, so that blocking a full set keeps working). SIGRTMIN,
+// as the application sees it, is free.
+//
+// Not kept: a per-ULT sigaltstack (a ULT's handlers run on the kernel
+// thread's); real-time signals sent to one ULT (weft::signal, raise)
+// coalesce; siglongjmp out of a handler does not restore the ULT's mask
+// (glibc restores it with an internal call weft does not see: set it again
+// with pthread_sigmask), and leaving by siglongjmp (or pthread_exit) a
+// handler that interrupted a wait in weft, weft::io included, is undefined:
+// the wait's record (an io_uring operation, an epoll waiter entry) is still
+// in use (POSIX allows it out of read; handlers here run inside the wait);
+// pthread_kill aimed at another ULT's pthread_t does
+// not reach that ULT (use weft::signal); a forked child that changes kernel
+// threads before exec starts the new program with asynchronous signals
+// blocked.
 // ---------------------------------------------------------------------------
 
 }  // namespace weft
