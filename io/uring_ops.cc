@@ -67,20 +67,25 @@ int64_t uring_op(UringEngine* e, rt::UltDesc* self, int fd, Deadline d, Interrup
   // (only its thread-safe post_op_cancel may be called).
   uint64_t mark = in == Interrupt::kNever ? 0 : rt::handler_mark(self);
   bool interrupted = false;
+  bool not_interruptible = false;  // a file on disk (on_disk), found when a handler would interrupt
   while (c.remaining.load(std::memory_order_acquire) != 0) {
     // A signal handler that ran on this ULT since the submission ends the
     // operation as it would end the system call (park.h): cancel it on its
     // engine (Completion's comment has the protocol). Checked before every
     // park: a handler run by a doorbell just before the park leaves a wake
     // permit (signal.cc, leave_permit), so the park returns and we get here.
-    if (in != Interrupt::kNever && !interrupted &&
-        rt::handler_interrupts(self, mark, in == Interrupt::kUnlessRestart) && !on_disk(fd)) {
-      int n = c.remaining.load(std::memory_order_acquire);
-      while (n != 0 && !c.remaining.compare_exchange_weak(n, n + 1, std::memory_order_acq_rel)) {
+    if (in != Interrupt::kNever && !interrupted && !not_interruptible &&
+        rt::handler_interrupts(self, mark, in == Interrupt::kUnlessRestart)) {
+      if (on_disk(fd)) {
+        not_interruptible = true;
+      } else {
+        int n = c.remaining.load(std::memory_order_acquire);
+        while (n != 0 && !c.remaining.compare_exchange_weak(n, n + 1, std::memory_order_acq_rel)) {
+        }
+        if (n == 0) break;  // it completed meanwhile: its result stands
+        interrupted = true;
+        e->post_op_cancel(&c);
       }
-      if (n == 0) break;  // it completed meanwhile: its result stands
-      interrupted = true;
-      e->post_op_cancel(&c);
     }
     rt::park_current(self);
   }
