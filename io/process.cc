@@ -31,6 +31,7 @@
 #include "absl/strings/str_cat.h"
 #include "io/engine.h"
 #include "io/offload.h"
+#include "runtime/libc_next.h"
 #include "runtime/park.h"
 #include "sys/raw_log.h"
 #include "sys/raw_syscall.h"
@@ -51,12 +52,7 @@ namespace {
 // glibc's own functions (the next definitions after ours).
 template <class F>
 F next(const char* name) {
-  void* p = dlsym(RTLD_NEXT, name);
-  if (p == nullptr) {
-    sys::raw_logf("weft: %s not found in the C library (dlsym RTLD_NEXT)", name);
-    abort();
-  }
-  return reinterpret_cast<F>(p);
+  return rt::libc_next<F>(name);
 }
 
 struct Libc {

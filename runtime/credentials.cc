@@ -33,6 +33,7 @@
 #include <cerrno>
 #include <cstdlib>
 
+#include "runtime/libc_next.h"
 #include "sys/klt.h"
 #include "sys/raw_log.h"
 #include "sys/raw_syscall.h"
@@ -44,9 +45,7 @@ constexpr int kTimeoutMs = 5000;  // a KLT that blocks kAllKltsSignal
 
 template <class F>
 F next(const char* name) {
-  void* p = dlsym(RTLD_NEXT, name);
-  WEFT_CHECK(p != nullptr, "weft: %s not found in the C library", name);
-  return reinterpret_cast<F>(p);
+  return libc_next<F>(name);
 }
 
 // The glibc call `call` (its result and errno are returned), then the raw

@@ -383,6 +383,9 @@ absl::Status Scheduler::shutdown_locked() {
   // ~Runtime cannot free them under it. Found by the TSan gate (a data race
   // between ~UringEngine and UringEngine::wake() from a foreign unpark).
   while (foreign_wakers.load(std::memory_order_acquire) != 0) sys::sched_yield();
+  // Likewise the signal KLT's scan (signal.cc, nudge), which reads the
+  // worker of a ULT it saw running (TSan: a race with ~Worker).
+  sig::forget_workers();
   // No ULT is left, and none can be made: stop the pool. Under
   // concurrency_lock, so that a set_concurrency() or a handoff in progress
   // finishes first and later ones see `stopped`.

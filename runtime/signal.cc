@@ -82,6 +82,7 @@
 // had it; a forked child that migrates before exec execs with the worker
 // mask.
 #include "runtime/signal.h"
+#include "runtime/libc_next.h"
 
 #include <dirent.h>
 #include <dlfcn.h>
@@ -134,12 +135,7 @@ namespace {
 
 template <class F>
 F next(const char* name) {
-  void* p = dlsym(RTLD_NEXT, name);
-  if (p == nullptr) {
-    sys::raw_logf("weft: %s not found in the C library (dlsym RTLD_NEXT)", name);
-    abort();
-  }
-  return reinterpret_cast<F>(p);
+  return libc_next<F>(name);
 }
 
 using SigmaskFn = int (*)(int, const sigset_t*, sigset_t*);
@@ -402,17 +398,24 @@ void default_action(int s) {
   _exit(128 + s);
 }
 
+// The application's action for s, about to be taken (table lock held):
+// SA_RESETHAND resets the disposition to SIG_DFL as the handler starts.
+struct sigaction take_action_locked(int s) {
+  struct sigaction& cur = app_action_locked(s);
+  struct sigaction a = cur;
+  if (has_handler(a) && (a.sa_flags & SA_RESETHAND)) {
+    memset(&cur, 0, sizeof cur);
+    cur.sa_handler = SIG_DFL;
+  }
+  return a;
+}
+
 // Runs the application's action for (s, si) on `self`, the calling ULT.
 void act(UltDesc* self, int s, siginfo_t* si) {
   struct sigaction a;
   {
     Locked l(Locked::kUlt, self);
-    struct sigaction& cur = app_action_locked(s);
-    a = cur;
-    if (has_handler(a) && (a.sa_flags & SA_RESETHAND)) {
-      memset(&cur, 0, sizeof cur);
-      cur.sa_handler = SIG_DFL;
-    }
+    a = take_action_locked(s);
   }
   if (!has_handler(a)) {
     if (a.sa_handler == SIG_DFL) default_action(s);
@@ -485,12 +488,7 @@ void act_on_thread(int s, siginfo_t* si, void* uctx) {
   struct sigaction a;
   {
     Locked l(Locked::kHandler, nullptr);
-    struct sigaction& cur = app_action_locked(s);
-    a = cur;
-    if (has_handler(a) && (a.sa_flags & SA_RESETHAND)) {
-      memset(&cur, 0, sizeof cur);
-      cur.sa_handler = SIG_DFL;
-    }
+    a = take_action_locked(s);
   }
   if (!has_handler(a)) {
     if (a.sa_handler == SIG_DFL) default_action(s);
@@ -565,11 +563,7 @@ void on_sync(int s, siginfo_t* si, void* uctx) {
   // The lock may be this thread's own (a fault in a locked section): then
   // the action is read without it.
   bool locked = g.lock.try_lock();
-  struct sigaction a = g.app[s];
-  if (has_handler(a) && (a.sa_flags & SA_RESETHAND)) {
-    memset(&g.app[s], 0, sizeof g.app[s]);
-    g.app[s].sa_handler = SIG_DFL;
-  }
+  struct sigaction a = take_action_locked(s);
   if (locked) g.lock.unlock();
   if (has_handler(a)) {
     if (a.sa_flags & SA_SIGINFO) {
@@ -596,9 +590,17 @@ void on_sync(int s, siginfo_t* si, void* uctx) {
 
 // Makes one ULT that accepts a pending signal take it soon. Returns true if
 // some ULT accepts one (look again later: it may not have taken it yet).
+// Held by nudge() while it holds pointers into some runtime's workers (a
+// ULT's worker, its tid, its scheduler): a runtime stopping takes it once
+// its ULTs have all exited and before it frees its workers
+// (forget_workers), so no scan still points into them. Reset in a forked
+// child.
+KltMutex g_scan_lock;
+
 bool nudge() {
   uint64_t p = g_process_pending.load(std::memory_order_acquire);
   if (p == 0) return false;
+  LockGuard<KltMutex> scan(g_scan_lock);
   UltDesc* running = nullptr;
   UltDesc* parked = nullptr;
   bool runnable = false;
@@ -883,8 +885,13 @@ void note_blocked(uint64_t mask, UltDesc* self) {
   for (uint64_t b = todo & ~g.managed; b != 0; b &= b - 1) manage_locked(lowest(b));
 }
 
+void forget_workers() {
+  LockGuard<KltMutex> scan(g_scan_lock);  // a scan in progress ends first
+}
+
 void after_fork_child(UltDesc* self) {
   g.lock.reset_after_fork();
+  g_scan_lock.reset_after_fork();
   g_start_lock.reset_after_fork();
   g_process_pending.store(0, std::memory_order_relaxed);
   if (g.rt != nullptr)

@@ -48,6 +48,11 @@ void note_blocked(uint64_t mask, UltDesc* self);
 // SIGPIPE, SIGXFSZ, SIGSYS), weft's doorbell and sys/'s all-KLTs signal.
 void worker_kernel_mask(sigset_t* out);
 
+// A runtime that stops, once all its ULTs have exited and before it frees
+// its workers: waits until the signal KLT holds no pointer into them (a
+// scan that saw one of its ULTs alive may still be reading its worker).
+void forget_workers();
+
 // Once per process (and again in a forked child): the signal table, the
 // handlers of the signals weft manages, and the signal KLT. Called when a
 // runtime starts. Returns false (with *what set) if the KLT cannot start.
