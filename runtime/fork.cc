@@ -23,8 +23,7 @@
 //
 //   prepare (parent, forking thread, after the application's prepares):
 //     runtimes_lock                     the list of runtimes
-//     per runtime: concurrency_lock     worker_storage, slots, monitor, the
-//                                       handoff's moves of timer inboxes
+//     per runtime: concurrency_lock     worker_storage, slots, monitor
 //                  bound_lock           bound_all, bound_finished, the fork KLT
 //     table.lock                        the descriptor table, its free list
 //     death row lock                    cached descriptors and their stacks
@@ -322,10 +321,7 @@ void Scheduler::rebuild_after_fork(Worker* keep, UltDesc* self) {
     w->inbox_lock.reset_after_fork();
     w->inbox.reset();
     w->inbox_count.store(0, std::memory_order_relaxed);
-    w->core_in_fork_child().timers.clear();
-    w->timer_inbox_lock.reset_after_fork();
-    w->timer_inbox.clear();
-    w->timer_inbox_nonempty.store(false, std::memory_order_relaxed);
+    w->timers.reset_after_fork();
     w->core_in_fork_child().cache.list.reset();  // its descriptors were reclaimed with the rest
     w->core_in_fork_child().spinning = false;
     w->core_in_fork_child().notify_deferred = false;

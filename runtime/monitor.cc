@@ -11,8 +11,10 @@
 //  - Running one ULT without a switch for longer than the threshold while
 //    ULTs wait in its deque or run_next (a long computation): those are
 //    moved to the global queue and an idle worker is woken (a hog rescue).
-//    Its yield queue and timers are the running KLT's own and stay;
-//    preemption, which would free them too, is a later piece of work.
+//    Its yield queue is the running KLT's own and stays (time-slice
+//    preemption frees it).
+//  - Fires the due timers of a worker that runs a ULT or is blocked in a
+//    region (fire_busy_timers): timers never wait for a busy worker.
 //  - Not switched since the last tick with work queued: settle its deferred
 //    notify (scheduler.cc, "Deferred notify").
 //  - A retired worker (set_concurrency lowered) whose KLT is in a blocking
@@ -99,27 +101,41 @@ void handoff_locked(Scheduler* s, Worker* w, uint64_t st) {
   int64_t moved = 0;
   for (UltDesc* u; (u = core.yield_queue.pop_front()) != nullptr; ++moved) s->global_push(u);
   moved += take_stealable(s, w);
-  size_t timers = 0;
-  {
-    LockGuard<KltMutex> g(spare->timer_inbox_lock);
-    TimerEntry e;
-    while (core.timers.pop(&e)) {
-      spare->timer_inbox.push_back(e);
-      ++timers;
-    }
-    if (timers != 0) spare->timer_inbox_nonempty.store(true, std::memory_order_release);
-  }
+  // Its timed parks stay in its heap: the monitor fires them while its KLT
+  // is blocked (fire_busy_timers), its own loop once it is back.
   w->end_handoff(std::move(*claim));
   s->handoffs.fetch_add(1, std::memory_order_relaxed);
   s->wake_worker(spare);
   s->notify_work();
-  log().debug("blocking handoff: slot {} from worker tid {} to tid {}; {} ULTs, {} timers moved", i,
-              w->tid.load(), spare->tid.load(), moved, timers);
+  log().debug("blocking handoff: slot {} from worker tid {} to tid {}; {} ULTs moved", i, w->tid.load(),
+              spare->tid.load(), moved);
+}
+
+// Fires the due timers of every pool worker that will not reach its own
+// scheduler loop soon: one running a ULT, or blocked in a region (active
+// or retired). Their ULTs are unparked from here, so they go to the global
+// queue, where an idle worker (woken by the unpark) or the next scheduler
+// pass of a busy one takes them. An idle worker sleeps until its own
+// earliest deadline and fires it itself. (Until issue 13 a worker's timers
+// waited for its own loop: a sleep on a worker busy with one long ULT woke
+// about a second late while another worker sat idle.)
+void fire_busy_timers(Scheduler* s, int64_t now) {
+  int n = s->nworkers.load(std::memory_order_acquire);
+  for (int i = 0; i < n; ++i) {
+    Worker* w = s->worker_at(i);
+    if (w == nullptr) continue;
+    int64_t e = w->timers.earliest();
+    if (e < 0 || e > now) continue;
+    if (w->current.load(std::memory_order_relaxed) == nullptr && !w->in_blocking.load(std::memory_order_acquire))
+      continue;  // in its loop: it fires them itself
+    s->timers_fired_by_monitor.fetch_add(w->fire_timers(now), std::memory_order_relaxed);
+  }
 }
 
 // Returns the time until the next blocking region reaches the threshold
 // (or -1 if none is open).
 int64_t scan(Scheduler* s, int64_t now) {
+  fire_busy_timers(s, now);
   int64_t next = -1;
   int act = s->active.load(std::memory_order_acquire);
   int64_t threshold = s->blocking_threshold_ns;

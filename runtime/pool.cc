@@ -99,6 +99,9 @@ absl::Status validate_options(const Options& o) {
   if (o.blocking_handoff.count() < 0)
     return absl::InvalidArgumentError(
         absl::StrCat("Options::blocking_handoff is negative (", o.blocking_handoff.count(), " us)"));
+  if (o.time_slice.count() < 0)
+    return absl::InvalidArgumentError(
+        absl::StrCat("Options::time_slice is negative (", o.time_slice.count(), " us)"));
   return absl::OkStatus();
 }
 
@@ -116,6 +119,7 @@ Scheduler::Scheduler(const Options& o) : opts(o) {
   poller_factory = registered_poller_factory(&poller_ctx);
   blocking_threshold_ns = detail::saturating_ns(opts.blocking_handoff).count();
   if (blocking_threshold_ns < 0) blocking_threshold_ns = 0;
+  time_slice_ns = detail::saturating_ns(opts.time_slice).count();
   slots = std::make_unique<std::atomic<Worker*>[]>(static_cast<size_t>(max_workers));
   for (int i = 0; i < max_workers; ++i) slots[static_cast<size_t>(i)].store(nullptr, std::memory_order_relaxed);
 }
@@ -515,6 +519,16 @@ RuntimeStats Scheduler::stats() const {
   r.bound_threads = bound_busy.load(std::memory_order_relaxed);
   r.handoffs = handoffs.load(std::memory_order_relaxed);
   r.hog_rescues = hog_rescues.load(std::memory_order_relaxed);
+  for (int i = 0; i < n; ++i) r.timers_pending += const_cast<Worker*>(worker_at(i))->timers.size();
+  {
+    LockGuard<KltMutex> g(const_cast<KltMutex&>(bound_lock));
+    for (auto& w : bound_all) r.timers_pending += w->timers.size();
+  }
+  r.timers_fired_by_monitor = timers_fired_by_monitor.load(std::memory_order_relaxed);
+  for (size_t b = 0; b < r.timer_lateness.size(); ++b) r.timer_lateness[b] = timer_late[b].load(std::memory_order_relaxed);
+  r.preemptions_requested = preempt_requested.load(std::memory_order_relaxed);
+  r.preemptions_taken = preempt_taken.load(std::memory_order_relaxed);
+  r.preemptions_deferred = preempt_deferred.load(std::memory_order_relaxed);
   return r;
 }
 

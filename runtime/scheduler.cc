@@ -362,6 +362,11 @@ __attribute__((always_inline)) inline UltDesc* Worker::pick_local(bool for_yield
   // Serve the scheduler loop regularly, and always when this worker must
   // not run ordinary work (bound, retired) or has ULTs that must run here.
   if (--core_.until_loop <= 0 || is_bound || loop_work_waiting()) return nullptr;
+  if (core_.yield_turns != 0) {  // yielders' turn, granted by the last scheduler pass
+    --core_.yield_turns;
+    if (UltDesc* u = core_.yield_queue.pop_front()) return u;
+    core_.yield_turns = 0;
+  }
   if (run_next.load(std::memory_order_relaxed) != nullptr) {
     UltDesc* u = run_next.exchange(nullptr, std::memory_order_acquire);
     if (u != nullptr) return u;
@@ -430,12 +435,13 @@ void park_current(UltDesc* self) {
 }
 
 bool park_current_until(UltDesc* self, int64_t deadline_ns) {
-  uint64_t seq = self->timer_seq.load(std::memory_order_acquire);
-  self->worker.load(std::memory_order_relaxed)->core().timers.push(TimerEntry{deadline_ns, self, seq});
+  // Into the heap of the worker we park on; whoever fires it (that worker
+  // or the monitor) takes it out under the heap's lock. Cancel takes it out
+  // if it is still there: then it did not fire (timer_heap.h).
+  TimerHeap* heap = &self->worker.load(std::memory_order_relaxed)->timers;
+  heap->add(self, deadline_ns);
   park_current(self);
-  // Cancel the timer by advancing the sequence; if the timer advanced it
-  // first, it fired: the park timed out.
-  return self->timer_seq.compare_exchange_strong(seq, seq + 1, std::memory_order_acq_rel);
+  return heap->cancel(self);
 }
 
 namespace {
@@ -764,11 +770,23 @@ void Worker::spill_half_of_yield_queue() {
   }
 }
 
-void Worker::fire_timers(int64_t now) {
-  TimerEntry e;
-  while (core_.timers.pop_expired(now, &e)) {
-    uint64_t seq = e.seq;
-    if (e.ult->timer_seq.compare_exchange_strong(seq, seq + 1, std::memory_order_acq_rel)) unpark(e.ult);
+void Scheduler::count_timer_lateness(int64_t late_ns) {
+  int b = late_ns <= 10'000 ? 0 : late_ns <= 100'000 ? 1 : late_ns <= 1'000'000 ? 2
+        : late_ns <= 10'000'000 ? 3 : late_ns <= 100'000'000 ? 4 : 5;
+  timer_late[b].fetch_add(1, std::memory_order_relaxed);
+}
+
+size_t Worker::fire_timers(int64_t now) {
+  TimerHeap::Fired due[32];
+  size_t total = 0;
+  for (;;) {
+    size_t n = timers.take_due(now, due, 32);
+    for (size_t i = 0; i < n; ++i) {
+      sched->count_timer_lateness(due[i].late_ns);
+      unpark(due[i].ult);
+    }
+    total += n;
+    if (n < 32) return total;
   }
 }
 
@@ -796,13 +814,7 @@ UltDesc* Worker::find_runnable_inner() {
       for (UltDesc* u; (u = core_.yield_queue.pop_front()) != nullptr;) s->global_push(u);
       s->notify_work();
     }
-    if (timer_inbox_nonempty.load(std::memory_order_acquire)) {  // moved here by a handoff
-      LockGuard<KltMutex> g(timer_inbox_lock);
-      for (const TimerEntry& e : timer_inbox) core_.timers.push(e);
-      timer_inbox.clear();
-      timer_inbox_nonempty.store(false, std::memory_order_relaxed);
-    }
-    if (!core_.timers.empty()) fire_timers(monotonic_ns());
+    if (!timers.empty()) fire_timers(monotonic_ns());
     poller->poll();
     if (UltDesc* u = inbox_pop()) return u;
 
@@ -810,6 +822,18 @@ UltDesc* Worker::find_runnable_inner() {
     if (act) {
       if ((core_.tick % kGlobalEvery) == 0) {
         if (UltDesc* u = s->global_pop_batch(this)) return u;
+      }
+      // The yielders' turn (WorkerCore::yield_queue): while other local
+      // work is queued, they would otherwise wait for all of it, and a
+      // spawn chain never lets the deque empty.
+      if (!core_.yield_queue.empty() &&
+          (run_next.load(std::memory_order_relaxed) != nullptr || !deque.owner_empty())) {
+        core_.yield_turns = static_cast<uint32_t>(core_.yield_queue.size() - 1);
+        if (core_.yield_turns != 0 && s->npidle.load(std::memory_order_relaxed) > 0) {
+          spill_half_of_yield_queue();
+          core_.yield_turns = static_cast<uint32_t>(core_.yield_queue.size() - 1);
+        }
+        return core_.yield_queue.pop_front();
       }
       if (run_next.load(std::memory_order_relaxed) != nullptr) {
         if (UltDesc* u = run_next.exchange(nullptr, std::memory_order_acquire)) return u;
@@ -881,8 +905,7 @@ UltDesc* Worker::find_runnable_inner() {
       if (s->nmspinning.fetch_sub(1, std::memory_order_acq_rel) == 1 && !act) s->notify_work();
     }
     full_fence();
-    bool work = inbox_count.load(std::memory_order_acquire) != 0 || stop.load(std::memory_order_acquire) ||
-                timer_inbox_nonempty.load(std::memory_order_acquire);
+    bool work = inbox_count.load(std::memory_order_acquire) != 0 || stop.load(std::memory_order_acquire);
     if (!work && timer_due()) work = true;
     if (!work && act) {
       work = s->global_count.load(std::memory_order_acquire) != 0;
@@ -905,7 +928,7 @@ UltDesc* Worker::find_runnable_inner() {
     }
     if (!work) {
       bump(sleeps);
-      int64_t until = core_.timers.earliest();
+      int64_t until = timers.earliest();
       if (until >= 0) {
         // A far deadline (a timed wait of years) is cut to an hour: pollers
         // turn deadlines into relative milliseconds or timespecs, and one

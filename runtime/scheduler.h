@@ -60,7 +60,7 @@ struct Worker;
 //    worker's and is not inside a blocking region);
 //  - core(const HandoffClaim&): the monitor, between its claim of a
 //    worker blocked in a region (flag 3 of Worker::blocking) and its
-//    release (flag 2); it drains yield_queue and timers. Only the claim
+//    release (flag 2); it drains yield_queue. Only the claim
 //    CAS makes a HandoffClaim, so only the protocol can reach the state
 //    from another thread;
 //  - core_in_fork_child(): the one KLT of a forked child, rebuilding the
@@ -80,14 +80,22 @@ struct WorkerCore {
   // the monitor's next tick), idle workers are notified then.
   bool notify_deferred = false;
   LocalCache cache;               // recycled descriptors with stacks
-  TimerHeap timers;               // timed parks registered while running here
   // ULTs that yielded here, and ULTs woken from this worker's scheduler
   // loop (io completions, timers), FIFO, not stealable: yield between ULTs
   // of one worker then needs no atomic operation. When other workers are
   // idle, the scheduler loop moves every other one of them to the global
   // queue (spill_half_of_yield_queue); a retired worker hands all of them
   // over; the worker never sleeps while this queue holds a ULT.
+  //
+  // Served at a bounded interval even while run_next and the deque never
+  // empty (issue 13: a spawn chain starved a woken sleeper for 0.4-1 s):
+  // at every scheduler pass that finds both local work and yielders, the
+  // pass runs the oldest yielder and grants the rest a turn
+  // (yield_turns): pick_local then takes that many from this queue before
+  // run_next and the deque. A ULT queued here therefore waits at most
+  // kGlobalEvery switches plus one switch per ULT ahead of it.
   IntrusiveQueue<UltDesc> yield_queue;
+  uint32_t yield_turns = 0;
 };
 
 // The monitor's claim on a worker blocked in a region (monitor.cc,
@@ -163,11 +171,10 @@ struct alignas(64) Worker {
   std::atomic<int64_t> blocking_since_ns{0};
   UltDesc* blocking_ult = nullptr;            // the ULT inside the region (overflow reports)
   std::atomic<bool> in_blocking{false};   // flag != 0, for readers that need one load
-  // Timed parks moved here from a handed-off worker; merged into `timers`
-  // by the owner at its next scheduler pass.
-  KltMutex timer_inbox_lock;
-  std::vector<TimerEntry> timer_inbox;
-  std::atomic<bool> timer_inbox_nonempty{false};
+  // Timed parks made by ULTs while they ran here (timer_heap.h): fired by
+  // the owner at its scheduler passes and by the monitor while the owner
+  // runs a ULT or is blocked in a region. Never moved.
+  TimerHeap timers;
   // The monitor's claim on this worker, blocked in the region that `word`
   // (flag 1) describes: the CAS to flag 3, or nothing if the region ended
   // or changed meanwhile. end_handoff publishes (epoch+1, 2).
@@ -205,8 +212,11 @@ struct alignas(64) Worker {
   bool loop_work_waiting() const {
     return !active() || inbox_count.load(std::memory_order_relaxed) != 0 || poller->needs_poll();
   }
-  // Owner only: a timer of this worker's heap is due.
-  bool timer_due() { return !core_.timers.empty() && core_.timers.earliest() <= monotonic_ns(); }
+  // A timer of this worker's heap is due (lock-free look).
+  bool timer_due() {
+    int64_t e = timers.earliest();
+    return e >= 0 && e <= monotonic_ns();
+  }
   // Owner only: whether the ULT running here should let the scheduler loop
   // run before it goes on (the end of a blocking region, blocking.cc):
   // the worker is retired, other ULTs wait (its queues, inbox, the global
@@ -216,7 +226,10 @@ struct alignas(64) Worker {
   void spill_half_of_yield_queue();  // every other queued ULT to the global queue
   void inbox_push(UltDesc* u);
   UltDesc* inbox_pop();
-  void fire_timers(int64_t now);
+  // Fires this worker's due timers (the owner's loop, or the monitor):
+  // their ULTs are unparked from the calling context. Counts lateness;
+  // returns how many fired.
+  size_t fire_timers(int64_t now);
 
  private:
   // On lines of its own: other threads read the counters above, and the
@@ -256,6 +269,12 @@ struct alignas(64) Scheduler {
   Worker* worker_at(int i) const { return slots[static_cast<size_t>(i)].load(std::memory_order_acquire); }
   std::atomic<uint64_t> handoffs{0};              // blocking-region handoffs done
   std::atomic<uint64_t> hog_rescues{0};           // queues taken from a long-running ULT's worker
+  // Timers: how late each fired (fire time - deadline), in the buckets of
+  // RuntimeStats::timer_lateness; and how many the monitor fired for a
+  // busy worker.
+  alignas(64) std::atomic<uint64_t> timer_late[6] = {};
+  std::atomic<uint64_t> timers_fired_by_monitor{0};
+  void count_timer_lateness(int64_t late_ns);
 
   // --- idle workers and spinning (see "Wake-ups" in scheduler.cc) ----------------
   // npidle and nmspinning are read at every spawn and wake: keep them on
@@ -384,6 +403,10 @@ struct alignas(64) Scheduler {
 
   size_t default_stack_size = 0;   // Options::stack_size rounded to pages
   int64_t blocking_threshold_ns = 0;  // Options::blocking_handoff
+  int64_t time_slice_ns = 0;          // Options::time_slice (0: no preemption)
+
+  // --- preemption (runtime/preempt.cc) -----------------------------------------
+  std::atomic<uint64_t> preempt_requested{0}, preempt_taken{0}, preempt_deferred{0};
 };
 
 inline int Worker::sched_active() const { return sched->active.load(std::memory_order_relaxed); }

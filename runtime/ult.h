@@ -28,6 +28,7 @@
 #include <cstdint>
 
 #include "runtime/locks.h"
+#include "runtime/timer_heap.h"
 #include "sys/raw_log.h"
 #include "sys/context.h"
 #include "sys/stack.h"
@@ -144,9 +145,8 @@ struct alignas(64) UltDesc {
   JoinWaiter* joiner = nullptr;
 
   // --- timed park -------------------------------------------------------------
-  // Each timed park takes a new sequence number; the timer and the wake-up
-  // race to advance it, and the winner decides whether the park timed out.
-  std::atomic<uint64_t> timer_seq{0};
+  // Its entry in the timer heap of the worker it parked on (timer_heap.h).
+  TimerNode timer;
 
   // --- per-ULT libc state (runtime/thread_compat.h) ----------------------------
   // The locale the ULT set with uselocale(), nullptr for the global one.
@@ -208,6 +208,7 @@ struct alignas(64) UltDesc {
     detached = false;
     joiner = nullptr;
     pin_count = 0;
+    timer.pos = -1;  // in a forked child it may name a heap entry that is gone
   }
 
   // Makes every existing id of this descriptor stale. Caller holds

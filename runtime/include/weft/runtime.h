@@ -70,6 +70,7 @@
 // absl::StatusOr, and no weft call reports through errno.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -161,6 +162,13 @@ struct Options {
   // ULTs keep running (see weft::blocking). Takes effect within about 1 ms
   // after the threshold. Not negative; microseconds::max() means never.
   std::chrono::microseconds blocking_handoff{200};
+  // Time-slice preemption: a ULT that has run this long without switching
+  // while other ULTs wait for its worker is switched out (it goes behind
+  // them and later resumes on the same kernel thread, as if nothing had
+  // happened: registers, FP state, errno, signal mask). Zero turns it off:
+  // then a ULT runs until it parks, yields or exits. Not negative. See
+  // "Preemption" above for where a ULT is never interrupted.
+  std::chrono::microseconds time_slice{10000};
 };
 
 // How one ULT is spawned.
@@ -205,6 +213,24 @@ struct RuntimeStats {
   uint64_t handoffs = 0;     // workers replaced while blocked in weft::blocking()
   uint64_t hog_rescues = 0;  // times queued ULTs were taken from a worker whose
                              // ULT ran too long without a switch
+  // Timed waits (sleep_for, CondVar::wait_for, io deadlines...) pending
+  // now. A wait that ends early takes its timer out at once.
+  uint64_t timers_pending = 0;
+  // Timers the monitor fired because their worker was busy (running one
+  // ULT, or blocked in weft::blocking()); idle workers fire their own.
+  uint64_t timers_fired_by_monitor = 0;
+  // How late timers fired (the wake-up queued minus the deadline), counted
+  // in buckets: <= 10 us, <= 100 us, <= 1 ms, <= 10 ms, <= 100 ms, more.
+  // The ULT then runs when a worker takes it from its queue.
+  std::array<uint64_t, 6> timer_lateness{};
+  // Time-slice preemption (Options::time_slice): signals sent to a worker
+  // whose ULT ran past its slice while others waited; preemptions that
+  // switched the ULT out; and signals that found it where it may not be
+  // switched out (weft's or libc's code, a lock held: retried at the next
+  // monitor tick and taken at the next safe point).
+  uint64_t preemptions_requested = 0;
+  uint64_t preemptions_taken = 0;
+  uint64_t preemptions_deferred = 0;
 };
 
 // A handle to a spawned ULT. Move-only. join() or detach() it exactly once;
