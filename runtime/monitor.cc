@@ -35,6 +35,7 @@
 
 #include "runtime/death_row.h"
 #include "runtime/log.h"
+#include "runtime/preempt.h"
 #include "runtime/scheduler.h"
 #include "sys/futex.h"
 
@@ -99,7 +100,14 @@ void handoff_locked(Scheduler* s, Worker* w, uint64_t st) {
   WorkerCore& core = w->core(*claim);
   s->swap_slots_locked(i, spare->index.load(std::memory_order_relaxed));
   int64_t moved = 0;
-  for (UltDesc* u; (u = core.yield_queue.pop_front()) != nullptr; ++moved) s->global_push(u);
+  for (UltDesc* u; (u = core.yield_queue.pop_front()) != nullptr;) {
+    if (u->preempted_on != nullptr) {
+      w->inbox_push(u);  // resumes on w's KLT (preempt.cc), once its region ends
+    } else {
+      s->global_push(u);
+      ++moved;
+    }
+  }
   moved += take_stealable(s, w);
   // Its timed parks stay in its heap: the monitor fires them while its KLT
   // is blocked (fire_busy_timers), its own loop once it is back.
@@ -162,6 +170,16 @@ int64_t scan(Scheduler* s, int64_t now) {
       w->monitor_seen = seen;
       w->monitor_stalled_since = now;
       continue;
+    }
+    // Time slice: the ULT running here since the last switch has had it.
+    // Asked once per slice while it stays (a deferred request is asked
+    // again: the ULT may have left the code where it could not be
+    // switched out).
+    if (s->time_slice_ns > 0 && w->current.load(std::memory_order_relaxed) != nullptr &&
+        now - w->monitor_stalled_since >= s->time_slice_ns &&
+        now - w->monitor_preempt_sent >= std::min<int64_t>(s->time_slice_ns, kBusyTickNs)) {
+      w->monitor_preempt_sent = now;
+      preempt::request(s, w, seen);
     }
     if (!has_stealable_work(w)) continue;
     if (w->current.load(std::memory_order_relaxed) != nullptr && now - w->monitor_stalled_since >= threshold) {
@@ -230,6 +248,7 @@ void monitor_main(void* arg) {
     }
     if (now >= next_reap) {
       next_reap = now + kReapEveryNs;
+      if (s->time_slice_ns > 0) preempt::refresh_if_changed();  // code loaded or unloaded since
       uint64_t n = death_row().reap();
       if (n != 0) {
         s->monitor_reaped.fetch_add(n, std::memory_order_relaxed);

@@ -14,6 +14,7 @@
 #include "runtime/globals.h"
 #include "runtime/log.h"
 #include "runtime/scheduler.h"
+#include "runtime/preempt.h"
 #include "runtime/signal.h"
 #include "sys/futex.h"
 #include "sys/raw_log.h"
@@ -193,6 +194,7 @@ absl::Status Scheduler::start() {
                                                 (what ? what : "?"));
     return start_status;
   }
+  if (time_slice_ns > 0) preempt::prepare();  // the code a ULT may be preempted in (preempt.cc)
   // Listed before any KLT starts: a fork from here on finds this runtime,
   // takes its locks and rebuilds it in the child (fork.cc).
   {

@@ -206,6 +206,17 @@ void handle_transfer(Worker* w, uintptr_t t) {
       w->sched->make_runnable(x, w);
       return;
     }
+    case SwitchAction::kPreempt:
+      // Behind this worker's yielders; it must resume here (preempted_on).
+      // A retired worker runs only its inbox: then it goes there.
+      WEFT_DCHECK(x->preempted_on == w, "ULT %u preempted on another worker", x->index);
+      if (!w->is_bound && w->active()) {
+        w->core().yield_queue.push_back(x);
+        w->core().after_preempt = true;
+      } else {
+        w->inbox_push(x);
+      }
+      return;
     case SwitchAction::kExit:
     case SwitchAction::kExitRelease:
       x->ctx.sp = nullptr;
@@ -413,6 +424,15 @@ void yield_current(UltDesc* self) {
 }
 
 void requeue_current(UltDesc* self) { switch_from(self, nullptr, SwitchAction::kRequeue); }
+
+void preempt_current(UltDesc* self) {
+  Worker* w = self->worker.load(std::memory_order_relaxed);
+  self->preempted_on = w;
+  switch_from(self, nullptr, SwitchAction::kPreempt);
+  WEFT_DCHECK(current_worker() == w, "ULT %u preempted on worker %d resumed on another", self->index,
+              w->index.load(std::memory_order_relaxed));
+  self->preempted_on = nullptr;
+}
 
 Caller caller() {
   Worker* w = current_worker();
@@ -762,7 +782,14 @@ bool Scheduler::remove_idle(Worker* w, bool* was_woken_spinning) {
 void Worker::spill_half_of_yield_queue() {
   IntrusiveQueue<UltDesc> keep, give;
   bool to_give = false;
-  for (UltDesc* u; (u = core_.yield_queue.pop_front()) != nullptr; to_give = !to_give) (to_give ? give : keep).push_back(u);
+  for (UltDesc* u; (u = core_.yield_queue.pop_front()) != nullptr;) {
+    if (u->preempted_on != nullptr) {  // resumes here (preempt.cc)
+      keep.push_back(u);
+      continue;
+    }
+    (to_give ? give : keep).push_back(u);
+    to_give = !to_give;
+  }
   core_.yield_queue.swap(keep);
   if (!give.empty()) {
     sched->global_push_queue(&give);
@@ -811,7 +838,13 @@ UltDesc* Worker::find_runnable_inner() {
     // FIFO and local; a retired worker hands it over, and half of it goes
     // to the global queue when other workers are idle (below).
     if (!core_.yield_queue.empty() && !active()) {
-      for (UltDesc* u; (u = core_.yield_queue.pop_front()) != nullptr;) s->global_push(u);
+      for (UltDesc* u; (u = core_.yield_queue.pop_front()) != nullptr;) {
+        if (u->preempted_on != nullptr) {
+          inbox_push(u);  // it resumes here (preempt.cc): a retired worker runs its inbox
+        } else {
+          s->global_push(u);
+        }
+      }
       s->notify_work();
     }
     if (!timers.empty()) fire_timers(monotonic_ns());
@@ -820,6 +853,10 @@ UltDesc* Worker::find_runnable_inner() {
 
     bool act = active();
     if (act) {
+      if (core_.after_preempt) {  // a slice ended: the global queue first
+        core_.after_preempt = false;
+        if (UltDesc* u = s->global_pop_batch(this)) return u;
+      }
       if ((core_.tick % kGlobalEvery) == 0) {
         if (UltDesc* u = s->global_pop_batch(this)) return u;
       }

@@ -47,6 +47,7 @@ enum class SwitchAction : uintptr_t {
   kFinishPark = 2,   // park: kParking -> kParked, or requeue if woken meanwhile
   kExit = 3,         // exit: the stack is free; someone else releases the ULT
   kExitRelease = 4,  // exit: the stack is free and the ULT is released here
+  kPreempt = 5,      // time-slice preemption: queue it behind this worker's yielders (it stays here)
 };
 
 struct Worker;
@@ -96,6 +97,10 @@ struct WorkerCore {
   // kGlobalEvery switches plus one switch per ULT ahead of it.
   IntrusiveQueue<UltDesc> yield_queue;
   uint32_t yield_turns = 0;
+  // The last switch into the loop was a time-slice preemption: the next
+  // pass serves the global queue first (fairness between workers, as Go
+  // puts a preempted goroutine on its global queue).
+  bool after_preempt = false;
 };
 
 // The monitor's claim on a worker blocked in a region (monitor.cc,
@@ -191,6 +196,11 @@ struct alignas(64) Worker {
   // since when it has not changed.
   uint64_t monitor_seen = 0;
   int64_t monitor_stalled_since = 0;
+  int64_t monitor_preempt_sent = 0;  // when it last asked this worker to preempt
+  // A time-slice preemption asked by the monitor (preempt.cc): the switch
+  // count (switches + sleeps) it saw, plus one; 0 = none. Moot once the
+  // count has moved.
+  std::atomic<uint64_t> preempt_at{0};
 
   // --- counters: the owner increments, anyone reads ---------------------------
   std::atomic<uint64_t> switches{0}, steals{0}, parks{0}, sleeps{0}, reaped{0};

@@ -101,6 +101,7 @@
 #include <new>
 
 #include "runtime/park.h"
+#include "runtime/preempt.h"
 #include "runtime/scheduler.h"
 #include "sys/futex.h"
 #include "sys/klt.h"
@@ -482,6 +483,24 @@ void deliver_in_handler(Worker* w, void* uctx) {
   if (u->sig_handled.load(std::memory_order_relaxed) != before) leave_permit(u);
 }
 
+// In the doorbell handler on w: a time-slice preemption stands for the ULT
+// it interrupted. If that ULT may be switched out where it was interrupted
+// (preempt.cc says when), restore the KLT's mask (the worker's constant
+// one: this handler runs with every signal blocked) and switch it out; it
+// resumes here, on this KLT, and the handler's return (sigreturn) restores
+// its registers and FP state. Else the request stays for its next safe
+// point or the monitor's next doorbell.
+void preempt_in_handler(Worker* w, void* uctx) {
+  UltDesc* u = w->current.load(std::memory_order_relaxed);
+  auto* uc = static_cast<ucontext_t*>(uctx);
+  uintptr_t pc = static_cast<uintptr_t>(uc->uc_mcontext.gregs[REG_RIP]);
+  if (u == nullptr || !preempt::may_switch_out(w, u, pc, on_ult_stack(u, uctx))) return;
+  w->preempt_at.store(0, std::memory_order_relaxed);
+  w->sched->preempt_taken.fetch_add(1, std::memory_order_relaxed);
+  glibc_sigmask(SIG_SETMASK, &uc->uc_sigmask, nullptr);
+  preempt_current(u);
+}
+
 // A foreign thread that does not block s takes it: its handler runs here,
 // with this thread's kernel mask widened as sigaction says.
 void act_on_thread(int s, siginfo_t* si, void* uctx) {
@@ -509,7 +528,10 @@ void on_signal(int s, siginfo_t* si, void* uctx) {
   int saved_errno = errno;
   Worker* w = current_worker();
   if (s == doorbell()) {
-    if (w != nullptr) deliver_in_handler(w, uctx);
+    if (w != nullptr) {
+      deliver_in_handler(w, uctx);
+      if (preempt::pending(w)) preempt_in_handler(w, uctx);
+    }
   } else if (w != nullptr) {
     // On a worker only what the kernel sends to this thread (SIGPIPE...)
     // or what was sent to this KLT: the ULT it runs takes it.

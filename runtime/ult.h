@@ -116,6 +116,11 @@ struct alignas(64) UltDesc {
   unsigned eh_uncaught = 0;        //                   uncaughtExceptions
   uint32_t pin_count = 0;          // written only by the ULT itself
   Worker* home = nullptr;          // bound/pinned: must run only on this worker
+  // Set while the ULT is switched out by a time-slice preemption: it must
+  // resume on this worker (preempt.cc). Written by the ULT itself before
+  // it switches out and after it resumes; read by its worker's owner-only
+  // paths (and the monitor's handoff, under its claim) that would move it.
+  Worker* preempted_on = nullptr;
   UltDesc* next = nullptr;             // intrusive link: inbox, global queue, caches
 
   // --- identity -----------------------------------------------------------
@@ -193,6 +198,12 @@ struct alignas(64) UltDesc {
   // interrupted call with EINTR: park.h, handler_interrupts).
   std::atomic<uint32_t> sig_no_restart{0};
 
+  // --- preemption (runtime/preempt.cc) ------------------------------------------
+  // KLT-level locks of the application (pthread mutexes, rwlocks, spin
+  // locks) this ULT holds: it is not preempted while any is held. Written
+  // by the ULT (the interposers), read by the doorbell handler on its KLT.
+  std::atomic<uint32_t> klt_locks{0};
+
   // --- ULT-local storage -------------------------------------------------------
   LocalSlot* locals = nullptr;     // malloc'd array, or null
   uint32_t locals_count = 0;
@@ -209,6 +220,8 @@ struct alignas(64) UltDesc {
     joiner = nullptr;
     pin_count = 0;
     timer.pos = -1;  // in a forked child it may name a heap entry that is gone
+    preempted_on = nullptr;
+    klt_locks.store(0, std::memory_order_relaxed);
   }
 
   // Makes every existing id of this descriptor stale. Caller holds

@@ -7,8 +7,11 @@
 #include <cerrno>
 
 #include "sys/raw_syscall.h"
+#include "sys/spin.h"
 
 namespace weft::sys {
+
+thread_local uint32_t t_locks_held __attribute__((tls_model("initial-exec"))) = 0;
 namespace {
 
 long futex(const std::atomic<uint32_t>* word, int op, uint32_t val, const timespec* ts,

@@ -59,14 +59,28 @@ inline void spin_release(std::atomic<Word>& word) {
   word.store(Word{0}, std::memory_order_release);
 }
 
+// SpinFlags and SysMutexes the calling thread holds now. Time-slice
+// preemption (runtime/preempt.cc) never switches a ULT out while its KLT
+// holds one: another ULT on the same KLT could then wait for it forever.
+// Initial-exec TLS: one %fs-relative add per lock and unlock.
+extern thread_local uint32_t t_locks_held __attribute__((tls_model("initial-exec")));
+
 // weft's one spinlock (runtime/locks.h calls it rt::SpinLock).
 class SpinFlag {
  public:
   void lock() {
+    ++t_locks_held;  // before the acquire, as SysMutex::lock
     spin_acquire(locked_, [this] { yields_.fetch_add(1, std::memory_order_relaxed); });
   }
-  bool try_lock() { return spin_try_acquire(locked_); }
-  void unlock() { spin_release(locked_); }
+  bool try_lock() {
+    if (!spin_try_acquire(locked_)) return false;
+    ++t_locks_held;
+    return true;
+  }
+  void unlock() {
+    spin_release(locked_);
+    --t_locks_held;
+  }
   // In a forked child only: the holder may be a thread that does not exist
   // there. Resets the lock to unlocked.
   void reset_after_fork() { locked_.store(false, std::memory_order_relaxed); }
@@ -81,6 +95,7 @@ class SpinFlag {
 class SysMutex {
  public:
   void lock() {
+    ++t_locks_held;  // before: a preemption request must not land between the acquire and the count
     uint32_t c = 0;
     if (word_.compare_exchange_strong(c, 1, std::memory_order_acquire)) return;
     for (int i = 0; i < 64; ++i) {
@@ -97,10 +112,13 @@ class SysMutex {
   }
   bool try_lock() {
     uint32_t c = 0;
-    return word_.compare_exchange_strong(c, 1, std::memory_order_acquire);
+    if (!word_.compare_exchange_strong(c, 1, std::memory_order_acquire)) return false;
+    ++t_locks_held;
+    return true;
   }
   void unlock() {
     if (word_.exchange(0, std::memory_order_release) == 2) futex_wake(&word_, 1);
+    --t_locks_held;
   }
   // In a forked child only: the holder may be a thread that does not exist
   // there. Resets the lock to unlocked (runtime/fork.cc).

@@ -181,6 +181,7 @@ TEST(OptionsValidation, OutOfRangeIsInvalidArgument) {
       {"stack_size = 1", weft::Options{.workers = 1, .stack_size = 1}, "stack_size"},
       {"blocking_handoff < 0", weft::Options{.workers = 1, .blocking_handoff = std::chrono::microseconds(-1)},
        "blocking_handoff"},
+      {"time_slice < 0", weft::Options{.workers = 1, .time_slice = std::chrono::microseconds(-1)}, "time_slice"},
   };
   for (const Case& c : cases) {
     std::unique_ptr<weft::Runtime> rt;

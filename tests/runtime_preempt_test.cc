@@ -8,12 +8,23 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
 #include <vector>
+
+#include <poll.h>
+#include <unistd.h>
 
 #include "tests/sanitizers.h"
 #include "tests/test_util.h"
+#include "tests/watchdog.h"
 #include "weft/runtime.h"
 #include "weft/sync.h"
+#include "runtime/preempt.h"
+#include "runtime/scheduler.h"
 
 namespace {
 
@@ -178,3 +189,237 @@ TEST(Timers, LatenessIsCounted) {
 }
 
 }  // namespace
+
+// ---------------------------------------------------------------------------
+// Time-slice preemption
+// ---------------------------------------------------------------------------
+
+namespace {
+
+// A loop with no calls at all: only preemption can take the CPU from it.
+__attribute__((noinline)) uint64_t CallFreeLoop(const std::atomic<bool>* stop) {
+  uint64_t x = 1;
+  while (!stop->load(std::memory_order_relaxed)) x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+  return x;
+}
+
+struct TickResult {
+  int ticks_during_hog = 0;
+  double max_gap_ms = 0;
+};
+
+// One worker: a ticker ULT that sleeps 1 ms per tick, and a hog that runs a
+// call-free loop for `hog_for`, stopped by a foreign thread.
+TickResult TickerBesideHog(std::chrono::microseconds slice, std::chrono::milliseconds hog_for) {
+  weft::Runtime rt(weft::Options{.workers = 1, .time_slice = slice});
+  std::atomic<bool> stop_hog{false}, stop_ticker{false}, hog_running{false};
+  std::atomic<int> ticks{0};
+  std::vector<Clock::time_point> stamps;
+  stamps.reserve(100000);
+  weft::Ult ticker = rt.spawn([&] {
+    while (!stop_ticker.load()) {
+      weft::this_ult::sleep_for(1ms);
+      if (hog_running.load()) {
+        stamps.push_back(Clock::now());
+        ++ticks;
+      }
+    }
+  });
+  weft::Ult hog = rt.spawn([&] {
+    hog_running = true;
+    stamps.push_back(Clock::now());
+    (void)CallFreeLoop(&stop_hog);
+    hog_running = false;
+  });
+  std::this_thread::sleep_for(hog_for);
+  TickResult r;
+  r.ticks_during_hog = ticks.load();
+  stop_hog = true;
+  EXPECT_TRUE(hog.join().ok());
+  stop_ticker = true;
+  EXPECT_TRUE(ticker.join().ok());
+  for (size_t i = 1; i < stamps.size(); ++i)
+    r.max_gap_ms = std::max(r.max_gap_ms, std::chrono::duration<double, std::milli>(stamps[i] - stamps[i - 1]).count());
+  return r;
+}
+
+}  // namespace
+
+TEST(Preempt, TickerTicksBesideCallFreeLoop) {
+  WEFT_SKIP_UNDER_TSAN("ThreadSanitizer runs a signal handler only when the thread next enters one of its "
+                       "interceptors, which a call-free loop never does: no preemption can happen there");
+  TickResult r = TickerBesideHog(10ms, 400ms);
+  printf("time_slice 10 ms, call-free loop on the only worker: ticker ticked %d times in 400 ms, largest gap "
+         "%.2f ms\n",
+         r.ticks_during_hog, r.max_gap_ms);
+  EXPECT_GE(r.ticks_during_hog, 10);
+  EXPECT_LT(r.max_gap_ms, 60.0);
+}
+
+TEST(Preempt, NoPreemptionWithZeroSlice) {
+  TickResult r = TickerBesideHog(0us, 200ms);
+  printf("time_slice 0, call-free loop on the only worker: ticker ticked %d times in 200 ms\n", r.ticks_during_hog);
+  EXPECT_EQ(r.ticks_during_hog, 0);
+}
+
+// Preempted ULTs resume on the KLT they were preempted on: registers,
+// FP state, errno, thread id; and a pinned one too.
+TEST(Preempt, ResumesWhereItWasWithItsState) {
+  WEFT_SKIP_UNDER_TSAN("no asynchronous preemption under ThreadSanitizer (see TickerTicksBesideCallFreeLoop)");
+  weft::Runtime rt(weft::Options{.workers = 2, .time_slice = 1000us});
+  std::atomic<int> moved{0}, errno_lost{0}, fp_wrong{0};
+  std::atomic<bool> stop{false};
+  auto body = [&](bool pin, int my_errno) {
+    std::optional<weft::Pin> p;
+    if (pin) p.emplace();
+    int tid = Tid();
+    errno = my_errno;
+    double acc = 0;
+    uint64_t n = 0;
+    while (!stop.load(std::memory_order_relaxed)) {
+      acc += 0.5;  // exact in binary: acc == n / 2 at every step
+      ++n;
+      if ((n & 0xfffff) == 0) {
+        if (acc != static_cast<double>(n) / 2) ++fp_wrong;
+        if (errno != my_errno) ++errno_lost;
+        if (Tid() != tid) ++moved;
+      }
+    }
+  };
+  std::vector<weft::Ult> us;
+  for (int i = 0; i < 6; ++i) us.push_back(rt.spawn([&, i] { body(i % 2 == 0, 100 + i); }));
+  std::this_thread::sleep_for(500ms);
+  stop = true;
+  for (auto& u : us) EXPECT_TRUE(u.join().ok());
+  weft::RuntimeStats st = rt.stats();
+  printf("6 CPU-bound ULTs (3 pinned) on 2 workers, 500 ms, slice 1 ms: %llu preemptions taken, %llu deferred, "
+         "%llu requested\n",
+         static_cast<unsigned long long>(st.preemptions_taken), static_cast<unsigned long long>(st.preemptions_deferred),
+         static_cast<unsigned long long>(st.preemptions_requested));
+  EXPECT_GE(st.preemptions_taken, 50u);
+  EXPECT_EQ(moved.load(), 0);
+  EXPECT_EQ(errno_lost.load(), 0);
+  EXPECT_EQ(fp_wrong.load(), 0);
+}
+
+// A ULT blocked in a system call of its own (not weft io) is never sent
+// the preemption signal: poll(2) would end with EINTR whatever SA_RESTART
+// says. The monitor asks only a KLT that is on a CPU.
+TEST(Preempt, BlockingSystemCallIsNotInterrupted) {
+  weft::Runtime rt(weft::Options{.workers = 1, .time_slice = 1000us});
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  std::atomic<bool> stop{false};
+  int result = -2, err = 0;
+  weft::Ult waiter = rt.spawn([&] {
+    pollfd p{fds[0], POLLIN, 0};
+    result = poll(&p, 1, 300);  // blocks the worker: the other ULT waits (and would be a reason to preempt)
+    err = errno;
+  });
+  weft::Ult other = rt.spawn([&] { stop = true; });
+  EXPECT_TRUE(waiter.join().ok());
+  EXPECT_TRUE(other.join().ok());
+  EXPECT_EQ(result, 0) << "errno " << err;
+  close(fds[0]);
+  close(fds[1]);
+}
+
+namespace {
+__attribute__((noinline)) int ApplicationFunction(int x) { return x * 3 + 1; }
+}  // namespace
+
+// The table of code where a ULT may be switched out: the application's
+// code yes; weft's, libc's, libstdc++'s no.
+TEST(Preempt, CodeTableTellsApplicationFromRuntime) {
+  weft::Runtime rt(weft::Options{.workers = 1});  // builds the table (time_slice defaults to 10 ms)
+  ASSERT_TRUE(rt.status().ok());
+  auto at = [](auto* f) { return reinterpret_cast<uintptr_t>(reinterpret_cast<void*>(f)); };
+  EXPECT_TRUE(weft::rt::preempt::pc_preemptible(at(&ApplicationFunction) + 1));
+  EXPECT_FALSE(weft::rt::preempt::pc_preemptible(at(&weft::rt::yield_current) + 1));
+  EXPECT_FALSE(weft::rt::preempt::pc_preemptible(at(&weft::rt::preempt::pc_preemptible) + 1));
+  void (*sleep_ns)(std::chrono::nanoseconds) = &weft::this_ult::sleep_for;
+  EXPECT_FALSE(weft::rt::preempt::pc_preemptible(at(sleep_ns) + 1));
+  EXPECT_FALSE(weft::rt::preempt::pc_preemptible(at(&malloc) + 1));
+  EXPECT_FALSE(weft::rt::preempt::pc_preemptible(at(&pthread_mutex_lock) + 1));  // weft's interposer
+  void* (*op_new)(size_t) = &::operator new;
+  EXPECT_FALSE(weft::rt::preempt::pc_preemptible(at(op_new) + 1));
+}
+
+namespace {
+
+// Issue 13's safety case: CPU-bound ULTs that live in libc and libstdc++
+// (malloc/free, std::string, printf to /dev/null) and take a std::mutex in
+// tight loops, preempted every millisecond. A ULT switched out inside
+// malloc, stdio or while its KLT holds the std::mutex would corrupt the
+// heap or deadlock the KLT (the next ULT there asks for the same lock).
+// Checksums: each ULT's strings are rebuilt and compared; the shared
+// counter under the mutex equals the sum of the ULTs' own counts.
+void SafetyRun(int workers, std::chrono::seconds run_for) {
+  weft::Runtime rt(weft::Options{.workers = workers, .time_slice = 1000us});
+  FILE* devnull = fopen("/dev/null", "w");
+  ASSERT_NE(devnull, nullptr);
+  std::mutex mu;
+  uint64_t shared = 0;
+  volatile uint64_t mix = 0;
+  std::atomic<bool> stop{false};
+  std::atomic<int> corrupt{0};
+  constexpr int kUlts = 8;
+  std::vector<uint64_t> mine(kUlts, 0);
+  std::vector<weft::Ult> us;
+  for (int i = 0; i < kUlts; ++i) {
+    us.push_back(rt.spawn([&, i] {
+      uint64_t seed = 0x9e3779b97f4a7c15ULL * static_cast<uint64_t>(i + 1);
+      while (!stop.load(std::memory_order_relaxed)) {
+        size_t n = 1 + NextRand(&seed) % 512;
+        auto* p = static_cast<unsigned char*>(malloc(n));
+        memset(p, static_cast<int>(n & 0xff), n);
+        std::string s = "ult-" + std::to_string(i) + "-" + std::to_string(n);
+        s.append(n % 64, 'x');
+        fprintf(devnull, "%s %zu\n", s.c_str(), n);
+        if (p[n - 1] != static_cast<unsigned char>(n & 0xff) ||
+            s.size() != 4 + std::to_string(i).size() + 1 + std::to_string(n).size() + n % 64)
+          ++corrupt;
+        free(p);
+        {
+          // Application code under a KLT-level lock, long enough that many
+          // preemption signals land inside it.
+          std::lock_guard<std::mutex> g(mu);
+          uint64_t x = shared;
+          for (int k = 0; k < 256; ++k) x = x * 6364136223846793005ULL + 1;
+          mix ^= x;
+          ++shared;
+        }
+        ++mine[static_cast<size_t>(i)];
+      }
+    }));
+  }
+  std::this_thread::sleep_for(run_for);
+  stop = true;
+  for (auto& u : us) EXPECT_TRUE(u.join().ok());
+  fclose(devnull);
+  uint64_t sum = 0;
+  for (uint64_t m : mine) sum += m;
+  weft::RuntimeStats st = rt.stats();
+  printf("%d workers, %d ULTs in malloc/string/printf/std::mutex loops for %lld s, slice 1 ms: %llu iterations, "
+         "%llu preemptions taken, %llu deferred\n",
+         workers, kUlts, static_cast<long long>(run_for.count()), static_cast<unsigned long long>(sum),
+         static_cast<unsigned long long>(st.preemptions_taken), static_cast<unsigned long long>(st.preemptions_deferred));
+  EXPECT_EQ(corrupt.load(), 0);
+  EXPECT_EQ(shared, sum);
+  EXPECT_GT(sum, 0u);
+  EXPECT_GE(st.preemptions_taken, static_cast<uint64_t>(run_for.count()) * 50);
+}
+
+}  // namespace
+
+TEST(Preempt, SafeInLibcLibstdcxxAndUnderStdMutexOneWorker) {
+  WEFT_SKIP_UNDER_TSAN("no asynchronous preemption under ThreadSanitizer (see TickerTicksBesideCallFreeLoop)");
+  Watchdog wd(60s, TestName());
+  SafetyRun(1, 10s);
+}
+
+TEST(Preempt, SafeInLibcLibstdcxxAndUnderStdMutexTwoWorkers) {
+  WEFT_SKIP_UNDER_TSAN("no asynchronous preemption under ThreadSanitizer (see TickerTicksBesideCallFreeLoop)");
+  Watchdog wd(60s, TestName());
+  SafetyRun(2, 10s);
+}
