@@ -38,6 +38,7 @@
 #include "runtime/preempt.h"
 #include "runtime/scheduler.h"
 #include "sys/futex.h"
+#include "sys/task_state.h"
 
 namespace weft::rt {
 namespace {
@@ -175,11 +176,24 @@ int64_t scan(Scheduler* s, int64_t now) {
     // Asked once per slice while it stays (a deferred request is asked
     // again: the ULT may have left the code where it could not be
     // switched out).
+    // Asked only of a KLT that has been on a CPU (at least an eighth of
+    // the time since the monitor's last look, by its CPU clock): one that
+    // sits in a system call a ULT made directly must not get a signal that
+    // would end that call with EINTR (preempt.cc). From half a slice on,
+    // each tick samples the candidate's CPU clock (one system call).
     if (s->time_slice_ns > 0 && w->current.load(std::memory_order_relaxed) != nullptr &&
-        now - w->monitor_stalled_since >= s->time_slice_ns &&
-        now - w->monitor_preempt_sent >= std::min<int64_t>(s->time_slice_ns, kBusyTickNs)) {
-      w->monitor_preempt_sent = now;
-      preempt::request(s, w, seen);
+        now - w->monitor_stalled_since >= s->time_slice_ns / 2) {
+      long long cpu = sys::task_cpu_ns(w->tid.load(std::memory_order_relaxed));
+      bool on_cpu = w->monitor_cpu_at != 0 && cpu >= 0 && (cpu - w->monitor_cpu_ns) * 8 >= now - w->monitor_cpu_at;
+      w->monitor_cpu_ns = cpu;
+      w->monitor_cpu_at = now;
+      if (on_cpu && now - w->monitor_stalled_since >= s->time_slice_ns &&
+          now - w->monitor_preempt_sent >= std::min<int64_t>(s->time_slice_ns, kBusyTickNs)) {
+        w->monitor_preempt_sent = now;
+        preempt::request(s, w, seen);
+      }
+    } else {
+      w->monitor_cpu_at = 0;
     }
     if (!has_stealable_work(w)) continue;
     if (w->current.load(std::memory_order_relaxed) != nullptr && now - w->monitor_stalled_since >= threshold) {

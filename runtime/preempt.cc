@@ -2,12 +2,16 @@
 //
 // Who asks. The monitor (monitor.cc) sees a worker whose switch count has
 // not moved for Options::time_slice while it runs a ULT (Worker::current
-// set, not in a blocking region). It asks only if that KLT is on a CPU
-// or waiting for one (task state 'R', read from /proc for that candidate
-// only): a KLT asleep in a system call is left alone, so a preemption
-// signal never turns a blocking call that a ULT made directly (poll,
-// nanosleep: the calls that end with EINTR whatever SA_RESTART says) into
-// an EINTR. The request is Worker::preempt_at = the switch count it saw +
+// set, not in a blocking region). It asks only if that KLT has been on a
+// CPU since its last look (its per-thread CPU clock advanced by at least
+// an eighth of the wall time: one clock_gettime per candidate per tick,
+// from half a slice on) and is on a CPU or waiting for one now (task state
+// 'R' from /proc, read only then): a KLT asleep in a system call is left
+// alone, so a preemption signal does not turn a blocking call that a ULT
+// made directly (poll, nanosleep: the calls that end with EINTR whatever
+// SA_RESTART says) into an EINTR. (A KLT that computes for a tick and
+// enters such a call in the microseconds between the check and the
+// signal can still see one; weft's own waits never block the KLT.) The request is Worker::preempt_at = the switch count it saw +
 // 1, then the doorbell (SIGRTMAX-1, tgkill to that KLT: signal.cc). A
 // request whose ULT has switched meanwhile is moot (pending() drops it),
 // so nothing on the switch path has to clear it.

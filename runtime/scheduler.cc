@@ -7,16 +7,35 @@
 //            said by the queue it is in, and it is in at most one.
 //   Worker   a KLT that runs ULTs (scheduler.h). Shared: a Chase–Lev deque
 //            (work_deque.h), a one-slot run_next for the ULT it just woke,
-//            an inbox for ULTs that must run on it (pinned, bound). Owner
-//            only (WorkerCore, reached through core()): a yield queue, a
-//            timer heap, a cache of recycled descriptors; the monitor
-//            reaches them only with a HandoffClaim. And a Poller to sleep
-//            on, which io/ supplies (its engine). Workers [0, active) run
-//            ULTs; the others are retired (set_concurrency) and serve only
-//            their inbox and timers. A bound worker runs one bound ULT and
-//            nothing else. The FIFOs and caches are one IntrusiveQueue.
+//            an inbox for ULTs that must run on it (pinned, bound), and a
+//            timer heap under its own lock (timer_heap.h: whoever is free
+//            fires a due timer). Owner only (WorkerCore, reached through
+//            core()): a yield queue, a cache of recycled descriptors; the
+//            monitor reaches them only with a HandoffClaim. And a Poller
+//            to sleep on, which io/ supplies (its engine). Workers
+//            [0, active) run ULTs; the others are retired (set_concurrency)
+//            and serve only their inbox and timers. A bound worker runs
+//            one bound ULT and nothing else. The FIFOs and caches are one
+//            IntrusiveQueue.
 //   Monitor  a KLT that runs no ULTs: the reaper, the blocking-region
-//            handoff and the hog rescue (monitor.cc); later, preemption.
+//            handoff, the hog rescue, the timers of busy workers and
+//            time-slice preemption requests (monitor.cc, preempt.cc).
+//
+// Fair latency (issue 13): nothing waits for a busy worker for long.
+//   - Timers: a worker running a ULT or blocked in a region has its due
+//     timers fired by the monitor (1 ms tick); the woken ULTs go to the
+//     global queue, where an idle worker takes them at once.
+//   - The yield queue (yielders, and ULTs woken by the scheduler loop) is
+//     served at every scheduler pass that finds other local work too
+//     (WorkerCore::yield_turns), so a spawn chain cannot starve it; a
+//     pass comes every kGlobalEvery switches at most.
+//   - Time slices: a ULT that runs Options::time_slice without switching
+//     is switched out by the doorbell signal where that is safe
+//     (preempt.cc); the pass after a preemption serves the global queue
+//     first, and the preempted ULT waits behind this worker's yielders
+//     and resumes on this worker (UltDesc::preempted_on). So a worker's
+//     inbox, io completions (its poll), timers and queues are served at
+//     least once per slice even under a CPU-bound ULT.
 //
 // The path of a ULT
 //   spawn  -> create_ult (a recycled descriptor+stack when possible) ->

@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <sys/syscall.h>
+#include <time.h>
 
 #include "sys/raw_syscall.h"
 
@@ -34,6 +35,21 @@ char task_state(int tid) {
     if (buf[i] == ')') close_paren = i;
   if (close_paren < 0 || close_paren + 2 >= got) return 0;
   return buf[close_paren + 2];
+}
+
+}  // namespace weft::sys
+
+namespace weft::sys {
+
+long long task_cpu_ns(int tid) {
+  // The kernel's per-thread CPU clock id (MAKE_THREAD_CPUCLOCK(tid,
+  // CPUCLOCK_SCHED) in include/linux/posix-timers.h): any thread of the
+  // calling process may read another's.
+  const long clock = (~static_cast<long>(tid) << 3) | 4 /* per thread */ | 2 /* CPUCLOCK_SCHED */;
+  struct timespec ts;
+  long r = raw_syscall(SYS_clock_gettime, clock, reinterpret_cast<long>(&ts));
+  if (is_error(r)) return -1;
+  return static_cast<long long>(ts.tv_sec) * 1000000000LL + ts.tv_nsec;
 }
 
 }  // namespace weft::sys

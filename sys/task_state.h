@@ -11,3 +11,12 @@ namespace weft::sys {
 char task_state(int tid);
 
 }  // namespace weft::sys
+
+namespace weft::sys {
+
+// CPU time thread `tid` of this process has used, in ns (its per-thread
+// CPU clock, read with clock_gettime: one system call); -1 if it cannot be
+// read (the thread is gone).
+long long task_cpu_ns(int tid);
+
+}  // namespace weft::sys

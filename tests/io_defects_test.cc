@@ -160,7 +160,9 @@ TEST(IoDefects, CloseInsideBlockingRegionCancelsOwnWorkersOps) {
 // worker was busy (here: not returned after 3 s, reported as a failure).
 TEST(IoDefects, CloseIsBoundedWhileTheOwningWorkerIsBusy) {
   Watchdog wd(TestName(), 60);
-  weft::Runtime rt(weft::Options{.workers = 1});
+  // No time slices: the worker must stay busy (a slice's end would let it
+  // serve the close).
+  weft::Runtime rt(weft::Options{.workers = 1, .time_slice = std::chrono::microseconds(0)});
   ASSERT_TRUE(rt.status().ok()) << rt.status();
   int p[2];
   ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);

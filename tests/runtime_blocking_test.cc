@@ -370,7 +370,8 @@ int OtherWorkerTid(weft::Runtime& rt, int mine) {
 // is past any 100 ms idle tick: see HogRescueAfterIdleIsPrompt.)
 TEST(Blocking, HogRescueRunsQueuedUltsElsewhere) {
   Watchdog wd(TestName(), 60);
-  weft::Runtime rt(weft::Options{.workers = 2});
+  // The hog rescue alone: time-slice preemption would run the queued ULT on the hog's own KLT.
+  weft::Runtime rt(weft::Options{.workers = 2, .time_slice = microseconds(0)});
   ASSERT_TRUE(rt.status().ok());
   for (int round = 0; round < 5; ++round) {
     uint64_t rescues_before = rt.stats().hog_rescues;
@@ -411,7 +412,8 @@ TEST(Blocking, HogRescueRunsQueuedUltsElsewhere) {
 // 20 ms; the hog spins up to 150 ms).
 TEST(Blocking, HogRescueAfterIdleIsPrompt) {
   Watchdog wd(TestName(), 60);
-  weft::Runtime rt(weft::Options{.workers = 2});
+  // The hog rescue alone: time-slice preemption would run the queued ULT on the hog's own KLT.
+  weft::Runtime rt(weft::Options{.workers = 2, .time_slice = microseconds(0)});
   ASSERT_TRUE(rt.status().ok());
   std::vector<double> lat;
   for (int round = 0; round < 10; ++round) {
@@ -479,7 +481,8 @@ TEST(Blocking, HandoffAfterIdleIsPrompt) {
 // is lost.
 TEST(Blocking, HogWithManyQueuedUlts) {
   Watchdog wd(TestName(), 60);
-  weft::Runtime rt(weft::Options{.workers = 2});
+  // The hog rescue alone: time-slice preemption would run the queued ULT on the hog's own KLT.
+  weft::Runtime rt(weft::Options{.workers = 2, .time_slice = microseconds(0)});
   ASSERT_TRUE(rt.status().ok());
   constexpr int kChildren = 32;
   std::atomic<int> ran_during{0}, ran{0};

@@ -61,7 +61,7 @@ TEST(Timers, SleepOnBusyWorkerWakesOnTime) {
       auto t0 = Clock::now();
       weft::this_ult::sleep_for(20ms);
       late_ms = MsSince(t0) - 20;
-      hog.join();
+      EXPECT_TRUE(hog.join().ok());
     }).IgnoreError();
     if (hog_tid.load() != sleeper_tid && attempt < 5) continue;  // the hog was stolen: not the case under test
     ASSERT_EQ(hog_tid.load(), sleeper_tid) << "the hog never ran on the sleeper's worker";
@@ -87,7 +87,7 @@ TEST(Timers, SleepBehindSpawnChainWakesOnTime) {
     static void link(std::atomic<bool>* stop, std::atomic<uint64_t>* links, Clock::time_point end) {
       links->fetch_add(1, std::memory_order_relaxed);
       if (stop->load(std::memory_order_relaxed) || Clock::now() > end) return;
-      weft::spawn([=] { link(stop, links, end); }).detach();
+      (void)weft::spawn([=] { link(stop, links, end); }).detach();
     }
   };
   rt.block_on([&] {
@@ -99,7 +99,7 @@ TEST(Timers, SleepBehindSpawnChainWakesOnTime) {
     });
     weft::this_ult::yield();  // let the sleeper park first
     Chain::link(&stop, &links, Clock::now() + 1s);
-    sleeper.join();
+    EXPECT_TRUE(sleeper.join().ok());
   }).IgnoreError();
   ASSERT_TRUE(WaitUntil([&] { return rt.stats().live == 0; }));
   printf("sleep_for(10ms) on one worker behind a spawn chain (%llu links): woke %.2f ms late\n",
@@ -116,7 +116,7 @@ TEST(Timers, YielderRunsBesideSpawnChain) {
   struct Chain {
     static void link(std::atomic<bool>* stop, Clock::time_point end) {
       if (stop->load(std::memory_order_relaxed) || Clock::now() > end) return;
-      weft::spawn([=] { link(stop, end); }).detach();
+      (void)weft::spawn([=] { link(stop, end); }).detach();
     }
   };
   double ms = 0;
@@ -132,7 +132,7 @@ TEST(Timers, YielderRunsBesideSpawnChain) {
     });
     weft::this_ult::yield();
     Chain::link(&stop, Clock::now() + 2s);
-    yielder.join();
+    EXPECT_TRUE(yielder.join().ok());
   }).IgnoreError();
   ASSERT_TRUE(WaitUntil([&] { return rt.stats().live == 0; }));
   printf("100 yields beside a spawn chain on one worker: %.2f ms\n", ms);
@@ -168,7 +168,7 @@ TEST(Timers, WaitsEndedEarlyLeaveNoEntries) {
       cv.notify_all();
       while (done <= i) cv.wait(l);
     }
-    waiter.join();
+    EXPECT_TRUE(waiter.join().ok());
     EXPECT_EQ(done, kWaits);
   }).IgnoreError();
   weft::RuntimeStats st = rt.stats();
@@ -386,7 +386,7 @@ void SafetyRun(int workers, std::chrono::seconds run_for) {
           std::lock_guard<std::mutex> g(mu);
           uint64_t x = shared;
           for (int k = 0; k < 256; ++k) x = x * 6364136223846793005ULL + 1;
-          mix ^= x;
+          mix = mix ^ x;
           ++shared;
         }
         ++mine[static_cast<size_t>(i)];

@@ -60,9 +60,41 @@
 // own, its thread_local destructors run when it ends, and nothing carries
 // over to the next bound ULT.
 //
+// Preemption (Options::time_slice, default 10 ms; 0 turns it off). A ULT
+// that runs that long without parking, yielding or exiting, while its
+// kernel thread is on a CPU, is switched out by a signal to that thread
+// (weft's doorbell, SIGRTMAX-1) and goes behind the ULTs waiting for its
+// worker; timers and the other workers' queues are served meanwhile. A
+// preempted ULT resumes on the same kernel thread with its registers, FP
+// state, errno, signal mask, locale and pins as they were, so the
+// migration hazard above does not grow: an address held in a register at
+// the interrupted instruction stays valid. It is switched out only where
+// that is harmless, and otherwise later, at the first place where it is:
+//   - only in the application's own code (the program and its libraries):
+//     never inside weft, the C or C++ runtime (malloc, stdio, iostreams,
+//     operator new), libgcc, the dynamic loader, liburing, spdlog, fmt,
+//     Abseil or a sanitizer runtime;
+//   - never while the ULT holds a pthread mutex, rwlock or spin lock
+//     (std::mutex included: weft's pthread_mutex_lock/unlock and friends
+//     count them per ULT), whose waiters would block the kernel thread the
+//     holder needs; the unlock of its last one takes a pending preemption;
+//   - never a bound ULT, nor one inside weft::blocking(), nor one whose
+//     kernel thread is asleep in a system call (no signal is sent then, so
+//     a direct poll() or nanosleep() never sees EINTR from preemption);
+//   - not under ThreadSanitizer, which delays signal handlers to its own
+//     interceptors: there a ULT is switched out only at its weft calls.
+// What preemption does change: ULTs of one kernel thread share its
+// thread_local variables, and a thread_local read-modify-write in the
+// application's own code is no longer atomic against the other ULTs of
+// that thread (use UltLocal, or an atomic). With the static library, weft
+// tells its own code from the program's by the program's symbol table: a
+// stripped program is preempted only in its shared libraries (a warning
+// says so at start). RuntimeStats counts preemptions requested, taken and
+// deferred.
+//
 // Interposed libc functions. libweft exports pthread_exit, pthread_cancel,
-// uselocale, dlopen, dlmopen and dlclose (outside ULTs they do what glibc
-// does). With the shared library they apply to the whole process; with the
+// uselocale, dlopen, dlmopen and dlclose, and the pthread lock functions
+// above (outside ULTs they do what glibc does). With the shared library they apply to the whole process; with the
 // static library to calls made by the executable, and to calls made by
 // shared libraries only if the executable exports them (-rdynamic).
 //
