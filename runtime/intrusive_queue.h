@@ -66,6 +66,26 @@ class IntrusiveQueue {
   }
   // Keeps the first n elements; moves the rest, in order, to the back of
   // `rest`.
+  // Unlinks x if it is in the queue (O(n)); true if it was.
+  bool remove(T* x) {
+    T* prev = nullptr;
+    for (T* c = head_; c != nullptr; prev = c, c = c->next) {
+      if (c != x) continue;
+      if (prev == nullptr) {
+        head_ = c->next;
+      } else {
+        prev->next = c->next;
+      }
+      if (tail_ == c) tail_ = prev;
+      c->next = nullptr;
+      --size_;
+      return true;
+    }
+    return false;
+  }
+  // The first element, or null (not removed).
+  T* front() const { return head_; }
+
   void split_after(size_t n, IntrusiveQueue* rest) {
     if (n >= size_) return;
     if (n == 0) {

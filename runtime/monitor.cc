@@ -101,6 +101,8 @@ void handoff_locked(Scheduler* s, Worker* w, uint64_t st) {
   WorkerCore& core = w->core(*claim);
   s->swap_slots_locked(i, spare->index.load(std::memory_order_relaxed));
   int64_t moved = 0;
+  for (UltDesc* u; (u = core.stay_high.pop_front()) != nullptr;) w->inbox_push(u);  // preempted: resume on w
+  for (UltDesc* u; (u = core.stay_bg.pop_front()) != nullptr;) w->inbox_push(u);
   for (UltDesc* u; (u = core.yield_queue.pop_front()) != nullptr;) {
     if (u->preempted_on != nullptr) {
       w->inbox_push(u);  // resumes on w's KLT (preempt.cc), once its region ends
@@ -145,6 +147,10 @@ void fire_busy_timers(Scheduler* s, int64_t now) {
 // (or -1 if none is open).
 int64_t scan(Scheduler* s, int64_t now) {
   fire_busy_timers(s, now);
+  // High-priority ULTs still wait while no worker is idle: ask again (the
+  // waker's request may have been deferred or gone to a KLT that was in a
+  // system call).
+  if (s->high_count.load(std::memory_order_relaxed) != 0) s->preempt_for_priority();
   int64_t next = -1;
   int act = s->active.load(std::memory_order_acquire);
   int64_t threshold = s->blocking_threshold_ns;

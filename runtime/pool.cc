@@ -531,6 +531,9 @@ RuntimeStats Scheduler::stats() const {
   r.preemptions_requested = preempt_requested.load(std::memory_order_relaxed);
   r.preemptions_taken = preempt_taken.load(std::memory_order_relaxed);
   r.preemptions_deferred = preempt_deferred.load(std::memory_order_relaxed);
+  r.priority_preemptions = priority_preemptions.load(std::memory_order_relaxed);
+  r.priority_boosts = priority_boosts.load(std::memory_order_relaxed);
+  r.background_starvation_runs = background_starvation_runs.load(std::memory_order_relaxed);
   return r;
 }
 

@@ -347,6 +347,16 @@ void request(Scheduler* s, Worker* w, uint64_t seen) {
   sys::tgkill(sys::getpid(), tid, SIGRTMAX - 1);
 }
 
+bool request_now(Scheduler* s, Worker* w) {
+  (void)s;
+  int tid = w->tid.load(std::memory_order_relaxed);
+  if (tid == 0 || sys::task_state(tid) != 'R') return false;  // asleep in the kernel: no EINTR from us
+  uint64_t seen = w->switches.load(std::memory_order_relaxed) + w->sleeps.load(std::memory_order_relaxed);
+  w->preempt_at.store(seen + 1, std::memory_order_release);
+  sys::tgkill(sys::getpid(), tid, SIGRTMAX - 1);
+  return true;
+}
+
 bool pending(Worker* w) {
   uint64_t p = w->preempt_at.load(std::memory_order_acquire);
   if (p == 0) return false;

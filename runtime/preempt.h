@@ -29,6 +29,11 @@ bool pc_preemptible(uintptr_t pc);
 // for longer than the slice; ask its KLT to switch it out (the doorbell).
 void request(Scheduler* s, Worker* w, uint64_t seen);
 
+// A high-priority ULT waits and w runs a lower one (Scheduler::
+// preempt_for_priority): ask w's KLT now, if it is on a CPU. True if the
+// doorbell was sent.
+bool request_now(Scheduler* s, Worker* w);
+
 // On w's own KLT: a request stands for the ULT running now (a request
 // made for an earlier ULT is moot and is dropped here).
 bool pending(Worker* w);

@@ -13,6 +13,7 @@
 #include "runtime/fork.h"
 #include "runtime/globals.h"
 #include "runtime/log.h"
+#include "runtime/priority.h"
 #include "runtime/scheduler.h"
 #include "sys/futex.h"
 #include "sys/raw_log.h"
@@ -170,6 +171,23 @@ void yield() {
     return;
   }
   rt::yield_current(self);
+}
+
+Priority priority() {
+  rt::UltDesc* self = rt::current_ult();
+  return self == nullptr ? Priority::kNormal : static_cast<Priority>(self->base_prio);
+}
+
+absl::Status set_priority(Priority p) {
+  if (static_cast<uint8_t>(p) > static_cast<uint8_t>(Priority::kHigh))
+    return absl::InvalidArgumentError(absl::StrCat("priority ", static_cast<int>(p),
+                                                   " is not a weft::Priority (0 background, 1 normal, 2 high)"));
+  rt::UltDesc* self = rt::current_ult();
+  if (self == nullptr) return absl::FailedPreconditionError("this_ult::set_priority called outside a ULT");
+  uint8_t before = self->eff_prio.load(std::memory_order_relaxed);
+  rt::set_own_priority(self, static_cast<uint8_t>(p));
+  if (self->eff_prio.load(std::memory_order_relaxed) < before) rt::yield_current(self);  // let a higher one run
+  return absl::OkStatus();
 }
 
 void sleep_for(std::chrono::nanoseconds d) {

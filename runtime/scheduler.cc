@@ -117,6 +117,7 @@
 //   be delayed, by at most one monitor tick.
 #include "runtime/scheduler.h"
 #include "runtime/signal.h"
+#include "runtime/preempt.h"
 
 #include <cxxabi.h>
 #include <unwind.h>
@@ -141,6 +142,10 @@ namespace {
 // queues would otherwise starve; an idle pass takes from it anyway).
 constexpr uint64_t kGlobalEvery = 61;
 constexpr int kStealRounds = 4;
+// Priorities (weft::Priority) and the background bound (runtime.h).
+constexpr uint8_t kPrioBackground = 0, kPrioNormal = 1, kPrioHigh = 2;
+constexpr int64_t kBackgroundMaxWaitNs = 100 * 1000 * 1000;  // 100 ms
+inline uint8_t prio_of(const UltDesc* u) { return u->eff_prio.load(std::memory_order_relaxed); }
 constexpr int64_t kMaxPollerWaitNs = int64_t{3600} * 1000 * 1000 * 1000;  // 1 hour
 
 // libstdc++'s per-thread exception state (cxxabi.h: __cxa_eh_globals).
@@ -209,6 +214,8 @@ void handle_transfer(Worker* w, uintptr_t t) {
       if (Worker* home = x->home; home != nullptr) {
         home->inbox_push(x);
         if (home != w) w->sched->wake_worker(home);
+      } else if (prio_of(x) != kPrioNormal) {
+        w->sched->prio_push(x);
       } else if (w->is_bound || !w->active()) {
         w->sched->global_push(x);
         w->sched->notify_work();
@@ -230,7 +237,9 @@ void handle_transfer(Worker* w, uintptr_t t) {
       // A retired worker runs only its inbox: then it goes there.
       WEFT_DCHECK(x->preempted_on == w, "ULT %u preempted on another worker", x->index);
       if (!w->is_bound && w->active()) {
-        w->core().yield_queue.push_back(x);
+        uint8_t p = prio_of(x);
+        (p == kPrioHigh ? w->core().stay_high : p == kPrioBackground ? w->core().stay_bg : w->core().yield_queue).push_back(x);
+        if (p == kPrioBackground) x->bg_since = monotonic_ns();
         w->core().after_preempt = true;
       } else {
         w->inbox_push(x);
@@ -392,6 +401,8 @@ __attribute__((always_inline)) inline UltDesc* Worker::pick_local(bool for_yield
   // Serve the scheduler loop regularly, and always when this worker must
   // not run ordinary work (bound, retired) or has ULTs that must run here.
   if (--core_.until_loop <= 0 || is_bound || loop_work_waiting()) return nullptr;
+  // High-priority ULTs wait: the scheduler loop serves them first.
+  if (sched->high_count.load(std::memory_order_relaxed) != 0 || !core_.stay_high.empty()) return nullptr;
   if (core_.yield_turns != 0) {  // yielders' turn, granted by the last scheduler pass
     --core_.yield_turns;
     if (UltDesc* u = core_.yield_queue.pop_front()) return u;
@@ -417,6 +428,15 @@ bool Worker::loop_owed() {
 
 void yield_current(UltDesc* self) {
   Worker* w = self->worker.load(std::memory_order_relaxed);
+  if (__builtin_expect(prio_of(self) != kPrioNormal, 0)) {
+    Scheduler* s = w->sched;
+    if (prio_of(self) == kPrioHigh) {
+      // Round-robin among high ULTs only: nothing else may run instead.
+      if (s->high_count.load(std::memory_order_relaxed) == 0 && (w->is_bound || w->core().stay_high.empty())) return;
+    }
+    switch_from(self, nullptr, SwitchAction::kRequeue);  // to the class queue, through the loop
+    return;
+  }
   UltDesc* next = w->pick_local(true);
   if (next != nullptr && self->home == nullptr) {
     // The common case, done here rather than by handle_transfer on the far
@@ -670,6 +690,105 @@ UltDesc* Scheduler::global_pop_batch(Worker* w) {
   return first;
 }
 
+// ---------------------------------------------------------------------------
+// Priorities
+//
+// Three classes (weft::Priority). Normal ULTs use the per-worker queues and
+// the global queue as described above. High and background ULTs that are
+// runnable wait in two scheduler-wide FIFOs (prio_lock), so that any worker
+// takes them: a worker's scheduler pass serves, in order, its inbox, the
+// high queue, its preempted high ULTs, background ULTs that have waited
+// 100 ms (kBackgroundMaxWaitNs: the starvation bound), then normal work
+// (global, local, stolen), and background ULTs only when it found no
+// normal work anywhere. Every switch looks at high_count (pick_local) and
+// goes through the loop while high ULTs wait. A high ULT queued while no
+// worker is idle preempts the worker running the lowest-priority ULT
+// (preempt_for_priority: the doorbell, with the time slice's safety rules;
+// the monitor repeats it every tick while high ULTs wait). Where a ULT
+// waits is chosen by its effective priority (UltDesc::eff_prio) when it
+// becomes runnable; priority inheritance (sync/mutex.cc) raises it, and
+// moves a raised holder out of the background queue.
+// ---------------------------------------------------------------------------
+
+void Scheduler::prio_push(UltDesc* u) {
+  uint8_t p;
+  {
+    LockGuard<KltMutex> g(prio_lock);
+    // Read under the lock: a raise (promote_from_background) either
+    // happened before, and is seen here, or finds u in the queue.
+    p = prio_of(u);
+    if (p == kPrioHigh) {
+      high_queue.push_back(u);
+      high_count.fetch_add(1, std::memory_order_release);
+    } else if (p == kPrioBackground) {
+      u->bg_since = monotonic_ns();
+      bg_queue.push_back(u);
+      bg_count.fetch_add(1, std::memory_order_release);
+    }
+  }
+  if (p == kPrioNormal) global_push(u);  // raised to normal since the caller looked
+  notify_work();
+  if (p == kPrioHigh) preempt_for_priority();
+}
+
+UltDesc* Scheduler::high_pop() {
+  if (high_count.load(std::memory_order_acquire) == 0) return nullptr;
+  LockGuard<KltMutex> g(prio_lock);
+  UltDesc* u = high_queue.pop_front();
+  if (u != nullptr) high_count.fetch_sub(1, std::memory_order_relaxed);
+  return u;
+}
+
+UltDesc* Scheduler::bg_pop(int64_t only_if_waited_since) {
+  if (bg_count.load(std::memory_order_acquire) == 0) return nullptr;
+  LockGuard<KltMutex> g(prio_lock);
+  UltDesc* h = bg_queue.front();
+  if (h == nullptr) return nullptr;
+  if (only_if_waited_since >= 0 && h->bg_since > only_if_waited_since && prio_of(h) == kPrioBackground) return nullptr;
+  bg_queue.pop_front();
+  bg_count.fetch_sub(1, std::memory_order_relaxed);
+  return h;
+}
+
+void Scheduler::promote_from_background(UltDesc* u) {
+  bool moved = false;
+  {
+    LockGuard<KltMutex> g(prio_lock);
+    if (bg_queue.remove(u)) {
+      bg_count.fetch_sub(1, std::memory_order_relaxed);
+      moved = true;
+    }
+  }
+  if (!moved) return;  // running, parked, preempted (stay_bg: its worker looks), or queued elsewhere
+  if (prio_of(u) == kPrioNormal) {
+    global_push(u);
+    notify_work();
+  } else {
+    prio_push(u);
+  }
+}
+
+void Scheduler::preempt_for_priority() {
+  if (npidle.load(std::memory_order_seq_cst) > 0) return;  // an idle worker takes it (notify_work woke one)
+  Worker* me = current_worker();
+  Worker* target = nullptr;
+  uint8_t lowest = kPrioHigh;
+  int act = active.load(std::memory_order_relaxed);
+  for (int i = 0; i < act; ++i) {
+    Worker* w = worker_at(i);
+    if (w->in_blocking.load(std::memory_order_relaxed)) continue;
+    UltDesc* c = w->current.load(std::memory_order_relaxed);
+    if (c == nullptr) return;  // in its scheduler loop: it takes the high ULT next
+    uint8_t p = prio_of(c);
+    if (p < lowest || (p == lowest && target == me)) {
+      lowest = p;
+      target = w;
+    }
+  }
+  if (target == nullptr) return;  // every worker runs a high ULT: they take turns by time slice
+  if (preempt::request_now(this, target)) priority_preemptions.fetch_add(1, std::memory_order_relaxed);
+}
+
 void Scheduler::submit_new(UltDesc* u, Worker* local) {
   if (Worker* home = u->home; home != nullptr) {  // bound
     // After the push u may run, exit and its worker finish: hold the worker
@@ -679,6 +798,10 @@ void Scheduler::submit_new(UltDesc* u, Worker* local) {
     home->inbox_push(u);
     wake_worker(home);
     home->wakers.fetch_sub(1, std::memory_order_release);
+    return;
+  }
+  if (prio_of(u) != kPrioNormal) {
+    prio_push(u);
     return;
   }
   if (local != nullptr) {
@@ -703,6 +826,10 @@ void Scheduler::make_runnable(UltDesc* u, Worker* here) {
     home->inbox_push(u);
     if (home != here) wake_worker(home);
     home->wakers.fetch_sub(1, std::memory_order_release);
+    return;
+  }
+  if (prio_of(u) != kPrioNormal) {
+    prio_push(u);
     return;
   }
   if (here != nullptr && here->sched == this && !here->is_bound && here->active() && here == current_worker()) {
@@ -856,6 +983,10 @@ UltDesc* Worker::find_runnable_inner() {
     // The yield queue (yielded ULTs, and ULTs woken from this loop) stays
     // FIFO and local; a retired worker hands it over, and half of it goes
     // to the global queue when other workers are idle (below).
+    if (!active()) {  // preempted ULTs resume here: a retired worker runs its inbox
+      for (UltDesc* u; (u = core_.stay_high.pop_front()) != nullptr;) inbox_push(u);
+      for (UltDesc* u; (u = core_.stay_bg.pop_front()) != nullptr;) inbox_push(u);
+    }
     if (!core_.yield_queue.empty() && !active()) {
       for (UltDesc* u; (u = core_.yield_queue.pop_front()) != nullptr;) {
         if (u->preempted_on != nullptr) {
@@ -872,6 +1003,21 @@ UltDesc* Worker::find_runnable_inner() {
 
     bool act = active();
     if (act) {
+      // Priorities: high first; background ULTs that waited past their
+      // bound before normal work (scheduler.cc, "Priorities").
+      if (UltDesc* u = s->high_pop()) return u;
+      if (UltDesc* u = core_.stay_high.pop_front()) return u;
+      if (s->bg_count.load(std::memory_order_relaxed) != 0 || !core_.stay_bg.empty()) {
+        int64_t due = monotonic_ns() - kBackgroundMaxWaitNs;
+        UltDesc* u = nullptr;
+        if (UltDesc* h = core_.stay_bg.front(); h != nullptr && (h->bg_since <= due || prio_of(h) != kPrioBackground))
+          u = core_.stay_bg.pop_front();  // waited past the bound, or raised by inheritance
+        if (u == nullptr) u = s->bg_pop(due);
+        if (u != nullptr) {
+          if (prio_of(u) == kPrioBackground) s->background_starvation_runs.fetch_add(1, std::memory_order_relaxed);
+          return u;
+        }
+      }
       if (core_.after_preempt) {  // a slice ended: the global queue first
         core_.after_preempt = false;
         if (UltDesc* u = s->global_pop_batch(this)) return u;
@@ -944,6 +1090,11 @@ UltDesc* Worker::find_runnable_inner() {
       s->notify_work();
     }
 
+    if (act) {  // no high or normal work anywhere: background ULTs
+      if (UltDesc* u = core_.stay_bg.pop_front()) return u;
+      if (UltDesc* u = s->bg_pop(-1)) return u;
+    }
+
     // Nothing to do: announce that we sleep, then look once more (the
     // handshake in the comment at the top of this file).
     if (act) {
@@ -964,7 +1115,8 @@ UltDesc* Worker::find_runnable_inner() {
     bool work = inbox_count.load(std::memory_order_acquire) != 0 || stop.load(std::memory_order_acquire);
     if (!work && timer_due()) work = true;
     if (!work && act) {
-      work = s->global_count.load(std::memory_order_acquire) != 0;
+      work = s->global_count.load(std::memory_order_acquire) != 0 || s->high_count.load(std::memory_order_acquire) != 0 ||
+             s->bg_count.load(std::memory_order_acquire) != 0;
       int nact = s->active.load(std::memory_order_relaxed);
       for (int v = 0; !work && v < nact; ++v) {
         Worker* o = s->worker_at(v);

@@ -101,6 +101,13 @@ struct WorkerCore {
   // pass serves the global queue first (fairness between workers, as Go
   // puts a preempted goroutine on its global queue).
   bool after_preempt = false;
+  // Preempted ULTs of high and background priority (they resume on this
+  // worker, like every preempted ULT): high ones run right after the
+  // scheduler-wide high queue, background ones after all normal work
+  // (or once they waited past the background bound). The yield queue
+  // holds the normal ones.
+  IntrusiveQueue<UltDesc> stay_high;
+  IntrusiveQueue<UltDesc> stay_bg;
 };
 
 // The monitor's claim on a worker blocked in a region (monitor.cc,
@@ -300,6 +307,31 @@ struct alignas(64) Scheduler {
   alignas(64) KltMutex global_lock;
   IntrusiveQueue<UltDesc> global_queue;  // guarded by global_lock
   std::atomic<int64_t> global_count{0};
+
+  // --- priorities (see "Priorities" in scheduler.cc) ---------------------------------
+  // Runnable ULTs of high and background priority wait here, scheduler-wide
+  // (FIFO each); normal ones use the per-worker queues and the global one.
+  // Every switch looks at high_count (pick_local); the counts are also part
+  // of the idle re-check (the wake-up handshake), like global_count.
+  alignas(64) std::atomic<int64_t> high_count{0};
+  std::atomic<int64_t> bg_count{0};
+  KltMutex prio_lock;
+  IntrusiveQueue<UltDesc> high_queue, bg_queue;  // guarded by prio_lock
+  std::atomic<uint64_t> priority_preemptions{0}, priority_boosts{0}, background_starvation_runs{0};
+  // Queues a runnable ULT of high or background effective priority, then
+  // the wake-up check; for a high one with no worker idle, preempts the
+  // worker running the lowest-priority ULT (preempt_for_priority).
+  void prio_push(UltDesc* u);
+  UltDesc* high_pop();
+  // A background ULT: the oldest if `only_if_waited_since` < 0 or it was
+  // queued before that time; else null.
+  UltDesc* bg_pop(int64_t only_if_waited_since);
+  // Takes u out of the background queue if it is there (priority
+  // inheritance raised it) and queues it by its new priority.
+  void promote_from_background(UltDesc* u);
+  // Asks the active worker running the lowest-priority ULT (below high) to
+  // switch it out, if no worker is idle. From a waker and from the monitor.
+  void preempt_for_priority();
 
   // --- life ----------------------------------------------------------------------------
   // Live ULTs are counted without a shared hot counter: each worker counts

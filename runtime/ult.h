@@ -115,6 +115,9 @@ struct alignas(64) UltDesc {
   void* eh_caught = nullptr;       // __cxa_eh_globals: caughtExceptions
   unsigned eh_uncaught = 0;        //                   uncaughtExceptions
   uint32_t pin_count = 0;          // written only by the ULT itself
+  // Entries in pi_mutex below (priority inheritance): on the hot lines
+  // because every weft::Mutex unlock by this ULT reads it.
+  std::atomic<uint8_t> pi_count{0};
   Worker* home = nullptr;          // bound/pinned: must run only on this worker
   // Set while the ULT is switched out by a time-slice preemption: it must
   // resume on this worker (preempt.cc). Written by the ULT itself before
@@ -204,6 +207,30 @@ struct alignas(64) UltDesc {
   // by the ULT (the interposers), read by the doorbell handler on its KLT.
   std::atomic<uint32_t> klt_locks{0};
 
+  // --- priority (weft::Priority: 0 background, 1 normal, 2 high) ------------------
+  // Its own priority (spawn, this_ult::set_priority; written by the ULT),
+  // and the effective one: the highest of its own and what waiters on the
+  // weft::Mutexes it holds lend it (priority inheritance, mutex.cc). The
+  // scheduler queues a ULT by its effective priority when it becomes
+  // runnable. eff_prio is written under pi_lock (or by spawn before the
+  // ULT runs); read anywhere (relaxed: a hint for queueing and for
+  // choosing whom to preempt).
+  uint8_t base_prio = 1;
+  std::atomic<uint8_t> eff_prio{1};
+  int64_t bg_since = 0;  // when it was queued as background (starvation bound)
+  // Priority inheritance (runtime/priority.cc). Guarded by pi_lock: the
+  // mutexes this ULT holds whose waiters lent it a priority (pi_count of
+  // them, at most kPiHeld: a loan through a ninth mutex raises eff_prio
+  // but is not recorded, and ends at the next recompute), the highest
+  // priority each lent; and the mutex it waits for (a chain of holders is
+  // followed through it). Waiters add entries; the holder's unlock, or a
+  // waiter that finds the mutex released meanwhile, takes them out.
+  static constexpr int kPiHeld = 8;
+  SpinLock pi_lock;
+  const void* pi_mutex[kPiHeld] = {};
+  uint8_t pi_prio[kPiHeld] = {};
+  const void* pi_waiting_on = nullptr;
+
   // --- ULT-local storage -------------------------------------------------------
   LocalSlot* locals = nullptr;     // malloc'd array, or null
   uint32_t locals_count = 0;
@@ -222,6 +249,8 @@ struct alignas(64) UltDesc {
     timer.pos = -1;  // in a forked child it may name a heap entry that is gone
     preempted_on = nullptr;
     klt_locks.store(0, std::memory_order_relaxed);
+    pi_count.store(0, std::memory_order_relaxed);
+    pi_waiting_on = nullptr;
   }
 
   // Makes every existing id of this descriptor stale. Caller holds

@@ -20,6 +20,7 @@
 #include <cstring>
 
 #include "runtime/death_row.h"
+#include "absl/strings/str_cat.h"
 #include "runtime/scheduler.h"
 #include "runtime/signal.h"
 #include "sys/futex.h"
@@ -56,6 +57,11 @@ void drain_local_cache(Worker* w) {
 UltDesc* create_ult(Scheduler* s, Worker* w, const SpawnOptions& o, const detail::Closure& c, absl::Status* err) {
   if (absl::Status v = validate_spawn_stack_size(o.stack_size); !v.ok()) {
     *err = v;
+    return nullptr;
+  }
+  if (static_cast<uint8_t>(o.priority) > static_cast<uint8_t>(Priority::kHigh)) {
+    *err = absl::InvalidArgumentError(absl::StrCat("SpawnOptions::priority ", static_cast<int>(o.priority),
+                                                   " is not a weft::Priority (0 background, 1 normal, 2 high)"));
     return nullptr;
   }
   size_t size = o.stack_size == 0 ? s->default_stack_size : sys::round_to_pages(o.stack_size);
@@ -111,6 +117,8 @@ UltDesc* create_ult(Scheduler* s, Worker* w, const SpawnOptions& o, const detail
   u->eh_uncaught = 0;
   u->next = nullptr;
   u->sched = s;
+  u->base_prio = static_cast<uint8_t>(o.priority);
+  u->eff_prio.store(u->base_prio, std::memory_order_relaxed);
   size_t n = std::min(o.name.size(), sizeof u->name - 1);
   if (n > 0) memcpy(u->name, o.name.data(), n);  // an empty string_view may have a null data()
   u->name[n] = '\0';

@@ -51,6 +51,7 @@
 #include <cstdio>
 #include <new>
 
+#include "runtime/priority.h"
 #include "runtime/scheduler.h"
 #include "runtime/sync/wait_list.h"
 #include "sys/raw_log.h"
@@ -89,6 +90,11 @@ bool owner_running(uintptr_t owner) {
          !w->in_blocking.load(std::memory_order_relaxed);
 }
 
+// The ULT that holds a Mutex, or null (free, or a foreign thread).
+rt::UltDesc* holder_ult(uintptr_t owner) {
+  return owner == 0 || (owner & 1) ? nullptr : reinterpret_cast<rt::UltDesc*>(owner);
+}
+
 // "ULT 12.3 "name"" or "thread 0x7f..." for misuse messages.
 [[maybe_unused]] const char* describe(uintptr_t who, char* buf, size_t n) {
   if (who == 0) {
@@ -114,6 +120,13 @@ uint32_t ticks32() {
 }
 
 }  // namespace
+
+// Priority inheritance's view of a Mutex (runtime/priority.h).
+struct detail::MutexPi {
+  static rt::UltDesc* owner(const void* m) {
+    return holder_ult(static_cast<const Mutex*>(m)->owner_.load(std::memory_order_acquire));
+  }
+};
 
 // A Mutex's counters live outside it (the Mutex stays one cache line): made
 // by the first contended lock(), installed with a CAS, freed with the Mutex.
@@ -261,7 +274,20 @@ bool Mutex::lock_slow(int64_t deadline_ns) {
     }
     if (st != nullptr) bump(st->parks);
     waited = true;
-    if (!rt::sync::block(&w, deadline_ns) && !rt::sync::cancel_wait(queue_, &w)) {
+    // Priority inheritance (runtime/priority.cc): lend our priority to a
+    // ULT holder of lower priority before we park.
+    bool lent = false;
+    if (self != nullptr && self->sched->opts.priority_inheritance) {
+      rt::UltDesc* holder = holder_ult(owner_.load(std::memory_order_acquire));
+      if (holder != nullptr && holder->eff_prio.load(std::memory_order_relaxed) <
+                                   self->eff_prio.load(std::memory_order_relaxed)) {
+        rt::pi_wait(self, this, holder, &detail::MutexPi::owner);
+        lent = true;
+      }
+    }
+    bool got = rt::sync::block(&w, deadline_ns);
+    if (lent) rt::pi_wait_end(self);
+    if (!got && !rt::sync::cancel_wait(queue_, &w)) {
       // Timed out while queued and removed ourselves.
       QueueLock g(queue_);
       if (queue_.size == 0) state_.fetch_and(~(kHasWaiters | kHandoff), std::memory_order_acq_rel);
@@ -292,6 +318,12 @@ void Mutex::unlock() {
     abort();
   }
 #endif
+  // The holder, for priority inheritance: after the release below we look
+  // whether a waiter lent it a priority (priority.cc: the waiter records
+  // its loan, fences, then checks owner_; we clear owner_, release with a
+  // locked RMW, then read pi_count — on x86-64 the locked RMW orders that
+  // store before that load, so one of the two sees the other).
+  rt::UltDesc* holder = holder_ult(owner_.load(std::memory_order_relaxed));
   owner_.store(0, std::memory_order_relaxed);
   uint32_t at = acquired_at_.load(std::memory_order_relaxed);
   if (at != 0) {  // a contended hold: feed the running estimate (1/8 weight)
@@ -309,18 +341,20 @@ void Mutex::unlock() {
   // every 16th such unlock looks at how long ago it was woken, and past
   // 1 ms takes the slow path, which hands off to a starving queue head.
   uint32_t old = kLocked;
-  if (state_.compare_exchange_strong(old, 0, std::memory_order_release, std::memory_order_relaxed)) return;
-  bool woken_stale = false;
-  if (!(old & kHandoff) && (old & kWoken)) {
-    uint32_t n = woken_unlocks_.load(std::memory_order_relaxed) + 1;  // a sample count: races are harmless
-    woken_unlocks_.store(n, std::memory_order_relaxed);
-    woken_stale = (old & kHasWaiters) && (n & 15) == 0 &&
-                  rt::monotonic_ns() - woken_at_.load(std::memory_order_relaxed) > kStarvingNs;
-    if (!woken_stale &&
-        state_.compare_exchange_strong(old, old & ~kLocked, std::memory_order_release, std::memory_order_relaxed))
-      return;
+  if (!state_.compare_exchange_strong(old, 0, std::memory_order_release, std::memory_order_relaxed)) {
+    bool woken_stale = false;
+    bool done = false;
+    if (!(old & kHandoff) && (old & kWoken)) {
+      uint32_t n = woken_unlocks_.load(std::memory_order_relaxed) + 1;  // a sample count: races are harmless
+      woken_unlocks_.store(n, std::memory_order_relaxed);
+      woken_stale = (old & kHasWaiters) && (n & 15) == 0 &&
+                    rt::monotonic_ns() - woken_at_.load(std::memory_order_relaxed) > kStarvingNs;
+      done = !woken_stale &&
+             state_.compare_exchange_strong(old, old & ~kLocked, std::memory_order_release, std::memory_order_relaxed);
+    }
+    if (!done) unlock_slow(old, woken_stale);
   }
-  unlock_slow(old, woken_stale);
+  if (holder != nullptr && holder->pi_count.load(std::memory_order_relaxed) != 0) rt::pi_released(holder, this);
 }
 
 void Mutex::unlock_slow(uint32_t old, bool woken_stale) {

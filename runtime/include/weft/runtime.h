@@ -201,7 +201,32 @@ struct Options {
   // then a ULT runs until it parks, yields or exits. Not negative. See
   // "Preemption" above for where a ULT is never interrupted.
   std::chrono::microseconds time_slice{10000};
+  // A ULT that waits on a weft::Mutex lends its priority to the holder
+  // until the holder releases it (see Priority). false: no inheritance
+  // (the holder keeps its own priority: a priority inversion can last).
+  bool priority_inheritance = true;
 };
+
+// Scheduling priority of a ULT (SpawnOptions::priority,
+// this_ult::set_priority). Three levels:
+//   kHigh        runs before any normal or background ULT: a high ULT that
+//                becomes runnable while no worker is idle preempts the
+//                worker running the lowest-priority ULT (a directed signal,
+//                the same safety rules as time slices: see "Preemption");
+//                the monitor repeats the request every millisecond until
+//                one is free. High ULTs share the workers round-robin
+//                among themselves (time slices apply).
+//   kNormal      the default; ordinary work stealing and time slices.
+//   kBackground  runs only when no high or normal ULT waits for that
+//                worker, except that one that has waited 100 ms runs next
+//                (with time slices on, a background ULT waits at most about
+//                100 ms plus one slice; with time_slice 0 it may wait as
+//                long as a normal ULT keeps its worker).
+// A ULT waiting on a weft::Mutex raises the holder to its own priority
+// until the holder unlocks it (priority inheritance, along chains of held
+// mutexes; Options::priority_inheritance). Pinned and bound ULTs run on
+// their own kernel thread whatever their priority.
+enum class Priority : uint8_t { kBackground = 0, kNormal = 1, kHigh = 2 };
 
 // How one ULT is spawned.
 struct SpawnOptions {
@@ -216,6 +241,9 @@ struct SpawnOptions {
   // nothing else. Costs a kernel thread; use it for code that relies on
   // thread_local addresses or kernel-thread identity.
   bool bound = false;
+  // kBackground, kNormal or kHigh (see Priority); other values fail the
+  // spawn with InvalidArgument. Not inherited from the spawning ULT.
+  Priority priority = Priority::kNormal;
 };
 
 // Counters of one worker, read without stopping it (each value is exact,
@@ -263,6 +291,12 @@ struct RuntimeStats {
   uint64_t preemptions_requested = 0;
   uint64_t preemptions_taken = 0;
   uint64_t preemptions_deferred = 0;
+  // Priorities: preemptions asked for because a high-priority ULT became
+  // runnable while no worker was idle; ULTs raised by priority inheritance;
+  // background ULTs run because they had waited past their bound.
+  uint64_t priority_preemptions = 0;
+  uint64_t priority_boosts = 0;
+  uint64_t background_starvation_runs = 0;
 };
 
 // A handle to a spawned ULT. Move-only. join() or detach() it exactly once;
@@ -548,6 +582,16 @@ UltId id();
 
 // True when called from a ULT.
 bool in_ult();
+
+// The calling ULT's own priority (SpawnOptions::priority as changed by
+// set_priority; not what inheritance lends it). kNormal outside a ULT.
+Priority priority();
+
+// Changes the calling ULT's own priority. Lowering it lets a queued ULT of
+// higher priority run at once (the caller yields). FailedPrecondition
+// outside a ULT (a thread's priority is the kernel's), InvalidArgument for
+// a value outside Priority.
+absl::Status set_priority(Priority p);
 
 }  // namespace this_ult
 

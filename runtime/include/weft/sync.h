@@ -48,6 +48,7 @@ namespace detail {
 
 struct SyncWaiter;  // lives on a waiter's stack (runtime/sync/wait_list.h)
 struct MutexStats;  // a Mutex's counters, made at its first contention (mutex.cc)
+struct MutexPi;     // priority inheritance's view of a Mutex (mutex.cc)
 
 // A FIFO of waiters behind a tiny spinlock. Internal; public only because
 // the primitives below embed it.
@@ -115,6 +116,7 @@ class Mutex : detail::Pinned {
   Stats stats() const;
 
  private:
+  friend struct detail::MutexPi;
   bool lock_until(int64_t deadline_ns);
   bool lock_slow(int64_t deadline_ns);
   void unlock_slow(uint32_t state, bool woken_stale);
