@@ -506,13 +506,14 @@ namespace {
 // Issue 13's inversion: low (background) holds a Mutex and is descheduled
 // (it slept while holding it), medium (normal) ULTs hog both workers, high
 // waits for the Mutex. Returns how long high waited, in ms.
+template <class Lock = weft::Mutex>
 double InversionWaitMs(bool inheritance) {
   weft::Runtime rt(weft::Options{.workers = 2, .priority_inheritance = inheritance});
-  weft::Mutex mu;
+  Lock mu;
   std::atomic<bool> stop{false}, low_locked{false};
   weft::Ult low = rt.spawn(
       [&] {
-        std::lock_guard<weft::Mutex> g(mu);
+        std::lock_guard<Lock> g(mu);
         low_locked = true;
         weft::this_ult::sleep_for(5ms);  // descheduled while holding it: queued as background when woken
         Spin(2ms);                       // the rest of the critical section
@@ -553,6 +554,65 @@ TEST(Priority, InheritanceBoundsInversion) {
   double without = InversionWaitMs(false);
   EXPECT_GT(without, 20.0) << "without inheritance, low waits for its background turn (~100 ms)";
   EXPECT_LT(without, 1000.0) << "the background bound still lets low finish";
+}
+
+// A chain: high waits for M1, held by mid (background), which waits for
+// M2, held by low (background, descheduled). The loan goes down the chain.
+TEST(Priority, InheritanceFollowsChains) {
+  WEFT_SKIP_UNDER_TSAN("no asynchronous preemption under ThreadSanitizer (see TickerTicksBesideCallFreeLoop)");
+  Watchdog wd(60s, TestName());
+  weft::Runtime rt(weft::Options{.workers = 2});
+  weft::Mutex m1, m2;
+  std::atomic<bool> stop{false}, low_locked{false}, mid_locked{false};
+  weft::Ult low = rt.spawn(
+      [&] {
+        std::lock_guard<weft::Mutex> g(m2);
+        low_locked = true;
+        weft::this_ult::sleep_for(5ms);
+        Spin(2ms);
+      },
+      {.priority = weft::Priority::kBackground});
+  ASSERT_TRUE(WaitUntil([&] { return low_locked.load(); }));
+  weft::Ult mid = rt.spawn(
+      [&] {
+        std::lock_guard<weft::Mutex> g1(m1);
+        mid_locked = true;
+        std::lock_guard<weft::Mutex> g2(m2);  // waits for low
+      },
+      {.priority = weft::Priority::kBackground});
+  ASSERT_TRUE(WaitUntil([&] { return mid_locked.load(); }));
+  std::vector<weft::Ult> medium;
+  for (int i = 0; i < 4; ++i) medium.push_back(rt.spawn([&] { (void)CallFreeLoop(&stop); }));
+  std::this_thread::sleep_for(20ms);
+  double waited = -1;
+  weft::Ult high = rt.spawn(
+      [&] {
+        auto t0 = Clock::now();
+        m1.lock();
+        waited = MsSince(t0);
+        m1.unlock();
+      },
+      {.priority = weft::Priority::kHigh});
+  EXPECT_TRUE(high.join().ok());
+  stop = true;
+  for (auto& m : medium) EXPECT_TRUE(m.join().ok());
+  EXPECT_TRUE(mid.join().ok());
+  EXPECT_TRUE(low.join().ok());
+  printf("chain high -> M1 (mid) -> M2 (low): high waited %.2f ms (%llu boosts)\n", waited,
+         static_cast<unsigned long long>(rt.stats().priority_boosts));
+  EXPECT_LT(waited, 20.0);
+  EXPECT_GE(rt.stats().priority_boosts, 2u);
+}
+
+// The same with an RwLock held exclusively by low (writers lend and
+// receive as Mutex holders do).
+TEST(Priority, InheritanceThroughRwLockWriter) {
+  WEFT_SKIP_UNDER_TSAN("no asynchronous preemption under ThreadSanitizer (see TickerTicksBesideCallFreeLoop)");
+  Watchdog wd(60s, TestName());
+  double with = InversionWaitMs<weft::RwLock>(true);
+  EXPECT_LT(with, 20.0);
+  double without = InversionWaitMs<weft::RwLock>(false);
+  EXPECT_GT(without, 20.0);
 }
 
 // The background bound: 2 workers saturated by normal ULTs; a background

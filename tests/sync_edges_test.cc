@@ -415,11 +415,13 @@ TEST(DestroyAfterRelease, RuntimeFreedRightAfterAForeignWake) {
 // Regression (issue 9 #13): on 15df0bc weft::Mutex was 128 bytes, its
 // statistics counters on its own cache lines (written on contended paths),
 // with a dead field (permits_); Barrier and RwLock carried dead fields too.
+// (RwLock grew from 32 to 40 bytes in issue 13: the writer's identity, which
+// priority inheritance lends to.)
 TEST(Sizes, MutexIsOneCacheLine) {
   EXPECT_LE(sizeof(weft::Mutex), 64u);
   EXPECT_LE(sizeof(weft::detail::WaitQueue), 24u);
   EXPECT_LE(sizeof(weft::Barrier), 32u);
-  EXPECT_LE(sizeof(weft::RwLock), 32u);
+  EXPECT_LE(sizeof(weft::RwLock), 40u);
 }
 
 // The counters still count, from the first contention on; an uncontended

@@ -274,13 +274,12 @@ bool Mutex::lock_slow(int64_t deadline_ns) {
     }
     if (st != nullptr) bump(st->parks);
     waited = true;
-    // Priority inheritance (runtime/priority.cc): lend our priority to a
-    // ULT holder of lower priority before we park.
+    // Priority inheritance (runtime/priority.cc): record what we wait for
+    // (a chain of holders runs through it) and lend our priority to a ULT
+    // holder of lower priority, before we park.
     bool lent = false;
     if (self != nullptr && self->sched->opts.priority_inheritance) {
-      rt::UltDesc* holder = holder_ult(owner_.load(std::memory_order_acquire));
-      if (holder != nullptr && holder->eff_prio.load(std::memory_order_relaxed) <
-                                   self->eff_prio.load(std::memory_order_relaxed)) {
+      if (rt::UltDesc* holder = holder_ult(owner_.load(std::memory_order_acquire))) {
         rt::pi_wait(self, this, holder, &detail::MutexPi::owner);
         lent = true;
       }

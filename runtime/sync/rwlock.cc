@@ -6,6 +6,8 @@
 // holders leave, grant_locked() admits from the front of the queue: one
 // writer, or every reader up to the next writer (readers that queued before
 // that writer go together: no reader starvation either).
+#include "runtime/priority.h"
+#include "runtime/scheduler.h"
 #include "runtime/sync/wait_list.h"
 #include "sys/raw_log.h"
 
@@ -19,11 +21,14 @@ constexpr uintptr_t kReader = 1;
 constexpr uintptr_t kWriter = 2;
 
 // Pops the waiters that may go now; links them through next into *out.
-void grant_locked(detail::WaitQueue& q, uint32_t* readers, bool* writer, SyncWaiter** out) {
+// A writer granted here becomes *writer_owner.
+void grant_locked(detail::WaitQueue& q, uint32_t* readers, bool* writer, std::atomic<uintptr_t>* writer_owner,
+                  SyncWaiter** out) {
   if (*writer) return;
   while (SyncWaiter* w = q.head) {
     if (w->tag == kWriter) {
       if (*readers != 0) return;
+      writer_owner->store(w->who, std::memory_order_relaxed);
       rt::sync::take_front_locked(q, out);
       *writer = true;
       return;
@@ -32,14 +37,50 @@ void grant_locked(detail::WaitQueue& q, uint32_t* readers, bool* writer, SyncWai
     ++*readers;
   }
 }
+rt::UltDesc* writer_ult(uintptr_t who) {
+  return who == 0 || (who & 1) ? nullptr : reinterpret_cast<rt::UltDesc*>(who);
+}
+
 }  // namespace
+
+// Priority inheritance's view of an RwLock: its writer (runtime/priority.h).
+struct detail::RwLockPi {
+  static rt::UltDesc* writer(const void* l) {
+    return writer_ult(static_cast<const RwLock*>(l)->writer_owner_.load(std::memory_order_acquire));
+  }
+  // Waits (queued with `tag`) until `ready` (under the queue lock) grants
+  // the lock; a ULT waiting for a ULT writer of lower priority lends it
+  // its own first (runtime/priority.cc). Readers waiting behind readers
+  // lend nothing: readers are not tracked.
+  template <class Ready>
+  static void wait(RwLock* l, uintptr_t tag, Ready ready) {
+    SyncWaiter w;
+    rt::UltDesc* holder = nullptr;
+    {
+      QueueLock g(l->queue_);
+      if (ready()) return;
+      rt::sync::init_waiter(&w);
+      w.tag = tag;
+      rt::sync::push_back(l->queue_, &w);
+      holder = writer_ult(l->writer_owner_.load(std::memory_order_relaxed));
+    }
+    bool lent = false;
+    rt::UltDesc* self = writer_ult(w.who);
+    if (self != nullptr && holder != nullptr && self->sched->opts.priority_inheritance) {
+      rt::pi_wait(self, l, holder, &writer);
+      lent = true;
+    }
+    if (!rt::sync::block(&w, -1)) (void)rt::sync::cancel_wait(l->queue_, &w);
+    if (lent) rt::pi_wait_end(self);
+  }
+};
 
 RwLock::~RwLock() {
   WEFT_DCHECK(!writer_ && readers_ == 0 && queue_.size == 0, "RwLock %p destroyed while held or waited for",
               static_cast<void*>(this));
 }
 
-void RwLock::lock() { rt::sync::wait_until_ready(queue_, -1, kWriter, [this] { return try_lock_locked(); }); }
+void RwLock::lock() { detail::RwLockPi::wait(this, kWriter, [this] { return try_lock_locked(); }); }
 
 bool RwLock::try_lock() {
   QueueLock g(queue_);
@@ -50,22 +91,33 @@ bool RwLock::try_lock() {
 bool RwLock::try_lock_locked() {
   if (writer_ || readers_ != 0 || queue_.size != 0) return false;
   writer_ = true;
+  writer_owner_.store(rt::sync::self_identity(), std::memory_order_relaxed);
   return true;
 }
 
 void RwLock::unlock() {
   SyncWaiter* woken = nullptr;
+  rt::UltDesc* holder = nullptr;
   {
     QueueLock g(queue_);
     WEFT_DCHECK(writer_, "RwLock %p: unlock() without holding it exclusively", static_cast<void*>(this));
+    holder = writer_ult(writer_owner_.load(std::memory_order_relaxed));
     writer_ = false;
-    grant_locked(queue_, &readers_, &writer_, &woken);
+    writer_owner_.store(0, std::memory_order_relaxed);
+    grant_locked(queue_, &readers_, &writer_, &writer_owner_, &woken);
+  }
+  // A lender records its loan, fences, then reads writer_owner_; we
+  // cleared writer_owner_ and fence before reading pi_count: one of the two
+  // sees the other (runtime/priority.cc).
+  if (holder != nullptr) {
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (holder->pi_count.load(std::memory_order_relaxed) != 0) rt::pi_released(holder, this);
   }
   rt::sync::wake_list(woken);
 }
 
 void RwLock::lock_shared() {
-  rt::sync::wait_until_ready(queue_, -1, kReader, [this] { return try_lock_shared_locked(); });
+  detail::RwLockPi::wait(this, kReader, [this] { return try_lock_shared_locked(); });
 }
 
 bool RwLock::try_lock_shared() {
@@ -86,7 +138,7 @@ void RwLock::unlock_shared() {
   {
     QueueLock g(queue_);
     WEFT_DCHECK(readers_ > 0, "RwLock %p: unlock_shared() without a shared hold", static_cast<void*>(this));
-    if (--readers_ == 0) grant_locked(queue_, &readers_, &writer_, &woken);
+    if (--readers_ == 0) grant_locked(queue_, &readers_, &writer_, &writer_owner_, &woken);
   }
   rt::sync::wake_list(woken);
 }

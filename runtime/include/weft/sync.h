@@ -49,6 +49,7 @@ namespace detail {
 struct SyncWaiter;  // lives on a waiter's stack (runtime/sync/wait_list.h)
 struct MutexStats;  // a Mutex's counters, made at its first contention (mutex.cc)
 struct MutexPi;     // priority inheritance's view of a Mutex (mutex.cc)
+struct RwLockPi;    // ... and of an RwLock (rwlock.cc)
 
 // A FIFO of waiters behind a tiny spinlock. Internal; public only because
 // the primitives below embed it.
@@ -254,6 +255,11 @@ class RwLock : detail::Pinned {
   detail::WaitQueue queue_;  // readers and writers, in arrival order
   uint32_t readers_ = 0;     // active readers; guarded by queue_.lock
   bool writer_ = false;      // a writer holds it
+  // The writer holding it (a ULT, a tagged thread, or 0), for priority
+  // inheritance: waiters lend their priority to a ULT writer. Written under
+  // queue_.lock; read by priority inheritance (relaxed).
+  std::atomic<uintptr_t> writer_owner_{0};
+  friend struct detail::RwLockPi;
 };
 
 // A reusable barrier for a fixed number of participants.
