@@ -95,6 +95,15 @@ Lateness lateness_weft(const Opts& o, std::chrono::microseconds slice) {
   for (auto& u : us) (void)u.join();
   std::vector<double> all;
   for (auto& v : late) all.insert(all.end(), v.begin(), v.end());
+  if (getenv("PREEMPT_BENCH_STATS") != nullptr) {
+    weft::RuntimeStats st = rt.stats();
+    fprintf(stderr, "slice %lld us: preemptions requested %llu taken %llu deferred %llu; timers fired by monitor %llu; "
+            "lateness buckets", static_cast<long long>(slice.count()),
+            (unsigned long long)st.preemptions_requested, (unsigned long long)st.preemptions_taken,
+            (unsigned long long)st.preemptions_deferred, (unsigned long long)st.timers_fired_by_monitor);
+    for (uint64_t b : st.timer_lateness) fprintf(stderr, " %llu", (unsigned long long)b);
+    fprintf(stderr, "\n");
+  }
   return Lateness{percentile(all, 0.5), percentile(all, 0.99)};
 }
 

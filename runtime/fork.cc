@@ -77,6 +77,7 @@
 // by a thread that is gone; it is reset by its own hook... it is not used
 // here), raw_logf for errors, no weft lock that the child did not reset.
 #include "runtime/fork.h"
+#include "sys/spin.h"
 
 #include <dlfcn.h>
 #include <pthread.h>
@@ -150,7 +151,14 @@ void forget_worker(Worker* w) {
   w->klt = nullptr;
 }
 
+// The forking thread's count of weft locks held (sys::t_locks_held) before
+// prepare took its own: the child resets those locks instead of unlocking
+// them, so it puts the count back (else time-slice preemption would never
+// switch a ULT out on that KLT again: preempt.cc).
+uint32_t locks_before_fork = 0;
+
 void prepare() {
+  locks_before_fork = sys::t_locks_held;
   n_prepare.fetch_add(1, std::memory_order_relaxed);
   Globals& g = globals();
   g.runtimes_lock.lock();
@@ -207,6 +215,7 @@ void child() {
     self->detached = true;
   }
   for (Scheduler* s : g.runtimes) s->rebuild_after_fork(keep, self);
+  sys::t_locks_held = locks_before_fork;  // every lock prepare took was reset above, not unlocked
   if (!g.runtimes.empty()) {
     const char* what = nullptr;
     if (!sig::start(&what)) sys::raw_logf("weft: forked child: cannot start the signal kernel thread (%s)", what ? what : "?");

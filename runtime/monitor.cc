@@ -14,7 +14,14 @@
 //    Its yield queue is the running KLT's own and stays (time-slice
 //    preemption frees it).
 //  - Fires the due timers of a worker that runs a ULT or is blocked in a
-//    region (fire_busy_timers): timers never wait for a busy worker.
+//    region (fire_busy_timers): timers never wait for a busy worker. It
+//    wakes for the earliest of them rather than at its next tick, and when
+//    no worker is idle to run what it woke, it asks the worker whose ULT
+//    has run longest (250 us at least) to switch it out (wake-up
+//    preemption, preempt_longest_running).
+//  - Time slices and priorities: asks a worker whose ULT has run past
+//    Options::time_slice to switch it out, and, while high-priority ULTs
+//    wait, the worker running the lowest priority (preempt.cc).
 //  - Not switched since the last tick with work queued: settle its deferred
 //    notify (scheduler.cc, "Deferred notify").
 //  - A retired worker (set_concurrency lowered) whose KLT is in a blocking
@@ -24,7 +31,8 @@
 // Every kReapEvery it runs the reaper (death_row.h).
 //
 // The tick is 1 ms while any worker is awake, shorter while a blocking
-// region is open (it wakes when that region reaches the threshold), and
+// region is open (it wakes when that region reaches the threshold) or a
+// busy worker has a timer due sooner, and
 // 100 ms when all workers sleep — then whoever makes work kicks it awake
 // (Scheduler::kick_monitor): a worker leaving the idle set (after its
 // npidle--, whether or not it slept), a region opening (after its
@@ -130,23 +138,64 @@ void handoff_locked(Scheduler* s, Worker* w, uint64_t st) {
 // earliest deadline and fires it itself. (Until issue 13 a worker's timers
 // waited for its own loop: a sleep on a worker busy with one long ULT woke
 // about a second late while another worker sat idle.)
-void fire_busy_timers(Scheduler* s, int64_t now) {
+// Returns the earliest deadline still pending on such a worker (-1: none),
+// so that the monitor wakes for it instead of at its next 1 ms tick; and
+// counts in *fired the timers it fired.
+int64_t fire_busy_timers(Scheduler* s, int64_t now, size_t* fired) {
+  int64_t next = -1;
   int n = s->nworkers.load(std::memory_order_acquire);
   for (int i = 0; i < n; ++i) {
     Worker* w = s->worker_at(i);
     if (w == nullptr) continue;
     int64_t e = w->timers.earliest();
-    if (e < 0 || e > now) continue;
+    if (e < 0) continue;
     if (w->current.load(std::memory_order_relaxed) == nullptr && !w->in_blocking.load(std::memory_order_acquire))
       continue;  // in its loop: it fires them itself
-    s->timers_fired_by_monitor.fetch_add(w->fire_timers(now), std::memory_order_relaxed);
+    if (e <= now) {
+      size_t k = w->fire_timers(now);
+      *fired += k;
+      s->timers_fired_by_monitor.fetch_add(k, std::memory_order_relaxed);
+      e = w->timers.earliest();
+    }
+    if (e >= 0 && (next < 0 || e < next)) next = e;
+  }
+  return next;
+}
+
+// Wake-up preemption (as CFS's): ULTs the monitor just woke wait in the
+// global queue; if no worker is idle to take them, the workers whose ULT
+// has run longest — at least kWakeupGranularityNs — are asked to switch it
+// out, one per woken ULT (their next scheduler pass serves the global queue
+// first). So a sleeper
+// beside CPU-bound ULTs wakes within about a millisecond, not a slice.
+constexpr int64_t kWakeupGranularityNs = 250 * 1000;  // 250 us
+
+void preempt_longest_running(Scheduler* s, int64_t now, size_t woken) {
+  if (s->time_slice_ns <= 0 || s->npidle.load(std::memory_order_seq_cst) > 0) return;
+  // As many workers as ULTs were woken (each preempted worker takes a
+  // share of the global queue), those whose ULT has run longest first.
+  int act = s->active.load(std::memory_order_acquire);
+  for (size_t k = 0; k < woken; ++k) {
+    Worker* target = nullptr;
+    for (int i = 0; i < act; ++i) {
+      Worker* w = s->worker_at(i);
+      if (w->in_blocking.load(std::memory_order_relaxed) || w->current.load(std::memory_order_relaxed) == nullptr) continue;
+      if (now - w->monitor_stalled_since < kWakeupGranularityNs || w->monitor_preempt_sent == now) continue;
+      if (target == nullptr || w->monitor_stalled_since < target->monitor_stalled_since) target = w;
+    }
+    if (target == nullptr) return;
+    target->monitor_preempt_sent = now;  // not twice in this pass
+    if (preempt::request_now(s, target)) s->preempt_requested.fetch_add(1, std::memory_order_relaxed);
   }
 }
 
-// Returns the time until the next blocking region reaches the threshold
-// (or -1 if none is open).
+// Returns the time until the monitor has something to do before its next
+// tick — a blocking region reaches the threshold, a busy worker's timer
+// is due — or -1.
 int64_t scan(Scheduler* s, int64_t now) {
-  fire_busy_timers(s, now);
+  size_t fired = 0;
+  int64_t timer_next = fire_busy_timers(s, now, &fired);
+  if (fired != 0) preempt_longest_running(s, now, fired);
   // High-priority ULTs still wait while no worker is idle: ask again (the
   // waker's request may have been deferred or gone to a KLT that was in a
   // system call).
@@ -220,6 +269,10 @@ int64_t scan(Scheduler* s, int64_t now) {
     bool stuck = w->in_blocking.load(std::memory_order_acquire) || w->current.load(std::memory_order_relaxed) != nullptr;
     if (stuck && take_stealable(s, w) != 0) s->notify_work();
   }
+  if (timer_next >= 0) {  // wake for a busy worker's next timer, not a whole tick later
+    int64_t left = timer_next - now;
+    next = next < 0 ? left : std::min(next, left);
+  }
   return next;
 }
 
@@ -240,10 +293,10 @@ void monitor_main(void* arg) {
     s->monitor_idle.store(0, std::memory_order_relaxed);
     idle = false;
     int64_t now = monotonic_ns();
-    int64_t region = scan(s, now);
+    int64_t next_event = scan(s, now);
     tick_ns = kBusyTickNs;
-    if (region >= 0) {
-      tick_ns = std::clamp(region, kMinTickNs, tick_ns);
+    if (next_event >= 0) {
+      tick_ns = std::clamp(next_event, kMinTickNs, tick_ns);
     } else if (s->npidle.load(std::memory_order_relaxed) >= s->active.load(std::memory_order_relaxed)) {
       // All asleep: sleep long, but announce it first and look once more,
       // so that a region opened or a worker woken meanwhile kicks us

@@ -431,8 +431,12 @@ void yield_current(UltDesc* self) {
   if (__builtin_expect(prio_of(self) != kPrioNormal, 0)) {
     Scheduler* s = w->sched;
     if (prio_of(self) == kPrioHigh) {
-      // Round-robin among high ULTs only: nothing else may run instead.
-      if (s->high_count.load(std::memory_order_relaxed) == 0 && (w->is_bound || w->core().stay_high.empty())) return;
+      // Round-robin among high ULTs only: nothing else may run instead —
+      // but the loop's own work (inbox, io completions, due timers) may be
+      // what the yielder waits for.
+      if (s->high_count.load(std::memory_order_relaxed) == 0 && (w->is_bound || w->core().stay_high.empty()) &&
+          !w->loop_work_waiting() && !w->timer_due())
+        return;
     }
     switch_from(self, nullptr, SwitchAction::kRequeue);  // to the class queue, through the loop
     return;

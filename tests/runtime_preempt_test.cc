@@ -16,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include <fcntl.h>
 #include <poll.h>
 #include <unistd.h>
 
@@ -25,6 +26,7 @@
 #include "weft/runtime.h"
 #include "weft/sync.h"
 #include "weft/channel.h"
+#include "weft/io.h"
 #include "runtime/preempt.h"
 #include "runtime/scheduler.h"
 
@@ -634,4 +636,51 @@ TEST(Priority, BackgroundStarvationIsBounded) {
   printf("background ULT beside 4 normal hogs on 2 workers: ran after %.1f ms\n", ran_after.load());
   EXPECT_GT(ran_after.load(), 50.0) << "it ran before its bound: normal work did not come first";
   EXPECT_LT(ran_after.load(), 300.0);
+}
+
+// io of a hogged worker: a ULT waiting in weft::io on a worker whose other
+// ULT computes without a call gets its completion within about a slice (the
+// preemption sends the worker through its scheduler loop, which reaps its
+// ring or epoll); with time slices off it waits for the hog to end.
+namespace {
+double IoWaitBesideHogMs(std::chrono::microseconds slice) {
+  weft::Runtime rt(weft::Options{.workers = 1, .time_slice = slice});
+  int p[2];
+  EXPECT_EQ(pipe2(p, O_CLOEXEC), 0);
+  std::atomic<bool> stop{false}, reading{false};
+  std::atomic<int64_t> got_at{0};
+  weft::Ult reader = rt.spawn([&] {
+    char c;
+    reading = true;
+    int64_t n = weft::io::read(p[0], &c, 1);
+    EXPECT_EQ(n, 1);
+    got_at = weft::rt::monotonic_ns();
+  });
+  EXPECT_TRUE(WaitUntil([&] { return reading.load(); }));
+  std::this_thread::sleep_for(5ms);  // the read is submitted and parked
+  weft::Ult hog = rt.spawn([&] { (void)CallFreeLoop(&stop); });
+  std::this_thread::sleep_for(20ms);  // the hog holds the only worker
+  int64_t t0 = weft::rt::monotonic_ns();
+  EXPECT_EQ(write(p[1], "x", 1), 1);
+  while (got_at.load() == 0 && weft::rt::monotonic_ns() - t0 < 300'000'000) std::this_thread::sleep_for(100us);
+  double ms = got_at.load() == 0 ? 300.0 : static_cast<double>(got_at.load() - t0) / 1e6;
+  stop = true;
+  EXPECT_TRUE(hog.join().ok());
+  EXPECT_TRUE(reader.join().ok());
+  close(p[0]);
+  close(p[1]);
+  return ms;
+}
+}  // namespace
+
+TEST(Preempt, IoOfAHoggedWorkerIsReapedWithinASlice) {
+  WEFT_SKIP_UNDER_TSAN("no asynchronous preemption under ThreadSanitizer (see TickerTicksBesideCallFreeLoop)");
+  Watchdog wd(60s, TestName());
+  double on = IoWaitBesideHogMs(10ms);
+  double off = IoWaitBesideHogMs(0us);
+  printf("pipe read completed beside a CPU-bound ULT on the only worker: %.2f ms with 10 ms slices, %.2f ms "
+         "without (capped at 300)\n",
+         on, off);
+  EXPECT_LT(on, 30.0);
+  EXPECT_GE(off, 300.0);
 }
