@@ -29,8 +29,9 @@
 //    glibc, libstdc++, libgcc_s or the dynamic loader (their locks and
 //    per-thread caches belong to the KLT: a ULT switched out inside
 //    malloc would leave the KLT's tcache or arena lock to the next ULT),
-//    not weft's dependencies (liburing, spdlog, fmt, Abseil) nor a
-//    sanitizer runtime. Decided with one binary search in a table built
+//    not weft's dependencies (liburing, spdlog, fmt, Abseil), a sanitizer
+//    runtime, nor the vDSO (weft calls its clock_gettime with internal
+//    locks held). Decided with one binary search in a table built
 //    once (prepare: dl_iterate_phdr's executable segments; for a program
 //    linked with libweft.a, weft's own functions are cut out of it by
 //    their symbols, see weft_function below);
@@ -111,7 +112,7 @@ bool denied_object(const char* path) {
   static const char* const kDenied[] = {
       "libc.so", "libc-", "ld-linux", "ld-2.", "libpthread", "libdl.", "librt.", "libresolv", "libnss_", "libanl",
       "libutil", "libstdc++", "libgcc_s", "liburing", "libspdlog", "libfmt", "libabsl_", "libasan", "libtsan",
-      "liblsan", "libubsan", "libhwasan", "libweft"};
+      "liblsan", "libubsan", "libhwasan", "libweft", "linux-vdso", "linux-gate"};
   for (const char* d : kDenied)
     if (starts(base, d)) return true;
   return false;
@@ -434,84 +435,51 @@ F next_fn(std::atomic<void*>* slot, const char* name) {
   return reinterpret_cast<F>(p);
 }
 
-#define WEFT_LOCK_FORWARD(name, Arg, taken)                                       \
-  int name(Arg a) {                                                               \
-    static std::atomic<void*> real{nullptr};                                      \
-    int r = next_fn<int (*)(Arg)>(&real, #name)(a);                               \
-    if (r == 0) taken;                                                            \
-    return r;                                                                     \
+// Calls glibc's `name` (found once, kept in *slot) and, if it succeeded,
+// counts a lock taken, or released by code returning to `ret`.
+enum class Lock { kTake, kRelease };
+template <class... A>
+int forward(std::atomic<void*>* slot, const char* name, Lock what, uintptr_t ret, A... a) {
+  int r = next_fn<int (*)(A...)>(slot, name)(a...);
+  if (r == 0) {
+    if (what == Lock::kTake) {
+      klt_lock_taken();
+    } else {
+      klt_lock_released(ret);
+    }
+  }
+  return r;
+}
+
+// One exported function that forwards to glibc's of the same name. The
+// slot is constant-initialised (no guard variable: a guard could itself
+// take a pthread mutex).
+#define WEFT_FORWARD(name, what, params, ...)                                                            \
+  __attribute__((visibility("default"))) int name params {                                             \
+    static std::atomic<void*> real{nullptr};                                                             \
+    return forward(&real, #name, what, reinterpret_cast<uintptr_t>(__builtin_return_address(0)), __VA_ARGS__); \
   }
 
 }  // namespace
 
 extern "C" {
 
-__attribute__((visibility("default"))) WEFT_LOCK_FORWARD(pthread_mutex_lock, pthread_mutex_t*, klt_lock_taken())
-__attribute__((visibility("default"))) WEFT_LOCK_FORWARD(pthread_mutex_trylock, pthread_mutex_t*, klt_lock_taken())
-__attribute__((visibility("default"))) WEFT_LOCK_FORWARD(pthread_rwlock_rdlock, pthread_rwlock_t*, klt_lock_taken())
-__attribute__((visibility("default"))) WEFT_LOCK_FORWARD(pthread_rwlock_wrlock, pthread_rwlock_t*, klt_lock_taken())
-__attribute__((visibility("default"))) WEFT_LOCK_FORWARD(pthread_rwlock_tryrdlock, pthread_rwlock_t*, klt_lock_taken())
-__attribute__((visibility("default"))) WEFT_LOCK_FORWARD(pthread_rwlock_trywrlock, pthread_rwlock_t*, klt_lock_taken())
-__attribute__((visibility("default"))) WEFT_LOCK_FORWARD(pthread_spin_lock, pthread_spinlock_t*, klt_lock_taken())
-__attribute__((visibility("default"))) WEFT_LOCK_FORWARD(pthread_spin_trylock, pthread_spinlock_t*, klt_lock_taken())
-
-__attribute__((visibility("default"))) int pthread_mutex_timedlock(pthread_mutex_t* m, const struct timespec* t) {
-  static std::atomic<void*> real{nullptr};
-  int r = next_fn<int (*)(pthread_mutex_t*, const struct timespec*)>(&real, "pthread_mutex_timedlock")(m, t);
-  if (r == 0) klt_lock_taken();
-  return r;
-}
-__attribute__((visibility("default"))) int pthread_mutex_clocklock(pthread_mutex_t* m, clockid_t c,
-                                                                   const struct timespec* t) {
-  static std::atomic<void*> real{nullptr};
-  int r = next_fn<int (*)(pthread_mutex_t*, clockid_t, const struct timespec*)>(&real, "pthread_mutex_clocklock")(m, c, t);
-  if (r == 0) klt_lock_taken();
-  return r;
-}
-__attribute__((visibility("default"))) int pthread_rwlock_timedrdlock(pthread_rwlock_t* l, const struct timespec* t) {
-  static std::atomic<void*> real{nullptr};
-  int r = next_fn<int (*)(pthread_rwlock_t*, const struct timespec*)>(&real, "pthread_rwlock_timedrdlock")(l, t);
-  if (r == 0) klt_lock_taken();
-  return r;
-}
-__attribute__((visibility("default"))) int pthread_rwlock_timedwrlock(pthread_rwlock_t* l, const struct timespec* t) {
-  static std::atomic<void*> real{nullptr};
-  int r = next_fn<int (*)(pthread_rwlock_t*, const struct timespec*)>(&real, "pthread_rwlock_timedwrlock")(l, t);
-  if (r == 0) klt_lock_taken();
-  return r;
-}
-__attribute__((visibility("default"))) int pthread_rwlock_clockrdlock(pthread_rwlock_t* l, clockid_t c,
-                                                                      const struct timespec* t) {
-  static std::atomic<void*> real{nullptr};
-  int r = next_fn<int (*)(pthread_rwlock_t*, clockid_t, const struct timespec*)>(&real, "pthread_rwlock_clockrdlock")(l, c, t);
-  if (r == 0) klt_lock_taken();
-  return r;
-}
-__attribute__((visibility("default"))) int pthread_rwlock_clockwrlock(pthread_rwlock_t* l, clockid_t c,
-                                                                      const struct timespec* t) {
-  static std::atomic<void*> real{nullptr};
-  int r = next_fn<int (*)(pthread_rwlock_t*, clockid_t, const struct timespec*)>(&real, "pthread_rwlock_clockwrlock")(l, c, t);
-  if (r == 0) klt_lock_taken();
-  return r;
-}
-
-__attribute__((visibility("default"))) int pthread_mutex_unlock(pthread_mutex_t* m) {
-  static std::atomic<void*> real{nullptr};
-  int r = next_fn<int (*)(pthread_mutex_t*)>(&real, "pthread_mutex_unlock")(m);
-  if (r == 0) klt_lock_released(reinterpret_cast<uintptr_t>(__builtin_return_address(0)));
-  return r;
-}
-__attribute__((visibility("default"))) int pthread_rwlock_unlock(pthread_rwlock_t* l) {
-  static std::atomic<void*> real{nullptr};
-  int r = next_fn<int (*)(pthread_rwlock_t*)>(&real, "pthread_rwlock_unlock")(l);
-  if (r == 0) klt_lock_released(reinterpret_cast<uintptr_t>(__builtin_return_address(0)));
-  return r;
-}
-__attribute__((visibility("default"))) int pthread_spin_unlock(pthread_spinlock_t* l) {
-  static std::atomic<void*> real{nullptr};
-  int r = next_fn<int (*)(pthread_spinlock_t*)>(&real, "pthread_spin_unlock")(l);
-  if (r == 0) klt_lock_released(reinterpret_cast<uintptr_t>(__builtin_return_address(0)));
-  return r;
-}
+WEFT_FORWARD(pthread_mutex_lock, Lock::kTake, (pthread_mutex_t* m), m)
+WEFT_FORWARD(pthread_mutex_trylock, Lock::kTake, (pthread_mutex_t* m), m)
+WEFT_FORWARD(pthread_mutex_timedlock, Lock::kTake, (pthread_mutex_t* m, const struct timespec* t), m, t)
+WEFT_FORWARD(pthread_mutex_clocklock, Lock::kTake, (pthread_mutex_t* m, clockid_t c, const struct timespec* t), m, c, t)
+WEFT_FORWARD(pthread_mutex_unlock, Lock::kRelease, (pthread_mutex_t* m), m)
+WEFT_FORWARD(pthread_rwlock_rdlock, Lock::kTake, (pthread_rwlock_t* l), l)
+WEFT_FORWARD(pthread_rwlock_wrlock, Lock::kTake, (pthread_rwlock_t* l), l)
+WEFT_FORWARD(pthread_rwlock_tryrdlock, Lock::kTake, (pthread_rwlock_t* l), l)
+WEFT_FORWARD(pthread_rwlock_trywrlock, Lock::kTake, (pthread_rwlock_t* l), l)
+WEFT_FORWARD(pthread_rwlock_timedrdlock, Lock::kTake, (pthread_rwlock_t* l, const struct timespec* t), l, t)
+WEFT_FORWARD(pthread_rwlock_timedwrlock, Lock::kTake, (pthread_rwlock_t* l, const struct timespec* t), l, t)
+WEFT_FORWARD(pthread_rwlock_clockrdlock, Lock::kTake, (pthread_rwlock_t* l, clockid_t c, const struct timespec* t), l, c, t)
+WEFT_FORWARD(pthread_rwlock_clockwrlock, Lock::kTake, (pthread_rwlock_t* l, clockid_t c, const struct timespec* t), l, c, t)
+WEFT_FORWARD(pthread_rwlock_unlock, Lock::kRelease, (pthread_rwlock_t* l), l)
+WEFT_FORWARD(pthread_spin_lock, Lock::kTake, (pthread_spinlock_t* l), l)
+WEFT_FORWARD(pthread_spin_trylock, Lock::kTake, (pthread_spinlock_t* l), l)
+WEFT_FORWARD(pthread_spin_unlock, Lock::kRelease, (pthread_spinlock_t* l), l)
 
 }  // extern "C"

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include <fcntl.h>
+#include <link.h>
 #include <poll.h>
 #include <unistd.h>
 
@@ -29,6 +30,8 @@
 #include "weft/io.h"
 #include "runtime/preempt.h"
 #include "runtime/scheduler.h"
+#include "runtime/sync/wait_list.h"
+#include "sys/spin.h"
 
 namespace {
 
@@ -347,6 +350,29 @@ TEST(Preempt, CodeTableTellsApplicationFromRuntime) {
   EXPECT_FALSE(weft::rt::preempt::pc_preemptible(at(&pthread_mutex_lock) + 1));  // weft's interposer
   void* (*op_new)(size_t) = &::operator new;
   EXPECT_FALSE(weft::rt::preempt::pc_preemptible(at(op_new) + 1));
+  // The vDSO: weft reads the clock there with internal locks held (a ULT
+  // switched out there deadlocked RandomizedMix.InvariantsHold in
+  // sync_stress before the vDSO was denied and queue locks were counted).
+  uintptr_t vdso = 0;
+  dl_iterate_phdr(
+      [](dl_phdr_info* info, size_t, void* arg) {
+        if (info->dlpi_name == nullptr || strstr(info->dlpi_name, "vdso") == nullptr) return 0;
+        for (int i = 0; i < info->dlpi_phnum; ++i)
+          if (info->dlpi_phdr[i].p_type == PT_LOAD && (info->dlpi_phdr[i].p_flags & PF_X))
+            *static_cast<uintptr_t*>(arg) = info->dlpi_addr + info->dlpi_phdr[i].p_vaddr;
+        return 1;
+      },
+      &vdso);
+  ASSERT_NE(vdso, 0u) << "no vDSO mapped";
+  EXPECT_FALSE(weft::rt::preempt::pc_preemptible(vdso + 16));
+  // weft's locks are counted on the KLT (the sync primitives' queue locks too).
+  uint32_t before = weft::sys::t_locks_held;
+  weft::detail::WaitQueue q;
+  {
+    weft::rt::sync::QueueLock g(q);
+    EXPECT_EQ(weft::sys::t_locks_held, before + 1);
+  }
+  EXPECT_EQ(weft::sys::t_locks_held, before);
 }
 
 namespace {

@@ -99,8 +99,17 @@ class QueueLock {
   QueueLock(const QueueLock&) = delete;
   QueueLock& operator=(const QueueLock&) = delete;
   static constexpr int kSpinRounds = 256;
-  static void lock(WaitQueue& q) { sys::spin_acquire<kSpinRounds>(q.lock); }
-  static void unlock(WaitQueue& q) { sys::spin_release(q.lock); }
+  // Counted in sys::t_locks_held like every weft lock: a ULT is never
+  // switched out by time-slice preemption while its KLT holds one (the
+  // code under it may call out of weft's text: the vDSO's clock_gettime).
+  static void lock(WaitQueue& q) {
+    ++sys::t_locks_held;
+    sys::spin_acquire<kSpinRounds>(q.lock);
+  }
+  static void unlock(WaitQueue& q) {
+    sys::spin_release(q.lock);
+    --sys::t_locks_held;
+  }
 
  private:
   WaitQueue& q_;

@@ -64,7 +64,12 @@
 // that runs that long without parking, yielding or exiting, while its
 // kernel thread is on a CPU, is switched out by a signal to that thread
 // (weft's doorbell, SIGRTMAX-1) and goes behind the ULTs waiting for its
-// worker; timers and the other workers' queues are served meanwhile. A
+// worker; timers and the other workers' queues are served meanwhile.
+// Wake-up preemption: when a sleeper's timer fires (or a high-priority ULT
+// becomes runnable) while every worker is busy, the worker whose ULT has
+// run longest (at least 250 us) is switched out the same way, so a ULT
+// woken beside CPU-bound ones runs within about a tenth of a millisecond
+// rather than a whole slice later. A
 // preempted ULT resumes on the same kernel thread with its registers, FP
 // state, errno, signal mask, locale and pins as they were, so the
 // migration hazard above does not grow: an address held in a register at
