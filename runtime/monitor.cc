@@ -166,8 +166,8 @@ int64_t fire_busy_timers(Scheduler* s, int64_t now, size_t* fired) {
 // global queue; if no worker is idle to take them, the workers whose ULT
 // has run longest — at least kWakeupGranularityNs — are asked to switch it
 // out, one per woken ULT (their next scheduler pass serves the global queue
-// first). So a sleeper
-// beside CPU-bound ULTs wakes within about a millisecond, not a slice.
+// first). So a sleeper beside CPU-bound ULTs runs a fraction of a
+// millisecond after its deadline, not a slice later. Off with time_slice 0.
 constexpr int64_t kWakeupGranularityNs = 250 * 1000;  // 250 us
 
 void preempt_longest_running(Scheduler* s, int64_t now, size_t woken) {
@@ -181,6 +181,12 @@ void preempt_longest_running(Scheduler* s, int64_t now, size_t woken) {
       Worker* w = s->worker_at(i);
       if (w->in_blocking.load(std::memory_order_relaxed) || w->current.load(std::memory_order_relaxed) == nullptr) continue;
       if (now - w->monitor_stalled_since < kWakeupGranularityNs || w->monitor_preempt_sent == now) continue;
+      // Switched since the monitor's last look: not a long runner (the
+      // scan below records the new count). Without this, a worker whose
+      // ULTs switch constantly got a doorbell per firing: a signal frame
+      // on some ULT's stack each time, for nothing.
+      if (w->switches.load(std::memory_order_relaxed) + w->sleeps.load(std::memory_order_relaxed) != w->monitor_seen)
+        continue;
       if (target == nullptr || w->monitor_stalled_since < target->monitor_stalled_since) target = w;
     }
     if (target == nullptr) return;
@@ -228,14 +234,13 @@ int64_t scan(Scheduler* s, int64_t now) {
       continue;
     }
     // Time slice: the ULT running here since the last switch has had it.
-    // Asked once per slice while it stays (a deferred request is asked
-    // again: the ULT may have left the code where it could not be
-    // switched out).
-    // Asked only of a KLT that has been on a CPU (at least an eighth of
-    // the time since the monitor's last look, by its CPU clock): one that
-    // sits in a system call a ULT made directly must not get a signal that
-    // would end that call with EINTR (preempt.cc). From half a slice on,
-    // each tick samples the candidate's CPU clock (one system call).
+    // Asked again every tick while it stays (a deferred request: the ULT
+    // may have left the code where it could not be switched out), and only
+    // of a KLT that has been on a CPU (at least an eighth of the time since
+    // the monitor's last look, by its CPU clock): one that sits in a system
+    // call a ULT made directly must not get a signal that would end that
+    // call with EINTR (preempt.cc). From half a slice on, each tick samples
+    // the candidate's CPU clock (one system call).
     if (s->time_slice_ns > 0 && w->current.load(std::memory_order_relaxed) != nullptr &&
         now - w->monitor_stalled_since >= s->time_slice_ns / 2) {
       long long cpu = sys::task_cpu_ns(w->tid.load(std::memory_order_relaxed));

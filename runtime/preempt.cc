@@ -11,7 +11,12 @@
 // made directly (poll, nanosleep: the calls that end with EINTR whatever
 // SA_RESTART says) into an EINTR. (A KLT that computes for a tick and
 // enters such a call in the microseconds between the check and the
-// signal can still see one; weft's own waits never block the KLT.) The request is Worker::preempt_at = the switch count it saw +
+// signal can still see one; weft's own waits never block the KLT.)
+// Two more askers use request_now (state 'R' only, no CPU-clock history):
+// the monitor's wake-up preemption (it woke ULTs and no worker is idle:
+// the workers whose ULT ran longest) and Scheduler::preempt_for_priority
+// (a high-priority ULT is runnable and no worker is idle: the worker
+// running the lowest priority). The request is Worker::preempt_at = the switch count it saw +
 // 1, then the doorbell (SIGRTMAX-1, tgkill to that KLT: signal.cc). A
 // request whose ULT has switched meanwhile is moot (pending() drops it),
 // so nothing on the switch path has to clear it.

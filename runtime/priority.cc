@@ -80,12 +80,16 @@ void pi_wait(UltDesc* self, const void* lock, UltDesc* owner, PiOwnerFn owner_of
   Scheduler* s = self->sched;
   uint8_t prio = self->eff_prio.load(std::memory_order_relaxed);
   for (int step = 0; owner != nullptr && owner != self && step < kMaxChain; ++step) {
-    if (owner->eff_prio.load(std::memory_order_relaxed) >= prio) return;  // nothing to lend
     const void* next_lock = nullptr;
     UltDesc* next_owner = nullptr;
     bool still_held;
+    bool raised = false;
     {
       LockGuard<SpinLock> g(owner->pi_lock);
+      // Nothing to lend to a holder whose own priority is as high. (One
+      // raised as high by another loan still gets ours recorded: that loan
+      // may end first.)
+      if (owner->base_prio >= prio) return;
       uint8_t n = owner->pi_count.load(std::memory_order_relaxed);
       int at = -1;
       for (uint8_t i = 0; i < n; ++i)
@@ -98,7 +102,10 @@ void pi_wait(UltDesc* self, const void* lock, UltDesc* owner, PiOwnerFn owner_of
       } else if (at >= 0 && owner->pi_prio[at] < prio) {
         owner->pi_prio[at] = prio;
       }
-      if (owner->eff_prio.load(std::memory_order_relaxed) < prio) owner->eff_prio.store(prio, std::memory_order_relaxed);
+      if (owner->eff_prio.load(std::memory_order_relaxed) < prio) {
+        owner->eff_prio.store(prio, std::memory_order_relaxed);
+        raised = true;
+      }
       // The loan is recorded: now look whether the holder still holds the
       // lock (store, full fence, load: the other side is the holder's
       // release, then its read of pi_count).
@@ -111,7 +118,7 @@ void pi_wait(UltDesc* self, const void* lock, UltDesc* owner, PiOwnerFn owner_of
         if (next_lock != nullptr) next_owner = owner_of(next_lock);  // alive: owner waits on it
       }
     }
-    if (!still_held) return;
+    if (!still_held || !raised) return;  // not raised: its chain already runs at least this high
     s->priority_boosts.fetch_add(1, std::memory_order_relaxed);
     s->promote_from_background(owner);
     lock = next_lock;

@@ -94,7 +94,10 @@
 // that thread (use UltLocal, or an atomic). With the static library, weft
 // tells its own code from the program's by the program's symbol table: a
 // stripped program is preempted only in its shared libraries (a warning
-// says so at start). RuntimeStats counts preemptions requested, taken and
+// says so at start). Each preemption signal is delivered on the running
+// ULT's stack (the kernel's signal frame, 1-3 KiB with the CPU's vector
+// state), so a ULT may commit one more page of its stack the first time
+// one reaches it. RuntimeStats counts preemptions requested, taken and
 // deferred.
 //
 // Interposed libc functions. libweft exports pthread_exit, pthread_cancel,
@@ -202,9 +205,11 @@ struct Options {
   // Time-slice preemption: a ULT that has run this long without switching
   // while other ULTs wait for its worker is switched out (it goes behind
   // them and later resumes on the same kernel thread, as if nothing had
-  // happened: registers, FP state, errno, signal mask). Zero turns it off:
-  // then a ULT runs until it parks, yields or exits. Not negative. See
-  // "Preemption" above for where a ULT is never interrupted.
+  // happened: registers, FP state, errno, signal mask). Zero turns it off,
+  // and wake-up preemption with it: then a ULT runs until it parks, yields
+  // or exits, unless a high-priority ULT needs its worker (see Priority).
+  // Not negative. See "Preemption" above for where a ULT is never
+  // interrupted.
   std::chrono::microseconds time_slice{10000};
   // A ULT that waits on a weft::Mutex lends its priority to the holder
   // until the holder releases it (see Priority). false: no inheritance
