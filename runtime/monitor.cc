@@ -181,12 +181,6 @@ void preempt_longest_running(Scheduler* s, int64_t now, size_t woken) {
       Worker* w = s->worker_at(i);
       if (w->in_blocking.load(std::memory_order_relaxed) || w->current.load(std::memory_order_relaxed) == nullptr) continue;
       if (now - w->monitor_stalled_since < kWakeupGranularityNs || w->monitor_preempt_sent == now) continue;
-      // Switched since the monitor's last look: not a long runner (the
-      // scan below records the new count). Without this, a worker whose
-      // ULTs switch constantly got a doorbell per firing: a signal frame
-      // on some ULT's stack each time, for nothing.
-      if (w->switches.load(std::memory_order_relaxed) + w->sleeps.load(std::memory_order_relaxed) != w->monitor_seen)
-        continue;
       if (target == nullptr || w->monitor_stalled_since < target->monitor_stalled_since) target = w;
     }
     if (target == nullptr) return;

@@ -343,24 +343,25 @@ bool pc_preemptible(uintptr_t pc) {
   return false;
 }
 
-void request(Scheduler* s, Worker* w, uint64_t seen) {
+namespace {
+// Rings w's doorbell for a preemption of what it runs at switch count
+// `seen`, if its KLT is on a CPU (or waiting for one): one asleep in the
+// kernel could only have its system call ended with EINTR by the signal.
+bool ring(Worker* w, uint64_t seen) {
   int tid = w->tid.load(std::memory_order_relaxed);
-  if (tid == 0) return;
-  char st = sys::task_state(tid);
-  if (st != 'R') return;  // asleep in the kernel (or gone): a signal could only end its call with EINTR
-  w->preempt_at.store(seen + 1, std::memory_order_release);
-  s->preempt_requested.fetch_add(1, std::memory_order_relaxed);
-  sys::tgkill(sys::getpid(), tid, SIGRTMAX - 1);
-}
-
-bool request_now(Scheduler* s, Worker* w) {
-  (void)s;
-  int tid = w->tid.load(std::memory_order_relaxed);
-  if (tid == 0 || sys::task_state(tid) != 'R') return false;  // asleep in the kernel: no EINTR from us
-  uint64_t seen = w->switches.load(std::memory_order_relaxed) + w->sleeps.load(std::memory_order_relaxed);
+  if (tid == 0 || sys::task_state(tid) != 'R') return false;
   w->preempt_at.store(seen + 1, std::memory_order_release);
   sys::tgkill(sys::getpid(), tid, SIGRTMAX - 1);
   return true;
+}
+}  // namespace
+
+void request(Scheduler* s, Worker* w, uint64_t seen) {
+  if (ring(w, seen)) s->preempt_requested.fetch_add(1, std::memory_order_relaxed);
+}
+
+bool request_now(Scheduler*, Worker* w) {
+  return ring(w, w->switches.load(std::memory_order_relaxed) + w->sleeps.load(std::memory_order_relaxed));
 }
 
 bool pending(Worker* w) {

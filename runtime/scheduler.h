@@ -97,10 +97,6 @@ struct WorkerCore {
   // kGlobalEvery switches plus one switch per ULT ahead of it.
   IntrusiveQueue<UltDesc> yield_queue;
   uint32_t yield_turns = 0;
-  // The last switch into the loop was a time-slice preemption: the next
-  // pass serves the global queue first (fairness between workers, as Go
-  // puts a preempted goroutine on its global queue).
-  bool after_preempt = false;
   // Preempted ULTs of high and background priority (they resume on this
   // worker, like every preempted ULT): high ones run right after the
   // scheduler-wide high queue, background ones after all normal work

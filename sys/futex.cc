@@ -11,7 +11,7 @@
 
 namespace weft::sys {
 
-thread_local uint32_t t_locks_held __attribute__((tls_model("initial-exec"))) = 0;
+__thread uint32_t t_locks_held __attribute__((tls_model("initial-exec"))) = 0;
 namespace {
 
 long futex(const std::atomic<uint32_t>* word, int op, uint32_t val, const timespec* ts,

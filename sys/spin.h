@@ -62,8 +62,11 @@ inline void spin_release(std::atomic<Word>& word) {
 // SpinFlags and SysMutexes the calling thread holds now. Time-slice
 // preemption (runtime/preempt.cc) never switches a ULT out while its KLT
 // holds one: another ULT on the same KLT could then wait for it forever.
-// Initial-exec TLS: one %fs-relative add per lock and unlock.
-extern thread_local uint32_t t_locks_held __attribute__((tls_model("initial-exec")));
+// Initial-exec TLS: one %fs-relative add per lock and unlock. `__thread`,
+// not `thread_local`: no TLS wrapper or init-function call (GCC emits a
+// weak-init check for an extern thread_local, which UBSan's null check
+// flags in the sanitizer build).
+extern __thread uint32_t t_locks_held __attribute__((tls_model("initial-exec")));
 
 // weft's one spinlock (runtime/locks.h calls it rt::SpinLock).
 class SpinFlag {
