@@ -409,33 +409,36 @@ void at_safe_point(uintptr_t ret) {
 // code that holds those locks is glibc's, where no ULT is preempted.
 // ---------------------------------------------------------------------------
 
+// In namespace weft::rt (not a global anonymous namespace): the code table
+// recognises weft's functions by their mangled names, and a ULT switched
+// out between glibc's lock and the count below would hold the lock
+// uncounted (seen under ASan, where `forward` is not inlined).
+namespace weft::rt {
 namespace {
 
-using namespace weft;
-
 inline void klt_lock_taken() {
-  rt::Worker* w = rt::current_worker();
+  Worker* w = current_worker();
   if (w == nullptr) return;
-  if (rt::UltDesc* u = w->current.load(std::memory_order_relaxed))
+  if (UltDesc* u = w->current.load(std::memory_order_relaxed))
     u->klt_locks.store(u->klt_locks.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
 }
 
 inline void klt_lock_released(uintptr_t ret) {
-  rt::Worker* w = rt::current_worker();
+  Worker* w = current_worker();
   if (w == nullptr) return;
-  rt::UltDesc* u = w->current.load(std::memory_order_relaxed);
+  UltDesc* u = w->current.load(std::memory_order_relaxed);
   if (u == nullptr) return;
   uint32_t n = u->klt_locks.load(std::memory_order_relaxed);
   if (n == 0) return;  // locked before the ULT ran here (or by another thread): not counted
   u->klt_locks.store(n - 1, std::memory_order_relaxed);
-  if (n == 1 && w->preempt_at.load(std::memory_order_relaxed) != 0) rt::preempt::at_safe_point(ret);
+  if (n == 1 && w->preempt_at.load(std::memory_order_relaxed) != 0) preempt::at_safe_point(ret);
 }
 
 template <class F>
 F next_fn(std::atomic<void*>* slot, const char* name) {
   void* p = slot->load(std::memory_order_acquire);
   if (p == nullptr) {
-    p = reinterpret_cast<void*>(rt::libc_next<F>(name));
+    p = reinterpret_cast<void*>(libc_next<F>(name));
     slot->store(p, std::memory_order_release);
   }
   return reinterpret_cast<F>(p);
@@ -467,8 +470,12 @@ int forward(std::atomic<void*>* slot, const char* name, Lock what, uintptr_t ret
   }
 
 }  // namespace
+}  // namespace weft::rt
 
 extern "C" {
+
+using weft::rt::forward;
+using weft::rt::Lock;
 
 WEFT_FORWARD(pthread_mutex_lock, Lock::kTake, (pthread_mutex_t* m), m)
 WEFT_FORWARD(pthread_mutex_trylock, Lock::kTake, (pthread_mutex_t* m), m)
