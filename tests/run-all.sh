@@ -111,6 +111,10 @@ echo "ASan+UBSan block: $(( $(date +%s) - asan_start )) s"
 #                     deferred instance per signal number and drops the
 #                     further queued ones), Signals.SigwaitWakesPromptlyAmong
 #                     TenThousandUlts (10,000 fibers exceed its thread limit)
+#     runtime_preempt Timers.YielderRunsBesideSpawnChain (a timing bound over
+#                     ~6,100 switches), and every case that needs a ULT
+#                     switched out asynchronously (TSan runs signal handlers
+#                     only inside its interceptors: no preemption there)
 #   TSan runs with die_after_fork=0 (tests/meson.build): the fork tests
 #   start a runtime in the child of a multi-threaded process on purpose.
 #   Assertions not made under either: the stack size pthread_getattr_np
