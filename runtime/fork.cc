@@ -158,7 +158,7 @@ void forget_worker(Worker* w) {
 uint32_t locks_before_fork = 0;
 
 void prepare() {
-  locks_before_fork = sys::t_locks_held;
+  locks_before_fork = sys::locks_held();
   n_prepare.fetch_add(1, std::memory_order_relaxed);
   Globals& g = globals();
   g.runtimes_lock.lock();
@@ -215,7 +215,7 @@ void child() {
     self->detached = true;
   }
   for (Scheduler* s : g.runtimes) s->rebuild_after_fork(keep, self);
-  sys::t_locks_held = locks_before_fork;  // every lock prepare took was reset above, not unlocked
+  sys::set_locks_held(locks_before_fork);  // every lock prepare took was reset above, not unlocked
   if (!g.runtimes.empty()) {
     const char* what = nullptr;
     if (!sig::start(&what)) sys::raw_logf("weft: forked child: cannot start the signal kernel thread (%s)", what ? what : "?");

@@ -380,7 +380,7 @@ bool may_switch_out(Worker* w, UltDesc* u, uintptr_t pc, bool on_ult_stack) {
   bool tsan = false;
 #endif
   bool ok = u != nullptr && !tsan && on_ult_stack && !w->is_bound && !w->in_blocking.load(std::memory_order_relaxed) &&
-            u->sig_defer == 0 && u->klt_locks.load(std::memory_order_relaxed) == 0 && sys::t_locks_held == 0 &&
+            u->sig_defer == 0 && u->klt_locks.load(std::memory_order_relaxed) == 0 && sys::locks_held() == 0 &&
             pc_preemptible(pc);
   if (!ok) w->sched->preempt_deferred.fetch_add(1, std::memory_order_relaxed);
   return ok;

@@ -67,22 +67,47 @@ inline void spin_release(std::atomic<Word>& word) {
 // weak-init check for an extern thread_local, which UBSan's null check
 // flags in the sanitizer build).
 extern __thread uint32_t t_locks_held __attribute__((tls_model("initial-exec")));
+// Changes and reads of t_locks_held. Plain under normal builds; atomic
+// builtins under ThreadSanitizer, which sees the ULTs of one KLT as threads
+// of their own sharing this word (a switch between them is not a
+// synchronisation for it) and would report the plain accesses as races.
+inline void locks_held_add(uint32_t d) {
+#if defined(__SANITIZE_THREAD__)
+  __atomic_fetch_add(&t_locks_held, d, __ATOMIC_RELAXED);
+#else
+  t_locks_held += d;
+#endif
+}
+inline uint32_t locks_held() {
+#if defined(__SANITIZE_THREAD__)
+  return __atomic_load_n(&t_locks_held, __ATOMIC_RELAXED);
+#else
+  return t_locks_held;
+#endif
+}
+inline void set_locks_held(uint32_t v) {
+#if defined(__SANITIZE_THREAD__)
+  __atomic_store_n(&t_locks_held, v, __ATOMIC_RELAXED);
+#else
+  t_locks_held = v;
+#endif
+}
 
 // weft's one spinlock (runtime/locks.h calls it rt::SpinLock).
 class SpinFlag {
  public:
   void lock() {
-    ++t_locks_held;  // before the acquire, as SysMutex::lock
+    locks_held_add(1);  // before the acquire, as SysMutex::lock
     spin_acquire(locked_, [this] { yields_.fetch_add(1, std::memory_order_relaxed); });
   }
   bool try_lock() {
     if (!spin_try_acquire(locked_)) return false;
-    ++t_locks_held;
+    locks_held_add(1);
     return true;
   }
   void unlock() {
     spin_release(locked_);
-    --t_locks_held;
+    locks_held_add(static_cast<uint32_t>(-1));
   }
   // In a forked child only: the holder may be a thread that does not exist
   // there. Resets the lock to unlocked.
@@ -98,7 +123,7 @@ class SpinFlag {
 class SysMutex {
  public:
   void lock() {
-    ++t_locks_held;  // before: a preemption request must not land between the acquire and the count
+    locks_held_add(1);  // before: a preemption request must not land between the acquire and the count
     uint32_t c = 0;
     if (word_.compare_exchange_strong(c, 1, std::memory_order_acquire)) return;
     for (int i = 0; i < 64; ++i) {
@@ -116,12 +141,12 @@ class SysMutex {
   bool try_lock() {
     uint32_t c = 0;
     if (!word_.compare_exchange_strong(c, 1, std::memory_order_acquire)) return false;
-    ++t_locks_held;
+    locks_held_add(1);
     return true;
   }
   void unlock() {
     if (word_.exchange(0, std::memory_order_release) == 2) futex_wake(&word_, 1);
-    --t_locks_held;
+    locks_held_add(static_cast<uint32_t>(-1));
   }
   // In a forked child only: the holder may be a thread that does not exist
   // there. Resets the lock to unlocked (runtime/fork.cc).

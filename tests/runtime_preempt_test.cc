@@ -370,13 +370,13 @@ TEST(Preempt, CodeTableTellsApplicationFromRuntime) {
   ASSERT_NE(vdso, 0u) << "no vDSO mapped";
   EXPECT_FALSE(weft::rt::preempt::pc_preemptible(vdso + 16));
   // weft's locks are counted on the KLT (the sync primitives' queue locks too).
-  uint32_t before = weft::sys::t_locks_held;
+  uint32_t before = weft::sys::locks_held();
   weft::detail::WaitQueue q;
   {
     weft::rt::sync::QueueLock g(q);
-    EXPECT_EQ(weft::sys::t_locks_held, before + 1);
+    EXPECT_EQ(weft::sys::locks_held(), before + 1);
   }
-  EXPECT_EQ(weft::sys::t_locks_held, before);
+  EXPECT_EQ(weft::sys::locks_held(), before);
 }
 
 namespace {

@@ -103,12 +103,12 @@ class QueueLock {
   // switched out by time-slice preemption while its KLT holds one (the
   // code under it may call out of weft's text: the vDSO's clock_gettime).
   static void lock(WaitQueue& q) {
-    ++sys::t_locks_held;
+    sys::locks_held_add(1);
     sys::spin_acquire<kSpinRounds>(q.lock);
   }
   static void unlock(WaitQueue& q) {
     sys::spin_release(q.lock);
-    --sys::t_locks_held;
+    sys::locks_held_add(static_cast<uint32_t>(-1));
   }
 
  private:
