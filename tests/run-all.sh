@@ -55,9 +55,6 @@ run build-test-pthread "" -Dbuildtype=debugoptimized -Ddchecks=true -Dklt_backen
 #                     demand per 100 ms reap; a slower wave spans several),
 #                     Shutdown.RacesWithForeignSpawns (needs workers to
 #                     outpace foreign spawners so the runtime runs dry)
-#     runtime_errno   Errno.FollowsUltAcrossMigrationAtO2 (no migration
-#                     happens under ASan; the hazard is a plain-build
-#                     optimisation)
 #     runtime_fault   FaultInjectionDeathTest.MapCountReachedWithMprotectGuards
 #                     (ASan's allocator aborts at the mapping limit first)
 #     process_spawn   Process.HundredSpawnersDoNotStallATicker (a timing
@@ -100,7 +97,6 @@ echo "ASan+UBSan block: $(( $(date +%s) - asan_start )) s"
 #                     bound)
 #     runtime_fault   FaultInjectionDeathTest.MapCountReachedWithMprotectGuards
 #                     (TSan's allocator aborts at the mapping limit first)
-#     runtime_errno   Errno.FollowsUltAcrossMigrationAtO2 (as under ASan)
 #     runtime_credentials  Credentials.DropReachesEveryKltUnderChurn (a
 #                     forked child that starts threads hung under TSan)
 #     runtime_pthread_shared, runtime_signal_shared, the whole programs
