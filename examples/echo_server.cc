@@ -58,7 +58,11 @@ int main(int argc, char** argv) {
         }
         weft::io::close(c);
       }, weft::SpawnOptions{.name = "echo-conn"});
-      if (!u.status().ok()) weft::io::close(c);  // out of memory: drop this connection, keep serving
+      if (!u.status().ok()) {
+        weft::io::close(c);  // out of memory: drop this connection, keep serving
+      } else {
+        (void)u.detach();  // runs on its own; stop.finish() waits for it
+      }
     }
   });
   if (error.ok() && *error == 0) {

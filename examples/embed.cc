@@ -68,7 +68,8 @@ int main(int argc, char** argv) {
     for (;;) {
       int c = examples::accept_next(lfd);  // waits out EMFILE instead of spinning
       if (c < 0) return;                    // listener closed: shutting down
-      // A handle destroyed while joinable detaches its ULT.
+      // Detached: it runs on its own (a handle destroyed while joinable
+      // would ask it to stop and wait for it).
       weft::Ult conn = weft::spawn([c] {
         char buf[512];
         int64_t n;
@@ -76,6 +77,11 @@ int main(int argc, char** argv) {
           if (weft::io::send_all(c, buf, static_cast<size_t>(n)) < 0) break;
         weft::io::close(c);
       });
+      if (conn.status().ok()) {
+        (void)conn.detach();
+      } else {
+        weft::io::close(c);
+      }
     }
   });
 

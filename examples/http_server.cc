@@ -210,6 +210,8 @@ int accept_loop(int lfd, int max_connections, examples::Shutdown& stop) {
     if (!u.status().ok()) {  // out of memory: drop this connection, keep serving
       weft::io::close(c);
       g_connections.fetch_sub(1);
+    } else {
+      (void)u.detach();  // runs on its own; stop.finish() waits for it
     }
   }
 }

@@ -41,8 +41,9 @@ bool on_disk(int fd) {
 // Submits one operation (plus a linked timeout for a deadline) on the
 // calling ULT's worker's ring and parks until its last CQE (see
 // uring_engine.h for the protocol).
+// stoppable: a stop request of the ULT cancels the operation (all but close).
 template <class Prep>
-int64_t uring_op(UringEngine* e, rt::UltDesc* self, int fd, Deadline d, Interrupt in, Prep prep) {
+int64_t uring_op(UringEngine* e, rt::UltDesc* self, int fd, Deadline d, Interrupt in, Prep prep, bool stoppable = true) {
   Completion c;
   c.ult = self;
   c.fd = fd;
@@ -67,14 +68,28 @@ int64_t uring_op(UringEngine* e, rt::UltDesc* self, int fd, Deadline d, Interrup
   // (only its thread-safe post_op_cancel may be called).
   uint64_t mark = in == Interrupt::kNever ? 0 : rt::handler_mark(self);
   bool interrupted = false;
+  bool stopped = false;            // cancelled because the ULT was asked to stop
   bool not_interruptible = false;  // a file on disk (on_disk), found when a handler would interrupt
   while (c.remaining.load(std::memory_order_acquire) != 0) {
+    // A stop request (park.h: the requester unparks us after setting the
+    // flag) cancels the operation the way an interrupting handler does
+    // (one cancel per operation at most: the two share interrupt_hit).
+    // Checked before the first park too: a ULT asked before it started
+    // the operation has it cancelled at once (unless it completes first).
+    if (stoppable && !interrupted && !stopped && rt::stop_requested(self)) {
+      int n = c.remaining.load(std::memory_order_acquire);
+      while (n != 0 && !c.remaining.compare_exchange_weak(n, n + 1, std::memory_order_acq_rel)) {
+      }
+      if (n == 0) break;  // it completed meanwhile: its result stands
+      stopped = true;
+      e->post_op_cancel(&c);
+    }
     // A signal handler that ran on this ULT since the submission ends the
     // operation as it would end the system call (park.h): cancel it on its
     // engine (Completion's comment has the protocol). Checked before every
     // park: a handler run by a doorbell just before the park leaves a wake
     // permit (signal.cc, leave_permit), so the park returns and we get here.
-    if (in != Interrupt::kNever && !interrupted && !not_interruptible &&
+    if (in != Interrupt::kNever && !interrupted && !stopped && !not_interruptible &&
         rt::handler_interrupts(self, mark, in == Interrupt::kUnlessRestart)) {
       if (on_disk(fd)) {
         not_interruptible = true;
@@ -97,6 +112,8 @@ int64_t uring_op(UringEngine* e, rt::UltDesc* self, int fd, Deadline d, Interrup
   // Interrupted: what the operation did before the cancel stands (bytes
   // moved, a connection accepted); if it did nothing, EINTR.
   if (interrupted && c.interrupt_hit && (c.res == -ECANCELED || c.res == -EINTR)) return -EINTR;
+  // Stopped: likewise, but -ECANCELED.
+  if (stopped && c.interrupt_hit && (c.res == -ECANCELED || c.res == -EINTR)) return -ECANCELED;
   return c.res;
 }
 
@@ -148,7 +165,9 @@ class UringBackend final : public Backend {
   }
 
   int close(const Route& r, int fd) const override {
-    return static_cast<int>(uring_op(r, -1, Deadline(), [&](io_uring_sqe* s) { io_uring_prep_close(s, fd); }));
+    return static_cast<int>(uring_op(
+        engine(r), r.ult, -1, Deadline(), Interrupt::kNever, [&](io_uring_sqe* s) { io_uring_prep_close(s, fd); },
+        /*stoppable=*/false));
   }
 
   int fsync(const Route& r, int fd, Deadline d) const override {

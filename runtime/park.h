@@ -62,6 +62,14 @@ void unpark_urgent(UltDesc* u);
 uint64_t handler_mark(const UltDesc* self);
 bool handler_interrupts(const UltDesc* self, uint64_t mark, bool restartable);
 
+// Whether `self` was asked to stop (weft::this_ult::stop_requested; a
+// JoinHandle's request_stop, a task group, Runtime::shutdown with a
+// deadline). The requester unparks the ULT after setting it, so a
+// cancellable wait checks it after every park and ends (weft::io cancels
+// its operation and returns -ECANCELED). Set for good: never cleared
+// while the ULT lives. False for null.
+bool stop_requested(const UltDesc* self);
+
 // Monotonic clock in nanoseconds (vDSO; never touches errno).
 int64_t monotonic_ns();
 

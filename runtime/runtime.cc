@@ -52,40 +52,8 @@ absl::Status Runtime::set_concurrency(int n) { return impl_->sched.set_concurren
 int Runtime::concurrency() const { return impl_->sched.active.load(std::memory_order_relaxed); }
 RuntimeStats Runtime::stats() const { return impl_->sched.stats(); }
 absl::Status Runtime::shutdown() { return impl_->sched.shutdown(); }
-
-Ult& Ult::operator=(Ult&& o) noexcept {
-  if (this != &o) {
-    if (joinable()) (void)detach();
-    id_ = std::exchange(o.id_, UltId());
-    status_ = std::exchange(o.status_, absl::OkStatus());
-    exit_value_ = std::exchange(o.exit_value_, nullptr);
-  }
-  return *this;
-}
-
-Ult::~Ult() {
-  if (joinable()) (void)detach();
-}
-
-absl::Status Ult::join() {
-  if (!status_.ok()) return status_;
-  if (!id_.valid()) return absl::FailedPreconditionError("this Ult handle is empty (already joined or detached)");
-  absl::Status s = rt::join_ult(id_, &exit_value_);
-  if (s.ok() || absl::IsNotFound(s)) id_ = UltId();
-  return s;
-}
-
-absl::Status Ult::detach() {
-  if (!status_.ok()) return status_;
-  if (!id_.valid()) return absl::FailedPreconditionError("this Ult handle is empty (already joined or detached)");
-  absl::Status s = rt::detach_ult(id_);
-  id_ = UltId();
-  return s;
-}
-
-struct UltAccess {
-  static Ult make(UltId id, absl::Status s) { return Ult(id, std::move(s)); }
-};
+absl::Status Runtime::shutdown(std::chrono::nanoseconds timeout) { return impl_->sched.shutdown_within(timeout.count()); }
+std::vector<UltInfo> Runtime::live_ults() const { return rt::live_ults_of(&impl_->sched); }
 
 struct RuntimeAccess {
   static rt::Scheduler* sched(Runtime* r) { return &r->impl_->sched; }
@@ -93,17 +61,17 @@ struct RuntimeAccess {
 
 namespace detail {
 
-Ult spawn(Runtime* rt_handle, const SpawnOptions& opts, const Closure& c) {
+Spawned spawn(Runtime* rt_handle, const SpawnOptions& opts, const Closure& c) {
   rt::Scheduler* s = nullptr;
   if (rt_handle != nullptr) {
     s = RuntimeAccess::sched(rt_handle);
   } else {
     rt::UltDesc* self = rt::current_ult();
     if (self == nullptr)
-      return UltAccess::make(UltId(), absl::FailedPreconditionError("weft::spawn() called outside a ULT; use Runtime::spawn"));
+      return Spawned{UltId(), absl::FailedPreconditionError("weft::spawn() called outside a ULT; use Runtime::spawn")};
     s = self->sched;
   }
-  if (!s->start_status.ok()) return UltAccess::make(UltId(), s->start_status);
+  if (!s->start_status.ok()) return Spawned{UltId(), s->start_status};
   // A spawn from one of this runtime's own workers runs in a live ULT, so
   // the runtime cannot reach zero live ULTs meanwhile. Any other spawn goes
   // through the gate, which shutdown closes (scheduler.h, live accounting).
@@ -111,7 +79,7 @@ Ult spawn(Runtime* rt_handle, const SpawnOptions& opts, const Closure& c) {
   if (local != nullptr && (local->sched != s || local->current.load(std::memory_order_relaxed) == nullptr)) local = nullptr;
   if (local == nullptr && (s->gate.fetch_add(1, std::memory_order_acq_rel) & rt::Scheduler::kClosed)) {
     s->gate.fetch_sub(1, std::memory_order_acq_rel);
-    return UltAccess::make(UltId(), absl::FailedPreconditionError("the runtime is shut down"));
+    return Spawned{UltId(), absl::FailedPreconditionError("the runtime is shut down")};
   }
   auto leave_gate = [s, local] {
     if (local == nullptr) s->gate.fetch_sub(1, std::memory_order_acq_rel);
@@ -121,7 +89,7 @@ Ult spawn(Runtime* rt_handle, const SpawnOptions& opts, const Closure& c) {
     absl::StatusOr<rt::Worker*> w = s->take_bound_worker();
     if (!w.ok()) {
       leave_gate();
-      return UltAccess::make(UltId(), w.status());
+      return Spawned{UltId(), w.status()};
     }
     home = *w;
   }
@@ -131,7 +99,7 @@ Ult spawn(Runtime* rt_handle, const SpawnOptions& opts, const Closure& c) {
   if (u == nullptr) {
     if (home != nullptr) s->bound_done(home);
     leave_gate();
-    return UltAccess::make(UltId(), err);
+    return Spawned{UltId(), err};
   }
   u->bound = opts.bound;
   u->home = home;
@@ -141,10 +109,20 @@ Ult spawn(Runtime* rt_handle, const SpawnOptions& opts, const Closure& c) {
   } else {
     s->foreign_created.fetch_add(1, std::memory_order_release);
   }
+  void* task = u->closure;
+  // A runtime being stopped (shutdown with a deadline) stops what its
+  // ULTs spawn meanwhile too.
+  if (s->stop_all.load(std::memory_order_acquire)) u->stop.store(true, std::memory_order_relaxed);
   s->submit_new(u, pool_worker);
   leave_gate();
-  return UltAccess::make(id, absl::OkStatus());
+  return Spawned{id, absl::OkStatus(), task};
 }
+
+absl::Status join_handle(UltId id, void** exit_value, bool cancellable, void (*collect)(void*), void* ctx) {
+  return rt::join_ult(id, exit_value, cancellable, collect, ctx);
+}
+
+absl::Status detach_handle(UltId id) { return rt::detach_ult(id); }
 
 absl::Status join_id(UltId id) { return rt::join_ult(id); }
 
@@ -205,16 +183,12 @@ void sleep_for(std::chrono::nanoseconds d) {
   int64_t deadline = detail::deadline_after(rt::monotonic_ns(), d.count());
   if (deadline == detail::kForeverNs) {
     // Practically forever (292 years after boot): no timer at all. Only a
-    // spurious wake-up returns from the park, and it parks again.
-    for (;;) {
-      rt::park_current(self);
-      self = rt::current_ult();
-    }
+    // stop request ends it (a spurious wake-up parks again).
+    while (!rt::stop_requested(self)) rt::park_current(self);
+    return;
   }
-  while (rt::monotonic_ns() < deadline) {
-    rt::park_current_until(self, deadline);
-    self = rt::current_ult();  // same ULT; re-read defensively after a possible migration
-  }
+  // A stop request (stop.cc) sets the flag, then unparks us.
+  while (!rt::stop_requested(self) && rt::monotonic_ns() < deadline) rt::park_current_until(self, deadline);
 }
 
 UltId id() {

@@ -589,6 +589,17 @@ void exit_current(UltDesc* self) {
   JoinWaiter* waiter;
   bool release_here;
   self->join_lock.lock();
+  // Detached already: nobody will take the result, so destroy it now,
+  // while this is still a live ULT (the result's destructor is user code
+  // and may park). A detach that comes after this look and before the
+  // exit below is seen on the next round; one that comes after the exit
+  // drops the result itself (detach_ult). UltDesc::drop is cleared by the
+  // drop, so it runs once.
+  while (self->detached && self->drop != nullptr) {
+    self->join_lock.unlock();
+    drop_result(self);
+    self->join_lock.lock();
+  }
   self->exited = true;
   waiter = self->joiner;
   release_here = self->detached;

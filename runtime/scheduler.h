@@ -348,6 +348,11 @@ struct alignas(64) Scheduler {
   alignas(64) std::atomic<bool> shutting_down{false};
   std::atomic<bool> stopped{false};
   uint64_t live_ults() const;
+  // Runtime::shutdown(timeout) (stop.cc).
+  absl::Status shutdown_within(int64_t timeout_ns);
+  // Set by shutdown(timeout) (stop.cc): every ULT spawned from then on
+  // starts asked to stop.
+  std::atomic<bool> stop_all{false};
 
   // --- monitor ----------------------------------------------------------------------------
   sys::Klt* monitor = nullptr;
@@ -506,9 +511,27 @@ void release(UltDesc* u);
 void wait_off_stack(const UltDesc* u);
 void drain_local_cache(Worker* w);
 // Joins the ULT `id`; stores the value it passed to pthread_exit (or null)
-// in *value when value is not null.
-absl::Status join_ult(UltId id, void** value = nullptr);
+// in *value when value is not null, and calls collect(ctx) (the handle
+// takes the result from the ULT's Task) before the ULT is released.
+// cancellable: a stop request of the calling ULT ends the wait with
+// Cancelled (the ULT stays joinable).
+absl::Status join_ult(UltId id, void** value = nullptr, bool cancellable = false, void (*collect)(void*) = nullptr,
+                      void* ctx = nullptr);
+// Detaches the ULT `id`; if it has exited, destroys its result (drop_result)
+// and releases it.
 absl::Status detach_ult(UltId id);
+// Cancellation (stop.cc): whether self was asked to stop; asks the ULT
+// `id` (false: stale id, or asked before); asks every ULT live in s and
+// every ULT spawned in s from now on (returns how many were live); the
+// ULTs live in s.
+bool stop_requested(const UltDesc* self);
+bool request_stop(UltId id);
+size_t request_stop_all(Scheduler* s);
+std::vector<UltInfo> live_ults_of(Scheduler* s);
+// Destroys the result no joiner will take (UltDesc::drop); an exception it
+// held is reported with the ULT's name and the process aborts.
+void drop_result(UltDesc* u);
+[[noreturn]] void report_lost_exception(const UltDesc* u, const std::exception_ptr& e, const char* how);
 
 // The SIGSEGV handler that reports stack overflows in ULTs (overflow.cc).
 // In weft's handler of SIGSEGV/SIGBUS (signal.cc): if the fault is u's

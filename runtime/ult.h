@@ -26,6 +26,8 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
+#include <stop_token>
 
 #include "runtime/locks.h"
 #include "runtime/timer_heap.h"
@@ -139,6 +141,26 @@ struct alignas(64) UltDesc {
   bool fork_cached = false;        // scratch of a forked child's table scan (fork.cc)
   void* closure = nullptr;
   void (*invoke)(void*) = nullptr;
+  // Destroys the result in the closure's Task that no joiner will take
+  // (detached ULTs), handing out an exception it holds (join_handle.h).
+  void (*drop)(void*, std::exception_ptr*) = nullptr;
+  // The runtime it is live in, from spawn (release store, after every
+  // field above) until release: what Scheduler::for_each_live reads to
+  // find a runtime's ULTs in the table (stop.cc).
+  std::atomic<Scheduler*> live_in{nullptr};
+
+  // --- cancellation (runtime/stop.cc) -------------------------------------------
+  // Set (never cleared while the ULT lives) by a stop request; read by the
+  // ULT's cancellable waits after every park. The requester sets it under
+  // join_lock with the ULT's generation checked, then unparks the ULT.
+  std::atomic<bool> stop{false};
+  // The std::stop_source behind this_ult::stop_token(), made on demand by
+  // the ULT itself (CAS from null); deleted by release(). A requester
+  // copies it under join_lock (a copy keeps its state alive) and calls
+  // request_stop() on the copy after unlocking (stop_callbacks are user
+  // code). Whoever comes second of "flag set" and "source installed" makes
+  // the source's request (both sides seq_cst: stop.cc).
+  std::atomic<std::stop_source*> stop_source{nullptr};
 
   // True from spawn until the context after its exit switch declares its
   // stack free (SwitchAction::kExit). release() waits for false before the
@@ -251,6 +273,7 @@ struct alignas(64) UltDesc {
     klt_locks.store(0, std::memory_order_relaxed);
     pi_count.store(0, std::memory_order_relaxed);
     pi_waiting_on = nullptr;
+    stop.store(false, std::memory_order_relaxed);
   }
 
   // Makes every existing id of this descriptor stale. Caller holds

@@ -130,9 +130,32 @@ UltDesc* create_ult(Scheduler* s, Worker* w, const SpawnOptions& o, const detail
   c.move_to(reinterpret_cast<void*>(obj), c.src);
   u->closure = reinterpret_cast<void*>(obj);
   u->invoke = c.invoke_and_destroy;
+  u->drop = c.drop;
   sys::context_init(&u->ctx, u->stack.lo(), obj - reinterpret_cast<uintptr_t>(u->stack.lo()),
                     reinterpret_cast<sys::ContextEntry>(ult_entry_address()), u);
+  u->live_in.store(s, std::memory_order_release);
   return u;
+}
+
+void drop_result(UltDesc* u) {
+  if (u->drop == nullptr) return;
+  std::exception_ptr lost;
+  u->drop(u->closure, &lost);
+  u->drop = nullptr;
+  if (lost) report_lost_exception(u, lost, "the ULT was detached");
+}
+
+void report_lost_exception(const UltDesc* u, const std::exception_ptr& e, const char* how) {
+  char what[200] = "not a std::exception";
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& x) {
+    snprintf(what, sizeof what, "%s", x.what());
+  } catch (...) {
+  }
+  sys::raw_logf("weft: exception escaped ULT %u.%u \"%s\" and nobody will join it (%s): %s", u->index,
+                u->generation.load(std::memory_order_relaxed), u->name, how, what);
+  abort();
 }
 
 void wait_off_stack(const UltDesc* u) {
@@ -152,6 +175,11 @@ void wait_off_stack(const UltDesc* u) {
 
 void release(UltDesc* u) {
   wait_off_stack(u);
+  // Nobody can reach it from here: for_each_live skips it, and every id
+  // of it is stale (a requester that copied its stop source holds a
+  // reference of its own).
+  u->live_in.store(nullptr, std::memory_order_release);
+  delete u->stop_source.exchange(nullptr, std::memory_order_acq_rel);
   free(u->locals);
   u->locals = nullptr;
   u->locals_count = 0;
@@ -211,7 +239,7 @@ UltDesc* lock_claimable(UltId id, const char* detached, const char* joining, abs
 
 }  // namespace
 
-absl::Status join_ult(UltId id, void** value) {
+absl::Status join_ult(UltId id, void** value, bool cancellable, void (*collect)(void*), void* ctx) {
   UltDesc* self = current_ult();
   if (self != nullptr && self->id_value() == id.value())
     return absl::FailedPreconditionError("a ULT cannot join itself");
@@ -223,19 +251,46 @@ absl::Status join_ult(UltId id, void** value) {
     advance_generation(u);
     u->join_lock.unlock();
     if (value != nullptr) *value = u->exit_value;
+    if (collect != nullptr) {
+      collect(ctx);
+    } else {
+      drop_result(u);
+    }
     release(u);
     return absl::OkStatus();
+  }
+  if (cancellable && self != nullptr && self->stop.load(std::memory_order_acquire)) {
+    u->join_lock.unlock();
+    return absl::CancelledError("the joining ULT was asked to stop");
   }
   JoinWaiter w;
   w.ult = self;
   u->joiner = &w;
   u->join_lock.unlock();
   if (self != nullptr) {
-    while (w.done.load(std::memory_order_acquire) == 0) park_current(self);
+    while (w.done.load(std::memory_order_acquire) == 0) {
+      park_current(self);
+      // A stop request of the joiner (it unparks us: stop.cc) ends the
+      // wait unless the ULT has exited meanwhile: its exit path took w
+      // under join_lock and will set done; then the join completes.
+      if (cancellable && self->stop.load(std::memory_order_acquire) &&
+          w.done.load(std::memory_order_acquire) == 0) {
+        u->join_lock.lock();
+        bool withdrawn = !u->exited;
+        if (withdrawn) u->joiner = nullptr;
+        u->join_lock.unlock();
+        if (withdrawn) return absl::CancelledError("the joining ULT was asked to stop");
+      }
+    }
   } else {
     while (w.done.load(std::memory_order_acquire) == 0) sys::futex_wait(&w.done, 0);
   }
   if (value != nullptr) *value = u->exit_value;
+  if (collect != nullptr) {
+    collect(ctx);
+  } else {
+    drop_result(u);
+  }
   release(u);
   return absl::OkStatus();
 }
@@ -248,7 +303,10 @@ absl::Status detach_ult(UltId id) {
   bool exited = u->exited;
   if (exited) advance_generation(u);
   u->join_lock.unlock();
-  if (exited) release(u);
+  if (exited) {
+    drop_result(u);  // its exit path left the result to its joiner
+    release(u);
+  }
   return absl::OkStatus();
 }
 

@@ -182,9 +182,8 @@ TEST(Ids, ForgedIdIsNotFound) {
     absl::Status d = weft::rt::detach_ult(f);
     EXPECT_TRUE(absl::IsNotFound(d)) << f.ToString() << ": " << d;
     // Also from inside a ULT.
-    auto r = rt.block_on([f] { return weft::detail::join_id(f); });
-    ASSERT_TRUE(r.ok());
-    EXPECT_TRUE(absl::IsNotFound(*r)) << f.ToString() << ": " << *r;
+    absl::Status r = rt.block_on([f] { return weft::detail::join_id(f); });
+    EXPECT_TRUE(absl::IsNotFound(r)) << f.ToString() << ": " << r;
   }
   EXPECT_FALSE(finished.load());
   release = true;
@@ -324,9 +323,8 @@ TEST(Ids, JoinDetachedIsError) {
   EXPECT_TRUE(absl::IsFailedPrecondition(j)) << j;
   absl::Status d = weft::rt::detach_ult(id);
   EXPECT_TRUE(absl::IsFailedPrecondition(d)) << d;
-  auto in_ult = rt.block_on([id] { return weft::detail::join_id(id); });
-  ASSERT_TRUE(in_ult.ok());
-  EXPECT_TRUE(absl::IsFailedPrecondition(*in_ult)) << *in_ult;
+  absl::Status in_ult = rt.block_on([id] { return weft::detail::join_id(id); });
+  EXPECT_TRUE(absl::IsFailedPrecondition(in_ult)) << in_ult;
   release = true;
   ASSERT_TRUE(WaitUntil([&] { return absl::IsNotFound(weft::detail::join_id(id)); }));
   EXPECT_TRUE(finished.load());
@@ -354,9 +352,8 @@ TEST(Ids, SecondJoinerIsFailedPrecondition) {
     ASSERT_TRUE(WaitUntil([&] { return HasJoiner(id); }));
     absl::Status second = weft::detail::join_id(id);
     EXPECT_TRUE(absl::IsFailedPrecondition(second)) << second;
-    auto second_ult = rt.block_on([id] { return weft::detail::join_id(id); });
-    ASSERT_TRUE(second_ult.ok());
-    EXPECT_TRUE(absl::IsFailedPrecondition(*second_ult)) << *second_ult;
+    absl::Status second_ult = rt.block_on([id] { return weft::detail::join_id(id); });
+    EXPECT_TRUE(absl::IsFailedPrecondition(second_ult)) << second_ult;
     absl::Status det = weft::rt::detach_ult(id);
     EXPECT_TRUE(absl::IsFailedPrecondition(det)) << det;
     release = true;
@@ -660,12 +657,13 @@ TEST(BlockOn, AcrossRuntimes) {
 // and a ULT that yields never runs again before the others had a turn (a
 // yield is never a no-op while others are runnable).
 TEST(Yield, RoundRobinOnOneWorker) {
-  WEFT_SKIP_UNDER_TSAN("timing: under TSan the driver's eight spawns take longer than a monitor tick without a "
-                       "switch, so the hog rescue moves them to the global queue, which a yield does not look at "
-                       "for up to 61 turns (the yield-queue item of the preemption issue): the first ULT runs "
-                       "alone meanwhile, every time");
   Watchdog wd(60s, "Yield.RoundRobinOnOneWorker");
-  weft::Runtime rt(weft::Options{.workers = 1});
+  // No hog rescue (its threshold is blocking_handoff): a kernel thread
+  // descheduled for 200 us while the driver spawns (a loaded machine, TSan)
+  // had the monitor move the queued ULTs to the global queue, which the
+  // worker serves at its scheduler passes, not in the yielders' order —
+  // one ULT then lagged 30 turns behind (clean-clone run of 7f1e1b2).
+  weft::Runtime rt(weft::Options{.workers = 1, .blocking_handoff = std::chrono::seconds(10)});
   constexpr int kUlts = 8;
   constexpr uint64_t kTurns = 20000;
   std::atomic<uint64_t> counters[kUlts] = {};

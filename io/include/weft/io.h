@@ -102,6 +102,18 @@ class Deadline {
     int64_t ns = saturating_ns(t.time_since_epoch());
     return Deadline(ns < 0 ? 0 : ns);
   }
+  // A point on another clock (system_clock, a user clock): converted to
+  // CLOCK_MONOTONIC once, now, as std::this_thread::sleep_until does (a
+  // later change of that clock, e.g. the wall clock stepped by NTP, does
+  // not move the deadline).
+  template <class Clock, class Duration>
+  static Deadline at(std::chrono::time_point<Clock, Duration> t) {
+    if constexpr (std::is_same_v<Clock, std::chrono::steady_clock>) {
+      return at(std::chrono::time_point_cast<std::chrono::steady_clock::duration>(t));
+    } else {
+      return in(t - Clock::now());
+    }
+  }
   constexpr bool is_none() const { return none_; }
   // CLOCK_MONOTONIC nanoseconds (>= 0), or -1 for none().
   constexpr int64_t ns() const { return none_ ? -1 : ns_; }

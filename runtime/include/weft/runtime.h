@@ -118,6 +118,7 @@
 #include <memory>
 #include <new>
 #include <optional>
+#include <stop_token>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -130,41 +131,13 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "weft/join_handle.h"
 #include "weft/time.h"
+#include "weft/ult_id.h"
 
 namespace weft {
 
 class Runtime;
-
-// Identifies a ULT: an index into weft's ULT table plus a generation that
-// changes every time the slot is reused. Never a pointer: a stale or forged
-// id is detected by every call that takes one. Ids are never reused: once
-// an id is stale (its ULT was joined or detached and has exited) it never
-// names another ULT for the life of the process (a slot whose 32-bit
-// generation runs out is retired, not wrapped). The default value is the
-// invalid id (no ULT has it).
-class UltId {
- public:
-  constexpr UltId() = default;
-  static constexpr UltId FromValue(uint64_t v) { return UltId(v); }
-  constexpr uint64_t value() const { return value_; }
-  constexpr uint32_t index() const { return static_cast<uint32_t>(value_); }
-  constexpr uint32_t generation() const { return static_cast<uint32_t>(value_ >> 32); }
-  constexpr bool valid() const { return generation() != 0; }
-  friend constexpr bool operator==(UltId a, UltId b) { return a.value_ == b.value_; }
-  friend constexpr bool operator!=(UltId a, UltId b) { return a.value_ != b.value_; }
-  friend constexpr bool operator<(UltId a, UltId b) { return a.value_ < b.value_; }
-  template <typename H>
-  friend H AbslHashValue(H h, UltId id) {
-    return H::combine(std::move(h), id.value_);
-  }
-  // "index.generation", e.g. "17.3"; "none" for the invalid id.
-  std::string ToString() const;
-
- private:
-  constexpr explicit UltId(uint64_t v) : value_(v) {}
-  uint64_t value_ = 0;
-};
 
 // How a Runtime is built. A value outside its range makes the Runtime fail
 // to start: Runtime::status() is InvalidArgument naming the field (the
@@ -215,6 +188,12 @@ struct Options {
   // until the holder releases it (see Priority). false: no inheritance
   // (the holder keeps its own priority: a priority inversion can last).
   bool priority_inheritance = true;
+};
+
+// A live ULT, as Runtime::live_ults() lists it.
+struct UltInfo {
+  UltId id;
+  std::string name;  // SpawnOptions::name ("" if none was given)
 };
 
 // Scheduling priority of a ULT (SpawnOptions::priority,
@@ -309,90 +288,22 @@ struct RuntimeStats {
   uint64_t background_starvation_runs = 0;
 };
 
-// A handle to a spawned ULT. Move-only. join() or detach() it exactly once;
-// a handle destroyed while still joinable detaches its ULT (unlike
-// std::thread, which would terminate).
-class Ult {
- public:
-  Ult() = default;
-  Ult(Ult&& o) noexcept
-      : id_(std::exchange(o.id_, UltId())),
-        status_(std::exchange(o.status_, absl::OkStatus())),
-        exit_value_(std::exchange(o.exit_value_, nullptr)) {}
-  Ult& operator=(Ult&& o) noexcept;
-  Ult(const Ult&) = delete;
-  Ult& operator=(const Ult&) = delete;
-  ~Ult();
-
-  // Waits until the ULT's function has returned, then releases the ULT. In
-  // a ULT this parks the caller; on a foreign thread it blocks on a futex.
-  // Errors: the spawn's own error if the spawn failed; FailedPrecondition if
-  // the handle is empty (already joined or detached) or a ULT joins itself;
-  // NotFound if the id is stale; FailedPrecondition if the ULT was detached
-  // or another caller is already joining it.
-  absl::Status join();
-
-  // Lets the ULT run to completion on its own; its resources are recycled
-  // when it returns. Same errors as join(), without waiting.
-  absl::Status detach();
-
-  // The value the ULT passed to pthread_exit(), or nullptr if its function
-  // returned. Valid after join() returned OK; nullptr before. (In a ULT,
-  // pthread_exit(v) ends the ULT as it ends a thread: destructors of its
-  // frames and pthread_cleanup_push handlers run, then join() returns OK.)
-  void* exit_value() const { return exit_value_; }
-
-  // The ULT's id (invalid for an empty handle or after join/detach).
-  UltId id() const { return id_; }
-  bool joinable() const { return id_.valid(); }
-  // OK, or why the spawn failed.
-  const absl::Status& status() const { return status_; }
-
- private:
-  friend class Runtime;
-  friend struct UltAccess;
-  Ult(UltId id, absl::Status s) : id_(id), status_(std::move(s)) {}
-  UltId id_;
-  absl::Status status_;
-  void* exit_value_ = nullptr;
-};
-
 namespace detail {
 
-// True while the calling ULT is being unwound by pthread_exit (weft's forced
-// unwinding, which a catch (...) must rethrow); false outside ULTs.
-bool exiting_by_unwind();
-
-// A type-erased callable that spawn() moves onto the new ULT's stack, so a
-// spawn allocates nothing on the heap.
-struct Closure {
-  size_t size;
-  size_t align;
-  void* src;                                // the caller's object (moved from)
-  void (*move_to)(void* dst, void* src);    // move-construct at dst
-  void (*invoke_and_destroy)(void* obj);    // run it, then destroy it
-};
-
-template <class Fn>
-Closure make_closure(Fn* fn) {
-  return Closure{
-      sizeof(Fn), alignof(Fn), fn,
-      [](void* dst, void* src) { ::new (dst) Fn(std::move(*static_cast<Fn*>(src))); },
-      [](void* obj) {
-        Fn* f = static_cast<Fn*>(obj);
-        struct Destroy {
-          Fn* f;
-          ~Destroy() { f->~Fn(); }
-        } d{f};
-        (*f)();
-      }};
-}
-
 // Spawns on `rt`, or on the runtime of the calling ULT when rt is null.
-Ult spawn(Runtime* rt, const SpawnOptions& opts, const Closure& c);
+Spawned spawn(Runtime* rt, const SpawnOptions& opts, const Closure& c);
 
-// Blocks the calling thread until the ULT `id` exits (used by block_on).
-absl::Status join_id(UltId id);
+// The handle for a callable F spawned with `opts` on rt (null: the
+// calling ULT's runtime).
+template <class F>
+JoinHandle<std::invoke_result_t<std::decay_t<F>&>> spawn_handle(Runtime* rt, F&& fn, const SpawnOptions& opts) {
+  using Fn = std::decay_t<F>;
+  using R = std::invoke_result_t<Fn&>;
+  Fn f(std::forward<F>(fn));
+  Spawned s = spawn(rt, opts, make_task_closure<Fn, R>(&f));
+  void* slot = s.task != nullptr ? &static_cast<Task<Fn, R>*>(s.task)->slot : nullptr;
+  return JoinHandle<R>(s.id, std::move(s.status), slot);
+}
 
 bool in_ult();
 
@@ -419,61 +330,37 @@ class Runtime {
   // kernel threads (Unimplemented, ResourceExhausted, Internal).
   absl::Status status() const;
 
-  // Spawns a ULT running fn() (moved onto the ULT's stack). Callable from
-  // any thread, in or out of a ULT of any runtime. The ULT starts on the
+  // Spawns a ULT running fn() (moved onto the ULT's stack) and returns its
+  // handle, typed by fn's result (see weft/join_handle.h: join() gives the
+  // result, or rethrows the exception that escaped fn). Callable from any
+  // thread, in or out of a ULT of any runtime. The ULT starts on the
   // calling worker's queue (or the runtime's injection queue from a foreign
-  // thread) and may be stolen by any worker. An exception escaping fn
-  // terminates the process with a message naming the ULT. Errors (in the
-  // returned handle's status()): the runtime failed or is shut down
-  // (FailedPrecondition), no memory for a stack (ResourceExhausted).
+  // thread) and may be stolen by any worker. Errors (in the returned
+  // handle's status()): the runtime failed or is shut down
+  // (FailedPrecondition), no memory for a stack (ResourceExhausted), fn and
+  // its result do not fit on the stack (InvalidArgument). Keep the handle,
+  // or detach() it: a discarded handle asks the ULT to stop and joins it
+  // at once (as std::jthread's destructor does).
   template <class F>
-  Ult spawn(F&& fn, const SpawnOptions& opts = {}) {
-    using Fn = std::decay_t<F>;
-    Fn f(std::forward<F>(fn));
-    return detail::spawn(this, opts, detail::make_closure(&f));
+  [[nodiscard]] JoinHandle<std::invoke_result_t<std::decay_t<F>&>> spawn(F&& fn, const SpawnOptions& opts = {}) {
+    return detail::spawn_handle(this, std::forward<F>(fn), opts);
   }
 
   // Runs fn() as a ULT and blocks the calling thread until it returns, then
-  // returns its result. From a foreign thread the thread blocks on a futex;
-  // from a ULT the ULT parks. An exception thrown by fn is rethrown here.
-  // Errors: as spawn().
-  template <class F, class R = std::invoke_result_t<F&>>
-  std::conditional_t<std::is_void_v<R>, absl::Status, absl::StatusOr<R>> block_on(F&& fn) {
-    std::exception_ptr error;
-    if constexpr (std::is_void_v<R>) {
-      // pthread_exit in fn unwinds with a forced unwinding that must go on
-      // to the ULT's entry. It is recognised by weft's flag, not with
-      // catch (abi::__forced_unwind&): that binds a null reference (the
-      // personality passes no object), which UBSan reports.
-      Ult u = spawn([&fn, &error] {
-        try {
-          fn();
-        } catch (...) {
-          if (detail::exiting_by_unwind()) throw;
-          error = std::current_exception();
-        }
-      });
-      if (!u.status().ok()) return u.status();
-      absl::Status s = u.join();
-      if (error) std::rethrow_exception(error);
-      return s;
-    } else {
-      std::optional<R> result;
-      Ult u = spawn([&fn, &error, &result] {
-        try {
-          result.emplace(fn());
-        } catch (...) {
-          if (detail::exiting_by_unwind()) throw;  // pthread_exit in fn (above)
-          error = std::current_exception();
-        }
-      });
-      if (!u.status().ok()) return u.status();
-      absl::Status s = u.join();
-      if (error) std::rethrow_exception(error);
-      if (!s.ok()) return s;
-      if (!result) return absl::AbortedError("the function called pthread_exit() instead of returning a value");
-      return std::move(*result);
-    }
+  // returns its result as join() would (JoinResult: absl::Status for void
+  // and Status functions, the StatusOr a StatusOr function returns,
+  // StatusOr<std::reference_wrapper<T>> for a T&, else StatusOr<R>). From a
+  // foreign thread the thread blocks on a futex; from a ULT the ULT parks,
+  // and a stop request of that ULT is passed on to fn's ULT, whose end it
+  // then waits for. An exception thrown by fn is rethrown here. Errors: as
+  // spawn().
+  template <class F>
+  JoinResult<std::invoke_result_t<std::decay_t<F>&>> block_on(F&& fn) {
+    auto h = spawn(std::forward<F>(fn));
+    auto r = h.join();
+    if (!h.joinable() || !h.status().ok()) return r;
+    (void)h.request_stop();  // join() was cancelled: the caller is asked to stop
+    return h.join_ignoring_stop();
   }
 
   // Sets how many workers run ULTs (1..Options::max_workers). Raising it
@@ -503,6 +390,25 @@ class Runtime {
   // itself).
   absl::Status shutdown();
 
+  // Graceful shutdown with a deadline: asks every ULT of this runtime to
+  // stop (as JoinHandle::request_stop does; ULTs spawned from then on start
+  // asked to stop), waits up to `timeout` for all of them to return, then
+  // stops the runtime as shutdown() does and returns OK. If ULTs are still
+  // alive at the deadline, returns DeadlineExceeded naming them (id and
+  // name, the first 32) and leaves the runtime running: call it again, or
+  // shutdown() to wait for them, or end the process (~Runtime waits for
+  // them as shutdown() does). Stop requests end the cancellable waits (see
+  // "Cancellation" below); a ULT parked in a wait that is not cancellable
+  // (a Mutex::lock() without a stop token), or computing without looking
+  // at this_ult::stop_requested(), survives. Errors: also
+  // FailedPrecondition as shutdown() (called from this runtime's ULT).
+  absl::Status shutdown(std::chrono::nanoseconds timeout);
+
+  // The ULTs live in this runtime now (spawned and not yet returned), with
+  // their names. A walk of weft's ULT table: for diagnostics, not for hot
+  // paths.
+  std::vector<UltInfo> live_ults() const;
+
   struct Impl;
 
  private:
@@ -513,10 +419,8 @@ class Runtime {
 // Spawns a ULT on the runtime of the calling ULT (see Runtime::spawn).
 // Outside a ULT the returned handle carries FailedPrecondition.
 template <class F>
-Ult spawn(F&& fn, const SpawnOptions& opts = {}) {
-  using Fn = std::decay_t<F>;
-  Fn f(std::forward<F>(fn));
-  return detail::spawn(nullptr, opts, detail::make_closure(&f));
+[[nodiscard]] JoinHandle<std::invoke_result_t<std::decay_t<F>&>> spawn(F&& fn, const SpawnOptions& opts = {}) {
+  return detail::spawn_handle(nullptr, std::forward<F>(fn), opts);
 }
 
 namespace detail {
@@ -574,10 +478,12 @@ namespace this_ult {
 // (round-robin among the ULTs there). Outside a ULT: sched_yield().
 void yield();
 
-// Parks the calling ULT for at least `d` (its worker runs others meanwhile).
-// Outside a ULT: sleeps the calling thread. d <= 0: yield() instead.
-// nanoseconds::max() (or any d that would pass INT64_MAX ns of
-// CLOCK_MONOTONIC) sleeps without a deadline: nothing wakes the caller.
+// Parks the calling ULT for at least `d` (its worker runs others meanwhile),
+// or until it is asked to stop (see "Cancellation" below: then it returns
+// early, at once if the request came before). Outside a ULT: sleeps the
+// calling thread. d <= 0: yield() instead. nanoseconds::max() (or any d
+// that would pass INT64_MAX ns of CLOCK_MONOTONIC) sleeps without a
+// deadline: only a stop request ends it.
 void sleep_for(std::chrono::nanoseconds d);
 
 // Any duration: one too large for nanoseconds (hours::max()) saturates, so
@@ -592,6 +498,32 @@ UltId id();
 
 // True when called from a ULT.
 bool in_ult();
+
+// Cancellation. A ULT can be asked to stop: JoinHandle::request_stop(),
+// the handle's destructor, a TaskGroup whose child failed or that was
+// asked to stop, Runtime::shutdown(timeout). The request sets a flag the
+// ULT reads with stop_requested() (and through stop_token(), a
+// std::stop_token whose std::stop_callbacks run in the requester), and it
+// ends the ULT's *cancellable* waits at once (within one wake-up, from
+// wherever the ULT was parked):
+//   - this_ult::sleep_for / sleep_until return early;
+//   - JoinHandle::join() returns Cancelled (the handle stays joinable);
+//   - weft::io operations return -ECANCELED (the operation is cancelled on
+//     the ring, or its readiness wait ends, before it returns: it did not
+//     and will not take effect, except that bytes moved before the cancel
+//     are returned as a short count);
+//   - waits given a std::stop_token (CondVar::wait(lock, token, pred),
+//     Mutex::lock(token), Semaphore::acquire(token), Channel
+//     send/recv(token)): Cancelled when that token's stop is requested
+//     (pass this_ult::stop_token() for the ULT's own).
+// A cancellable wait called after the request returns at once. Waits not
+// listed (Mutex::lock(), CondVar::wait without a token, RwLock, Barrier,
+// WaitGroup) are not ended: their ULT stays parked until the wait is
+// satisfied, as POSIX's pthread_mutex_lock is not a cancellation point.
+// A request is never withdrawn. Outside a ULT, stop_requested() is false
+// and stop_token() is a token that can never be stopped.
+bool stop_requested();
+std::stop_token stop_token();
 
 // The calling ULT's own priority (SpawnOptions::priority as changed by
 // set_priority; not what inheritance lends it). kNormal outside a ULT.
