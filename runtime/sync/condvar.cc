@@ -17,7 +17,8 @@ CondVar::~CondVar() {
   WEFT_DCHECK(queue_.size == 0, "CondVar %p destroyed with %u waiters", static_cast<void*>(this), queue_.size);
 }
 
-bool CondVar::wait_impl(void* lock, int64_t deadline_ns, void (*unlock)(void*), void (*relock)(void*)) {
+bool CondVar::wait_impl(void* lock, int64_t deadline_ns, void (*unlock)(void*), void (*relock)(void*),
+                        const std::stop_token* stop) {
   SyncWaiter w;
   rt::sync::init_waiter(&w);
   {
@@ -25,7 +26,7 @@ bool CondVar::wait_impl(void* lock, int64_t deadline_ns, void (*unlock)(void*), 
     rt::sync::push_back(queue_, &w);
   }
   unlock(lock);
-  bool notified = rt::sync::block(&w, deadline_ns) || rt::sync::cancel_wait(queue_, &w);
+  bool notified = rt::sync::block(&w, deadline_ns, stop) || rt::sync::cancel_wait(queue_, &w);
   relock(lock);
   return notified;
 }

@@ -185,7 +185,13 @@ bool Mutex::try_lock() {
 
 bool Mutex::lock_until(int64_t deadline_ns) { return lock_slow(deadline_ns); }
 
-bool Mutex::lock_slow(int64_t deadline_ns) {
+absl::Status Mutex::lock(std::stop_token stop) {
+  if (stop.stop_requested()) return absl::CancelledError("stop requested before Mutex::lock");
+  if (try_lock() || lock_slow(-1, &stop)) return absl::OkStatus();
+  return absl::CancelledError("stop requested while waiting for the Mutex");
+}
+
+bool Mutex::lock_slow(int64_t deadline_ns, const std::stop_token* stop) {
   const uintptr_t me = rt::sync::self_identity();
 #if WEFT_DCHECK_ENABLED
   if (owner_.load(std::memory_order_relaxed) == me) {
@@ -243,7 +249,7 @@ bool Mutex::lock_slow(int64_t deadline_ns) {
         continue;
       }
     }
-    if (deadline_ns >= 0 && rt::monotonic_ns() >= deadline_ns) {
+    if ((deadline_ns >= 0 && rt::monotonic_ns() >= deadline_ns) || (stop != nullptr && stop->stop_requested())) {
       if (awoke) {
         // We leave the competition: if the mutex is free meanwhile with
         // waiters queued, nobody else is awake to take it — wake one.
@@ -284,7 +290,7 @@ bool Mutex::lock_slow(int64_t deadline_ns) {
         lent = true;
       }
     }
-    bool got = rt::sync::block(&w, deadline_ns);
+    bool got = rt::sync::block(&w, deadline_ns, stop);
     if (lent) rt::pi_wait_end(self);
     if (!got && !rt::sync::cancel_wait(queue_, &w)) {
       // Timed out while queued and removed ourselves.

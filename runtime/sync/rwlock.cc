@@ -52,13 +52,18 @@ struct detail::RwLockPi {
   // the lock; a ULT waiting for a ULT writer of lower priority lends it
   // its own first (runtime/priority.cc). Readers waiting behind readers
   // lend nothing: readers are not tracked.
+  //
+  // Timed (deadline_ns >= 0): false if the deadline passed first; the
+  // waiter then leaves the queue, and since a queued writer holds back the
+  // readers behind it, those that may go now are granted (grant_locked).
   template <class Ready>
-  static void wait(RwLock* l, uintptr_t tag, Ready ready) {
+  static bool wait(RwLock* l, uintptr_t tag, int64_t deadline_ns, Ready ready) {
     SyncWaiter w;
     rt::UltDesc* holder = nullptr;
     {
       QueueLock g(l->queue_);
-      if (ready()) return;
+      if (ready()) return true;
+      if (deadline_ns >= 0 && rt::monotonic_ns() >= deadline_ns) return false;
       rt::sync::init_waiter(&w);
       w.tag = tag;
       rt::sync::push_back(l->queue_, &w);
@@ -70,8 +75,17 @@ struct detail::RwLockPi {
       rt::pi_wait(self, l, holder, &writer);
       lent = true;
     }
-    if (!rt::sync::block(&w, -1)) (void)rt::sync::cancel_wait(l->queue_, &w);
+    bool got = rt::sync::block(&w, deadline_ns) || rt::sync::cancel_wait(l->queue_, &w);
     if (lent) rt::pi_wait_end(self);
+    if (!got) {
+      SyncWaiter* woken = nullptr;
+      {
+        QueueLock g(l->queue_);
+        grant_locked(l->queue_, &l->readers_, &l->writer_, &l->writer_owner_, &woken);
+      }
+      rt::sync::wake_list(woken);
+    }
+    return got;
   }
 };
 
@@ -80,7 +94,11 @@ RwLock::~RwLock() {
               static_cast<void*>(this));
 }
 
-void RwLock::lock() { detail::RwLockPi::wait(this, kWriter, [this] { return try_lock_locked(); }); }
+void RwLock::lock() { (void)lock_until(-1); }
+
+bool RwLock::lock_until(int64_t deadline_ns) {
+  return detail::RwLockPi::wait(this, kWriter, deadline_ns, [this] { return try_lock_locked(); });
+}
 
 bool RwLock::try_lock() {
   QueueLock g(queue_);
@@ -116,8 +134,10 @@ void RwLock::unlock() {
   rt::sync::wake_list(woken);
 }
 
-void RwLock::lock_shared() {
-  detail::RwLockPi::wait(this, kReader, [this] { return try_lock_shared_locked(); });
+void RwLock::lock_shared() { (void)lock_shared_until(-1); }
+
+bool RwLock::lock_shared_until(int64_t deadline_ns) {
+  return detail::RwLockPi::wait(this, kReader, deadline_ns, [this] { return try_lock_shared_locked(); });
 }
 
 bool RwLock::try_lock_shared() {

@@ -20,14 +20,23 @@ void Semaphore::acquire() { acquire_until(-1); }
 
 bool Semaphore::try_acquire() { return acquire_until(0); }
 
-bool Semaphore::acquire_until(int64_t deadline_ns) {
-  return rt::sync::wait_until_ready(queue_, deadline_ns, 0, [this] {
-    if (count_ > 0 && queue_.size == 0) {  // FIFO: no barging past waiters
-      --count_;
-      return true;
-    }
-    return false;
-  });
+bool Semaphore::acquire_until(int64_t deadline_ns, const std::stop_token* stop) {
+  return rt::sync::wait_until_ready(
+      queue_, deadline_ns, 0,
+      [this] {
+        if (count_ > 0 && queue_.size == 0) {  // FIFO: no barging past waiters
+          --count_;
+          return true;
+        }
+        return false;
+      },
+      stop);
+}
+
+absl::Status Semaphore::acquire(std::stop_token stop) {
+  if (stop.stop_requested()) return absl::CancelledError("stop requested before Semaphore::acquire");
+  if (acquire_until(-1, &stop)) return absl::OkStatus();
+  return absl::CancelledError("stop requested while waiting for a Semaphore permit");
 }
 
 void Semaphore::release(uint64_t n) {

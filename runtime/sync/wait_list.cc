@@ -57,8 +57,45 @@ void init_waiter(SyncWaiter* w) {
   w->state.store(0, std::memory_order_relaxed);
 }
 
-bool block(SyncWaiter* w, int64_t deadline_ns) {
+namespace {
+// A stop token's callback for a waiting ULT: a spurious wake-up, after
+// which block() sees the stop. The callback is removed (waiting for it if
+// it runs) before block() returns, so w is alive whenever it runs.
+struct UnparkWaiter {
+  SyncWaiter* w;
+  void operator()() const { unpark(w->ult); }
+};
+
+bool block_stoppable(SyncWaiter* w, int64_t deadline_ns, const std::stop_token& stop) {
+  if (w->ult != nullptr) {
+    std::stop_callback<UnparkWaiter> cb(stop, UnparkWaiter{w});
+    while (w->state.load(std::memory_order_acquire) == 0) {
+      if (stop.stop_requested()) return w->state.load(std::memory_order_acquire) != 0;
+      if (deadline_ns < 0) {
+        park_current(w->ult);
+      } else {
+        if (monotonic_ns() >= deadline_ns) return w->state.load(std::memory_order_acquire) != 0;
+        park_current_until(w->ult, deadline_ns);
+      }
+    }
+    return true;
+  }
+  while (w->state.load(std::memory_order_acquire) == 0) {
+    if (stop.stop_requested()) return w->state.load(std::memory_order_acquire) != 0;
+    int64_t now = monotonic_ns();
+    if (deadline_ns >= 0 && now >= deadline_ns) return w->state.load(std::memory_order_acquire) != 0;
+    int64_t until = now + 1000 * 1000;
+    if (deadline_ns >= 0 && deadline_ns < until) until = deadline_ns;
+    timespec ts{until / 1000000000LL, until % 1000000000LL};
+    (void)sys::futex_wait_until(&w->state, 0, &ts);
+  }
+  return true;
+}
+}  // namespace
+
+bool block(SyncWaiter* w, int64_t deadline_ns, const std::stop_token* stop) {
   if (deadline_ns == detail::kForeverNs) deadline_ns = -1;  // saturated: no timer (weft/time.h)
+  if (stop != nullptr && stop->stop_possible()) return block_stoppable(w, deadline_ns, *stop);
   if (w->ult != nullptr) {
     while (w->state.load(std::memory_order_acquire) == 0) {
       if (deadline_ns < 0) {

@@ -51,6 +51,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <stop_token>
 
 #include <pthread.h>
 
@@ -155,10 +156,14 @@ inline uintptr_t self_identity() {
   return static_cast<uintptr_t>(pthread_self()) | 1;
 }
 
-// Blocks until w.state != 0 (true) or the deadline passes (false).
-// deadline_ns: CLOCK_MONOTONIC, -1 for none; detail::kForeverNs (a
-// saturated timeout, weft/time.h) also means none.
-bool block(SyncWaiter* w, int64_t deadline_ns);
+// Blocks until w.state != 0 (true) or the deadline passes or `stop` (if
+// given) is requested (false; the caller then cancels the wait as for a
+// timeout). deadline_ns: CLOCK_MONOTONIC, -1 for none; detail::kForeverNs
+// (a saturated timeout, weft/time.h) also means none. With a stop token,
+// a std::stop_callback unparks a waiting ULT at once; a waiting thread
+// re-checks the token every millisecond (its futex word is the wake-up
+// handshake's, which the callback must not touch).
+bool block(SyncWaiter* w, int64_t deadline_ns, const std::stop_token* stop = nullptr);
 
 // After a false block(): removes w from q, or, if a waker got there first,
 // waits for its wake-up without touching q again (see "Timeouts" above).
@@ -191,7 +196,8 @@ inline void wake_list(SyncWaiter* w) {
 // waiter tagged `tag` and blocks until woken (true) or the deadline passes
 // and cancel_wait finds it still queued (false). deadline_ns as for block().
 template <class Ready>
-inline bool wait_until_ready(WaitQueue& q, int64_t deadline_ns, uintptr_t tag, Ready ready) {
+inline bool wait_until_ready(WaitQueue& q, int64_t deadline_ns, uintptr_t tag, Ready ready,
+                             const std::stop_token* stop = nullptr) {
   SyncWaiter w;
   {
     QueueLock g(q);
@@ -201,7 +207,7 @@ inline bool wait_until_ready(WaitQueue& q, int64_t deadline_ns, uintptr_t tag, R
     w.tag = tag;
     push_back(q, &w);
   }
-  return block(&w, deadline_ns) || cancel_wait(q, &w);
+  return block(&w, deadline_ns, stop) || cancel_wait(q, &w);
 }
 
 }  // namespace weft::rt::sync

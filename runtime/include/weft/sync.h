@@ -33,6 +33,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <stop_token>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -40,6 +41,7 @@
 #include <optional>
 #include <utility>
 
+#include "absl/status/status.h"
 #include "weft/time.h"
 
 namespace weft {
@@ -99,6 +101,11 @@ class Mutex : detail::Pinned {
   bool try_lock_until(const std::chrono::time_point<Clock, Duration>& t) {
     return try_lock() || lock_until(detail::to_deadline(t));
   }
+  // Acquires the mutex unless `stop` is requested first: OK with the mutex
+  // held, or Cancelled without it (at once if the stop was requested
+  // before the call, even if the mutex is free). A ULT wakes as soon as
+  // the stop is requested; a thread notices within about a millisecond.
+  absl::Status lock(std::stop_token stop);
   // Releases the mutex. The caller must hold it.
   void unlock();
 
@@ -119,7 +126,7 @@ class Mutex : detail::Pinned {
  private:
   friend struct detail::MutexPi;
   bool lock_until(int64_t deadline_ns);
-  bool lock_slow(int64_t deadline_ns);
+  bool lock_slow(int64_t deadline_ns, const std::stop_token* stop = nullptr);
   void unlock_slow(uint32_t state, bool woken_stale);
   void wake_one_waiter();
 
@@ -178,14 +185,41 @@ class CondVar : detail::Pinned {
   bool wait_for(Lock& lock, const std::chrono::duration<Rep, Period>& d, Pred pred) {
     return wait_until_ns(lock, detail::to_deadline(d), pred);
   }
+  // The C++20 interruptible waits (std::condition_variable_any's): wait
+  // until pred() is true or `stop` is requested, then return pred() (false
+  // means stopped, or also timed out for the timed forms). `lock` is held
+  // again on return either way. A ULT wakes as soon as the stop is
+  // requested; a thread notices within about a millisecond.
+  template <class Lock, class Pred>
+  bool wait(Lock& lock, std::stop_token stop, Pred pred) {
+    return wait_stoppable(lock, -1, stop, pred);
+  }
+  template <class Lock, class Clock, class Duration, class Pred>
+  bool wait_until(Lock& lock, std::stop_token stop, const std::chrono::time_point<Clock, Duration>& t, Pred pred) {
+    return wait_stoppable(lock, detail::to_deadline(t), stop, pred);
+  }
+  template <class Lock, class Rep, class Period, class Pred>
+  bool wait_for(Lock& lock, std::stop_token stop, const std::chrono::duration<Rep, Period>& d, Pred pred) {
+    return wait_stoppable(lock, detail::to_deadline(d), stop, pred);
+  }
 
  private:
   template <class Lock>
   static void unlock_fn(void* l) { static_cast<Lock*>(l)->unlock(); }
   template <class Lock>
   static void lock_fn(void* l) { static_cast<Lock*>(l)->lock(); }
-  // True if notified, false on timeout.
-  bool wait_impl(void* lock, int64_t deadline_ns, void (*unlock)(void*), void (*relock)(void*));
+  // True if notified, false on timeout (or stop requested).
+  bool wait_impl(void* lock, int64_t deadline_ns, void (*unlock)(void*), void (*relock)(void*),
+                 const std::stop_token* stop = nullptr);
+  template <class Lock, class Pred>
+  bool wait_stoppable(Lock& lock, int64_t deadline_ns, std::stop_token& stop, Pred& pred) {
+    while (!pred()) {
+      if (stop.stop_requested()) return pred();
+      if (!wait_impl(&lock, deadline_ns, &unlock_fn<Lock>, &lock_fn<Lock>, &stop) && !stop.stop_requested())
+        return pred();  // the deadline passed
+    }
+    return true;
+  }
   // wait_impl for a Lock; deadline_ns: -1 none, else monotonic ns.
   template <class Lock>
   bool wait_until_ns(Lock& lock, int64_t deadline_ns) {
@@ -221,13 +255,18 @@ class Semaphore : detail::Pinned {
   bool try_acquire_until(const std::chrono::time_point<Clock, Duration>& t) {
     return acquire_until(detail::to_deadline(t));
   }
+  // Takes one permit unless `stop` is requested first: OK, or Cancelled
+  // without a permit (at once if the stop was requested before the call).
+  // A ULT wakes as soon as the stop is requested; a thread notices within
+  // about a millisecond.
+  absl::Status acquire(std::stop_token stop);
   // Adds `n` permits, handing them to waiters first.
   void release(uint64_t n = 1);
   // Permits available now (a hint).
   uint64_t available() const;
 
  private:
-  bool acquire_until(int64_t deadline_ns);
+  bool acquire_until(int64_t deadline_ns, const std::stop_token* stop = nullptr);
   detail::WaitQueue queue_;
   uint64_t count_;  // guarded by queue_.lock
 };
@@ -236,20 +275,45 @@ class Semaphore : detail::Pinned {
 // once anyone waits, new readers queue too (behind a waiting writer they
 // wait for its turn); when the lock frees, the front of the queue goes
 // next: one writer, or every reader up to the next queued writer.
-// Satisfies SharedLockable (std::shared_lock works) and Lockable.
+// Satisfies SharedTimedLockable and TimedLockable (std::shared_lock and
+// std::unique_lock work, also with a timeout: std::shared_lock(l, 1s)).
 class RwLock : detail::Pinned {
  public:
   constexpr RwLock() = default;
   ~RwLock();
 
+  // Exclusive (writer) hold: waits as long as it takes / never waits.
   void lock();
   bool try_lock();
+  // Exclusive hold, waiting at most `d` / until `t`: false on timeout (a
+  // waiter that gives up lets the readers queued behind it in, if they can
+  // go now).
+  template <class Rep, class Period>
+  bool try_lock_for(const std::chrono::duration<Rep, Period>& d) {
+    return try_lock() || lock_until(detail::to_deadline(d));
+  }
+  template <class Clock, class Duration>
+  bool try_lock_until(const std::chrono::time_point<Clock, Duration>& t) {
+    return try_lock() || lock_until(detail::to_deadline(t));
+  }
   void unlock();
+  // Shared (reader) hold, the same four ways.
   void lock_shared();
   bool try_lock_shared();
+  template <class Rep, class Period>
+  bool try_lock_shared_for(const std::chrono::duration<Rep, Period>& d) {
+    return try_lock_shared() || lock_shared_until(detail::to_deadline(d));
+  }
+  template <class Clock, class Duration>
+  bool try_lock_shared_until(const std::chrono::time_point<Clock, Duration>& t) {
+    return try_lock_shared() || lock_shared_until(detail::to_deadline(t));
+  }
   void unlock_shared();
 
  private:
+  // deadline_ns: -1 none, else monotonic ns. True once held.
+  bool lock_until(int64_t deadline_ns);
+  bool lock_shared_until(int64_t deadline_ns);
   bool try_lock_locked();         // try_lock with queue_.lock held
   bool try_lock_shared_locked();  // try_lock_shared with queue_.lock held
   detail::WaitQueue queue_;  // readers and writers, in arrival order
