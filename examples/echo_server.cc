@@ -44,10 +44,21 @@ int main(int argc, char** argv) {
     printf("listening on port %d (backend %s, %d workers)\n", weft::io::local_port(lfd), weft::io::backend(),
            rt.concurrency());
     fflush(stdout);
+    // The connections' ULTs belong to this group: none outlives this scope.
+    weft::TaskGroup conns(
+        weft::TaskGroupOptions{.cancel_on_failure = false, .spawn = weft::SpawnOptions{.name = "echo-conn"}});
     for (;;) {
       int c = examples::accept_next(lfd);
-      if (c < 0) return stop.stopping() ? 0 : c;
-      weft::Ult u = weft::spawn([c, &stop] {
+      if (c < 0) {
+        if (!stop.stopping()) {
+          conns.request_stop();  // the listener failed: stop serving
+          return c;
+        }
+        size_t forced = stop.finish(conns, std::chrono::seconds(5));
+        if (forced != 0) fprintf(stderr, "echo_server: %zu connections stopped after the grace period\n", forced);
+        return 0;
+      }
+      absl::Status spawned = conns.spawn([c, &stop] {
         {
           examples::Shutdown::Connection registered(stop, c);  // until before the close
           char buf[4096];
@@ -57,19 +68,14 @@ int main(int argc, char** argv) {
           }
         }
         weft::io::close(c);
-      }, weft::SpawnOptions{.name = "echo-conn"});
-      if (!u.status().ok()) {
-        weft::io::close(c);  // out of memory: drop this connection, keep serving
-      } else {
-        (void)u.detach();  // runs on its own; stop.finish() waits for it
-      }
+      });
+      if (!spawned.ok()) weft::io::close(c);  // out of memory: drop this connection, keep serving
     }
   });
   if (error.ok() && *error == 0) {
-    stop.finish();
     fprintf(stderr, "echo_server: stopped by signal %d; every connection finished\n", stop.signal());
     return 0;
   }
   fprintf(stderr, "echo_server: accept: %s\n", error.ok() ? strerror(-*error) : error.status().ToString().c_str());
-  _exit(1);  // connection ULTs may still run: do not wait for them in ~Runtime
+  _exit(1);  // the shutdown watcher still waits for a signal: do not wait for it in ~Runtime
 }

@@ -183,13 +183,24 @@ void serve(int fd) {
   }
 }
 
-// Accepts connections until the listener fails (returns its error) or a
-// graceful stop closes it (returns 0).
+// Accepts connections into `conns` until the listener fails (returns its
+// error) or a graceful stop closes it (returns 0 once every connection has
+// finished: after a grace period the rest are asked to stop).
 int accept_loop(int lfd, int max_connections, examples::Shutdown& stop) {
   static const std::string k503 = head_of(503, 0, "text/plain", false);
+  weft::TaskGroup conns(
+      weft::TaskGroupOptions{.cancel_on_failure = false, .spawn = weft::SpawnOptions{.name = "http-conn"}});
   for (;;) {
     int c = examples::accept_next(lfd);
-    if (c < 0) return stop.stopping() ? 0 : c;
+    if (c < 0) {
+      if (!stop.stopping()) {
+        conns.request_stop();  // the listener failed: stop serving
+        return c;
+      }
+      size_t forced = stop.finish(conns, std::chrono::seconds(5));
+      if (forced != 0) fprintf(stderr, "http_server: %zu connections stopped after the grace period\n", forced);
+      return 0;
+    }
     if (g_connections.load() >= max_connections) {
       // Never wait for this client: a new socket's buffer takes the answer.
       weft::io::send(c, k503.data(), k503.size(), MSG_DONTWAIT);
@@ -197,21 +208,17 @@ int accept_loop(int lfd, int max_connections, examples::Shutdown& stop) {
       continue;
     }
     g_connections.fetch_add(1);
-    weft::Ult u = weft::spawn(
-        [c, &stop] {
-          {
-            examples::Shutdown::Connection registered(stop, c);  // until before the close
-            serve(c);
-          }
-          weft::io::close(c);
-          g_connections.fetch_sub(1);
-        },
-        weft::SpawnOptions{.name = "http-conn"});
-    if (!u.status().ok()) {  // out of memory: drop this connection, keep serving
+    absl::Status spawned = conns.spawn([c, &stop] {
+      {
+        examples::Shutdown::Connection registered(stop, c);  // until before the close
+        serve(c);
+      }
       weft::io::close(c);
       g_connections.fetch_sub(1);
-    } else {
-      (void)u.detach();  // runs on its own; stop.finish() waits for it
+    });
+    if (!spawned.ok()) {  // out of memory: drop this connection, keep serving
+      weft::io::close(c);
+      g_connections.fetch_sub(1);
     }
   }
 }
@@ -259,11 +266,10 @@ int main(int argc, char** argv) {
     return accept_loop(lfd, max_connections, stop);
   });
   if (error.ok() && *error == 0) {
-    stop.finish();
     fprintf(stderr, "http_server: stopped by signal %d; every connection finished\n", stop.signal());
     return 0;
   }
   fprintf(stderr, "http_server: accept: %s\n",
           error.ok() ? strerror(-*error) : error.status().ToString().c_str());
-  _exit(1);  // connection ULTs may still run: do not wait for them in ~Runtime
+  _exit(1);  // the shutdown watcher still waits for a signal: do not wait for it in ~Runtime
 }

@@ -5,16 +5,20 @@
 // SignalSet): on the first one it closes the listener (the accept loop's
 // accept returns -ECANCELED) and shuts the read side of every open
 // connection (its ULT reads end of file, answers what it already read, and
-// closes). The server then waits for its connection ULTs and exits 0.
+// closes). The server then gives its connection ULTs (a weft::TaskGroup) a
+// grace period to finish, asks those still running to stop (their weft::io
+// calls return -ECANCELED), waits for them, and exits 0.
 #pragma once
 
 #include <sys/socket.h>
 #include <weft/signal.h>
+#include <weft/task_group.h>
 #include <weft/weft.h>
 
 #include <atomic>
 #include <csignal>
 #include <mutex>
+#include <chrono>
 #include <set>
 
 namespace examples {
@@ -64,11 +68,19 @@ class Shutdown {
     int fd_;
   };
 
-  // After the accept loop ended because of the stop: waits for the
-  // connections to finish and for the watcher (call in a ULT or in main).
-  void finish() {
-    running_.wait();
+  // After the accept loop ended because of the stop (call in the ULT that
+  // owns `conns`): waits up to `grace` for the connections to finish what
+  // they had read, then asks the rest to stop and waits for them, and for
+  // the watcher. Returns how many had to be stopped.
+  size_t finish(weft::TaskGroup& conns, std::chrono::nanoseconds grace) {
+    size_t forced = 0;
+    if (!running_.wait_for(grace)) {
+      forced = conns.size();
+      conns.request_stop();
+    }
+    (void)conns.wait();
     (void)watcher_.join();
+    return forced;
   }
 
  private:

@@ -8,6 +8,7 @@
 
 #include "weft/runtime.h"
 #include "weft/sync.h"
+#include "weft/task_group.h"
 #include "weft/io.h"
 #include "weft/process.h"
 #include "weft/version.h"
