@@ -1,9 +1,13 @@
 // weft/runtime.h — user-level threads (ULTs) on a pool of kernel threads.
 //
 //   weft::Runtime rt(weft::Options{.workers = 4});
-//   weft::Ult u = rt.spawn([] { ... });     // from any thread
-//   absl::Status s = u.join();              // parks a ULT; blocks a foreign thread
+//   weft::JoinHandle<int> h = rt.spawn([] { return 42; });  // from any thread
+//   absl::StatusOr<int> v = h.join();       // parks a ULT; blocks a foreign thread
 //   absl::StatusOr<int> r = rt.block_on([] { return 42; });
+//
+// Handles are weft/join_handle.h's (typed results, exceptions, join on
+// destruction); task groups and timeout() are in weft/task_group.h;
+// cancellation is described under "Cancellation" below.
 //
 // Terms. A *ULT* is a function running on a small stack of its own; many
 // ULTs share a few *workers* (kernel threads, KLTs, that weft makes itself).
