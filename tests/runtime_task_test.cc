@@ -128,6 +128,43 @@ TEST(JoinHandle, DestructorStopsAndJoins) {
   EXPECT_TRUE(finished.load()) << "the destructor returned before the ULT ended";
 }
 
+// A handle destroyed while an exception unwinds its scope still joins
+// (debug builds say so, naming the ULT); the ULT's own exception, which
+// nobody will see, is printed and dropped rather than terminating.
+TEST(JoinHandle, DestroyedDuringUnwinding) {
+  Watchdog wd(60s, TestName());
+  weft::Runtime rt(weft::Options{.workers = 2});
+  testing::internal::CaptureStderr();
+  std::atomic<bool> ended{false};
+  try {
+    auto h = rt.spawn([&] {
+      weft::this_ult::sleep_for(1h);
+      ended = true;
+      throw std::runtime_error("lost-on-purpose");
+    }, weft::SpawnOptions{.name = "unwound"});
+    throw std::logic_error("outer");
+  } catch (const std::logic_error&) {
+  }
+  std::string err = testing::internal::GetCapturedStderr();
+  EXPECT_TRUE(ended.load());
+  EXPECT_NE(err.find("lost-on-purpose"), std::string::npos) << err;
+#if WEFT_DCHECK_ENABLED
+  EXPECT_NE(err.find("during stack unwinding joins ULT"), std::string::npos) << err;
+  EXPECT_NE(err.find("\"unwound\""), std::string::npos) << err;
+#endif
+}
+
+// Outside unwinding, an exception nobody will see terminates the process.
+TEST(JoinHandleDeathTest, LostExceptionTerminates) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        weft::Runtime rt(weft::Options{.workers = 1});
+        auto h = rt.spawn([] { throw std::runtime_error("nobody-joins"); });
+      },
+      "nobody will see it.*nobody-joins");
+}
+
 // --- cancellation ----------------------------------------------------------------
 
 TEST(Cancel, WakesASleeperPromptly) {
