@@ -17,8 +17,6 @@
 //    children present, under mu_: no child misses it.
 #include "weft/task_group.h"
 
-#include <algorithm>
-
 #include "sys/raw_log.h"
 
 namespace weft {
@@ -52,27 +50,24 @@ absl::Status TaskGroup::adopt(Ult h) {
     return h.status();
   }
   uint64_t id = h.id().value();
-  auto early = std::find(ended_early_.begin(), ended_early_.end(), id);
-  if (early != ended_early_.end()) {
-    ended_early_.erase(early);
+  if (ended_early_.erase(id) != 0) {
     (void)h.detach();
     return absl::OkStatus();
   }
   if (stop_.stop_requested()) (void)h.request_stop();
-  children_.emplace_back(id, std::move(h));
+  children_.emplace(id, std::move(h));
   return absl::OkStatus();
 }
 
 void TaskGroup::child_ended() {
   uint64_t me = this_ult::id().value();
   std::lock_guard<Mutex> g(mu_);
-  auto it = std::find_if(children_.begin(), children_.end(), [me](const auto& c) { return c.first == me; });
+  auto it = children_.find(me);
   if (it != children_.end()) {
     (void)it->second.detach();
-    *it = std::move(children_.back());
-    children_.pop_back();
+    children_.erase(it);
   } else {
-    ended_early_.push_back(me);
+    ended_early_.insert(me);
   }
   if (--running_ == 0) ended_.notify_all();
 }

@@ -23,6 +23,8 @@
 #include <optional>
 #include <stop_token>
 #include <type_traits>
+#include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -163,8 +165,8 @@ class TaskGroup {
   // at once: a server's group does not accumulate finished connections);
   // one that ends before its spawner adopted the handle leaves its id in
   // ended_early_, and adopt() detaches it then.
-  std::vector<std::pair<uint64_t, Ult>> children_;
-  std::vector<uint64_t> ended_early_;
+  std::unordered_map<uint64_t, Ult> children_;
+  std::unordered_set<uint64_t> ended_early_;
   absl::Status first_error_;      // guarded by mu_
   std::exception_ptr first_exception_;  // guarded by mu_
   bool failed_ = false;           // guarded by mu_: the first failure is recorded and not yet reported
