@@ -91,8 +91,6 @@ echo "ASan+UBSan block: $(( $(date +%s) - asan_start )) s"
 #   Skipped under TSan, each case says why:
 #     sys_klt         KltGlibc.RobustMutexHeldByAnExitedKltIsOwnerDead (TSan
 #                     does not model robust mutexes)
-#     runtime_core    Yield.RoundRobinOnOneWorker (TSan's slowness triggers
-#                     the monitor's hog rescue before the ULTs first run)
 #     process_spawn   Process.HundredSpawnersDoNotStallATicker (a timing
 #                     bound)
 #     runtime_fault   FaultInjectionDeathTest.MapCountReachedWithMprotectGuards

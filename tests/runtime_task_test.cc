@@ -469,15 +469,24 @@ TEST(ShutdownDeadline, StopsWhatItCanAndNamesTheRest) {
   absl::Status s = rt.shutdown(100ms);
   double ms = MsSince(t0);
   EXPECT_TRUE(absl::IsDeadlineExceeded(s)) << s;
-  // Exactly the three (under heavy load, woken sleepers that had not yet
-  // run by the deadline would be counted and listed first).
-  EXPECT_EQ(std::string(s.message()).rfind("3 ULTs are still running", 0), 0u) << s;
-  EXPECT_NE(std::string(s.message()).find("stuck-on-lock"), std::string::npos) << s;
-  EXPECT_EQ(std::string(s.message()).find("sleeper"), std::string::npos) << s;
   EXPECT_GE(ms, 99.0);
   EXPECT_LT(ms, 1000.0);
+  // The sleepers all end (on a loaded machine, or under TSan, some may
+  // still be finishing at the deadline, and are then named too); the
+  // survivors are exactly the three in Mutex::lock().
+  std::vector<weft::UltInfo> alive;
+  for (int i = 0; i < 1000; ++i) {
+    alive = rt.live_ults();
+    if (alive.size() <= 3) break;
+    std::this_thread::sleep_for(5ms);
+  }
+  ASSERT_EQ(alive.size(), 3u);
+  for (const auto& u : alive) EXPECT_EQ(u.name, "stuck-on-lock");
   EXPECT_EQ(sleepers_done.load(), 1000);
-  EXPECT_EQ(rt.live_ults().size(), 3u);
+  if (std::string(s.message()).rfind("3 ULTs", 0) == 0) {  // the usual case: only they were left
+    EXPECT_NE(std::string(s.message()).find("stuck-on-lock"), std::string::npos) << s;
+    EXPECT_EQ(std::string(s.message()).find("sleeper"), std::string::npos) << s;
+  }
   held.unlock();
   EXPECT_TRUE(rt.shutdown(5s).ok());
   EXPECT_TRUE(rt.live_ults().empty());
