@@ -179,7 +179,12 @@ void release(UltDesc* u) {
   // of it is stale (a requester that copied its stop source holds a
   // reference of its own).
   u->live_in.store(nullptr, std::memory_order_release);
-  delete u->stop_source.exchange(nullptr, std::memory_order_acq_rel);
+  // Only the ULT itself installs a source, and it has exited: a plain
+  // look (no read-modify-write on the spawn+join path).
+  if (std::stop_source* src = u->stop_source.load(std::memory_order_acquire)) {
+    u->stop_source.store(nullptr, std::memory_order_relaxed);
+    delete src;
+  }
   free(u->locals);
   u->locals = nullptr;
   u->locals_count = 0;
