@@ -116,4 +116,10 @@ struct ChanImpl {
 // written (see SelectWaiter).
 void finish_claim(SelectWaiter* s) noexcept;
 
+// The waiting half (runtime/sync/select.cc): waits until sw is kDone; at
+// `deadline` (CLOCK_MONOTONIC ns, -1 none) completes it itself with case
+// `deadline_at` unless a claimer got there first (then it waits for that
+// claimer's kDone). A ULT parks, a thread futex-waits on sw->state.
+void wait_done(SelectWaiter* sw, int64_t deadline, int deadline_at);
+
 }  // namespace weft::detail

@@ -77,6 +77,7 @@
 
 #include "runtime/locks.h"
 #include "runtime/park.h"
+#include "runtime/scheduler.h"
 #include "runtime/sync/chan_internal.h"
 #include "sys/futex.h"
 #include "sys/raw_log.h"
@@ -178,7 +179,43 @@ size_t ChanCore::size() const {
 // deadline case and a stop case when asked for.
 
 namespace {
+// The common case — one channel, at most a deadline, no stop token — without
+// select's general machinery (the same steps as select_cases for one case).
+// deadline_ns: -1 none, 0 do not wait, else CLOCK_MONOTONIC ns; `expired`
+// (a deadline already past) does not wait either but reports kTimedOut.
+ChanCore::Result one_op_fast(ChanCore* c, bool send, void* val, int64_t deadline_ns, bool expired) {
+  ChanImpl::lock(c);
+  Plan p = send ? ChanImpl::plan_send(c) : ChanImpl::plan_recv(c);
+  if (p.kind != Plan::kNotReady) {
+    ChanImpl::unlock(c);
+    bool closed = false;
+    ChanImpl::execute(c, p, val, &closed);
+    return closed ? ChanCore::kClosed : ChanCore::kOk;
+  }
+  if (deadline_ns == 0 || expired) {
+    ChanImpl::unlock(c);
+    return expired ? ChanCore::kTimedOut : ChanCore::kWouldBlock;
+  }
+  SelectWaiter sw;
+  sw.ult = rt::current_ult();
+  ChanWaiter rec;
+  rec.sel = &sw;
+  rec.val = val;
+  rec.index = 0;
+  ChanImpl::enqueue(c, &rec, send);
+  ChanImpl::unlock(c);
+  wait_done(&sw, deadline_ns, 1);
+  if (sw.fired == 0) return sw.closed ? ChanCore::kClosed : ChanCore::kOk;
+  ChanImpl::dequeue(c, &rec, send);  // timed out: nobody claimed us
+  return ChanCore::kTimedOut;
+}
+
 ChanCore::Result one_op(ChanCore* c, SelCase::Kind kind, void* val, int64_t deadline_ns, const std::stop_token* stop) {
+  if (stop == nullptr || !stop->stop_possible()) {
+    if (deadline_ns == kForeverNs) deadline_ns = -1;
+    const bool expired = deadline_ns > 0 && deadline_ns <= monotonic_now_ns();  // try once
+    return one_op_fast(c, kind == SelCase::kSend, val, deadline_ns, expired);
+  }
   SelCase cases[3];
   int n = 0;
   cases[n].kind = kind;

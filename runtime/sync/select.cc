@@ -24,11 +24,24 @@
 //
 // Locks: only channel spinlocks, each held for a few loads, stores and
 // CASes; never across a value move, a park, a stop callback or user code.
+//
+// Stop callbacks are std::stop_callback. When its callback is running on
+// the thread that requested the stop, ~stop_callback waits for it by
+// blocking the KLT (libstdc++'s binary semaphore), not by parking. The
+// callback (StopWake: one CAS, an unpark) is weft code, which time-slice
+// preemption never interrupts, so that wait is a few instructions long.
+// The one residual hazard: the requester is a ULT preempted inside
+// libstdc++'s request_stop, after our callback returned and before it
+// releases the semaphore, and the woken waiter then runs on that ULT's
+// worker (a preempted ULT resumes only there): the worker would wait for
+// itself. It needs a preemption signal in a window of a few instructions;
+// not seen in tests, not excluded.
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <memory>
-#include <optional>
+#include <new>
+#include <type_traits>
 #include <stop_token>
 
 #include "runtime/park.h"
@@ -42,23 +55,31 @@ namespace weft::detail {
 
 namespace {
 
-// A small array on the stack, on the heap beyond N elements.
+// Room for n elements of T: on the stack up to N, else on the heap. The
+// elements are neither constructed nor destroyed here (the callers
+// construct the few they use with placement new): value-initialising a
+// few hundred bytes per call cost a third of a channel handoff.
 template <class T, size_t N>
-class SmallArray {
+class RawArray {
  public:
-  explicit SmallArray(size_t n) {
+  explicit RawArray(size_t n) {
     if (n > N) {
-      heap_.reset(new T[n]);
+      heap_.reset(static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t(alignof(T)))));
       p_ = heap_.get();
     }
   }
+  RawArray(const RawArray&) = delete;
+  RawArray& operator=(const RawArray&) = delete;
   T& operator[](size_t i) { return p_[i]; }
   T* data() { return p_; }
 
  private:
-  T inline_[N];
-  std::unique_ptr<T[]> heap_;
-  T* p_ = inline_;
+  struct Free {
+    void operator()(T* p) const { ::operator delete(p, std::align_val_t(alignof(T))); }
+  };
+  alignas(T) unsigned char inline_[N * sizeof(T)];
+  std::unique_ptr<T, Free> heap_;
+  T* p_ = reinterpret_cast<T*>(inline_);
 };
 
 // xorshift64* per KLT: the random pick among ready cases. Used only between
@@ -95,9 +116,8 @@ struct StopWake {
 };
 using StopCb = std::stop_callback<StopWake>;
 
-// Waits until sw is kDone; at `deadline` (CLOCK_MONOTONIC ns, -1 none)
-// completes it itself with case `deadline_at` unless a claimer got there
-// first (then it waits for the claimer's kDone). See SelectWaiter.
+}  // namespace
+
 void wait_done(SelectWaiter* sw, int64_t deadline, int deadline_at) {
   for (int spins = 0;;) {
     uint32_t s = sw->state.load(std::memory_order_acquire);
@@ -131,12 +151,10 @@ void wait_done(SelectWaiter* sw, int64_t deadline, int deadline_at) {
   }
 }
 
-}  // namespace
-
 int select_cases(SelCase* cases, int n) noexcept {
   // Channels to lock (distinct, address order), the default case and the
   // earliest deadline.
-  SmallArray<ChanCore*, 8> chans(static_cast<size_t>(n));
+  RawArray<ChanCore*, 8> chans(static_cast<size_t>(n));
   int nchans = 0, default_at = -1, deadline_at = -1, nstops = 0;
   int64_t deadline = -1;
   for (int i = 0; i < n; ++i) {
@@ -156,8 +174,10 @@ int select_cases(SelCase* cases, int n) noexcept {
       ++nstops;
     }
   }
-  std::sort(chans.data(), chans.data() + nchans);
-  nchans = static_cast<int>(std::unique(chans.data(), chans.data() + nchans) - chans.data());
+  if (nchans > 1) {
+    std::sort(chans.data(), chans.data() + nchans);
+    nchans = static_cast<int>(std::unique(chans.data(), chans.data() + nchans) - chans.data());
+  }
   auto lock_all = [&] {
     for (int i = 0; i < nchans; ++i) ChanImpl::lock(chans[i]);
   };
@@ -165,10 +185,15 @@ int select_cases(SelCase* cases, int n) noexcept {
     for (int i = nchans - 1; i >= 0; --i) ChanImpl::unlock(chans[i]);
   };
 
+  // Allocated (for many cases) before any lock is taken: no malloc under a
+  // spinlock.
+  RawArray<int, 8> ready(static_cast<size_t>(n));
+  RawArray<ChanWaiter, 4> recs(static_cast<size_t>(n));  // constructed only if we wait
+  static_assert(std::is_trivially_destructible_v<ChanWaiter>);
+
   // 2. Poll, under every lock.
   lock_all();
   {
-    SmallArray<int, 8> ready(static_cast<size_t>(n));
     int k = 0;
     const int64_t now = deadline_at >= 0 ? rt::monotonic_ns() : 0;
     for (int i = 0; i < n; ++i) {
@@ -218,10 +243,10 @@ int select_cases(SelCase* cases, int n) noexcept {
   // 3. Queue on every channel and wait.
   SelectWaiter sw;
   sw.ult = rt::current_ult();
-  SmallArray<ChanWaiter, 4> recs(static_cast<size_t>(n));
   for (int i = 0; i < n; ++i) {
     SelCase& c = cases[i];
     if (!is_chan_case(c)) continue;
+    ::new (&recs[i]) ChanWaiter;
     recs[i].sel = &sw;
     recs[i].val = c.val;
     recs[i].index = i;
@@ -231,17 +256,17 @@ int select_cases(SelCase* cases, int n) noexcept {
   {
     // Stop callbacks: registered after the records are queued (a callback
     // that runs inline now simply claims the select).
-    SmallArray<std::optional<StopCb>, 2> cbs(static_cast<size_t>(std::max(nstops, 1)));
+    RawArray<StopCb, 2> cbs(static_cast<size_t>(std::max(nstops, 1)));
     int ncb = 0;
     for (int i = 0; i < n; ++i) {
       SelCase& c = cases[i];
       if (c.kind == SelCase::kStop && c.stop != nullptr && c.stop->stop_possible())
-        cbs[ncb++].emplace(*c.stop, StopWake{&sw, i});
+        ::new (&cbs[ncb++]) StopCb(*c.stop, StopWake{&sw, i});
     }
     wait_done(&sw, deadline, deadline_at);
     // The callbacks' destructors wait for a callback running elsewhere
     // (it may still be in finish_claim's unpark).
-    for (int i = 0; i < ncb; ++i) cbs[i].reset();
+    for (int i = 0; i < ncb; ++i) cbs[i].~StopCb();
   }
 
   // 4. Take the records of the other cases out of their queues. The fired
