@@ -739,6 +739,64 @@ TEST(ChannelApi, TrySendLvalue) {
   EXPECT_TRUE(absl::IsOutOfRange(ch.recv().status()));
 }
 
+// A value type whose move constructor parks (it yields to other ULTs and
+// sometimes sleeps). Channels run T's moves with no lock held, so other
+// ULTs of the same (single) worker keep using the channel meanwhile; a
+// move under the channel's spinlock would deadlock here (the parked mover
+// holds the lock its worker's next ULT spins on).
+struct ParkingMove {
+  int v = 0;
+  explicit ParkingMove(int x) : v(x) {}
+  ParkingMove(ParkingMove&& o) noexcept : v(o.v) {
+    o.v = -1;
+    if (v % 7 == 0) {
+      weft::this_ult::sleep_for(20us);
+    } else {
+      weft::this_ult::yield();
+    }
+  }
+  ParkingMove& operator=(ParkingMove&& o) noexcept {
+    v = o.v;
+    o.v = -1;
+    return *this;
+  }
+};
+
+TEST(ChannelApi, ValueMovesRunOutsideTheLock) {
+  Watchdog wd(60s, TestName());
+  weft::Runtime rt(weft::Options{.workers = 1});
+  for (size_t cap : {size_t{0}, size_t{1}, size_t{3}}) {
+    weft::Channel<ParkingMove> ch(cap);
+    constexpr int kProd = 3, kPer = 2000 / kScale;
+    std::atomic<int64_t> sum{0};
+    std::atomic<int> count{0}, bad{0};
+    std::vector<weft::Ult> ults;
+    for (int p = 0; p < kProd; ++p) {
+      ults.push_back(rt.spawn([&, p] {
+        for (int i = 1; i <= kPer; ++i) {
+          if (!ch.send(ParkingMove(p * kPer + i)).ok()) bad.fetch_add(1);
+        }
+      }));
+    }
+    for (int c = 0; c < 3; ++c) {
+      ults.push_back(rt.spawn([&] {
+        for (ParkingMove& m : ch) {
+          if (m.v <= 0) bad.fetch_add(1);
+          sum += m.v;
+          count.fetch_add(1);
+        }
+      }));
+    }
+    for (int p = 0; p < kProd; ++p) ASSERT_TRUE(ults[static_cast<size_t>(p)].join().ok());
+    ch.close();
+    for (size_t i = kProd; i < ults.size(); ++i) ASSERT_TRUE(ults[i].join().ok());
+    const int64_t n = int64_t{kProd} * kPer;
+    EXPECT_EQ(bad.load(), 0) << "capacity " << cap;
+    EXPECT_EQ(count.load(), n) << "capacity " << cap;
+    EXPECT_EQ(sum.load(), n * (n + 1) / 2) << "capacity " << cap;
+  }
+}
+
 // Values buffered when the channel is destroyed are destroyed with it.
 TEST(ChannelApi, BufferedValuesDestroyedWithChannel) {
   auto p = std::make_shared<int>(1);
