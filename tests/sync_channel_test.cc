@@ -290,11 +290,15 @@ TEST(ChannelTotals, MpmcCloseInTheMiddleBuffered) {
 // out just as a peer arrives. A send that reports DeadlineExceeded is
 // retried with the same (untouched) value: a value both delivered and
 // reported timed out would be received twice; a value claimed by a
-// receiver that then reported a timeout would be lost.
+// receiver that then reported a timeout would be lost. Every 8th wait is
+// 2 ms long, so that the test progresses even when the machine is loaded
+// (with only microsecond waits the parties can keep missing each other:
+// 80 s instead of 1 s was seen with a load average of 6 on 2 CPUs).
 TEST(ChannelTotals, TimeoutsRaceWithHandoffs) {
   Watchdog wd(120s, TestName());
   weft::Runtime rt(weft::Options{.workers = 2});
   for (size_t cap : {size_t{0}, size_t{1}}) {
+    auto start = Clock::now();
     constexpr int kProd = 4, kCons = 4;
     const int per = 20000 / kScale;
     const int total = kProd * per;
@@ -307,7 +311,12 @@ TEST(ChannelTotals, TimeoutsRaceWithHandoffs) {
       for (int i = 0; i < per; ++i) {
         auto v = std::make_unique<int>(p * per + i);
         absl::Status s;
-        while (absl::IsDeadlineExceeded(s = ch.send_for(std::move(v), std::chrono::microseconds(1 + i % 20)))) {
+        int attempt = i;
+        auto wait_for = [&attempt] {
+          ++attempt;
+          return attempt % 8 == 0 ? std::chrono::microseconds(2000) : std::chrono::microseconds(1 + attempt % 20);
+        };
+        while (absl::IsDeadlineExceeded(s = ch.send_for(std::move(v), wait_for()))) {
           timeouts.fetch_add(1, std::memory_order_relaxed);
           if (v == nullptr) {
             bad.fetch_add(1);  // timed out but the value is gone
@@ -318,8 +327,9 @@ TEST(ChannelTotals, TimeoutsRaceWithHandoffs) {
       }
     };
     auto consumer = [&] {
-      for (;;) {
-        absl::StatusOr<std::unique_ptr<int>> r = ch.recv_for(std::chrono::microseconds(1 + received.load() % 20));
+      for (int attempt = 0;; ++attempt) {
+        auto d = attempt % 8 == 7 ? std::chrono::microseconds(2000) : std::chrono::microseconds(1 + attempt % 20);
+        absl::StatusOr<std::unique_ptr<int>> r = ch.recv_for(d);
         if (absl::IsDeadlineExceeded(r.status())) {
           timeouts.fetch_add(1, std::memory_order_relaxed);
           continue;
@@ -356,8 +366,8 @@ TEST(ChannelTotals, TimeoutsRaceWithHandoffs) {
     int wrong = 0;
     for (auto& s : seen) wrong += s.load() != 1;
     EXPECT_EQ(wrong, 0) << "values lost or duplicated, capacity " << cap;
-    printf("[ timeouts ] capacity %zu: %d values, %lld timed-out waits\n", cap, total,
-           static_cast<long long>(timeouts.load()));
+    printf("[ timeouts ] capacity %zu: %d values, %lld timed-out waits, %.0f ms\n", cap, total,
+           static_cast<long long>(timeouts.load()), MsSince(start));
   }
 }
 

@@ -60,6 +60,11 @@ struct ChanWaiter {
 struct Plan {
   enum Kind : uint8_t {
     kNotReady,
+    kBusy,          // the ring slot to use is still being moved into or out of
+                    // by the party of the previous lap: wait until *seq is no
+                    // longer `seen` (wait_busy), then plan again. Nothing was
+                    // reserved. (Not "until *seq == the value we need": others
+                    // may use the slot meanwhile and move it past that value.)
     kRecvSlot,      // take the value at ring position pos
     kRecvSlotPull,  // ... then move parked sender peer's value into position wpos
     kRecvDirect,    // move parked sender peer's value (unbuffered)
@@ -71,6 +76,8 @@ struct Plan {
   Kind kind = kNotReady;
   uint64_t pos = 0, wpos = 0;
   ChanWaiter* peer = nullptr;  // claimed (kClaimed) by us under the lock
+  std::atomic<uint64_t>* seq = nullptr;  // kBusy
+  uint64_t seen = 0;                     // kBusy: the slot's sequence number then
 };
 
 struct ChanImpl {
@@ -96,9 +103,12 @@ struct ChanImpl {
     return c->closed_ || has_waiter(c->recvq_) || c->tail_ - c->head_ < c->cap_;
   }
   // Decides a recv/send (lock held): reserves ring positions and claims a
-  // peer. kNotReady changes nothing.
+  // peer. kNotReady and kBusy change nothing.
   static Plan plan_recv(ChanCore* c);
   static Plan plan_send(ChanCore* c);
+  // After kBusy, with no lock held: waits (spin, then yield) until the
+  // slot's party of the previous lap is done with it.
+  static void wait_busy(const Plan& p);
   // Carries a plan out (lock NOT held): the value moves, then completes
   // the claimed peer. `val` is our case's value/storage; `closed` is set
   // for kRecvClosed/kSendClosed.

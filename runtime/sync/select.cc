@@ -193,7 +193,8 @@ int select_cases(SelCase* cases, int n) noexcept {
 
   // 2. Poll, under every lock.
   lock_all();
-  {
+  for (bool again = true; again;) {
+    again = false;
     int k = 0;
     const int64_t now = deadline_at >= 0 ? rt::monotonic_ns() : 0;
     for (int i = 0; i < n; ++i) {
@@ -223,6 +224,15 @@ int select_cases(SelCase* cases, int n) noexcept {
       SelCase& c = cases[i];
       if (is_chan_case(c)) {
         Plan p = c.kind == SelCase::kRecv ? ChanImpl::plan_recv(c.ch) : ChanImpl::plan_send(c.ch);
+        if (p.kind == Plan::kBusy) {
+          // Its ring slot is mid-move (channel.cc, "The ring"): wait for
+          // it with no lock held, then poll everything again.
+          unlock_all();
+          ChanImpl::wait_busy(p);
+          lock_all();
+          again = true;
+          break;
+        }
         if (p.kind == Plan::kNotReady) {
           ready[pick] = ready[--k];  // its peer went elsewhere: draw again
           continue;
