@@ -113,13 +113,13 @@ TEST(ChannelUnbuffered, SenderWaitsForLateReceiver) {
     weft::Channel<std::string> ch(0);
     std::atomic<bool> receiving{false};
     std::string got;
+    auto t0 = Clock::now();  // before the receiver starts its 20 ms
     weft::Ult r = rt.spawn([&] {
       weft::this_ult::sleep_for(20ms);
       receiving = true;
       absl::StatusOr<std::string> v = ch.recv();
       if (v.ok()) got = *v;
     });
-    auto t0 = Clock::now();
     auto send = [&] {
       EXPECT_TRUE(ch.send(std::string("rendezvous")).ok());
       EXPECT_TRUE(receiving.load()) << "send returned before any receiver was receiving";
@@ -129,7 +129,7 @@ TEST(ChannelUnbuffered, SenderWaitsForLateReceiver) {
     } else {
       send();
     }
-    EXPECT_GE(MsSince(t0), 19.0);
+    EXPECT_GE(MsSince(t0), 20.0);
     ASSERT_TRUE(r.join().ok());
     EXPECT_EQ(got, "rendezvous");
   }

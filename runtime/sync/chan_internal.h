@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cstdint>
 
+#include "sys/raw_log.h"
 #include "weft/channel.h"
 
 namespace weft::rt {
@@ -113,8 +114,16 @@ struct ChanImpl {
   // the claimed peer. `val` is our case's value/storage; `closed` is set
   // for kRecvClosed/kSendClosed.
   static void execute(ChanCore* c, const Plan& p, void* val, bool* closed) noexcept;
-  // Queues w as a receiver / sender (lock held).
-  static void enqueue(ChanCore* c, ChanWaiter* w, bool send) { push_back(send ? c->sendq_ : c->recvq_, w); }
+  // Queues w as a receiver / sender (lock held), after a plan said
+  // kNotReady: the channel is open, and a sender waits only on a full ring,
+  // a receiver only on an empty one (channel.cc, "Invariants").
+  static void enqueue(ChanCore* c, ChanWaiter* w, bool send) {
+    WEFT_DCHECK(!c->closed_, "channel %p: waiter queued on a closed channel", static_cast<void*>(c));
+    WEFT_DCHECK(send ? c->tail_ - c->head_ == c->cap_ : c->tail_ == c->head_,
+                "channel %p: %s queued with %llu of %zu positions reserved", static_cast<void*>(c),
+                send ? "sender" : "receiver", static_cast<unsigned long long>(c->tail_ - c->head_), c->cap_);
+    push_back(send ? c->sendq_ : c->recvq_, w);
+  }
   // Removes w from c's queues if it is still there (takes the lock).
   static void dequeue(ChanCore* c, ChanWaiter* w, bool send);
 

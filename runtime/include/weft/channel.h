@@ -106,9 +106,10 @@ class ChanCore : Pinned {
   // lock_ (a spinlock word, sys::spin_acquire) guards closed_, head_,
   // tail_ and both queues — never a value. tail_ - head_ is the number of
   // positions reserved (values stored, being stored, or being taken out),
-  // at most cap_. Senders reserve tail_, receivers head_, under lock_; the
-  // value moves happen after the unlock, ordered per slot by its sequence
-  // number (runtime/sync/channel.cc, "The ring").
+  // at most cap_. Senders reserve tail_, receivers head_, under lock_ and
+  // only when the slot's sequence number says it is ready for them; the
+  // value moves happen after the unlock (runtime/sync/channel.cc, "The
+  // ring").
   std::atomic<uint32_t> lock_{0};
   bool closed_ = false;
   const size_t cap_;
