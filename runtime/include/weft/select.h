@@ -2,7 +2,6 @@
 // operations, deadlines, timers and stop requests (Go's select statement).
 //
 //   std::optional<Request> req;
-//   bool ok;
 //   switch (weft::select(weft::recv_case(requests, &req),     // 0
 //                        weft::send_case(results, std::move(r)),  // 1
 //                        weft::after(10ms),                   // 2
@@ -48,8 +47,9 @@
 //
 // Cost: the channels named are locked together (in address order) for the
 // readiness check, a few ns each; a select that waits queues one record
-// per channel case on its stack (no allocation up to 4 channel cases and 2
-// stop cases). Every channel named must outlive the select call.
+// per channel case on its stack. No allocation up to 4 cases (and 2 stop
+// cases); larger selects allocate a few small arrays. Every channel named
+// must outlive the select call.
 #pragma once
 
 #include <chrono>
