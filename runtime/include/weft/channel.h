@@ -228,8 +228,10 @@ class Channel : detail::Pinned {
   // OutOfRange("channel closed") once it is closed and drained.
   absl::StatusOr<T> recv() { return recv_status(-1, nullptr); }
   // As recv(), and Cancelled("channel recv cancelled") if `stop` has (or
-  // gets) its stop requested while waiting. A value that arrives first is
-  // returned (a value is never dropped).
+  // gets) its stop requested while waiting. A value taken is always
+  // returned (never dropped); when a value is available and the stop was
+  // already requested, either outcome may be reported (as a select of both).
+  // The same holds for send(value, stop).
   absl::StatusOr<T> recv(std::stop_token stop) { return recv_status(-1, &stop); }
   // As recv(), but DeadlineExceeded("channel recv timed out") after `d`.
   template <class Rep, class Period>
