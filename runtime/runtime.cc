@@ -180,7 +180,23 @@ void sleep_for(std::chrono::nanoseconds d) {
     }
     return;
   }
-  int64_t deadline = detail::deadline_after(rt::monotonic_ns(), d.count());
+  sleep_until_monotonic_ns(detail::deadline_after(rt::monotonic_ns(), d.count()));
+}
+
+void sleep_until_monotonic_ns(int64_t deadline) {
+  rt::UltDesc* self = rt::current_ult();
+  if (deadline <= rt::monotonic_ns()) {
+    yield();
+    return;
+  }
+  if (self == nullptr) {
+    // Absolute CLOCK_MONOTONIC sleep; INT64_MAX is 292 years after boot.
+    timespec ts{static_cast<time_t>(deadline / 1000000000), static_cast<long>(deadline % 1000000000)};
+    while (sys::raw_syscall(SYS_clock_nanosleep, CLOCK_MONOTONIC, TIMER_ABSTIME, reinterpret_cast<long>(&ts), 0) ==
+           -EINTR) {
+    }
+    return;
+  }
   if (deadline == detail::kForeverNs) {
     // Practically forever (292 years after boot): no timer at all. Only a
     // stop request ends it (a spurious wake-up parks again).

@@ -1371,9 +1371,10 @@ TEST(Once, ThrowLetsTheNextCallerRun) {
 // ---------------------------------------------------------------------------
 
 // try_send on a full channel and try_recv on an empty one are Unavailable
-// (and do not consume the value); capacity 0 behaves as 1; FIFO order.
+// (and do not consume the value); FIFO order. (Capacity 0 used to behave
+// as 1; since issue 14 it is unbuffered: tests/sync_channel_test.cc.)
 TEST(Channel, TryOpsAndCapacity) {
-  weft::Channel<std::unique_ptr<int>> ch(0);
+  weft::Channel<std::unique_ptr<int>> ch(1);
   EXPECT_EQ(ch.capacity(), 1u);
   EXPECT_TRUE(absl::IsUnavailable(ch.try_recv().status()));
   auto p = std::make_unique<int>(1);

@@ -9,6 +9,8 @@
 #include "weft/runtime.h"
 #include "weft/sync.h"
 #include "weft/task_group.h"
+#include "weft/select.h"
+#include "weft/timer.h"
 #include "weft/io.h"
 #include "weft/process.h"
 #include "weft/version.h"

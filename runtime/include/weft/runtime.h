@@ -497,6 +497,38 @@ void sleep_for(std::chrono::duration<Rep, Period> d) {
   sleep_for(detail::saturating_ns(d));
 }
 
+bool stop_requested();  // (see "Cancellation" below)
+
+// Parks the calling ULT until CLOCK_MONOTONIC reaches `deadline_ns` (a
+// steady_clock time in ns). Outside a ULT: sleeps the thread. A deadline
+// in the past yields; INT64_MAX sleeps forever. Internal; use sleep_until.
+void sleep_until_monotonic_ns(int64_t deadline_ns);
+
+// Parks the calling ULT until `t` (its worker runs others meanwhile);
+// outside a ULT, sleeps the thread. steady_clock time points are waited for
+// directly (one timer); any other clock as std::this_thread::sleep_until
+// does: sleep for the difference, re-read that clock, repeat while it is
+// still early (so a clock that jumps is followed). A time point in the past
+// yields; time_point::max() sleeps until a stop request. Like sleep_for, it
+// returns early when the ULT is asked to stop (see "Cancellation" below).
+template <class Clock, class Duration>
+void sleep_until(const std::chrono::time_point<Clock, Duration>& t) {
+  if constexpr (std::is_same_v<Clock, std::chrono::steady_clock>) {
+    sleep_until_monotonic_ns(detail::saturating_ns(t.time_since_epoch()).count());
+  } else {
+    auto now = Clock::now();
+    if (!(now < t)) {
+      yield();
+      return;
+    }
+    do {
+      sleep_for(t - now);
+      if (stop_requested()) return;  // asked to stop: sleep_for returned early
+      now = Clock::now();
+    } while (now < t);
+  }
+}
+
 // The calling ULT's id; the invalid id outside a ULT.
 UltId id();
 

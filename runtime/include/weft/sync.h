@@ -27,8 +27,8 @@
 // None of these types may be copied or moved while anybody uses them (they
 // cannot be at all: detail::Pinned).
 //
-// weft::Channel, built on Mutex and CondVar, lives in weft/channel.h, which
-// this header includes.
+// weft::Channel lives in weft/channel.h, which this header includes;
+// weft::select and the Timer/Ticker in weft/select.h and weft/timer.h.
 #pragma once
 
 #include <atomic>
@@ -417,7 +417,7 @@ class Once : detail::Pinned {
 
 }  // namespace weft
 
-// Channel is built on Mutex and CondVar above and has its own header;
-// included here so that #include "weft/sync.h" keeps providing it (the
-// two headers include each other: either may come first).
+// Channel has its own header; included here so that #include
+// "weft/sync.h" keeps providing it (the two headers include each other:
+// either may come first).
 #include "weft/channel.h"
