@@ -349,7 +349,11 @@ TEST_P(IoSock, SockoptNodelayRoundTripAndErrors) {
     int u = UdpSocket(&ua);
     EXPECT_EQ(NO_ERRNO(io::set_nodelay(u, true)), -ENOPROTOOPT);  // not TCP
     EXPECT_EQ(io::close(u), 0);
-    int dead = p.client;
+    // A closed number nothing reuses during the test (new descriptors take
+    // the lowest free number; the runtime's workers make theirs lazily).
+    int dead = fcntl(p.client, F_DUPFD_CLOEXEC, 900 + static_cast<int>(ctx()));
+    ASSERT_GE(dead, 900);
+    ::close(dead);
     ClosePair(p);
     EXPECT_EQ(NO_ERRNO(io::set_nodelay(dead, true)), -EBADF);
     len = sizeof v;
@@ -681,6 +685,13 @@ TEST_P(IoSock, AcceptorServesManyClients) {
     const int kServers = 4;
     int lfd = io::listen_tcp("127.0.0.1", 0);
     ASSERT_GE(lfd, 0);
+    // Threads: accept(2) on a blocking listener, where several threads
+    // woken by one connection race and the losers would block in accept(2)
+    // past their deadlines (io::accept's deadline bounds the wait for
+    // readiness only). A non-blocking listener makes the losers wait again.
+    if (ctx() == Ctx::kThread) {
+      ASSERT_EQ(fcntl(lfd, F_SETFL, O_NONBLOCK), 0);
+    }
     uint16_t port = static_cast<uint16_t>(io::local_port(lfd));
     io::Acceptor acc(lfd);
     EXPECT_EQ(acc.fd(), lfd);

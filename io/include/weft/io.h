@@ -237,8 +237,8 @@ int64_t recvfrom(int fd, void* buf, size_t n, Address* from, int flags = 0, Dead
 int setsockopt(int fd, int level, int name, const void* value, socklen_t len);
 int getsockopt(int fd, int level, int name, void* value, socklen_t* len);
 // TCP_NODELAY on (Nagle's algorithm off) or off: setsockopt(fd,
-// IPPROTO_TCP, TCP_NODELAY, on). 0 or -errno (-EOPNOTSUPP / -ENOPROTOOPT
-// on a socket that is not TCP).
+// IPPROTO_TCP, TCP_NODELAY, on). 0 or -errno (-ENOPROTOOPT: a socket that
+// is not TCP, such as UDP; -ENOTSOCK: not a socket; -EBADF).
 int set_nodelay(int fd, bool on = true);
 
 // --- zero-copy transfers --------------------------------------------------------------
@@ -393,7 +393,11 @@ absl::StatusOr<int> listen_tcp_or(std::string_view host, uint16_t port, const Li
 // waiting.
 // Other backends (epoll, threads, weft::blocking() regions): each accept()
 // is io::accept(listen_fd, nullptr, nullptr, d). Calls of both kinds on
-// one listener (and plain io::accept calls) share its connections.
+// one listener (and plain io::accept calls) share its connections. On a
+// thread, as with io::accept, a deadline bounds the wait for readiness:
+// threads racing for one connection on a listener in blocking mode may
+// lose and then block in accept(2) until the next one (make the listener
+// non-blocking if several threads accept with deadlines).
 //
 // No peer address is returned (a multishot accept has one address buffer
 // for all its CQEs): ask getpeername(2).
