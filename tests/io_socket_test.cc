@@ -31,6 +31,7 @@
 #include "tests/watchdog.h"
 #include "weft/io.h"
 #include "weft/runtime.h"
+#include "weft/signal.h"
 #include "weft/sync.h"
 
 namespace {
@@ -868,6 +869,148 @@ TEST_P(IoSock, AcceptorDeadlineAndErrors) {
     EXPECT_EQ(NO_ERRNO(bad.accept(io::Deadline::in(std::chrono::seconds(5)))), -EINVAL);
     EXPECT_EQ(io::close(s), 0);
   });
+}
+
+// --- signals: the new waits end with -EINTR as recv/accept do ---------------------------------
+
+std::atomic<int> g_handled{0};
+void Handler(int) { g_handled.fetch_add(1); }
+
+uint64_t Parks(const weft::Runtime& rt) {
+  uint64_t n = 0;
+  for (const weft::WorkerStats& w : rt.stats().workers) n += w.parks;
+  return n;
+}
+
+bool WaitFor(const std::function<bool()>& pred, milliseconds limit) {
+  auto end = Clock::now() + limit;
+  while (!pred()) {
+    if (Clock::now() > end) return false;
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  return true;
+}
+
+// The main thread blocks SIGUSR1; the ULT under test unblocks it.
+class IoSockSignal : public testing::Test {
+ protected:
+  void SetUp() override {
+    sigset_t m;
+    sigemptyset(&m);
+    sigaddset(&m, SIGUSR1);
+    ASSERT_EQ(pthread_sigmask(SIG_BLOCK, &m, &saved_), 0);
+    g_handled = 0;
+  }
+  void TearDown() override {
+    signal(SIGUSR1, SIG_DFL);
+    pthread_sigmask(SIG_SETMASK, &saved_, nullptr);
+  }
+  void Install(int flags) {
+    struct sigaction sa {};
+    sa.sa_handler = Handler;
+    sa.sa_flags = flags;
+    ASSERT_EQ(sigaction(SIGUSR1, &sa, nullptr), 0);
+  }
+  // Runs op() in a ULT that takes SIGUSR1 and signals it once it parked.
+  // op's result, or 1000 if it still waits 3 s after the handler ran (then
+  // release() must let it go; the ULT is detached).
+  int64_t Interrupted(weft::Runtime& rt, std::function<int64_t()> op, std::function<void()> after_handler = {}) {
+    std::atomic<uint64_t> id{0};
+    auto got = std::make_shared<std::atomic<int64_t>>(1000);
+    uint64_t parks = Parks(rt);
+    weft::Ult u = rt.spawn([&, got, op] {
+      sigset_t m;
+      sigemptyset(&m);
+      sigaddset(&m, SIGUSR1);
+      pthread_sigmask(SIG_UNBLOCK, &m, nullptr);
+      id.store(weft::this_ult::id().value());
+      got->store(op());
+    });
+    EXPECT_TRUE(WaitFor([&] { return id.load() != 0 && Parks(rt) > parks; }, milliseconds(10000)));
+    std::this_thread::sleep_for(milliseconds(5));
+    EXPECT_TRUE(weft::signal(weft::UltId::FromValue(id.load()), SIGUSR1).ok());
+    EXPECT_TRUE(WaitFor([&] { return g_handled.load() == 1; }, milliseconds(10000))) << "the handler never ran";
+    if (after_handler) after_handler();
+    if (!WaitFor([&] { return got->load() != 1000; }, milliseconds(3000))) {
+      EXPECT_TRUE(u.detach().ok());
+      return 1000;
+    }
+    EXPECT_TRUE(u.join().ok());
+    return got->load();
+  }
+  sigset_t saved_;
+};
+
+TEST_F(IoSockSignal, RecvfromAndAcceptorEndWithEintrWithoutSaRestart) {
+  Watchdog wd(std::string("IoSockSignal.RecvfromAndAcceptor"), 60);
+  weft::Runtime rt(weft::Options{.workers = 2});
+  Install(0);
+  io::Address aa, ba;
+  int a = -1, b = -1, lfd = -1;
+  ASSERT_TRUE(rt.block_on([&] {
+    a = UdpSocket(&aa);
+    b = UdpSocket(&ba);
+    lfd = io::listen_tcp("127.0.0.1", 0);
+  }).ok());
+  char buf[16];
+  int64_t r = Interrupted(rt, [&] { return io::recvfrom(b, buf, sizeof buf, nullptr); });
+  EXPECT_EQ(r, -EINTR) << "1000: recvfrom went on waiting after the handler";
+  // Nothing was taken: the next datagram goes to the next call.
+  ASSERT_TRUE(rt.block_on([&] {
+    EXPECT_EQ(io::sendto(a, "d1", 2, ba), 2);
+    EXPECT_EQ(io::recvfrom(b, buf, sizeof buf, nullptr, 0, io::Deadline::in(std::chrono::seconds(10))), 2);
+  }).ok());
+
+  auto acc = std::make_unique<io::Acceptor>(lfd);
+  g_handled = 0;
+  r = Interrupted(rt, [&] { return static_cast<int64_t>(acc->accept()); });
+  EXPECT_EQ(r, -EINTR) << "1000: Acceptor::accept went on waiting after the handler";
+  if (r == 1000) {
+    ASSERT_TRUE(rt.block_on([&] { io::connect_tcp("127.0.0.1", static_cast<uint16_t>(io::local_port(lfd))); }).ok());
+    std::this_thread::sleep_for(milliseconds(100));
+  }
+  // The Acceptor still works.
+  ASSERT_TRUE(rt.block_on([&] {
+    int c = io::connect_tcp("127.0.0.1", static_cast<uint16_t>(io::local_port(lfd)));
+    EXPECT_GE(c, 0);
+    int s2 = acc->accept(io::Deadline::in(std::chrono::seconds(10)));
+    EXPECT_GE(s2, 0);
+    io::close(s2);
+    io::close(c);
+    acc.reset();
+    io::close(a);
+    io::close(b);
+    io::close(lfd);
+  }).ok());
+}
+
+TEST_F(IoSockSignal, RecvmsgGoesOnWithSaRestart) {
+  Watchdog wd(std::string("IoSockSignal.RecvmsgGoesOn"), 60);
+  weft::Runtime rt(weft::Options{.workers = 2});
+  Install(SA_RESTART);
+  io::Address aa, ba;
+  int a = -1, b = -1;
+  ASSERT_TRUE(rt.block_on([&] {
+    a = UdpSocket(&aa);
+    b = UdpSocket(&ba);
+  }).ok());
+  char buf[16];
+  int64_t r = Interrupted(
+      rt,
+      [&] {
+        iovec v{buf, sizeof buf};
+        msghdr m{};
+        m.msg_iov = &v;
+        m.msg_iovlen = 1;
+        return io::recvmsg(b, &m);
+      },
+      [&] {
+        std::this_thread::sleep_for(milliseconds(5));
+        EXPECT_EQ(::sendto(a, "go", 2, 0, ba.get(), ba.len), 2);
+      });
+  EXPECT_EQ(r, 2) << "a handler with SA_RESTART ended recvmsg";
+  ::close(a);
+  ::close(b);
 }
 
 }  // namespace
