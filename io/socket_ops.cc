@@ -10,6 +10,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <ctime>
 #include <memory>
 
 #include "io/acceptor.h"
@@ -97,6 +98,19 @@ int wait_splice_ends(int fd_in, int fd_out, Deadline d) {
   pollfd p[2] = {{fd_in, POLLIN, 0}, {fd_out, POLLOUT, 0}};
   sys(SYS_poll, arg(p), 2, 0);
   bool in_ready = (p[0].revents & (POLLIN | POLLHUP | POLLERR)) != 0;
+  bool out_ready = (p[1].revents & (POLLOUT | POLLHUP | POLLERR)) != 0;
+  if (in_ready && out_ready) {
+    // Both say ready and the splice still said EAGAIN (not seen; a guard
+    // against a hot loop): try again in a millisecond, within d.
+    if (!d.is_none() && rt::monotonic_ns() >= d.ns()) return -ETIMEDOUT;
+    if (this_ult::in_ult()) {
+      this_ult::sleep_for(std::chrono::milliseconds(1));
+    } else {
+      timespec ts{0, 1000 * 1000};
+      sys(SYS_nanosleep, arg(&ts), 0);
+    }
+    return 0;
+  }
   int w = in_ready ? io::poll(fd_out, POLLOUT, d) : io::poll(fd_in, POLLIN, d);
   return w < 0 ? w : 0;
 }
