@@ -271,9 +271,14 @@ TEST_P(IoSock, RecvmsgIovecsAndTruncation) {
     EXPECT_EQ(io::recvfrom(b, small, sizeof small, MSG_TRUNC, nullptr, nullptr), 100);
     // Errors are values.
     EXPECT_EQ(NO_ERRNO(io::sendto(a, "x", 1, 0, nullptr, 0)), -EDESTADDRREQ);
+    // A closed number nothing reuses meanwhile (see the sockopt test).
+    int dead = fcntl(a, F_DUPFD_CLOEXEC, 920 + static_cast<int>(ctx()));
+    ASSERT_GE(dead, 920);
+    ::close(dead);
+    EXPECT_EQ(NO_ERRNO(io::recvmsg(dead, &rm)), -EBADF);
+    EXPECT_EQ(NO_ERRNO(io::sendmsg(dead, &sm)), -EBADF);
     EXPECT_EQ(io::close(a), 0);
     EXPECT_EQ(io::close(b), 0);
-    EXPECT_EQ(NO_ERRNO(io::recvmsg(a, &rm)), -EBADF);
   });
 }
 
