@@ -70,6 +70,9 @@ class Backend {
   virtual int connect(const Route& r, int fd, const sockaddr* addr, socklen_t len, io::Deadline d) const = 0;
   virtual int64_t recv(const Route& r, int fd, void* buf, size_t n, int flags, io::Deadline d) const = 0;
   virtual int64_t send(const Route& r, int fd, const void* buf, size_t n, int flags, io::Deadline d) const = 0;
+  // sendmsg/recvmsg (socket_ops.cc builds sendto/recvfrom on them).
+  virtual int64_t sendmsg(const Route& r, int fd, const msghdr* msg, int flags, io::Deadline d) const = 0;
+  virtual int64_t recvmsg(const Route& r, int fd, msghdr* msg, int flags, io::Deadline d) const = 0;
 
  protected:
   ~Backend() = default;
@@ -97,6 +100,8 @@ class BlockingBackend : public Backend {
   int connect(const Route& r, int fd, const sockaddr* addr, socklen_t len, io::Deadline d) const override;
   int64_t recv(const Route& r, int fd, void* buf, size_t n, int flags, io::Deadline d) const override;
   int64_t send(const Route& r, int fd, const void* buf, size_t n, int flags, io::Deadline d) const override;
+  int64_t sendmsg(const Route& r, int fd, const msghdr* msg, int flags, io::Deadline d) const override;
+  int64_t recvmsg(const Route& r, int fd, msghdr* msg, int flags, io::Deadline d) const override;
 };
 
 const Backend& uring_backend();
@@ -105,5 +110,19 @@ const Backend& blocking_backend();
 
 // The route for an operation made now by the caller (see above).
 Route route_for_caller();
+
+// Routes one operation and calls the backend's member `op` for it.
+template <class Op, class... Args>
+auto dispatch(Op op, Args... args) {
+  Route r = route_for_caller();
+  return (r.backend->*op)(r, args...);
+}
+
+// IORING_OP_SPLICE on the calling ULT's ring (uring_ops.cc): the bytes
+// moved or -errno, as io::splice (offsets by value: -1 is "the file
+// position"). -ENOSYS when the caller is not a ULT on an io_uring worker
+// (the caller then splices another way).
+int64_t uring_splice(int fd_in, int64_t off_in, int fd_out, int64_t off_out, unsigned len, unsigned flags,
+                     io::Deadline d);
 
 }  // namespace weft::io_internal

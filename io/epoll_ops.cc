@@ -151,6 +151,16 @@ class EpollBackend final : public BlockingBackend {
     auto call = [&] { return sys(SYS_sendto, fd, arg(buf), static_cast<long>(n), flags | MSG_DONTWAIT, 0, 0); };
     return epoll_op(engine(r), fd, EPOLLOUT, d, call, call);
   }
+
+  int64_t sendmsg(const Route& r, int fd, const msghdr* msg, int flags, Deadline d) const override {
+    auto call = [&] { return sys(SYS_sendmsg, fd, arg(msg), flags | MSG_DONTWAIT); };
+    return epoll_op(engine(r), fd, EPOLLOUT, d, call, call);
+  }
+
+  int64_t recvmsg(const Route& r, int fd, msghdr* msg, int flags, Deadline d) const override {
+    auto call = [&] { return sys(SYS_recvmsg, fd, arg(msg), flags | MSG_DONTWAIT); };
+    return epoll_op(engine(r), fd, EPOLLIN, d, call, call);
+  }
 };
 
 }  // namespace

@@ -30,15 +30,6 @@ Route route_for_caller() {
   return Route{e->kind() == Engine::Kind::kUring ? &uring_backend() : &epoll_backend(), c.ult, e};
 }
 
-namespace {
-// Routes one operation and calls the backend's member `op` for it.
-template <class Op, class... Args>
-auto dispatch(Op op, Args... args) {
-  Route r = route_for_caller();
-  return (r.backend->*op)(r, args...);
-}
-}  // namespace
-
 }  // namespace weft::io_internal
 
 namespace weft::io {

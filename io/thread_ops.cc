@@ -111,6 +111,16 @@ int64_t BlockingBackend::send(const Route&, int fd, const void* buf, size_t n, i
   });
 }
 
+int64_t BlockingBackend::sendmsg(const Route&, int fd, const msghdr* msg, int flags, Deadline d) const {
+  return thread_op(fd, POLLOUT, d,
+                   [&] { return sys(SYS_sendmsg, fd, arg(msg), flags | (d.is_none() ? 0 : MSG_DONTWAIT)); });
+}
+
+int64_t BlockingBackend::recvmsg(const Route&, int fd, msghdr* msg, int flags, Deadline d) const {
+  return thread_op(fd, POLLIN, d,
+                   [&] { return sys(SYS_recvmsg, fd, arg(msg), flags | (d.is_none() ? 0 : MSG_DONTWAIT)); });
+}
+
 // --- file operations: the same on the epoll backend ------------------------------
 
 int64_t BlockingBackend::pread(const Route&, int fd, void* buf, size_t n, off_t off, Deadline) const {

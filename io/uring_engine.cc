@@ -152,6 +152,12 @@ void UringEngine::handle(const io_uring_cqe* cqe) {
       }
       return;
     }
+    case kTagMultishot:
+      multishot_accept_cqe(this, reinterpret_cast<MultishotAccept*>(ud & ~kTagMask), cqe->res, cqe->flags);
+      return;
+    case kTagMultishotCancel:
+      multishot_cancel_cqe(reinterpret_cast<MultishotAccept*>(ud & ~kTagMask));
+      return;
     case kTagCancel:
       close_request_ack(reinterpret_cast<CloseRequest*>(ud & ~kTagMask));
       return;
@@ -165,6 +171,17 @@ void UringEngine::handle(const io_uring_cqe* cqe) {
 
 void UringEngine::process_requests() {
   for (void* op : take_op_cancels()) {
+    if (reinterpret_cast<uintptr_t>(op) & 1) {
+      // An Acceptor's armed accept (post_multishot_cancel): keyed by its
+      // user_data; if it has ended already the cancel finds nothing
+      // (-ENOENT). The cancel's CQE drops the reference the poster took.
+      auto* m = reinterpret_cast<MultishotAccept*>(reinterpret_cast<uintptr_t>(op) & ~uintptr_t{1});
+      io_uring_sqe* sqe = get_sqes(1);
+      io_uring_prep_cancel64(sqe, reinterpret_cast<uint64_t>(m) | kTagMultishot, 0);
+      io_uring_sqe_set_data64(sqe, reinterpret_cast<uint64_t>(m) | kTagMultishotCancel);
+      note_prepared();
+      continue;
+    }
     auto* c = static_cast<Completion*>(op);
     WEFT_DCHECK(c->engine == this, "an interrupt posted to an engine that does not have the operation");
     // The operation is in flight here, so the ring is set up. The cancel
@@ -215,6 +232,17 @@ void UringEngine::cancel_now(int fd) {
     WEFT_CHECK(r >= 0 || r == -EINTR || r == -EBUSY || r == -EAGAIN || r == -ETIME || here.done,
                "io_uring_enter for a cancel on fd %d failed: %s", fd, strerror(-r));
   }
+}
+
+void UringEngine::arm_multishot_accept(MultishotAccept* m) {
+  WEFT_DCHECK(state_ == State::kReady && rt::caller().poller == this, "arming an accept on a ring not our own");
+  io_uring_sqe* sqe = get_sqes(1);
+  // No address buffer: one would be shared by every CQE (io.h, Acceptor).
+  io_uring_prep_multishot_accept(sqe, m->fd, nullptr, nullptr, SOCK_CLOEXEC);
+  io_uring_sqe_set_data64(sqe, reinterpret_cast<uint64_t>(m) | kTagMultishot);
+  in_flight.fetch_add(1, std::memory_order_acq_rel);
+  fd_ops_add(m->fd, 1);
+  note_prepared();
 }
 
 void UringEngine::poll() {

@@ -45,6 +45,7 @@
 #include <atomic>
 #include <cstdint>
 
+#include "io/acceptor.h"
 #include "io/engine.h"
 
 namespace weft::io_internal {
@@ -61,6 +62,8 @@ inline constexpr uint64_t kTagTimeout = 1;     // an operation's linked timeout
 inline constexpr uint64_t kTagCancel = 2;      // a CloseRequest from another thread
 inline constexpr uint64_t kTagCancelHere = 3;  // cancel_now's own cancel
 inline constexpr uint64_t kTagInterrupt = 4;   // the cancel of an operation a signal interrupted
+inline constexpr uint64_t kTagMultishot = 5;   // an Acceptor's armed multishot accept (io/acceptor.h)
+inline constexpr uint64_t kTagMultishotCancel = 6;  // the cancel of one
 
 // One operation's record, on the waiting ULT's stack.
 //
@@ -107,6 +110,17 @@ class UringEngine final : public Engine {
   // Owner only: the SQEs just taken are complete; they go out at the next
   // scheduler pass.
   void note_prepared() { ++pending_; }
+  // Owner only (a ULT of this worker, before it parks): arms m's multishot
+  // accept on this ring (io/acceptor.h). The caller has set m->armed and
+  // m->engine, taken the armed reference and added one to m->idle; the
+  // final CQE gives them back. Counted in in_flight and fd_ops like any
+  // operation, so io::close(m->fd) finds and cancels it.
+  void arm_multishot_accept(MultishotAccept* m);
+  // Any thread: the owner cancels m's armed accept at its next pass (the
+  // caller has taken a reference for the cancel; its CQE drops it).
+  void post_multishot_cancel(MultishotAccept* m) {
+    post_op_cancel(reinterpret_cast<void*>(reinterpret_cast<uintptr_t>(m) | 1));
+  }
   uint32_t unsubmitted() const { return pending_; }
 
   unsigned setup_flags() const { return setup_flags_; }

@@ -207,6 +207,23 @@ class UringBackend final : public Backend {
   int64_t send(const Route& r, int fd, const void* buf, size_t n, int flags, Deadline d) const override {
     return uring_slow_op(r, fd, d, [&](io_uring_sqe* s) { io_uring_prep_send(s, fd, buf, n, flags); });
   }
+
+  // The kernel copies the msghdr (and its iovec array) when it prepares
+  // the request, and writes msg_flags, msg_namelen and msg_controllen back
+  // at completion, as recvmsg(2) does: all of it on this ULT's stack or
+  // the caller's, which outlive the operation (uring_op returns after the
+  // last CQE).
+  int64_t sendmsg(const Route& r, int fd, const msghdr* msg, int flags, Deadline d) const override {
+    return uring_slow_op(r, fd, d,
+                         [&](io_uring_sqe* s) { io_uring_prep_sendmsg(s, fd, msg, static_cast<unsigned>(flags)); });
+  }
+
+  int64_t recvmsg(const Route& r, int fd, msghdr* msg, int flags, Deadline d) const override {
+    return uring_slow_op(r, fd, d, [&](io_uring_sqe* s) {
+      io_uring_prep_recvmsg(s, fd, msg, static_cast<unsigned>(flags));
+      s->ioprio |= IORING_RECVSEND_POLL_FIRST;  // as recv
+    });
+  }
 };
 
 }  // namespace
@@ -214,6 +231,17 @@ class UringBackend final : public Backend {
 const Backend& uring_backend() {
   static const UringBackend b;
   return b;
+}
+
+int64_t uring_splice(int fd_in, int64_t off_in, int fd_out, int64_t off_out, unsigned len, unsigned flags,
+                     io::Deadline d) {
+  Route r = route_for_caller();
+  if (r.backend != &uring_backend()) return -ENOSYS;
+  // The request's file is fd_out (io::close(fd_out) finds and cancels it);
+  // fd_in travels in the SQE. A slow-device call, as read and write.
+  return uring_slow_op(r, fd_out, d, [&](io_uring_sqe* s) {
+    io_uring_prep_splice(s, fd_in, off_in, fd_out, off_out, len, flags);
+  });
 }
 
 int uring_waitid(int idtype, int id, siginfo_t* info, int options, io::Deadline d) {
