@@ -340,7 +340,8 @@ int multishot_accept(MultishotAccept* m, Route r, io::Deadline d) {
         m->ready.pop_front();
         return fd;
       }
-      if (!d.is_none() && rt::monotonic_ns() >= d.ns()) {
+      bool stop = rt::stop_requested(self);  // asked to stop: leave as at a deadline
+      if (stop || (!d.is_none() && rt::monotonic_ns() >= d.ns())) {
         // Leaving: if we were sent back to arm (kRearm), hand that to the
         // next waiter, or nobody would.
         if (!m->armed && !m->waiters.empty()) {
@@ -350,7 +351,7 @@ int multishot_accept(MultishotAccept* m, Route r, io::Deadline d) {
           w->done = true;
           rt::unpark(w->ult);
         }
-        return -ETIMEDOUT;
+        return stop ? -ECANCELED : -ETIMEDOUT;
       }
       m->waiters.push_back(&me);
       if (!m->armed) {
@@ -374,14 +375,15 @@ int multishot_accept(MultishotAccept* m, Route r, io::Deadline d) {
       rt::LockGuard<rt::KltMutex> g(m->mu);
       if (me.done) break;
       bool interrupted = rt::handler_interrupts(self, mark, /*restartable=*/true);
-      if (timed_out || interrupted) {
+      bool stopped = rt::stop_requested(self);  // the requester unparked us (park.h)
+      if (timed_out || interrupted || stopped) {
         for (auto it = m->waiters.begin(); it != m->waiters.end(); ++it) {
           if (*it == &me) {
             m->waiters.erase(it);
             break;
           }
         }
-        return timed_out ? -ETIMEDOUT : -EINTR;
+        return stopped ? -ECANCELED : timed_out ? -ETIMEDOUT : -EINTR;
       }
     }
     if (me.result != MultishotAccept::kRearm) return me.result;

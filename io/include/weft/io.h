@@ -50,6 +50,14 @@
 // up to 1 s); success after failures is logged too. A worker is never
 // degraded for good by a transient shortage.
 //
+// Stop requests (weft/runtime.h, "Cancellation"): an operation of a ULT
+// that is asked to stop — before or while it waits — is cancelled and
+// returns -ECANCELED: it did not and will not take effect, except that an
+// operation that could complete without waiting may still complete, and a
+// read or write that moved bytes before the cancel returns that count.
+// close() is never cancelled. On a thread nothing is cancelled (threads
+// have no stop request).
+//
 // Closing: io::close(fd) first cancels every operation in flight on fd (on
 // any worker); they complete with -ECANCELED (or with their own result if
 // they completed first). See close() for how long it waits for that.
@@ -379,13 +387,14 @@ absl::StatusOr<int> listen_tcp_or(std::string_view host, uint16_t port, const Li
 // An Acceptor serves accept() calls on a listening socket it does not own.
 //
 //   io::Acceptor acc(listen_fd);
-//   for (;;) { int c = acc.accept(); if (c < 0) break; weft::spawn(...); }
+//   for (;;) { int c = acc.accept(); if (c < 0) break; (void)conns.spawn(...); }  // a TaskGroup
 //
 // accept(d): the next connection (a new socket, close-on-exec, in the same
 // mode as io::accept() gives on this backend), or -errno: -ETIMEDOUT at
 // the deadline, -EINTR (a signal handler without SA_RESTART ran on the
 // waiting ULT), -ECANCELED (io::close(listen_fd) or the Acceptor's own
-// cancel ended the armed accept while this call waited), or accept(2)'s
+// cancel ended the armed accept while this call waited, or the calling ULT
+// was asked to stop: see weft/runtime.h, "Cancellation"), or accept(2)'s
 // errors (-EBADF, -EINVAL: not listening, -EMFILE, ...). Errors of the
 // armed accept go to every call waiting when it ends; the next call arms
 // a new one.
