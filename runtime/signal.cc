@@ -475,9 +475,17 @@ void leave_permit(UltDesc* u) {
 void deliver_in_handler(Worker* w, void* uctx) {
   UltDesc* u = w->current.load(std::memory_order_relaxed);
   if (u == nullptr || u->sig_defer != 0 || !on_ult_stack(u, uctx) || !deliverable(u)) return;
-  // The handlers run with the interrupted mask (the worker's constant one):
-  // faults inside them are taken, doorbells can nest.
-  glibc_sigmask(SIG_SETMASK, &static_cast<ucontext_t*>(uctx)->uc_sigmask, nullptr);
+  // The handlers run with the interrupted mask (the worker's constant one,
+  // so faults inside them are taken) plus the doorbell: doorbells queue (a
+  // real-time signal) while this KLT blocks it — in this handler, around a
+  // fork — and unblocking it here let every queued one nest a frame on the
+  // ULT's stack before any delivery, until it overflowed (issue 14: seen
+  // in process_spawn's HundredSpawners, 1 run in 20-60). Now the next one
+  // comes after this handler returns, at the same depth; a ULT inside a
+  // signal handler is not time-sliced meanwhile.
+  sigset_t m = static_cast<ucontext_t*>(uctx)->uc_sigmask;
+  sigaddset(&m, doorbell());
+  glibc_sigmask(SIG_SETMASK, &m, nullptr);
   uint32_t before = u->sig_handled.load(std::memory_order_relaxed);
   deliver(u);
   if (u->sig_handled.load(std::memory_order_relaxed) != before) leave_permit(u);
