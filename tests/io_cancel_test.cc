@@ -10,6 +10,7 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -115,6 +116,43 @@ TEST(IoCancel, AcceptAndPollEnd) {
   EXPECT_EQ(fcntl(sv[0], F_GETFD), -1) << "close in a stopped ULT did not close";
   close(sv[1]);
   close(*lfd);
+}
+
+// io readiness in weft::select: fires when the fd becomes readable (and
+// only then), loses to a channel that is ready first without consuming
+// anything, and a select that names it ends at its deadline.
+TEST(IoCancel, SelectOnReadiness) {
+  Watchdog wd(60s, TestName());
+  weft::Runtime rt(weft::Options{.workers = 2});
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  absl::Status s = rt.block_on([&] {
+    weft::Channel<int> ch(1);
+    std::optional<int> m;
+    int revents = 0;
+    // Nothing ready: the deadline fires.
+    EXPECT_EQ(weft::select(weft::io::ready_case(sv[0], POLLIN, &revents), weft::recv_case(ch, &m),
+                           weft::after(20ms)),
+              2);
+    // The channel first: readiness is not consumed.
+    EXPECT_TRUE(ch.send(7).ok());
+    EXPECT_EQ(weft::select(weft::io::ready_case(sv[0], POLLIN, &revents), weft::recv_case(ch, &m)), 1);
+    EXPECT_EQ(m.value_or(0), 7);
+    // Data arrives while the select waits: the io case fires.
+    auto writer = weft::spawn([&] {
+      weft::this_ult::sleep_for(5ms);
+      return weft::io::write(sv[1], "x", 1);
+    });
+    EXPECT_EQ(weft::select(weft::io::ready_case(sv[0], POLLIN, &revents), weft::recv_case(ch, &m)), 0);
+    EXPECT_TRUE(revents & POLLIN) << revents;
+    EXPECT_EQ(writer.join().value_or(-1), 1);
+    char c = 0;
+    EXPECT_EQ(weft::io::read(sv[0], &c, 1), 1);
+    EXPECT_EQ(c, 'x');
+  });
+  EXPECT_TRUE(s.ok()) << s;
+  close(sv[0]);
+  close(sv[1]);
 }
 
 // Runtime::shutdown(100 ms) with 10,000 ULTs (2,000 under TSan) parked in accept, recv, sleeps

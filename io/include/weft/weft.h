@@ -12,5 +12,6 @@
 #include "weft/select.h"
 #include "weft/timer.h"
 #include "weft/io.h"
+#include "weft/io_select.h"
 #include "weft/process.h"
 #include "weft/version.h"
