@@ -137,7 +137,7 @@ int EpollEngine::wait_ready(int fd, uint32_t events, int64_t deadline_ns, Interr
   if ((st.armed & events) != events) rearm(&st);
   if (st.waiters.empty()) fds_.erase(fd);  // rearm failed and released us already
   uint64_t mark = in == Interrupt::kNever ? 0 : rt::handler_mark(self);
-  if (rt::stop_requested(self)) me.result = -ECANCELED;  // asked before the wait began
+  if (me.result == 1 && rt::stop_requested(self)) me.result = -ECANCELED;  // asked before the wait began
   while (me.result == 1) {
     if (deadline_ns < 0) {
       rt::park_current(self);

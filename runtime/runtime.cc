@@ -201,10 +201,12 @@ void sleep_until_monotonic_ns(int64_t deadline) {
     // Practically forever (292 years after boot): no timer at all. Only a
     // stop request ends it (a spurious wake-up parks again).
     while (!rt::stop_requested(self)) rt::park_current(self);
+    rt::yield_current(self);  // a loop of sleeps that ignores the stop must not spin on its worker
     return;
   }
   // A stop request (stop.cc) sets the flag, then unparks us.
   while (!rt::stop_requested(self) && rt::monotonic_ns() < deadline) rt::park_current_until(self, deadline);
+  if (rt::stop_requested(self)) rt::yield_current(self);  // as above
 }
 
 UltId id() {

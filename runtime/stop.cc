@@ -39,6 +39,7 @@ namespace {
 // Returns whether this was the first request, and the copy in *src.
 bool request_locked(UltDesc* u, std::stop_source* src) {
   bool first = !u->stop.exchange(true, std::memory_order_seq_cst);
+  if (!first) return false;  // asked before: already woken
   if (std::stop_source* s = u->stop_source.load(std::memory_order_seq_cst)) *src = *s;
   unpark(u);
   return first;
@@ -179,11 +180,20 @@ absl::Status Scheduler::shutdown_within(int64_t timeout_ns) {
   // Exits signal exit_signal from here on (exit_current).
   shutting_down.store(true, std::memory_order_seq_cst);
   request_stop_all(this);
+  int64_t walked = start;
   for (;;) {
     uint32_t seen = exit_signal.load(std::memory_order_acquire);
     if (live_ults() == 0) return shutdown();
     int64_t now = monotonic_ns();
     if (now >= deadline) break;
+    // Again every 10 ms: a spawn racing the first walk (its live_in store
+    // still in its store buffer while it read stop_all as false: a
+    // store-buffer race neither side fences, to keep spawn cheap) is
+    // caught by a later one. ULTs already asked are skipped.
+    if (now - walked >= 10 * 1000 * 1000) {
+      request_stop_all(this);
+      walked = now;
+    }
     int64_t wait = std::min<int64_t>(deadline - now, 2 * 1000 * 1000);
     timespec ts{0, static_cast<long>(wait)};
     sys::futex_wait_for(&exit_signal, seen, &ts);

@@ -17,6 +17,8 @@
 //    children present, under mu_: no child misses it.
 #include "weft/task_group.h"
 
+#include <thread>
+
 #include "sys/raw_log.h"
 
 namespace weft {
@@ -54,6 +56,9 @@ absl::Status TaskGroup::adopt(Ult h) {
     (void)h.detach();
     return absl::OkStatus();
   }
+  ids_lock();
+  ids_.insert(id);
+  ids_unlock();
   if (stop_.stop_requested()) (void)h.request_stop();
   children_.emplace(id, std::move(h));
   return absl::OkStatus();
@@ -61,6 +66,9 @@ absl::Status TaskGroup::adopt(Ult h) {
 
 void TaskGroup::child_ended() {
   uint64_t me = this_ult::id().value();
+  ids_lock();
+  ids_.erase(me);
+  ids_unlock();
   std::lock_guard<Mutex> g(mu_);
   auto it = children_.find(me);
   if (it != children_.end()) {
@@ -86,11 +94,23 @@ void TaskGroup::child_failed(absl::Status s, std::exception_ptr e) {
   if (cancel) request_stop();
 }
 
+// Never parks (it runs in std::stop_callbacks): the spin flag's holders
+// only insert, erase or walk ids_, and request_stop_of takes only a ULT's
+// join_lock (a spinlock) and unparks.
 void TaskGroup::request_stop() {
   stop_.request_stop();
-  std::lock_guard<Mutex> g(mu_);
-  for (auto& c : children_) (void)c.second.request_stop();
+  ids_lock();
+  for (uint64_t id : ids_) (void)detail::request_stop_of(UltId::FromValue(id));
+  ids_unlock();
 }
+
+void TaskGroup::ids_lock() const {
+  for (int spins = 0; ids_busy_.exchange(true, std::memory_order_acquire);) {
+    if (++spins > 64) std::this_thread::yield();
+  }
+}
+
+void TaskGroup::ids_unlock() const { ids_busy_.store(false, std::memory_order_release); }
 
 void TaskGroup::wait_children(absl::Status* s, std::exception_ptr* e) {
   std::unique_lock<Mutex> g(mu_);

@@ -292,6 +292,7 @@ class [[nodiscard]] JoinHandle {
     Slot* slot;
     std::exception_ptr error;
     detail::ResultSlot<Stored> value;  // moved out of the ULT's stack
+    ~Taken() { value.reset(); }
   };
 
   Result join_impl(bool cancellable) {
@@ -305,7 +306,13 @@ class [[nodiscard]] JoinHandle {
           t->error = std::move(t->slot->error);
           t->slot->error = nullptr;
           if constexpr (!std::is_void_v<Stored>) {
-            if (t->slot->has_value) t->value.emplace(std::move(*t->slot->value()));
+            // A move constructor that throws: its exception is the join's
+            // (the runtime must still release the ULT: nothing escapes).
+            try {
+              if (t->slot->has_value) t->value.emplace(std::move(*t->slot->value()));
+            } catch (...) {
+              t->error = std::current_exception();
+            }
           }
           t->slot->reset();
         },

@@ -58,7 +58,10 @@ class TaskGroup {
   explicit TaskGroup(Runtime* rt, Options o = {});
 
   // Waits for every child (as wait(), whose result is then lost). A scope
-  // left by an exception first asks the children to stop. A failure nobody
+  // left by an exception first asks the children to stop; otherwise (an
+  // early return, say) the children are not asked — unlike a JoinHandle's
+  // destructor — and the destructor waits for them as they are: call
+  // request_stop() first to end them. A failure nobody
   // took with wait() is printed to stderr; an exception of a child that
   // nobody took terminates the process (as for a JoinHandle), unless an
   // exception is already unwinding the scope.
@@ -94,6 +97,9 @@ class TaskGroup {
           g->child_ended();
         }
       } end{this, &f};
+      // A group already asked to stop: its children start asked to stop
+      // (adopt() asks too, but this child may run before it is adopted).
+      if (stop_.stop_requested()) (void)detail::request_stop_of(this_ult::id());
       try {
         if constexpr (std::is_void_v<R>) {
           (*f)();
@@ -110,7 +116,13 @@ class TaskGroup {
       }
     };
     starting();
-    Ult h = rt_ != nullptr ? rt_->spawn(std::move(body), opts) : weft::spawn(std::move(body), opts);
+    Ult h;
+    try {  // a throwing move of fn: the start did not happen
+      h = rt_ != nullptr ? rt_->spawn(std::move(body), opts) : weft::spawn(std::move(body), opts);
+    } catch (...) {
+      (void)adopt(Ult(UltId(), absl::InternalError("spawn threw"), nullptr));
+      throw;
+    }
     return adopt(std::move(h));
   }
 
@@ -158,6 +170,14 @@ class TaskGroup {
   Options options_;
   std::stop_source stop_;
   mutable Mutex mu_;
+  // The ids of the adopted children still running, under a spin flag, not
+  // mu_: request_stop() runs in std::stop_callbacks (the owner's stop),
+  // which must not park (a stop_callback's destructor waits for a running
+  // callback by blocking its kernel thread).
+  mutable std::atomic<bool> ids_busy_{false};
+  std::unordered_set<uint64_t> ids_;  // guarded by ids_busy_
+  void ids_lock() const;
+  void ids_unlock() const;
   CondVar ended_;                 // running_ reached 0
   size_t running_ = 0;            // guarded by mu_: spawned (or spawning) and not ended
   // guarded by mu_: handles of the running children, by id; a child that
@@ -195,8 +215,15 @@ JoinResult<std::invoke_result_t<std::decay_t<F>&>> timeout(std::chrono::nanoseco
   std::atomic<bool> expired{false};
   auto timer = spawn_on([id = h.id(), d, &expired] {
     this_ult::sleep_for(d);
-    if (!this_ult::stop_requested() && detail::request_stop_of(id)) expired.store(true);
+    if (this_ult::stop_requested()) return;  // fn returned first
+    expired.store(true);
+    (void)detail::request_stop_of(id);  // a stale id (fn joined meanwhile) is refused
   });
+  if (!timer.status().ok()) {  // no timer: do not wait without a bound
+    (void)h.request_stop();
+    (void)h.join_ignoring_stop();
+    return timer.status();
+  }
   auto r = h.join();
   if (h.joinable() && h.status().ok()) {  // the caller was asked to stop: pass it on
     (void)h.request_stop();
