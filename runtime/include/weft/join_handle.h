@@ -8,7 +8,9 @@
 //   void                    absl::Status
 //   absl::Status            absl::Status (the callable's own, not wrapped)
 //   absl::StatusOr<T>       absl::StatusOr<T> (likewise)
-//   T& (a reference)        absl::StatusOr<std::reference_wrapper<T>>
+//   T& (a reference)        absl::StatusOr<std::reference_wrapper<T>> (the
+//                           callable is destroyed when it returns: a
+//                           reference into its own captures dangles)
 //   T or T&&                absl::StatusOr<T>
 // An error status from join() is either weft's (the spawn failed, the
 // handle is empty, the joining ULT was asked to stop while it waited) or,
@@ -240,7 +242,12 @@ class [[nodiscard]] JoinHandle {
   // calling ULT was asked to stop while it waited (the handle stays
   // joinable: join again, or let the destructor do it); Aborted for a
   // non-void callable whose ULT ended with pthread_exit() instead of
-  // returning a value; for absl::Status / StatusOr callables, their own.
+  // returning a value; for absl::Status / StatusOr callables, their own
+  // (a callable's own Cancelled and weft's look alike: joinable() tells
+  // them apart — still true only after weft's). In a ULT that was asked to
+  // stop, join() of a ULT still running returns Cancelled at once, every
+  // time: cleanup code that must wait for it uses join_ignoring_stop()
+  // (after request_stop(), typically).
   Result join() { return join_impl(true); }
 
   // As join(), but a stop request of the calling ULT does not end the wait
