@@ -21,4 +21,17 @@ T& leaked_instance(std::atomic<T*>& slot) {
   return *p;
 }
 
+// In a forked child: forgets the parent's instance (*slot becomes null;
+// the next leaked_instance() call makes a fresh one). The old object is
+// kept reachable from `graveyard` rather than dropped, so a leak checker
+// (LeakSanitizer at exit) does not report an object the design leaks on
+// purpose (found when a death test's forked child exited under ASan).
+// Async-signal-safe (atomic loads and stores only).
+template <class T>
+void abandon_instance(std::atomic<T*>& slot, std::atomic<T*>& graveyard) {
+  T* old = slot.load(std::memory_order_relaxed);
+  if (old != nullptr) graveyard.store(old, std::memory_order_relaxed);
+  slot.store(nullptr, std::memory_order_relaxed);
+}
+
 }  // namespace weft::io_internal

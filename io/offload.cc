@@ -127,7 +127,10 @@ void offload(absl::FunctionRef<void()> fn) {
 
 void offload_fork_prepare() { pool().mu.lock(); }
 void offload_fork_parent() { pool().mu.unlock(); }
-void offload_fork_child() { the_pool.store(nullptr, std::memory_order_relaxed); }
+namespace {
+std::atomic<Pool*> abandoned_pool{nullptr};  // the parent's, in a forked child (leaked.h)
+}  // namespace
+void offload_fork_child() { abandon_instance(the_pool, abandoned_pool); }
 
 int offload_helpers() {
   Pool& p = pool();

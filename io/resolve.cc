@@ -159,7 +159,10 @@ Helpers& helpers() { return io_internal::leaked_instance(the_helpers); }
 namespace weft::io_internal {
 void resolve_fork_prepare() { io::helpers().fork_prepare(); }
 void resolve_fork_parent() { io::helpers().fork_parent(); }
-void resolve_fork_child() { io::the_helpers.store(nullptr, std::memory_order_relaxed); }
+namespace {
+std::atomic<io::Helpers*> abandoned_helpers{nullptr};  // the parent's, in a forked child (leaked.h)
+}  // namespace
+void resolve_fork_child() { io_internal::abandon_instance(io::the_helpers, abandoned_helpers); }
 }  // namespace weft::io_internal
 
 namespace weft::io {
