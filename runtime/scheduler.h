@@ -532,6 +532,8 @@ std::vector<UltInfo> live_ults_of(Scheduler* s);
 // held is reported with the ULT's name and the process aborts.
 void drop_result(UltDesc* u);
 [[noreturn]] void report_lost_exception(const UltDesc* u, const std::exception_ptr& e, const char* how);
+// e's what() (or "not a std::exception"), truncated to size (stop.cc).
+void exception_text(const std::exception_ptr& e, char* out, size_t size);
 
 // The SIGSEGV handler that reports stack overflows in ULTs (overflow.cc).
 // In weft's handler of SIGSEGV/SIGBUS (signal.cc): if the fault is u's

@@ -61,6 +61,16 @@ std::stop_source* own_source(UltDesc* self) {
 
 }  // namespace
 
+void exception_text(const std::exception_ptr& e, char* out, size_t size) {
+  snprintf(out, size, "%s", "not a std::exception");
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& x) {
+    snprintf(out, size, "%s", x.what());
+  } catch (...) {
+  }
+}
+
 bool stop_requested(const UltDesc* self) {
   return self != nullptr && self->stop.load(std::memory_order_acquire);
 }
@@ -136,13 +146,8 @@ void note_destructor_join(UltId id, bool unwinding) {
 }
 
 void lost_exception(UltId id, const std::exception_ptr& e, const char* how, bool unwinding) {
-  char what[200] = "not a std::exception";
-  try {
-    std::rethrow_exception(e);
-  } catch (const std::exception& x) {
-    snprintf(what, sizeof what, "%s", x.what());
-  } catch (...) {
-  }
+  char what[200];
+  rt::exception_text(e, what, sizeof what);
   if (unwinding) {
     sys::raw_logf("weft: exception escaped ULT %s and was dropped (%s, while another exception unwinds): %s",
                   id.ToString().c_str(), how, what);

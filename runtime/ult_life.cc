@@ -146,13 +146,8 @@ void drop_result(UltDesc* u) {
 }
 
 void report_lost_exception(const UltDesc* u, const std::exception_ptr& e, const char* how) {
-  char what[200] = "not a std::exception";
-  try {
-    std::rethrow_exception(e);
-  } catch (const std::exception& x) {
-    snprintf(what, sizeof what, "%s", x.what());
-  } catch (...) {
-  }
+  char what[200];
+  exception_text(e, what, sizeof what);
   sys::raw_logf("weft: exception escaped ULT %u.%u \"%s\" and nobody will join it (%s): %s", u->index,
                 u->generation.load(std::memory_order_relaxed), u->name, how, what);
   abort();

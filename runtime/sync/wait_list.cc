@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <ctime>
+#include <optional>
 
 #include "runtime/poller.h"
 #include "runtime/scheduler.h"
@@ -66,20 +67,10 @@ struct UnparkWaiter {
   void operator()() const { unpark(w->ult); }
 };
 
-bool block_stoppable(SyncWaiter* w, int64_t deadline_ns, const std::stop_token& stop) {
-  if (w->ult != nullptr) {
-    std::stop_callback<UnparkWaiter> cb(stop, UnparkWaiter{w});
-    while (w->state.load(std::memory_order_acquire) == 0) {
-      if (stop.stop_requested()) return w->state.load(std::memory_order_acquire) != 0;
-      if (deadline_ns < 0) {
-        park_current(w->ult);
-      } else {
-        if (monotonic_ns() >= deadline_ns) return w->state.load(std::memory_order_acquire) != 0;
-        park_current_until(w->ult, deadline_ns);
-      }
-    }
-    return true;
-  }
+// A thread waiting with a stop token: its futex word is the handshake's,
+// which a stop callback must not touch, so it re-checks the token every
+// millisecond.
+bool block_thread_stoppable(SyncWaiter* w, int64_t deadline_ns, const std::stop_token& stop) {
   while (w->state.load(std::memory_order_acquire) == 0) {
     if (stop.stop_requested()) return w->state.load(std::memory_order_acquire) != 0;
     int64_t now = monotonic_ns();
@@ -95,9 +86,12 @@ bool block_stoppable(SyncWaiter* w, int64_t deadline_ns, const std::stop_token& 
 
 bool block(SyncWaiter* w, int64_t deadline_ns, const std::stop_token* stop) {
   if (deadline_ns == detail::kForeverNs) deadline_ns = -1;  // saturated: no timer (weft/time.h)
-  if (stop != nullptr && stop->stop_possible()) return block_stoppable(w, deadline_ns, *stop);
+  if (stop != nullptr && !stop->stop_possible()) stop = nullptr;
   if (w->ult != nullptr) {
+    std::optional<std::stop_callback<UnparkWaiter>> cb;
+    if (stop != nullptr) cb.emplace(*stop, UnparkWaiter{w});
     while (w->state.load(std::memory_order_acquire) == 0) {
+      if (stop != nullptr && stop->stop_requested()) return w->state.load(std::memory_order_acquire) != 0;
       if (deadline_ns < 0) {
         park_current(w->ult);
       } else {
@@ -107,6 +101,7 @@ bool block(SyncWaiter* w, int64_t deadline_ns, const std::stop_token* stop) {
     }
     return true;
   }
+  if (stop != nullptr) return block_thread_stoppable(w, deadline_ns, *stop);
   while (w->state.load(std::memory_order_acquire) == 0) {
     if (deadline_ns < 0) {
       sys::futex_wait(&w->state, 0);
