@@ -66,7 +66,13 @@
 //
 // A signal that no ULT accepts but a thread of the application does (its
 // kernel mask leaves it open) is sent on to that thread
-// (forward_to_threads), with tgkill: its siginfo then says SI_TKILL.
+// (forward_to_threads), with tgkill: its siginfo then says SI_TKILL. A
+// thread's mask opens without weft seeing it when its handler returns
+// (sigreturn), and that thread may have been the only taker while the
+// handler ran: so while a signal stays pending that nobody takes, the
+// signal KLT looks again (1 ms, doubling to 64 ms), and a foreign thread's
+// own pthread_sigmask that opens a pending signal takes it before it
+// returns (take_opened), as the kernel would.
 //
 // ThreadSanitizer (the sanitizer build): it runs a handler that lands
 // outside its interceptors only when the thread next passes one, so the
@@ -712,16 +718,48 @@ void forward_to_threads() {
   closedir(d);
 }
 
+// A foreign thread whose kernel mask now leaves open signals that are
+// pending in the table (pthread_sigmask just opened them) takes them, as
+// the kernel delivers a pending signal before the unblocking call returns:
+// each is re-sent to this thread with tgkill, its handler runs at once.
+// Not the signals a ULT waits for or a SignalSet holds (`wanted`).
+void take_opened() {
+  if (g_process_pending.load(std::memory_order_acquire) == 0) return;
+  if (sys::gettid() == g.klt_tid.load(std::memory_order_relaxed)) return;
+  sigset_t cur;
+  glibc_sigmask(SIG_BLOCK, nullptr, &cur);
+  uint64_t open = maskable(~to_bits(&cur)) & ~g.wanted.load(std::memory_order_acquire);
+  uint64_t taken = 0;
+  {
+    Locked l(Locked::kThread, nullptr);
+    for (uint64_t p = g_process_pending.load(std::memory_order_relaxed) & open; p != 0; p &= p - 1) {
+      siginfo_t si;
+      take_locked(lowest(p), &si);
+      taken |= p & -p;
+    }
+  }
+  for (; taken != 0; taken &= taken - 1) sys::tgkill(sys::getpid(), sys::gettid(), lowest(taken));
+}
+
 void signal_klt_main(void*) {
   g.klt_tid.store(sys::gettid(), std::memory_order_release);
   sigset_t m;
   sigemptyset(&m);
   sigaddset(&m, doorbell());
   glibc_sigmask(SIG_SETMASK, &m, nullptr);
+  // While a signal stays pending that no ULT and no thread takes, how long
+  // to wait before looking again: a thread whose handler was running had
+  // every signal blocked and reopens them at sigreturn, which weft does not
+  // see (the comment at the top, "A signal that no ULT accepts").
+  long unclaimed_wait_ms = 1;
   for (;;) {
     route_to_sets();
     bool again = nudge();
-    if (!again) forward_to_threads();
+    bool unclaimed = false;
+    if (!again) {
+      forward_to_threads();
+      unclaimed = g_process_pending.load(std::memory_order_acquire) != 0;
+    }
     uint64_t reopen = 0;
     {
       Locked l(Locked::kThread, nullptr);
@@ -739,7 +777,10 @@ void signal_klt_main(void*) {
       glibc_sigmask(SIG_UNBLOCK, &m, nullptr);
     }
     if (g.rt_full != 0) again = true;  // look at the rings again soon
-    if (g.wake.exchange(0, std::memory_order_acq_rel) != 0) continue;
+    if (g.wake.exchange(0, std::memory_order_acq_rel) != 0) {
+      unclaimed_wait_ms = 1;
+      continue;
+    }
 #if defined(__SANITIZE_THREAD__)
     // ThreadSanitizer runs a handler that interrupts a thread outside its
     // interceptors only when the thread next passes one, and the futex wait
@@ -752,6 +793,10 @@ void signal_klt_main(void*) {
     if (again) {
       timespec ms{0, 1000 * 1000};
       sys::futex_wait_for(&g.wake, 0, &ms);
+    } else if (unclaimed) {
+      timespec t{0, unclaimed_wait_ms * 1000 * 1000};
+      sys::futex_wait_for(&g.wake, 0, &t);
+      if (unclaimed_wait_ms < 64) unclaimed_wait_ms *= 2;
     } else {
       sys::futex_wait(&g.wake, 0);
     }
@@ -1210,7 +1255,10 @@ namespace S = weft::rt::sig;
 __attribute__((visibility("default"))) int pthread_sigmask(int how, const sigset_t* set, sigset_t* old) {
   if (UltDesc* self = current_ult()) return S::ult_sigmask(self, how, set, old);
   int r = S::glibc_sigmask(how, set, old);
-  if (r == 0 && set != nullptr && weft::rt::current_worker() == nullptr) S::t_mask_known = false;
+  if (r == 0 && set != nullptr && weft::rt::current_worker() == nullptr) {
+    S::t_mask_known = false;
+    if (how != SIG_BLOCK) S::take_opened();
+  }
   return r;
 }
 
