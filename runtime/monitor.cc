@@ -8,6 +8,15 @@
 //    worker becomes retired: when its ULT comes back it runs on, then the
 //    worker serves only what must run on its KLT (pinned ULTs, its io ring).
 //    This is the seeds' scheduler activation, without kernel upcalls.
+//  - Running one ULT without a switch for longer than the threshold, with
+//    its KLT asleep in the kernel (a system call no hook covers, a
+//    pthread_mutex_lock that sleeps, a page fault on a slow file): hand
+//    its slot to a spare as for a region (kernel_block_handoff). Found
+//    cheaply: only a worker already stalled that long is a suspect, its
+//    CPU clock is sampled (one system call per tick), and only when that
+//    clock stood still does the monitor read the KLT's state from /proc
+//    (three calls): 'S' or 'D' is blocked; 'R' (computing, or runnable
+//    but not given a CPU by a busy machine) is not.
 //  - Running one ULT without a switch for longer than the threshold while
 //    ULTs wait in its deque or run_next (a long computation): those are
 //    moved to the global queue and an idle worker is woken (a hog rescue).
@@ -130,6 +139,34 @@ void handoff_locked(Scheduler* s, Worker* w, uint64_t st) {
               spare->tid.load(), moved);
 }
 
+// Hands the slot of w, whose KLT is asleep in the kernel inside the ULT it
+// runs (no blocking region: the KLT made no promise about its owner-only
+// state), to a spare. Only what other threads may touch moves: the slot
+// (the KLT reads its index at its next scheduler pass, as after
+// set_concurrency lowered the level), the deque and run_next (steal and
+// exchange), and its timers, which the monitor fires while it runs a ULT
+// (fire_busy_timers). Its yield queue, preempted ULTs and io ring stay
+// with the KLT: when its call returns and its ULT next switches, the
+// retired worker hands its queues over (Worker::find_runnable_inner). The
+// switch count `seen` is what the monitor saw while it found the KLT
+// asleep: if the worker switched since, it is no longer blocked. Caller
+// holds concurrency_lock.
+void kernel_block_handoff_locked(Scheduler* s, Worker* w, uint64_t seen) {
+  if (s->stopped.load(std::memory_order_acquire)) return;
+  int i = w->index.load(std::memory_order_relaxed);
+  if (i >= s->active.load(std::memory_order_relaxed)) return;
+  if (w->switches.load(std::memory_order_acquire) + w->sleeps.load(std::memory_order_acquire) != seen) return;
+  Worker* spare = find_spare_locked(s);
+  if (spare == nullptr) return;  // at max_workers: the call blocks its worker, as without weft
+  s->swap_slots_locked(i, spare->index.load(std::memory_order_relaxed));
+  int64_t moved = take_stealable(s, w);
+  s->kernel_block_handoffs.fetch_add(1, std::memory_order_relaxed);
+  s->wake_worker(spare);
+  s->notify_work();
+  log().debug("kernel-block handoff: slot {} from worker tid {} (asleep in the kernel) to tid {}; {} ULTs moved", i,
+              w->tid.load(), spare->tid.load(), moved);
+}
+
 // Fires the due timers of every pool worker that will not reach its own
 // scheduler loop soon: one running a ULT, or blocked in a region (active
 // or retired). Their ULTs are unparked from here, so they go to the global
@@ -227,21 +264,40 @@ int64_t scan(Scheduler* s, int64_t now) {
       w->monitor_stalled_since = now;
       continue;
     }
+    // The KLT's CPU clock, sampled each tick once the ULT has gone without
+    // a switch for half a slice or for the handoff threshold (one system
+    // call): whether it has been on a CPU for at least an eighth of the
+    // time since the last sample.
+    //
     // Time slice: the ULT running here since the last switch has had it.
     // Asked again every tick while it stays (a deferred request: the ULT
     // may have left the code where it could not be switched out), and only
-    // of a KLT that has been on a CPU (at least an eighth of the time since
-    // the monitor's last look, by its CPU clock): one that sits in a system
-    // call a ULT made directly must not get a signal that would end that
-    // call with EINTR (preempt.cc). From half a slice on, each tick samples
-    // the candidate's CPU clock (one system call).
-    if (s->time_slice_ns > 0 && w->current.load(std::memory_order_relaxed) != nullptr &&
-        now - w->monitor_stalled_since >= s->time_slice_ns / 2) {
-      long long cpu = sys::task_cpu_ns(w->tid.load(std::memory_order_relaxed));
-      bool on_cpu = w->monitor_cpu_at != 0 && cpu >= 0 && (cpu - w->monitor_cpu_ns) * 8 >= now - w->monitor_cpu_at;
+    // of a KLT that has been on a CPU: one that sits in a system call a ULT
+    // made directly must not get a signal that would end that call with
+    // EINTR (preempt.cc).
+    //
+    // Asleep in the kernel: a clock that stood still and a state of 'S' or
+    // 'D' mean a blocking call (or fault) no hook covered: hand off.
+    bool slice_due = s->time_slice_ns > 0 && now - w->monitor_stalled_since >= s->time_slice_ns / 2;
+    bool block_due = now - w->monitor_stalled_since >= threshold;
+    if (w->current.load(std::memory_order_relaxed) != nullptr && (slice_due || block_due)) {
+      int tid = w->tid.load(std::memory_order_relaxed);
+      long long cpu = sys::task_cpu_ns(tid);
+      bool sampled = w->monitor_cpu_at != 0 && cpu >= 0;
+      bool on_cpu = sampled && (cpu - w->monitor_cpu_ns) * 8 >= now - w->monitor_cpu_at;
       w->monitor_cpu_ns = cpu;
       w->monitor_cpu_at = now;
-      if (on_cpu && now - w->monitor_stalled_since >= s->time_slice_ns &&
+      if (block_due && sampled && !on_cpu) {
+        char state = sys::task_state(tid);
+        if (state == 'S' || state == 'D') {
+          if (s->concurrency_lock.try_lock()) {  // never wait: shutdown may hold it for long
+            kernel_block_handoff_locked(s, w, seen);
+            s->concurrency_lock.unlock();
+          }
+          continue;
+        }
+      }
+      if (slice_due && on_cpu && now - w->monitor_stalled_since >= s->time_slice_ns &&
           now - w->monitor_preempt_sent >= std::min<int64_t>(s->time_slice_ns, kBusyTickNs)) {
         w->monitor_preempt_sent = now;
         preempt::request(s, w, seen);

@@ -520,6 +520,7 @@ RuntimeStats Scheduler::stats() const {
   r.stacks_unmapped = death_row().unmapped();
   r.bound_threads = bound_busy.load(std::memory_order_relaxed);
   r.handoffs = handoffs.load(std::memory_order_relaxed);
+  r.kernel_block_handoffs = kernel_block_handoffs.load(std::memory_order_relaxed);
   r.hog_rescues = hog_rescues.load(std::memory_order_relaxed);
   for (int i = 0; i < n; ++i) r.timers_pending += const_cast<Worker*>(worker_at(i))->timers.size();
   {

@@ -44,7 +44,7 @@ constexpr int kMaxChain = 16;
 
 // Under u->pi_lock: eff_prio = max(base, loans).
 void recompute_locked(UltDesc* u) {
-  uint8_t p = u->base_prio;
+  uint8_t p = u->base_prio.load(std::memory_order_relaxed);
   uint8_t n = u->pi_count.load(std::memory_order_relaxed);
   for (uint8_t i = 0; i < n; ++i)
     if (u->pi_prio[i] > p) p = u->pi_prio[i];
@@ -68,14 +68,14 @@ void end_loan_locked(UltDesc* u, const void* lock) {
 
 void set_own_priority(UltDesc* self, uint8_t p) {
   LockGuard<SpinLock> g(self->pi_lock);
-  self->base_prio = p;
+  self->base_prio.store(p, std::memory_order_relaxed);
   recompute_locked(self);
 }
 
 void pi_wait(UltDesc* self, const void* lock, UltDesc* owner, PiOwnerFn owner_of) {
   {
     LockGuard<SpinLock> g(self->pi_lock);
-    self->pi_waiting_on = lock;
+    self->pi_waiting_on.store(lock, std::memory_order_relaxed);
   }
   Scheduler* s = self->sched;
   uint8_t prio = self->eff_prio.load(std::memory_order_relaxed);
@@ -89,7 +89,7 @@ void pi_wait(UltDesc* self, const void* lock, UltDesc* owner, PiOwnerFn owner_of
       // Nothing to lend to a holder whose own priority is as high. (One
       // raised as high by another loan still gets ours recorded: that loan
       // may end first.)
-      if (owner->base_prio >= prio) return;
+      if (owner->base_prio.load(std::memory_order_relaxed) >= prio) return;
       uint8_t n = owner->pi_count.load(std::memory_order_relaxed);
       int at = -1;
       for (uint8_t i = 0; i < n; ++i)
@@ -114,7 +114,7 @@ void pi_wait(UltDesc* self, const void* lock, UltDesc* owner, PiOwnerFn owner_of
       if (!still_held) {
         end_loan_locked(owner, lock);
       } else {
-        next_lock = owner->pi_waiting_on;
+        next_lock = owner->pi_waiting_on.load(std::memory_order_relaxed);
         if (next_lock != nullptr) next_owner = owner_of(next_lock);  // alive: owner waits on it
       }
     }
@@ -128,7 +128,7 @@ void pi_wait(UltDesc* self, const void* lock, UltDesc* owner, PiOwnerFn owner_of
 
 void pi_wait_end(UltDesc* self) {
   LockGuard<SpinLock> g(self->pi_lock);
-  self->pi_waiting_on = nullptr;
+  self->pi_waiting_on.store(nullptr, std::memory_order_relaxed);
 }
 
 void pi_released(UltDesc* self, const void* lock) {

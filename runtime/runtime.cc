@@ -153,7 +153,7 @@ void yield() {
 
 Priority priority() {
   rt::UltDesc* self = rt::current_ult();
-  return self == nullptr ? Priority::kNormal : static_cast<Priority>(self->base_prio);
+  return self == nullptr ? Priority::kNormal : static_cast<Priority>(self->base_prio.load(std::memory_order_relaxed));
 }
 
 absl::Status set_priority(Priority p) {

@@ -283,6 +283,7 @@ struct alignas(64) Scheduler {
   KltMutex shutdown_lock;                         // one shutdown() at a time (held while it waits)
   Worker* worker_at(int i) const { return slots[static_cast<size_t>(i)].load(std::memory_order_acquire); }
   std::atomic<uint64_t> handoffs{0};              // blocking-region handoffs done
+  std::atomic<uint64_t> kernel_block_handoffs{0}; // handoffs of workers found asleep in the kernel (monitor.cc)
   std::atomic<uint64_t> hog_rescues{0};           // queues taken from a long-running ULT's worker
   // Timers: how late each fired (fire time - deadline), in the buckets of
   // RuntimeStats::timer_lateness; and how many the monitor fired for a

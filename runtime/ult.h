@@ -237,7 +237,12 @@ struct alignas(64) UltDesc {
   // runnable. eff_prio is written under pi_lock (or by spawn before the
   // ULT runs); read anywhere (relaxed: a hint for queueing and for
   // choosing whom to preempt).
-  uint8_t base_prio = 1;
+  // Atomic (relaxed) though guarded by pi_lock: a waiter on a mutex may
+  // follow a stale owner word to this descriptor while spawn reuses it and
+  // writes base_prio, pi_count and pi_waiting_on without the lock
+  // (priority.cc, pi_wait, which takes its loan back when the descriptor
+  // turns out not to hold the lock). TSan reported the plain fields.
+  std::atomic<uint8_t> base_prio{1};
   std::atomic<uint8_t> eff_prio{1};
   int64_t bg_since = 0;  // when it was queued as background (starvation bound)
   // Priority inheritance (runtime/priority.cc). Guarded by pi_lock: the
@@ -251,7 +256,7 @@ struct alignas(64) UltDesc {
   SpinLock pi_lock;
   const void* pi_mutex[kPiHeld] = {};
   uint8_t pi_prio[kPiHeld] = {};
-  const void* pi_waiting_on = nullptr;
+  std::atomic<const void*> pi_waiting_on{nullptr};  // relaxed: see base_prio
 
   // --- ULT-local storage -------------------------------------------------------
   LocalSlot* locals = nullptr;     // malloc'd array, or null
@@ -272,7 +277,7 @@ struct alignas(64) UltDesc {
     preempted_on = nullptr;
     klt_locks.store(0, std::memory_order_relaxed);
     pi_count.store(0, std::memory_order_relaxed);
-    pi_waiting_on = nullptr;
+    pi_waiting_on.store(nullptr, std::memory_order_relaxed);
     stop.store(false, std::memory_order_relaxed);
   }
 

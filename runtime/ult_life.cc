@@ -117,8 +117,8 @@ UltDesc* create_ult(Scheduler* s, Worker* w, const SpawnOptions& o, const detail
   u->eh_uncaught = 0;
   u->next = nullptr;
   u->sched = s;
-  u->base_prio = static_cast<uint8_t>(o.priority);
-  u->eff_prio.store(u->base_prio, std::memory_order_relaxed);
+  u->base_prio.store(static_cast<uint8_t>(o.priority), std::memory_order_relaxed);
+  u->eff_prio.store(static_cast<uint8_t>(o.priority), std::memory_order_relaxed);
   size_t n = std::min(o.name.size(), sizeof u->name - 1);
   if (n > 0) memcpy(u->name, o.name.data(), n);  // an empty string_view may have a null data()
   u->name[n] = '\0';

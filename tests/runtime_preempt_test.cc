@@ -661,6 +661,50 @@ TEST(Priority, InheritanceThroughRwLockWriter) {
   EXPECT_GT(without, 20.0);
 }
 
+// Defect (TSan, http_badinput_epoll in the clean-clone run of c7738db): a
+// high ULT waiting on a weft::Mutex follows the mutex's owner word to the
+// holder's descriptor and lends it its priority under the holder's
+// pi_lock; the holder may meanwhile have unlocked, exited and had its
+// descriptor reused by a spawn, which wrote base_prio and pi_waiting_on
+// without that lock: a data race TSan reports (the fields are atomic now;
+// pi_wait takes its loan back when the descriptor does not hold the lock).
+// Here a high ULT takes a mutex over and over while short-lived normal
+// ULTs, spawned and joined in a loop, take it too and exit, so holders'
+// descriptors are reused under the waiter's feet. Fails (a TSan report)
+// without the fix in the TSan build; in the others it checks that every
+// acquisition happened.
+TEST(Priority, InheritanceFromAWaiterWhileTheHolderExitsAndIsReused) {
+  Watchdog wd(60s, TestName());
+  weft::Runtime rt(weft::Options{.workers = 2});
+  weft::Mutex m;
+  int64_t inside = 0;  // guarded by m
+  std::atomic<bool> stop{false};
+  constexpr int kShort = 3000;
+  weft::Ult high = rt.spawn(
+      [&] {
+        while (!stop.load()) {
+          std::lock_guard<weft::Mutex> g(m);
+          ++inside;
+        }
+      },
+      {.priority = weft::Priority::kHigh});
+  auto r = rt.block_on([&] {
+    for (int i = 0; i < kShort; ++i) {
+      weft::Ult u = weft::spawn([&] {
+        std::lock_guard<weft::Mutex> g(m);
+        ++inside;
+      });
+      EXPECT_TRUE(u.join().ok());
+    }
+  });
+  stop = true;
+  EXPECT_TRUE(r.ok());
+  EXPECT_TRUE(high.join().ok());
+  EXPECT_GE(inside, kShort);
+  printf("%lld acquisitions, %llu priority boosts\n", static_cast<long long>(inside),
+         static_cast<unsigned long long>(rt.stats().priority_boosts));
+}
+
 // The background bound: 2 workers saturated by normal ULTs; a background
 // ULT still runs within about 100 ms plus a slice.
 TEST(Priority, BackgroundStarvationIsBounded) {

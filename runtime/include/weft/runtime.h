@@ -178,6 +178,20 @@ struct Options {
   // queued ULTs and its place handed to a spare kernel thread, so the other
   // ULTs keep running (see weft::blocking). Takes effect within about 1 ms
   // after the threshold. Not negative; microseconds::max() means never.
+  //
+  // The same holds, without a region, for a ULT whose kernel thread is
+  // found asleep in the kernel (a blocking system call weft does not
+  // route — a raw syscall(), a library's own blocking call without
+  // libweft-hook — a pthread_mutex_lock that sleeps, a page fault on a
+  // slow file): after this long without a switch and one more monitor
+  // tick (about 1 ms) in which its CPU clock stood still, the monitor
+  // reads its state from /proc and, if it is asleep ('S' or 'D'), gives
+  // its place, its deque and its next-to-run ULT to a spare kernel thread
+  // (RuntimeStats::kernel_block_handoffs). A ULT that computes is never
+  // handed off (that is preemption's business). What stays with the
+  // blocked kernel thread until its call returns and its ULT next
+  // switches: ULTs that yielded on it or were woken by its own scheduler
+  // loop, ULTs preempted there, and io completions on its ring.
   std::chrono::microseconds blocking_handoff{200};
   // Time-slice preemption: a ULT that has run this long without switching
   // while other ULTs wait for its worker is switched out (it goes behind
@@ -264,6 +278,10 @@ struct RuntimeStats {
   uint64_t stacks_unmapped = 0;  // stacks given back by the reaper
   int bound_threads = 0;     // kernel threads running a bound ULT now
   uint64_t handoffs = 0;     // workers replaced while blocked in weft::blocking()
+  // Workers replaced because their kernel thread was found asleep in the
+  // kernel inside a ULT, outside any weft::blocking() region (a system
+  // call or fault weft does not route: Options::blocking_handoff).
+  uint64_t kernel_block_handoffs = 0;
   uint64_t hog_rescues = 0;  // times queued ULTs were taken from a worker whose
                              // ULT ran too long without a switch
   // Timed waits (sleep_for, CondVar::wait_for, io deadlines...) pending
