@@ -429,6 +429,14 @@ TEST(Blocking, HandoffKeepsConcurrencyAndCallerContinues) {
 // process calls weft interposes live in io/, so an idle worker sets up its
 // ring at its first wait. This looked for futex(2) only, and failed every
 // round once the io layer was always linked.)
+// Waits without sleeping in the kernel: these helpers run in a ULT, and
+// a ULT whose KLT sleeps past Options::blocking_handoff is handed off
+// (which would move the test's ULT to a retired worker).
+void SpinFor(microseconds d) {
+  for (Clock::time_point t = Clock::now(); Clock::now() - t < d;) {
+  }
+}
+
 bool WaitAsleepInIdleWait(int tid) {
   std::string path = "/proc/self/task/" + std::to_string(tid) + "/syscall";
   Clock::time_point t0 = Clock::now();
@@ -441,7 +449,7 @@ bool WaitAsleepInIdleWait(int tid) {
     if (got == 1 && (nr == SYS_futex || nr == SYS_io_uring_enter || nr == SYS_epoll_wait || nr == SYS_epoll_pwait ||
                      nr == SYS_epoll_pwait2))
       return true;
-    std::this_thread::sleep_for(microseconds(100));
+    SpinFor(microseconds(100));
   }
   return false;
 }
@@ -452,7 +460,7 @@ int OtherWorkerTid(weft::Runtime& rt, int mine) {
   while (MsSince(t0) < 5000) {
     for (const auto& w : rt.stats().workers)
       if (w.active && w.tid != 0 && w.tid != mine) return w.tid;
-    std::this_thread::sleep_for(microseconds(100));
+    SpinFor(microseconds(100));
   }
   return 0;
 }
@@ -482,7 +490,11 @@ TEST(Blocking, HogRescueRunsQueuedUltsElsewhere) {
       int other = OtherWorkerTid(rt, hog_tid);
       ASSERT_NE(other, 0);
       ASSERT_TRUE(WaitAsleepInIdleWait(other)) << "the other worker never went to sleep";
-      std::this_thread::sleep_for(milliseconds(110));  // busy (not idle) for one idle monitor tick
+      // Busy (not idle) for one idle monitor tick: a spin, not a sleep (a
+      // KLT asleep in the kernel is handed off, and the child would be
+      // spawned on a retired worker).
+      for (Clock::time_point b = Clock::now(); MsSince(b) < 110;) {
+      }
       ASSERT_TRUE(WaitAsleepInIdleWait(other));
       weft::Ult child = weft::spawn([&] {
         child_tid = Tid();
