@@ -670,8 +670,9 @@ TEST(Priority, InheritanceThroughRwLockWriter) {
 // pi_wait takes its loan back when the descriptor does not hold the lock).
 // Here a high ULT takes a mutex over and over while short-lived normal
 // ULTs, spawned and joined in a loop, take it too and exit, so holders'
-// descriptors are reused under the waiter's feet. Fails (a TSan report)
-// without the fix in the TSan build; in the others it checks that every
+// descriptors are reused under the waiter's feet. Fails without the fix
+// in the TSan build (checked: the same report, create_ult against
+// pi_wait, in the first round); in the others it checks that every
 // acquisition happened.
 TEST(Priority, InheritanceFromAWaiterWhileTheHolderExitsAndIsReused) {
   Watchdog wd(60s, TestName());
@@ -693,6 +694,9 @@ TEST(Priority, InheritanceFromAWaiterWhileTheHolderExitsAndIsReused) {
       weft::Ult u = weft::spawn([&] {
         std::lock_guard<weft::Mutex> g(m);
         ++inside;
+        // Held a little (20 us, no call) so that the high ULT waits and lends.
+        for (Clock::time_point t = Clock::now(); Clock::now() - t < 20us;) {
+        }
       });
       EXPECT_TRUE(u.join().ok());
     }
