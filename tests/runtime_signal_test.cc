@@ -13,6 +13,7 @@
 #include <atomic>
 #include <chrono>
 #include <set>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -653,23 +654,41 @@ TEST_F(Signals, SignalSetTurnsSignalsIntoMessages) {
 // A signal no ULT accepts but a thread of the application does (here a
 // pthread that unblocks it; the main thread and the ULTs block it) runs
 // that thread's handler, as without weft.
+// A thread of the application's own that leaves signal s open (the
+// fixture blocks it on the main thread, which the thread starts from) and
+// idles until destroyed.
+class AcceptingThread {
+ public:
+  explicit AcceptingThread(int s) {
+    t_ = std::thread([this, s] {
+      sigset_t m = Only(s);
+      pthread_sigmask(SIG_UNBLOCK, &m, nullptr);
+      ready_.store(true);
+      while (!stop_.load()) std::this_thread::sleep_for(100us);
+    });
+    while (!ready_.load()) std::this_thread::sleep_for(1ms);
+  }
+  ~AcceptingThread() {
+    stop_.store(true);
+    t_.join();
+  }
+
+ private:
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> ready_{false};
+  std::thread t_;
+};
+
 TEST_F(Signals, ThreadThatAcceptsGetsWhatNoUltTakes) {
   Watchdog wd(TestName(), 60);
   weft::Runtime rt(weft::Options{.workers = 2});
   signal(SIGUSR1, CountingHandler);
   g_handled = 0;
   std::atomic<bool> stop{false};
-  std::atomic<bool> ready{false};
-  std::thread t([&] {
-    sigset_t m = Only(SIGUSR1);
-    pthread_sigmask(SIG_UNBLOCK, &m, nullptr);
-    ready.store(true);
-    while (!stop.load()) std::this_thread::sleep_for(100us);
-  });
+  std::optional<AcceptingThread> t(std::in_place, SIGUSR1);
   weft::Ult blocker = rt.spawn([&] {  // inherits main's mask: blocks SIGUSR1
     while (!stop.load()) weft::this_ult::sleep_for(200us);
   });
-  while (!ready.load()) std::this_thread::sleep_for(1ms);
   for (int i = 0; i < 20; ++i) {
     int before = g_handled.load();
     kill(getpid(), SIGUSR1);
@@ -677,7 +696,7 @@ TEST_F(Signals, ThreadThatAcceptsGetsWhatNoUltTakes) {
         << "signal " << i << " was not handled";
   }
   stop.store(true);
-  t.join();
+  t.reset();
   EXPECT_TRUE(blocker.join().ok());
   EXPECT_EQ(g_handled.load(), 20);
   EXPECT_EQ(g_handler_ult.load(), 0u) << "a ULT ran the handler";
@@ -707,15 +726,7 @@ TEST_F(Signals, SignalSentWhileTheTakerRunsItsHandlerIsNotLost) {
   signal(SIGUSR1, HoldingHandler);
   g_handled = 0;
   g_handler_ult = 0;
-  std::atomic<bool> stop{false};
-  std::atomic<bool> ready{false};
-  std::thread t([&] {
-    sigset_t m = Only(SIGUSR1);
-    pthread_sigmask(SIG_UNBLOCK, &m, nullptr);
-    ready.store(true);
-    while (!stop.load()) std::this_thread::sleep_for(100us);
-  });
-  while (!ready.load()) std::this_thread::sleep_for(1ms);
+  std::optional<AcceptingThread> t(std::in_place, SIGUSR1);
   g_hold = true;
   kill(getpid(), SIGUSR1);
   ASSERT_TRUE(WaitUntil([&] { return g_handled.load() == 1; }, std::chrono::milliseconds(5000)));
@@ -730,8 +741,7 @@ TEST_F(Signals, SignalSentWhileTheTakerRunsItsHandlerIsNotLost) {
       << "the second signal was lost";
   printf("second signal handled %.1f ms after the handler returned\n",
          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
-  stop.store(true);
-  t.join();
+  t.reset();
   EXPECT_EQ(g_handler_ult.load(), 0u) << "a ULT ran the handler";
   signal(SIGUSR1, SIG_DFL);
 }
