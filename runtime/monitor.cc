@@ -161,10 +161,51 @@ void kernel_block_handoff_locked(Scheduler* s, Worker* w, uint64_t seen) {
   s->swap_slots_locked(i, spare->index.load(std::memory_order_relaxed));
   int64_t moved = take_stealable(s, w);
   s->kernel_block_handoffs.fetch_add(1, std::memory_order_relaxed);
+  w->monitor_asleep = 0;
+  w->monitor_cpu_at = 0;  // from here its samples are rejoin_if_idle_slot's
   s->wake_worker(spare);
   s->notify_work();
   log().debug("kernel-block handoff: slot {} from worker tid {} (asleep in the kernel) to tid {}; {} ULTs moved", i,
               w->tid.load(), spare->tid.load(), moved);
+}
+
+// A worker handed off while asleep in the kernel goes on running its ULT
+// once the call returns, as a retired worker, until that ULT next switches
+// (a ULT switched out by preemption resumes on the same KLT): one more KLT
+// runs ULTs than the concurrency level says, for as long as that ULT
+// never calls into weft. When an active worker sits idle meanwhile, the
+// two swap slots back: the retired one, awake again and running its ULT,
+// rejoins, and the idle one becomes the spare. Not for a KLT still in a
+// region or still asleep in the kernel (the monitor's next look would
+// hand it off again): its CPU clock must have advanced by an eighth of the
+// time since the last look (one system call per tick, only while a
+// worker is idle). Returns whether it swapped.
+bool rejoin_if_idle_slot(Scheduler* s, Worker* w, int64_t now) {
+  if (w->is_bound || w->current.load(std::memory_order_relaxed) == nullptr ||
+      w->in_blocking.load(std::memory_order_acquire) || s->npidle.load(std::memory_order_relaxed) == 0) {
+    w->monitor_cpu_at = 0;
+    return false;
+  }
+  long long cpu = sys::task_cpu_ns(w->tid.load(std::memory_order_relaxed));
+  bool awake = w->monitor_cpu_at != 0 && cpu >= 0 && (cpu - w->monitor_cpu_ns) * 8 >= now - w->monitor_cpu_at;
+  w->monitor_cpu_ns = cpu;
+  w->monitor_cpu_at = now;
+  if (!awake || !s->concurrency_lock.try_lock()) return false;
+  bool swapped = false;
+  int i = w->index.load(std::memory_order_relaxed);
+  int act = s->active.load(std::memory_order_relaxed);
+  if (!s->stopped.load(std::memory_order_acquire) && i >= act && w->current.load(std::memory_order_relaxed) != nullptr) {
+    for (int j = 0; j < act && !swapped; ++j) {
+      Worker* idle = s->worker_at(j);
+      if (!Scheduler::can_take_slot(idle)) continue;
+      s->swap_slots_locked(j, i);
+      s->wake_worker(idle);  // it finds itself retired and settles as a spare
+      swapped = true;
+      log().debug("rejoin: worker tid {} takes slot {} back from idle tid {}", w->tid.load(), j, idle->tid.load());
+    }
+  }
+  s->concurrency_lock.unlock();
+  return swapped;
 }
 
 // Fires the due timers of every pool worker that will not reach its own
@@ -262,6 +303,8 @@ int64_t scan(Scheduler* s, int64_t now) {
     if (seen != w->monitor_seen) {
       w->monitor_seen = seen;
       w->monitor_stalled_since = now;
+      w->monitor_cpu_at = 0;  // samples belong to one stall
+      w->monitor_asleep = 0;
       continue;
     }
     // The KLT's CPU clock, sampled each tick once the ULT has gone without
@@ -277,7 +320,9 @@ int64_t scan(Scheduler* s, int64_t now) {
     // EINTR (preempt.cc).
     //
     // Asleep in the kernel: a clock that stood still and a state of 'S' or
-    // 'D' mean a blocking call (or fault) no hook covered: hand off.
+    // 'D' at two samples in a row (so about 2 ms asleep: a KLT that only
+    // waits in short bursts, e.g. for a contended std::mutex, is left
+    // alone) mean a blocking call (or fault) no hook covered: hand off.
     bool slice_due = s->time_slice_ns > 0 && now - w->monitor_stalled_since >= s->time_slice_ns / 2;
     bool block_due = now - w->monitor_stalled_since >= threshold;
     if (w->current.load(std::memory_order_relaxed) != nullptr && (slice_due || block_due)) {
@@ -287,15 +332,18 @@ int64_t scan(Scheduler* s, int64_t now) {
       bool on_cpu = sampled && (cpu - w->monitor_cpu_ns) * 8 >= now - w->monitor_cpu_at;
       w->monitor_cpu_ns = cpu;
       w->monitor_cpu_at = now;
+      bool asleep = false;
       if (block_due && sampled && !on_cpu) {
         char state = sys::task_state(tid);
-        if (state == 'S' || state == 'D') {
-          if (s->concurrency_lock.try_lock()) {  // never wait: shutdown may hold it for long
-            kernel_block_handoff_locked(s, w, seen);
-            s->concurrency_lock.unlock();
-          }
-          continue;
+        asleep = state == 'S' || state == 'D';
+      }
+      w->monitor_asleep = asleep ? w->monitor_asleep + 1 : 0;
+      if (w->monitor_asleep >= 2) {
+        if (s->concurrency_lock.try_lock()) {  // never wait: shutdown may hold it for long
+          kernel_block_handoff_locked(s, w, seen);
+          s->concurrency_lock.unlock();
         }
+        continue;
       }
       if (slice_due && on_cpu && now - w->monitor_stalled_since >= s->time_slice_ns &&
           now - w->monitor_preempt_sent >= std::min<int64_t>(s->time_slice_ns, kBusyTickNs)) {
@@ -304,6 +352,7 @@ int64_t scan(Scheduler* s, int64_t now) {
       }
     } else {
       w->monitor_cpu_at = 0;
+      w->monitor_asleep = 0;
     }
     if (!has_stealable_work(w)) continue;
     if (w->current.load(std::memory_order_relaxed) != nullptr && now - w->monitor_stalled_since >= threshold) {
@@ -320,7 +369,12 @@ int64_t scan(Scheduler* s, int64_t now) {
   int n = s->nworkers.load(std::memory_order_acquire);
   for (int i = act; i < n; ++i) {
     Worker* w = s->worker_at(i);
-    if (w == nullptr || !has_stealable_work(w)) continue;
+    if (w == nullptr) continue;
+    if (rejoin_if_idle_slot(s, w, now)) continue;
+    // A retired KLT running a ULT may rejoin: look again next tick, not
+    // after a 100 ms idle tick.
+    if (w->current.load(std::memory_order_relaxed) != nullptr && !w->is_bound) next = next < 0 ? kBusyTickNs : std::min(next, kBusyTickNs);
+    if (!has_stealable_work(w)) continue;
     bool stuck = w->in_blocking.load(std::memory_order_acquire) || w->current.load(std::memory_order_relaxed) != nullptr;
     if (stuck && take_stealable(s, w) != 0) s->notify_work();
   }

@@ -202,6 +202,7 @@ struct alignas(64) Worker {
   int64_t monitor_preempt_sent = 0;  // when it last asked this worker to preempt
   long long monitor_cpu_ns = 0;      // its KLT's CPU clock at the last sample,
   int64_t monitor_cpu_at = 0;        // taken then (0: no sample for this stall)
+  int monitor_asleep = 0;            // consecutive samples that found its KLT asleep in the kernel
   // A time-slice preemption asked by the monitor (preempt.cc): the switch
   // count (switches + sleeps) it saw, plus one; 0 = none. Moot once the
   // count has moved.

@@ -19,6 +19,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -238,6 +239,54 @@ TEST(Blocking, SleepingPthreadMutexIsHandedOff) {
     std::lock_guard<std::mutex> g(m);
     holder.join();
   });
+}
+
+// After a kernel-block handoff the blocked KLT, once its call returns,
+// goes on running its ULT as a retired worker (its ULT has not switched).
+// If that ULT then computes without ever calling into weft, one KLT more
+// than the concurrency level would run ULTs for as long; when an active
+// worker is idle meanwhile (here the spare that took the slot, with
+// nothing to run), the two swap back: the ULT's KLT is active again within
+// a few monitor ticks (bound 1 s), and the pool has one active worker.
+TEST(Blocking, HandedOffWorkerRejoinsWhenItsCallReturns) {
+  Watchdog wd(TestName(), 60);
+  weft::Runtime rt(weft::Options{.workers = 1});
+  ASSERT_TRUE(rt.status().ok());
+  int p[2];
+  ASSERT_EQ(pipe(p), 0);
+  std::atomic<int> tid{0};
+  std::atomic<bool> computing{false}, stop{false};
+  weft::Ult a = rt.spawn([&] {
+    tid = Tid();
+    char c = 0;
+    EXPECT_EQ(syscall(SYS_read, p[0], &c, 1), 1);
+    computing = true;
+    while (!stop.load()) {
+    }  // no call into weft: the ULT never switches by itself
+  });
+  while (tid.load() == 0) std::this_thread::sleep_for(milliseconds(1));
+  ASSERT_TRUE(WaitUntil([&] { return rt.stats().kernel_block_handoffs >= 1; }, milliseconds(5000)))
+      << "the read was never handed off";
+  auto worker_of_a = [&] {
+    for (const auto& w : rt.stats().workers)
+      if (w.tid == tid.load()) return std::optional<bool>(w.active);
+    return std::optional<bool>();
+  };
+  EXPECT_EQ(worker_of_a(), std::optional<bool>(false)) << "handed off, its worker should be retired";
+  char c = 'x';
+  ASSERT_EQ(::write(p[1], &c, 1), 1);
+  ASSERT_TRUE(WaitUntil([&] { return computing.load(); }, milliseconds(5000)));
+  Clock::time_point t0 = Clock::now();
+  bool rejoined = WaitUntil([&] { return worker_of_a() == std::optional<bool>(true); }, milliseconds(1000));
+  double ms = MsSince(t0);
+  int active = ActiveWorkers(rt);
+  stop = true;
+  EXPECT_TRUE(a.join().ok());
+  close(p[0]);
+  close(p[1]);
+  printf("[   INFO   ] the handed-off worker rejoined %.1f ms after its call returned\n", ms);
+  EXPECT_TRUE(rejoined) << "the KLT running the ULT stayed retired while the active worker idled";
+  EXPECT_EQ(active, 1);
 }
 
 // Never for a ULT that computes: 300 ms of a loop with no call, on one

@@ -435,9 +435,10 @@ void SafetyRun(int workers, std::chrono::seconds run_for) {
   for (uint64_t m : mine) sum += m;
   weft::RuntimeStats st = rt.stats();
   printf("%d workers, %d ULTs in malloc/string/printf/std::mutex loops for %lld s, slice 1 ms: %llu iterations, "
-         "%llu preemptions taken, %llu deferred\n",
+         "%llu preemptions taken, %llu deferred, %llu kernel-block handoffs\n",
          workers, kUlts, static_cast<long long>(run_for.count()), static_cast<unsigned long long>(sum),
-         static_cast<unsigned long long>(st.preemptions_taken), static_cast<unsigned long long>(st.preemptions_deferred));
+         static_cast<unsigned long long>(st.preemptions_taken), static_cast<unsigned long long>(st.preemptions_deferred),
+         static_cast<unsigned long long>(st.kernel_block_handoffs));
   EXPECT_EQ(corrupt.load(), 0);
   EXPECT_EQ(shared, sum);
   EXPECT_GT(sum, 0u);
