@@ -15,8 +15,11 @@
 //    cheaply: only a worker already stalled that long is a suspect, its
 //    CPU clock is sampled (one system call per tick), and only when that
 //    clock stood still does the monitor read the KLT's state from /proc
-//    (three calls): 'S' or 'D' is blocked; 'R' (computing, or runnable
-//    but not given a CPU by a busy machine) is not.
+//    (three calls): 'S' or 'D' at two looks in a row is blocked; 'R'
+//    (computing, or runnable but not given a CPU by a busy machine) is
+//    not. Such a KLT, back from its call and still running its ULT as a
+//    retired worker, takes the place of an idle active worker
+//    (rejoin_if_idle_slot).
 //  - Running one ULT without a switch for longer than the threshold while
 //    ULTs wait in its deque or run_next (a long computation): those are
 //    moved to the global queue and an idle worker is woken (a hog rescue).

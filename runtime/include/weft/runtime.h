@@ -183,15 +183,19 @@ struct Options {
   // found asleep in the kernel (a blocking system call weft does not
   // route — a raw syscall(), a library's own blocking call without
   // libweft-hook — a pthread_mutex_lock that sleeps, a page fault on a
-  // slow file): after this long without a switch and one more monitor
-  // tick (about 1 ms) in which its CPU clock stood still, the monitor
-  // reads its state from /proc and, if it is asleep ('S' or 'D'), gives
-  // its place, its deque and its next-to-run ULT to a spare kernel thread
+  // slow file): after this long without a switch and two more monitor
+  // ticks (about 2 ms) in which its CPU clock stood still and /proc said
+  // it was asleep ('S' or 'D'), the monitor gives its place, its deque and
+  // its next-to-run ULT to a spare kernel thread
   // (RuntimeStats::kernel_block_handoffs). A ULT that computes is never
-  // handed off (that is preemption's business). What stays with the
-  // blocked kernel thread until its call returns and its ULT next
-  // switches: ULTs that yielded on it or were woken by its own scheduler
-  // loop, ULTs preempted there, and io completions on its ring.
+  // handed off (that is preemption's business), nor one whose kernel
+  // thread waits only in short bursts. What stays with the blocked kernel
+  // thread until its call returns and its ULT next switches: ULTs that
+  // yielded on it or were woken by its own scheduler loop, ULTs preempted
+  // there, and io completions on its ring. Once the call has returned, if
+  // the ULT runs on without switching while an active worker is idle, the
+  // two swap places back (so the pool does not run more kernel threads
+  // than its concurrency level for long).
   std::chrono::microseconds blocking_handoff{200};
   // Time-slice preemption: a ULT that has run this long without switching
   // while other ULTs wait for its worker is switched out (it goes behind
