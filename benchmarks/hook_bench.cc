@@ -160,7 +160,7 @@ void bench_reads(weft::Runtime& rt, const bench::Options& opt) {
       double a = 0, b = 0, f = 0;
       auto run_ult = [&] {
         auto r = rt.block_on([&] { a = measure([](int fd, void* p, size_t n) { return read(fd, p, n); }); });
-        if (!r.ok()) bench::fail("block_on", r.status());
+        if (!r.ok()) bench::fail("block_on", r);
       };
       auto run_glibc = [&] {
         std::thread t([&] {
@@ -228,7 +228,7 @@ void bench_poll_wait(weft::Runtime& rt, const bench::Options& opt) {
             (void)a.join();
             (void)b.join();
           });
-          if (!r.ok()) bench::fail("block_on", r.status());
+          if (!r.ok()) bench::fail("block_on", r);
         } else {
           std::thread a(poller), b(writer);
           a.join();
@@ -382,7 +382,7 @@ LoadResult redis_weft(const Redis& srv, int conns, double secs) {
     for (auto& u : us) (void)u.join();
     cpu1 = srv.cpu_s();
   });
-  if (!r.ok()) bench::fail("block_on", r.status());
+  if (!r.ok()) bench::fail("block_on", r);
   return summarize(lats, ops.load(), errs.load(), secs, cpu1 - cpu0);
 }
 

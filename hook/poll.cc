@@ -19,9 +19,12 @@
 //     and unparks the caller. The caller parks (rt::park_current_until)
 //     until the flag, the deadline, a signal handler that ran on it (EINTR),
 //     or a stop request (ECANCELED); then it asks every helper to stop
-//     (their io::poll is cancelled: -ECANCELED) and joins them all before
-//     it returns, so nothing of the wait outlives the call. Cost: a spawn,
-//     a poll operation and a join per descriptor per wait that parks
+//     (their io::poll is cancelled: -ECANCELED) and returns without
+//     waiting for them (a helper's cancel may need a busy worker's next
+//     scheduler pass); they end on their own, holding only the shared
+//     state (AnyWait's handshake keeps them from waking a caller that has
+//     left). Cost: a spawn and a poll operation per descriptor per wait
+//     that parks
 //     (benchmarks/hook_bench measures it); a poll that finds something
 //     ready at once (the zero-timeout round) costs one system call.
 // Limit: the epoll backend's readiness wait knows POLLIN and POLLOUT only;
@@ -34,6 +37,7 @@
 #include <sys/select.h>
 
 #include <cstring>
+#include <memory>
 
 #include "hook/hook_internal.h"
 #include "runtime/park.h"
@@ -63,18 +67,34 @@ weft::io::Deadline to_deadline(int64_t dl) {
   return weft::io::Deadline::at(std::chrono::steady_clock::time_point(std::chrono::nanoseconds(dl)));
 }
 
-// The shared state of a multi-descriptor wait: on the caller's stack,
-// which outlives every helper (the caller joins them before returning).
+// The shared state of a multi-descriptor wait, shared (shared_ptr) by the
+// caller and its helpers: the caller does not wait for the helpers to end
+// (their cancellation may need a busy worker's next scheduler pass), so
+// the helpers may outlive the call.
+//
+// The handshake that keeps a helper from waking a caller that has left
+// (whose descriptor may be recycled by then):
+//   helper (its io::poll returned)           caller (leaving)
+//   CAS state 0 -> kWaking                   CAS state 0 -> kLeft
+//     won: rt::unpark(waiter);                 won: no helper will touch
+//          state = kWoken (release)                 the waiter any more
+//     lost: the caller left, or another        lost: a helper is waking us:
+//           helper woke it: nothing                  wait (yield) until
+//                                                    state == kWoken
+// Only one party wins the CAS from 0, so exactly one of "a helper unparks
+// the waiter while it is still inside wait_any" or "no helper unparks it"
+// happens.
 struct AnyWait {
-  std::atomic<int> fired{0};
+  static constexpr int kWaiting = 0, kWaking = 1, kWoken = 2, kLeft = 3;
+  std::atomic<int> state{kWaiting};
   rt::UltDesc* waiter = nullptr;
 };
 
-// Parks `self` until st->fired, the deadline, a handler since `mark`, or a
-// stop request (see wait_any).
-int park_for(rt::UltDesc* self, const std::atomic<int>* fired, int64_t dl, uint64_t mark) {
+// Parks `self` until *state leaves kWaiting, the deadline, a handler since
+// `mark`, or a stop request (see wait_any).
+int park_for(rt::UltDesc* self, const std::atomic<int>* state, int64_t dl, uint64_t mark) {
   for (;;) {
-    if (fired != nullptr && fired->load(std::memory_order_acquire) != 0) return 0;
+    if (state != nullptr && state->load(std::memory_order_acquire) != AnyWait::kWaiting) return 0;
     if (rt::stop_requested(self)) return -ECANCELED;
     if (rt::handler_interrupts(self, mark, /*restartable=*/false)) return -EINTR;
     if (dl >= 0) {
@@ -107,8 +127,8 @@ int wait_any(const pollfd* fds, size_t n, int64_t dl, uint64_t mark) {
     if (rt::handler_interrupts(self, mark, false)) return -EINTR;
     return 0;  // ready, or an error the kernel's own poll will report
   }
-  AnyWait st;
-  st.waiter = self;
+  auto st = std::make_shared<AnyWait>();
+  st->waiter = self;
   std::vector<weft::JoinHandle<void>> helpers;
   helpers.reserve(live);
   sigset_t all, old;
@@ -121,11 +141,14 @@ int wait_any(const pollfd* fds, size_t n, int64_t dl, uint64_t mark) {
     if (fds[i].fd < 0) continue;
     int fd = fds[i].fd;
     short ev = fds[i].events;
-    helpers.push_back(weft::spawn([&st, fd, ev] {
+    helpers.push_back(weft::spawn([st, fd, ev] {
       int r = weft::io::poll(fd, ev);
       if (r == -ECANCELED && weft::this_ult::stop_requested()) return;  // the caller is done
-      st.fired.store(1, std::memory_order_release);
-      rt::unpark(st.waiter);
+      int expected = AnyWait::kWaiting;
+      if (st->state.compare_exchange_strong(expected, AnyWait::kWaking, std::memory_order_acq_rel)) {
+        rt::unpark(st->waiter);
+        st->state.store(AnyWait::kWoken, std::memory_order_release);
+      }
     }));
     if (!helpers.back().status().ok()) {
       spawn_failed = true;
@@ -133,10 +156,19 @@ int wait_any(const pollfd* fds, size_t n, int64_t dl, uint64_t mark) {
     }
   }
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
-  int r = spawn_failed ? -ENOMEM : park_for(self, &st.fired, dl, mark);
-  for (auto& h : helpers) (void)h.request_stop();
+  int r = spawn_failed ? -ENOMEM : park_for(self, &st->state, dl, mark);
+  // Leave (the handshake at AnyWait): after this no helper touches us.
+  int expected = AnyWait::kWaiting;
+  if (!st->state.compare_exchange_strong(expected, AnyWait::kLeft, std::memory_order_acq_rel)) {
+    while (st->state.load(std::memory_order_acquire) != AnyWait::kWoken) weft::this_ult::yield();
+    if (r != -EINTR && r != -ECANCELED) r = 0;  // something may be ready: the caller looks
+  }
+  // The helpers are asked to stop (their io::poll is cancelled) and left
+  // to end on their own: waiting for them could mean waiting for a busy
+  // worker's next pass. Each holds the shared state until it ends.
   for (auto& h : helpers) {
-    if (h.joinable()) (void)h.join_ignoring_stop();
+    (void)h.request_stop();
+    if (h.joinable()) (void)h.detach();
   }
   return r;
 }

@@ -409,12 +409,17 @@ TEST_F(Hook, Select) {
                   t0 = std::chrono::steady_clock::now();
                   EXPECT_EQ(pselect(0, nullptr, nullptr, nullptr, &ts, nullptr), 0);
                   EXPECT_GE(MsSince(t0), 29.0);
-                  // A closed descriptor: EBADF.
+                  // A closed descriptor (inside the descriptor table: the
+                  // kernel ignores numbers beyond it): EBADF.
+                  int q[2];
+                  ASSERT_EQ(pipe(q), 0);
+                  RawClose(q[1]);
+                  RawClose(q[0]);
                   FD_ZERO(&r);
-                  FD_SET(1000, &r);
+                  FD_SET(q[0], &r);
                   errno = 0;
                   tv = {1, 0};
-                  EXPECT_EQ(select(1001, &r, nullptr, nullptr, &tv), -1);
+                  EXPECT_EQ(select(q[0] + 1, &r, nullptr, nullptr, &tv), -1);
                   EXPECT_EQ(errno, EBADF);
                 }).ok());
   writer.join();
@@ -466,8 +471,8 @@ TEST_F(Hook, EpollWait) {
 TEST_F(Hook, TcpRoundTripBetweenUlts) {
   Watchdog wd(TestName(), 120);
   weft::Runtime rt(weft::Options{.workers = 2});
-  constexpr int kConns = 8;
-  constexpr size_t kBytes = 4 << 20;
+  static constexpr int kConns = 8;
+  static constexpr size_t kBytes = 4 << 20;
   EXPECT_TRUE(rt.block_on([&] {
                   int lfd = socket(AF_INET, SOCK_STREAM, 0);
                   ASSERT_GE(lfd, 0);

@@ -29,11 +29,17 @@ inline int64_t NowNs() {
 // A ULT that sleeps 1 ms at a time (weft's own sleep_for, not a hooked
 // call) and records the longest gap between two consecutive wake-ups: a
 // worker that stalls (blocked in the kernel) shows as a gap as long as the
-// stall. Start() in a ULT of the runtime to watch; Stop() joins it.
+// stall. It runs at high priority, so it measures whether a worker is
+// available, not how long the run queues are (1,000 ULTs spawned at once
+// would otherwise put a woken ticker behind hundreds of runnable ones).
+// Start() in a ULT of the runtime to watch; Stop() joins it.
 class Ticker {
  public:
   void Start() {
     stop_ = false;
+    weft::SpawnOptions opts;
+    opts.priority = weft::Priority::kHigh;
+    opts.name = "ticker";
     h_ = weft::spawn([this] {
       int64_t last = NowNs();
       while (!stop_.load(std::memory_order_relaxed)) {
@@ -44,7 +50,7 @@ class Ticker {
         if (gap > max_gap_ns_.load(std::memory_order_relaxed)) max_gap_ns_.store(gap, std::memory_order_relaxed);
         ticks_.fetch_add(1, std::memory_order_relaxed);
       }
-    });
+    }, opts);
   }
   // Waits for the first ticks (the ticker runs), then clears the maximum.
   void WaitRunning() {
