@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <thread>
@@ -77,21 +78,33 @@ double TickerGapDuring(Wait wait, double* waited_ms, long* result) {
   return gap;
 }
 
+// A stall the hook is meant to remove happens in every round (the worker
+// is blocked for the whole wait); this VM also stalls a thread now and
+// then for tens of ms (seen: 1 run in 50 of a plain sleep beside the
+// ticker). So a hooked scenario runs up to kRounds times and its best
+// round must be under the bound; a control (raw system call) must stall
+// in its one round.
+constexpr int kRounds = 3;
+
 TEST(HookTiming, HookedReadDoesNotStallTheWorker) {
   Watchdog wd(TestName(), 60);
   ASSERT_TRUE(weft::hook::active());
-  double waited = 0;
-  long r = 0;
-  double gap = TickerGapDuring(
-      [](int fd) {
-        char c;
-        return static_cast<long>(read(fd, &c, 1));
-      },
-      &waited, &r);
-  printf("hooked read(): waited %.1f ms, ticker max gap %.2f ms\n", waited, gap);
-  EXPECT_EQ(r, 1);
-  EXPECT_GE(waited, 250.0);
-  EXPECT_LT(gap, kNoStallMs) << "the worker stalled while a ULT waited in a hooked read()";
+  double best = 1e9;
+  for (int round = 0; round < kRounds && best >= kNoStallMs; ++round) {
+    double waited = 0;
+    long r = 0;
+    double gap = TickerGapDuring(
+        [](int fd) {
+          char c;
+          return static_cast<long>(read(fd, &c, 1));
+        },
+        &waited, &r);
+    printf("hooked read(): waited %.1f ms, ticker max gap %.2f ms\n", waited, gap);
+    EXPECT_EQ(r, 1);
+    EXPECT_GE(waited, 250.0);
+    best = std::min(best, gap);
+  }
+  EXPECT_LT(best, kNoStallMs) << "the worker stalled while a ULT waited in a hooked read()";
 }
 
 TEST(HookTiming, RawSyscallReadStallsTheWorker) {
@@ -111,20 +124,24 @@ TEST(HookTiming, RawSyscallReadStallsTheWorker) {
 
 TEST(HookTiming, HookedPollOfSeveralDescriptorsDoesNotStall) {
   Watchdog wd(TestName(), 60);
-  double waited = 0;
-  long r = 0;
   int other[2];
   ASSERT_EQ(pipe(other), 0);
-  double gap = TickerGapDuring(
-      [&](int fd) {
-        pollfd fds[2] = {{other[0], POLLIN, 0}, {fd, POLLIN, 0}};
-        return static_cast<long>(poll(fds, 2, 10000));
-      },
-      &waited, &r);
-  printf("hooked poll() of 2 fds: waited %.1f ms, ticker max gap %.2f ms\n", waited, gap);
-  EXPECT_EQ(r, 1);
-  EXPECT_GE(waited, 250.0);
-  EXPECT_LT(gap, kNoStallMs);
+  double best = 1e9;
+  for (int round = 0; round < kRounds && best >= kNoStallMs; ++round) {
+    double waited = 0;
+    long r = 0;
+    double gap = TickerGapDuring(
+        [&](int fd) {
+          pollfd fds[2] = {{other[0], POLLIN, 0}, {fd, POLLIN, 0}};
+          return static_cast<long>(poll(fds, 2, 10000));
+        },
+        &waited, &r);
+    printf("hooked poll() of 2 fds: waited %.1f ms, ticker max gap %.2f ms\n", waited, gap);
+    EXPECT_EQ(r, 1);
+    EXPECT_GE(waited, 250.0);
+    best = std::min(best, gap);
+  }
+  EXPECT_LT(best, kNoStallMs);
   close(other[0]);
   close(other[1]);
 }
@@ -132,21 +149,25 @@ TEST(HookTiming, HookedPollOfSeveralDescriptorsDoesNotStall) {
 TEST(HookTiming, HookedSleepsDoNotStall) {
   Watchdog wd(TestName(), 60);
   weft::Runtime rt(OneWorker());
-  EXPECT_TRUE(rt.block_on([&] {
-                  hooktest::Ticker ticker;
-                  ticker.Start();
-                  ticker.WaitRunning();
-                  auto t0 = std::chrono::steady_clock::now();
-                  EXPECT_EQ(usleep(150000), 0);
-                  timespec req{0, 150 * 1000 * 1000};
-                  EXPECT_EQ(nanosleep(&req, nullptr), 0);
-                  double slept = MsSince(t0);
-                  ticker.Stop();
-                  printf("hooked usleep+nanosleep: slept %.1f ms, ticker max gap %.2f ms\n", slept,
-                         ticker.max_gap_ms());
-                  EXPECT_GE(slept, 299.0);
-                  EXPECT_LT(ticker.max_gap_ms(), kNoStallMs);
-                }).ok());
+  double best = 1e9;
+  for (int round = 0; round < kRounds && best >= kNoStallMs; ++round) {
+    EXPECT_TRUE(rt.block_on([&] {
+                    hooktest::Ticker ticker;
+                    ticker.Start();
+                    ticker.WaitRunning();
+                    auto t0 = std::chrono::steady_clock::now();
+                    EXPECT_EQ(usleep(150000), 0);
+                    timespec req{0, 150 * 1000 * 1000};
+                    EXPECT_EQ(nanosleep(&req, nullptr), 0);
+                    double slept = MsSince(t0);
+                    ticker.Stop();
+                    printf("hooked usleep+nanosleep: slept %.1f ms, ticker max gap %.2f ms\n", slept,
+                           ticker.max_gap_ms());
+                    EXPECT_GE(slept, 299.0);
+                    best = std::min(best, ticker.max_gap_ms());
+                  }).ok());
+  }
+  EXPECT_LT(best, kNoStallMs);
 }
 
 TEST(HookTiming, RawNanosleepStalls) {
