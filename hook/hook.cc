@@ -74,7 +74,38 @@ bool deadline_passed(weft::io::Deadline d) { return !d.is_none() && now_ns() >= 
 namespace {
 // One bit per descriptor: "not a regular file nor a block device".
 std::atomic<uint64_t> g_stream_bits[kFdCacheSize / 64];
+// One bit per descriptor: "a socket" (hook_internal.h: known_socket).
+std::atomic<uint64_t> g_socket_bits[kFdCacheSize / 64];
+// One bit per descriptor: "fstat'ed since its number was last forgotten"
+// (a hint that only saves fstat calls: learn_fd).
+std::atomic<uint64_t> g_known_bits[kFdCacheSize / 64];
 }  // namespace
+
+void learn_fd(int fd) {
+  if (fd < 0 || fd >= kFdCacheSize) return;
+  uint64_t bit = uint64_t{1} << (fd % 64);
+  if (g_known_bits[fd / 64].load(std::memory_order_relaxed) & bit) return;
+  (void)is_stream(fd);
+}
+
+bool known_socket(int fd) {
+  return fd >= 0 && fd < kFdCacheSize &&
+         (g_socket_bits[fd / 64].load(std::memory_order_relaxed) & (uint64_t{1} << (fd % 64))) != 0;
+}
+
+void remember_socket(int fd) {
+  if (fd >= 0 && fd < kFdCacheSize) {
+    g_socket_bits[fd / 64].fetch_or(uint64_t{1} << (fd % 64), std::memory_order_relaxed);
+    remember_stream(fd);
+  }
+}
+
+void forget_socket(int fd) {
+  if (fd < 0 || fd >= kFdCacheSize) return;
+  uint64_t bit = uint64_t{1} << (fd % 64);
+  if (g_socket_bits[fd / 64].load(std::memory_order_relaxed) & bit)
+    g_socket_bits[fd / 64].fetch_and(~bit, std::memory_order_relaxed);
+}
 
 bool is_stream(int fd, off_t* st_size_out) {
   if (fd >= 0 && fd < kFdCacheSize &&
@@ -82,11 +113,17 @@ bool is_stream(int fd, off_t* st_size_out) {
     return true;
   struct stat st {};
   if (sys(SYS_fstat, fd, arg(&st)) < 0) return true;  // let the caller return what it has
+  if (fd >= 0 && fd < kFdCacheSize)
+    g_known_bits[fd / 64].fetch_or(uint64_t{1} << (fd % 64), std::memory_order_relaxed);
   if (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)) {
     if (st_size_out != nullptr) *st_size_out = st.st_size;
     return false;
   }
-  remember_stream(fd);
+  if (S_ISSOCK(st.st_mode)) {
+    remember_socket(fd);
+  } else {
+    remember_stream(fd);
+  }
   return true;
 }
 
@@ -96,7 +133,10 @@ void remember_stream(int fd) {
 }
 
 void forget_fd(int fd) {
+  forget_socket(fd);
   if (fd < 0 || fd >= kFdCacheSize) return;
+  if (g_known_bits[fd / 64].load(std::memory_order_relaxed) & (uint64_t{1} << (fd % 64)))
+    g_known_bits[fd / 64].fetch_and(~(uint64_t{1} << (fd % 64)), std::memory_order_relaxed);
   uint64_t bit = uint64_t{1} << (fd % 64);
   if (g_stream_bits[fd / 64].load(std::memory_order_relaxed) & bit)
     g_stream_bits[fd / 64].fetch_and(~bit, std::memory_order_relaxed);

@@ -68,6 +68,7 @@ inline long map_waited(long r, Deadline d) {
 
 // The slow path of a read from the file position: the call must wait.
 long read_wait(int fd, const iovec* iov, int cnt) {
+  learn_fd(fd);  // whether fd is a socket (one fstat per fd), for the next fast path
   Deadline d = socket_deadline(fd, /*receive=*/true);
   long r = cnt == 1 ? weft::io::read(fd, iov[0].iov_base, iov[0].iov_len, d) : weft::io::readv(fd, iov, cnt, d);
   return map_waited(r, d);
@@ -87,7 +88,21 @@ long read_rest(int fd, const iovec* iov, int cnt, long got, off_t size) {
 
 // read/readv on a ULT (the path at the top of this file). -errno or count.
 long read_on_ult(int fd, const iovec* iov, int cnt) {
-  long r = sys(SYS_preadv2, fd, arg(iov), cnt, -1, 0, RWF_NOWAIT);
+  long r;
+  // A known socket: recvfrom with MSG_DONTWAIT, as cheap as read(2).
+  if (cnt == 1 && known_socket(fd)) {
+    r = sys(SYS_recvfrom, fd, arg(iov[0].iov_base), static_cast<long>(iov[0].iov_len), MSG_DONTWAIT, 0, 0);
+    if (r != -ENOTSOCK) {
+      if (r != -EAGAIN) return r;  // a socket's short count is the answer
+      long fl = fd_flags(fd);
+      if (fl < 0) return fl;
+      if (fl & O_NONBLOCK) return -EAGAIN;
+      return read_wait(fd, iov, cnt);
+    }
+    forget_socket(fd);  // the number names something else now
+  }
+  r = sys(SYS_preadv2, fd, arg(iov), cnt, -1, 0, RWF_NOWAIT);
+  learn_fd(fd);  // once per descriptor: a socket takes the recvfrom path from the next call on
   if (r >= 0) {
     size_t want = cnt == 1 ? iov[0].iov_len : iov_total(iov, cnt);
     if (r == 0 || static_cast<size_t>(r) >= want) return r;
@@ -114,6 +129,7 @@ long read_on_ult(int fd, const iovec* iov, int cnt) {
 // The slow path of a write from the file position, `done` bytes already
 // written: everything through weft::io, as a blocking write(2) would.
 long write_wait(int fd, const iovec* iov, int cnt, size_t done) {
+  learn_fd(fd);  // as read_wait
   Deadline d = socket_deadline(fd, /*receive=*/false);
   size_t want = iov_total(iov, cnt);
   std::vector<iovec> rest;
@@ -129,7 +145,17 @@ long write_wait(int fd, const iovec* iov, int cnt, size_t done) {
 }
 
 long write_on_ult(int fd, const iovec* iov, int cnt) {
-  long r = sys(SYS_pwritev2, fd, arg(iov), cnt, -1, 0, RWF_NOWAIT);
+  long r = -ENOTSOCK;
+  // A known socket: sendto with MSG_DONTWAIT (no MSG_NOSIGNAL: SIGPIPE as
+  // write(2) raises it).
+  if (cnt == 1 && known_socket(fd)) {
+    r = sys(SYS_sendto, fd, arg(iov[0].iov_base), static_cast<long>(iov[0].iov_len), MSG_DONTWAIT, 0, 0);
+    if (r == -ENOTSOCK) forget_socket(fd);
+  }
+  if (r == -ENOTSOCK) {
+    r = sys(SYS_pwritev2, fd, arg(iov), cnt, -1, 0, RWF_NOWAIT);
+    learn_fd(fd);  // as in read_on_ult
+  }
   size_t want = cnt == 1 ? iov[0].iov_len : iov_total(iov, cnt);
   if (r >= 0 && static_cast<size_t>(r) >= want) return r;
   if (r >= 0 || r == -EAGAIN) {

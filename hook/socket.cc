@@ -172,7 +172,10 @@ long accept_on_ult(int fd, sockaddr* addr, socklen_t* len, int flags) {
   if (fl < 0) return fl;
   if (fl & O_NONBLOCK) {
     long c = sys(SYS_accept4, fd, arg(addr), arg(len), flags);
-    if (c >= 0) remember_stream(static_cast<int>(c));
+    if (c >= 0) {
+      forget_fd(static_cast<int>(c));
+      remember_socket(static_cast<int>(c));
+    }
     return c;
   }
   Deadline d = socket_deadline(fd, true);
@@ -186,7 +189,8 @@ long accept_on_ult(int fd, sockaddr* addr, socklen_t* len, int flags) {
   bool want_nb = (flags & SOCK_NONBLOCK) != 0;
   if (cf >= 0 && ((cf & O_NONBLOCK) != 0) != want_nb)
     sys(SYS_fcntl, c, F_SETFL, want_nb ? (cf | O_NONBLOCK) : (cf & ~O_NONBLOCK));
-  remember_stream(static_cast<int>(c));
+  forget_fd(static_cast<int>(c));
+  remember_socket(static_cast<int>(c));
   return c;
 }
 
