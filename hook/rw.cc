@@ -4,6 +4,10 @@
 // weft::io when the call has to wait.
 //
 // The path of a read on a ULT:
+//   0. A descriptor known to be a socket (hook.cc's per-fd bits, learnt by
+//      one fstat per descriptor number): recvfrom(MSG_DONTWAIT) instead of
+//      1 (preadv2 costs 10-30% more than read(2) in the kernel; recvfrom
+//      does not). ENOTSOCK: the number was reused, forget it, go on at 1.
 //   1. preadv2(fd, iov, 1, -1, RWF_NOWAIT): one system call, the fast path
 //      (data ready in a pipe or socket, pages in the page cache). Its result
 //      is the call's unless it is EAGAIN, or a short count from a regular
