@@ -21,9 +21,10 @@
 // workers, the monitor and redis-server (about one CPU by itself while
 // 1,000 clients hammer it), so the kernel time-slices three busy threads
 // on two CPUs and a worker waits for a CPU for a CFS slice or two. The
-// gaps measured with the hook (50 runs per io backend): io_uring 20 ms on
-// average, 4 runs above 50 ms, 2 above 100 ms (max 141); epoll 44 ms on
-// average, 19 above 50 ms, 4 above 100 ms (max 182). So the test takes the
+// gaps measured with the hook, per round: io_uring 6-11 ms on average
+// (max 24 ms in 40 runs; before reads of known sockets took the recvfrom
+// path: 20 ms on average, 2 of 50 above 100 ms), epoll 42-52 ms on average
+// (5-8 rounds in 30 above 100 ms, max 214 ms). So the test takes the
 // best of up to kRounds = 3 rounds against kMaxGapMs = 100 ms: a stall
 // the hook failed to remove would show in every round, and the unhooked
 // build stalls > 200 ms (asserted; 263-404 ms measured in 20 runs). A
