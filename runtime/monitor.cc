@@ -153,15 +153,21 @@ void handoff_locked(Scheduler* s, Worker* w, uint64_t st) {
 // retired worker hands its queues over (Worker::find_runnable_inner). The
 // switch count `seen` is what the monitor saw while it found the KLT
 // asleep: if the worker switched since, it is no longer blocked. Caller
-// holds concurrency_lock.
-void kernel_block_handoff_locked(Scheduler* s, Worker* w, uint64_t seen) {
-  if (s->stopped.load(std::memory_order_acquire)) return;
+// holds concurrency_lock. Returns whether it handed off (not at
+// max_workers, nor when the worker moved meanwhile).
+bool kernel_block_handoff_locked(Scheduler* s, Worker* w, uint64_t seen) {
+  if (s->stopped.load(std::memory_order_acquire)) return false;
   int i = w->index.load(std::memory_order_relaxed);
-  if (i >= s->active.load(std::memory_order_relaxed)) return;
-  if (w->switches.load(std::memory_order_acquire) + w->sleeps.load(std::memory_order_acquire) != seen) return;
+  int act = s->active.load(std::memory_order_relaxed);
+  if (i >= act) return false;
+  if (w->switches.load(std::memory_order_acquire) + w->sleeps.load(std::memory_order_acquire) != seen) return false;
   Worker* spare = find_spare_locked(s);
-  if (spare == nullptr) return;  // at max_workers: the call blocks its worker, as without weft
-  s->swap_slots_locked(i, spare->index.load(std::memory_order_relaxed));
+  if (spare == nullptr) return false;  // at max_workers: the call blocks its worker, as without weft
+  int j = spare->index.load(std::memory_order_relaxed);
+  s->swap_slots_locked(i, j);
+  // A swap of one active and one retired slot: the level is unchanged.
+  WEFT_DCHECK(j >= act && s->worker_at(i) == spare && s->worker_at(j) == w && s->active.load(std::memory_order_relaxed) == act,
+              "kernel-block handoff swapped slots %d and %d with %d active", i, j, act);
   int64_t moved = take_stealable(s, w);
   s->kernel_block_handoffs.fetch_add(1, std::memory_order_relaxed);
   w->monitor_asleep = 0;
@@ -170,6 +176,7 @@ void kernel_block_handoff_locked(Scheduler* s, Worker* w, uint64_t seen) {
   s->notify_work();
   log().debug("kernel-block handoff: slot {} from worker tid {} (asleep in the kernel) to tid {}; {} ULTs moved", i,
               w->tid.load(), spare->tid.load(), moved);
+  return true;
 }
 
 // A worker handed off while asleep in the kernel goes on running its ULT
@@ -202,6 +209,9 @@ bool rejoin_if_idle_slot(Scheduler* s, Worker* w, int64_t now) {
       Worker* idle = s->worker_at(j);
       if (!Scheduler::can_take_slot(idle)) continue;
       s->swap_slots_locked(j, i);
+      // One active and one retired slot swapped: the level is unchanged.
+      WEFT_DCHECK(s->worker_at(j) == w && s->worker_at(i) == idle && s->active.load(std::memory_order_relaxed) == act,
+                  "rejoin swapped slots %d and %d with %d active", j, i, act);
       s->wake_worker(idle);  // it finds itself retired and settles as a spare
       swapped = true;
       log().debug("rejoin: worker tid {} takes slot {} back from idle tid {}", w->tid.load(), j, idle->tid.load());
@@ -341,12 +351,12 @@ int64_t scan(Scheduler* s, int64_t now) {
         asleep = state == 'S' || state == 'D';
       }
       w->monitor_asleep = asleep ? w->monitor_asleep + 1 : 0;
-      if (w->monitor_asleep >= 2) {
-        if (s->concurrency_lock.try_lock()) {  // never wait: shutdown may hold it for long
-          kernel_block_handoff_locked(s, w, seen);
-          s->concurrency_lock.unlock();
-        }
-        continue;
+      if (w->monitor_asleep >= 2 && s->concurrency_lock.try_lock()) {  // never wait: shutdown may hold it for long
+        bool handed = kernel_block_handoff_locked(s, w, seen);
+        s->concurrency_lock.unlock();
+        if (handed) continue;
+        // Not handed off (no spare within max_workers): the hog rescue
+        // below still moves its queued ULTs to the global queue.
       }
       if (slice_due && on_cpu && now - w->monitor_stalled_since >= s->time_slice_ns &&
           now - w->monitor_preempt_sent >= std::min<int64_t>(s->time_slice_ns, kBusyTickNs)) {
