@@ -75,12 +75,12 @@ constexpr int kSlowFirst = 490, kSlowCount = 20;  // the ULTs that also run a 30
 // The build without the hook also runs with LD_PRELOAD=libweft-hook.so
 // (hook_redis_preload: the README's second way to enable it); it then
 // finds weft::hook::active() at run time and must behave as hooked.
+#if WEFT_TEST_NO_HOOK
 bool Preloaded() {
   using ActiveFn = bool (*)();
   auto f = reinterpret_cast<ActiveFn>(dlsym(RTLD_DEFAULT, "_ZN4weft4hook6activeEv"));
   return f != nullptr && f();
 }
-#if WEFT_TEST_NO_HOOK
 const bool kHooked = Preloaded();
 #else
 constexpr bool kHooked = true;
