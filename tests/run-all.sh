@@ -4,9 +4,6 @@
 #
 #   clone backend    debugoptimized + WEFT_DCHECK: the product's code path;
 #                    every suite, the stress programs alone at the end
-#   pthread backend  debugoptimized + WEFT_DCHECK: what sanitizer builds use;
-#                    every suite but the stress ones (the ASan block below
-#                    runs those on this backend), no benchmarks
 #   ASan + UBSan     pthread backend; every suite (see the block below)
 #   ThreadSanitizer  pthread backend; every suite but the stress ones (see
 #                    the block below)
@@ -50,9 +47,15 @@ g1="-g1"
 start=$(date +%s)
 run build-test-clone "" -Dbuildtype=debugoptimized -Ddchecks=true -Dklt_backend=clone \
   "-Dc_args=$g1" "-Dcpp_args=$g1"
-run build-test-pthread "--no-suite stress" -Dbuildtype=debugoptimized -Ddchecks=true -Dklt_backend=pthread \
-  -Dbenchmarks=false "-Dc_args=$g1" "-Dcpp_args=$g1"
-echo "clone and pthread blocks: $(( $(date +%s) - start )) s"
+echo "clone block: $(( $(date +%s) - start )) s"
+
+# The pthread KLT backend has no block of its own: the two sanitizer blocks
+# below run every suite on it (the ASan one the stress programs too). A
+# plain pthread build running the same suites again (about 5 minutes on 2
+# cores) added only the few cases that skip themselves under a sanitizer,
+# which are about the sanitizer, not the backend, and run on clone above;
+# it was dropped when the whole run reached the 30-minute budget (stop 20:
+# 1,791 s on the CI machine).
 
 # --- Sanitizers (issue 9 gate) -----------------------------------------------
 # Both on the pthread KLT backend (the sanitizer runtimes must know every
