@@ -258,6 +258,13 @@ struct alignas(64) UltDesc {
   uint8_t pi_prio[kPiHeld] = {};
   std::atomic<const void*> pi_waiting_on{nullptr};  // relaxed: see base_prio
 
+  // --- what it waits for (runtime/debug_info.h, WaitNote) ---------------------
+  // Written by the ULT itself around a park, read by dump_ults and the gdb
+  // extension without synchronization (relaxed: a hint for humans).
+  std::atomic<const char*> wait_what{nullptr};
+  std::atomic<const void*> wait_obj{nullptr};
+  std::atomic<int64_t> wait_arg{-1};
+
   // --- ULT-local storage -------------------------------------------------------
   LocalSlot* locals = nullptr;     // malloc'd array, or null
   uint32_t locals_count = 0;
