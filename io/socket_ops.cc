@@ -14,6 +14,7 @@
 #include <memory>
 
 #include "io/acceptor.h"
+#include "runtime/debug_info.h"
 #include "io/backend.h"
 #include "io/engine.h"
 #include "io/ops_common.h"
@@ -366,6 +367,7 @@ int multishot_accept(MultishotAccept* m, Route r, io::Deadline d) {
     // worker: nothing parked since route_for_caller().
     if (arm) static_cast<UringEngine*>(r.engine)->arm_multishot_accept(m);
     bool timed_out = false;
+    rt::WaitNote note(self, "accept", nullptr, m->fd);
     for (;;) {
       if (d.is_none()) {
         rt::park_current(self);

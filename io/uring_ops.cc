@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "io/backend.h"
+#include "runtime/debug_info.h"
 #include "io/ops_common.h"
 #include "io/uring_defs.h"
 #include "io/uring_engine.h"
@@ -38,6 +39,24 @@ bool on_disk(int fd) {
   return S_ISREG(st.st_mode) || S_ISBLK(st.st_mode) || S_ISDIR(st.st_mode);
 }
 
+// The name a dump gives an operation (the ULT's wait note, debug_info.h).
+const char* op_name(uint8_t opcode) {
+  switch (opcode) {
+    case IORING_OP_READ: case IORING_OP_READV: case IORING_OP_READ_FIXED: return "read";
+    case IORING_OP_WRITE: case IORING_OP_WRITEV: case IORING_OP_WRITE_FIXED: return "write";
+    case IORING_OP_RECV: case IORING_OP_RECVMSG: return "recv";
+    case IORING_OP_SEND: case IORING_OP_SENDMSG: return "send";
+    case IORING_OP_ACCEPT: return "accept";
+    case IORING_OP_CONNECT: return "connect";
+    case IORING_OP_POLL_ADD: return "poll";
+    case IORING_OP_FSYNC: return "fsync";
+    case IORING_OP_OPENAT: return "openat";
+    case IORING_OP_CLOSE: return "close";
+    case IORING_OP_SPLICE: return "splice";
+    default: return "io";
+  }
+}
+
 // Submits one operation (plus a linked timeout for a deadline) on the
 // calling ULT's worker's ring and parks until its last CQE (see
 // uring_engine.h for the protocol).
@@ -52,6 +71,7 @@ int64_t uring_op(UringEngine* e, rt::UltDesc* self, int fd, Deadline d, Interrup
   c.remaining.store(timed ? 2 : 1, std::memory_order_relaxed);
   io_uring_sqe* sqe = e->get_sqes(timed ? 2 : 1);
   prep(sqe);
+  rt::WaitNote note(self, op_name(sqe->opcode), nullptr, fd);
   io_uring_sqe_set_data64(sqe, reinterpret_cast<uint64_t>(&c) | kTagOp);
   if (timed) {
     sqe->flags |= IOSQE_IO_LINK;

@@ -12,7 +12,13 @@
 // changes meaning; add fields only at the end.
 #pragma once
 
+#include <condition_variable>
 #include <cstdint>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include "weft/signal.h"
 
 namespace weft::rt {
 
@@ -33,6 +39,35 @@ class WaitNote {
  private:
   UltDesc* self_;
 };
+
+struct Scheduler;
+
+// The thread that dumps every ULT to stderr (dump.cc) on WEFT_DUMP_SIGNAL,
+// which it receives through a weft::SignalSet, and when no ULT of its
+// runtime has switched for hang_ns while ULTs wait to run (hang_ns 0:
+// WEFT_HANG_DUMP's seconds, or off). No thread when neither is asked for.
+// Made after the runtime has started; destroyed before it shuts down.
+class DumpWatch {
+ public:
+  DumpWatch(Scheduler* s, int64_t hang_ns);
+  ~DumpWatch();
+  DumpWatch(const DumpWatch&) = delete;
+  DumpWatch& operator=(const DumpWatch&) = delete;
+
+ private:
+  void run();
+  Scheduler* sched_;
+  int64_t hang_ns_;
+  std::unique_ptr<SignalSet> set_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;  // guarded by mu_
+  std::thread thread_;
+};
+
+// The owner word of the weft::Mutex at m (0 free, a UltDesc*, or a
+// pthread_t with the low bit set), for dumps (sync/mutex.cc).
+uintptr_t debug_mutex_owner(const void* m);
 
 }  // namespace weft::rt
 

@@ -1,6 +1,7 @@
 // runtime/park.h — the runtime's interface for the layers above it: park
 // the calling ULT until woken, wake a parked ULT, and find the calling
-// context's poller. io/ uses only this (and poller.h, locks.h, fork.h, log.h)
+// context's poller. io/ uses only this (and poller.h, locks.h, fork.h, log.h, and
+// debug_info.h's WaitNote)
 // of the runtime's internals; so will the hook library and signals. Nothing
 // here exposes the scheduler's structures: a ULT is an opaque UltDesc*.
 //

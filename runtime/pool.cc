@@ -103,6 +103,9 @@ absl::Status validate_options(const Options& o) {
   if (o.time_slice.count() < 0)
     return absl::InvalidArgumentError(
         absl::StrCat("Options::time_slice is negative (", o.time_slice.count(), " us)"));
+  if (o.hang_dump.count() < 0)
+    return absl::InvalidArgumentError(
+        absl::StrCat("Options::hang_dump is negative (", o.hang_dump.count(), " ms)"));
   return absl::OkStatus();
 }
 

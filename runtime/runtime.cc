@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "runtime/death_row.h"
+#include "runtime/debug_info.h"
 #include "runtime/fork.h"
 #include "runtime/globals.h"
 #include "runtime/log.h"
@@ -24,6 +25,9 @@ namespace weft {
 struct Runtime::Impl {
   explicit Impl(const Options& o) : sched(o) {}
   rt::Scheduler sched;
+  // WEFT_DUMP_SIGNAL and Options::hang_dump (debug_info.h): made once the
+  // pool runs, gone before it shuts down.
+  std::unique_ptr<rt::DumpWatch> dump_watch;
 };
 
 
@@ -36,10 +40,15 @@ std::string UltId::ToString() const {
   return absl::StrCat(index(), ".", generation());
 }
 
-Runtime::Runtime(Options opts) : impl_(std::make_unique<Impl>(opts)) { (void)impl_->sched.start(); }
+Runtime::Runtime(Options opts) : impl_(std::make_unique<Impl>(opts)) {
+  if (impl_->sched.start().ok())
+    impl_->dump_watch = std::make_unique<rt::DumpWatch>(
+        &impl_->sched, std::chrono::duration_cast<std::chrono::nanoseconds>(opts.hang_dump).count());
+}
 
 Runtime::~Runtime() {
   if (impl_->sched.exiting_process.load(std::memory_order_relaxed)) return;  // fork.cc
+  impl_->dump_watch.reset();
   absl::Status s = impl_->sched.shutdown();
   if (!s.ok()) {
     sys::raw_logf("weft: ~Runtime: %s", std::string(s.message()).c_str());
@@ -197,6 +206,7 @@ void sleep_until_monotonic_ns(int64_t deadline) {
     }
     return;
   }
+  rt::WaitNote note(self, "sleep");
   if (deadline == detail::kForeverNs) {
     // Practically forever (292 years after boot): no timer at all. Only a
     // stop request ends it (a spurious wake-up parks again).

@@ -88,6 +88,8 @@
 // had it; a forked child that migrates before exec execs with the worker
 // mask.
 #include "runtime/signal.h"
+
+#include "runtime/debug_info.h"
 #include "runtime/libc_next.h"
 
 #include <dirent.h>
@@ -1033,6 +1035,7 @@ int ult_sigtimedwait(UltDesc* self, uint64_t set, siginfo_t* info, const timespe
     publish_wanted_locked();
   }
   int result = -EAGAIN;
+  WaitNote note(self, "sigwait");
   for (;;) {
     uint64_t own = self->sig_pending.load(std::memory_order_acquire) & set;
     if (own != 0) {
@@ -1087,6 +1090,7 @@ void ult_sigsuspend(UltDesc* self, uint64_t mask) {
   uint64_t old = self->sig_mask.load(std::memory_order_relaxed);
   uint32_t handled = self->sig_handled.load(std::memory_order_relaxed);
   self->sig_mask.store(maskable(mask), std::memory_order_relaxed);
+  WaitNote note(self, "sigsuspend");
   for (;;) {
     if (deliverable(self)) deliver(self);
     if (self->sig_handled.load(std::memory_order_relaxed) != handled) break;

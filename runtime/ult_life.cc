@@ -20,6 +20,7 @@
 #include <cstring>
 
 #include "runtime/death_row.h"
+#include "runtime/debug_info.h"
 #include "absl/strings/str_cat.h"
 #include "runtime/scheduler.h"
 #include "runtime/signal.h"
@@ -268,6 +269,7 @@ absl::Status join_ult(UltId id, void** value, bool cancellable, void (*collect)(
   u->joiner = &w;
   u->join_lock.unlock();
   if (self != nullptr) {
+    WaitNote note(self, "join", u);
     while (w.done.load(std::memory_order_acquire) == 0) {
       park_current(self);
       // A stop request of the joiner (it unparks us: stop.cc) ends the

@@ -48,6 +48,12 @@
 
 extern "C" {
 void* weft_context_switch(void** save_sp, void* load_sp, void* transfer);
+// Runs fn(arg) on a stack whose switch frame is at frame_sp, as if that
+// frame's weft_context_switch had called it (context_x86_64.S): for taking
+// the backtrace of a copy of a switched-out context. fn ends with
+// weft_run_on_frame_return(*back_sp), never by returning.
+void weft_run_on_frame(void* frame_sp, void (*fn)(void*), void* arg, void** back_sp);
+[[noreturn]] void weft_run_on_frame_return(void* back_sp);
 void weft_context_trampoline();
 }
 

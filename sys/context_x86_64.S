@@ -43,6 +43,12 @@ weft_context_switch:
         subq    $8, %rsp
         .cfi_adjust_cfa_offset 8
         stmxcsr WEFT_CTX_MXCSR(%rsp)
+        /* Here the whole switch frame is pushed (CFA = rsp + 64): a return
+         * address equal to this label unwinds, through the CFI above, into
+         * the context that saved the frame at rsp (weft_run_on_frame). */
+        .globl  weft_context_switch_saved
+        .hidden weft_context_switch_saved
+weft_context_switch_saved:
         fnstcw  WEFT_CTX_X87CW(%rsp)
 
         movl    WEFT_CTX_MXCSR(%rsp), %r8d   /* this context's MXCSR and x87 CW */
@@ -107,5 +113,72 @@ weft_context_trampoline:
         ud2                     /* the entry function must never return */
         .cfi_endproc
         .size   weft_context_trampoline, .-weft_context_trampoline
+
+/* void weft_run_on_frame(void* frame_sp, void (*fn)(void*), void* arg,
+ *                        void** back_sp)
+ *   Calls fn(arg) on another stack as if weft_context_switch, having saved
+ *   the switch frame at frame_sp (sys/context_layout.h), had called it: the
+ *   return address fn sees is weft_context_switch_saved, so an unwinder
+ *   started in fn walks into the context that frame describes. Used on a
+ *   copy of a switched-out ULT's stack to take its backtrace without
+ *   touching the ULT (runtime/dump.cc). fn must not return: it ends with
+ *   weft_run_on_frame_return(*back_sp), which resumes the caller of
+ *   weft_run_on_frame (callee-saved registers restored) as if it returned.
+ *   frame_sp must be 16-byte aligned, with room below it for fn's frames
+ *   and for any signal handler that runs meanwhile. */
+        .globl  weft_run_on_frame
+        .hidden weft_run_on_frame
+        .type   weft_run_on_frame,@function
+        .p2align 4
+weft_run_on_frame:
+        .cfi_startproc
+        pushq   %rbp
+        .cfi_adjust_cfa_offset 8
+        .cfi_rel_offset %rbp, 0
+        pushq   %rbx
+        .cfi_adjust_cfa_offset 8
+        .cfi_rel_offset %rbx, 0
+        pushq   %r12
+        .cfi_adjust_cfa_offset 8
+        .cfi_rel_offset %r12, 0
+        pushq   %r13
+        .cfi_adjust_cfa_offset 8
+        .cfi_rel_offset %r13, 0
+        pushq   %r14
+        .cfi_adjust_cfa_offset 8
+        .cfi_rel_offset %r14, 0
+        pushq   %r15
+        .cfi_adjust_cfa_offset 8
+        .cfi_rel_offset %r15, 0
+        subq    $8, %rsp        /* keep the 16-byte alignment of the caller's frame */
+        .cfi_adjust_cfa_offset 8
+        movq    %rsp, (%rcx)
+        movq    %rdi, %rsp
+        leaq    weft_context_switch_saved(%rip), %rax
+        pushq   %rax
+        movq    %rdx, %rdi
+        jmpq    *%rsi
+        .cfi_endproc
+        .size   weft_run_on_frame, .-weft_run_on_frame
+
+/* void weft_run_on_frame_return(void* back_sp): see weft_run_on_frame. */
+        .globl  weft_run_on_frame_return
+        .hidden weft_run_on_frame_return
+        .type   weft_run_on_frame_return,@function
+        .p2align 4
+weft_run_on_frame_return:
+        .cfi_startproc
+        .cfi_undefined rip
+        movq    %rdi, %rsp
+        addq    $8, %rsp
+        popq    %r15
+        popq    %r14
+        popq    %r13
+        popq    %r12
+        popq    %rbx
+        popq    %rbp
+        ret
+        .cfi_endproc
+        .size   weft_run_on_frame_return, .-weft_run_on_frame_return
 
         .section .note.GNU-stack,"",@progbits

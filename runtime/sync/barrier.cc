@@ -31,7 +31,7 @@ bool Barrier::arrive_and_wait() {
       arrived_ = 0;
       released = rt::sync::take_all_locked(queue_);
     } else {
-      rt::sync::init_waiter(&w);
+      rt::sync::init_waiter(&w, "Barrier", this);
       rt::sync::push_back(queue_, &w);
     }
   }

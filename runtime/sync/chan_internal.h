@@ -139,6 +139,7 @@ void finish_claim(SelectWaiter* s) noexcept;
 // `deadline` (CLOCK_MONOTONIC ns, -1 none) completes it itself with case
 // `deadline_at` unless a claimer got there first (then it waits for that
 // claimer's kDone). A ULT parks, a thread futex-waits on sw->state.
-void wait_done(SelectWaiter* sw, int64_t deadline, int deadline_at);
+// `what`/`obj`: the ULT's wait note while it parks (runtime/debug_info.h).
+void wait_done(SelectWaiter* sw, int64_t deadline, int deadline_at, const char* what = "select", const void* obj = nullptr);
 
 }  // namespace weft::detail

@@ -218,7 +218,7 @@ ChanCore::Result one_op_fast(ChanCore* c, bool send, void* val, int64_t deadline
   rec.index = 0;
   ChanImpl::enqueue(c, &rec, send);
   ChanImpl::unlock(c);
-  wait_done(&sw, deadline_ns, 1);
+  wait_done(&sw, deadline_ns, 1, send ? "Channel send" : "Channel receive", c);
   if (sw.fired == 0) return sw.closed ? ChanCore::kClosed : ChanCore::kOk;
   ChanImpl::dequeue(c, &rec, send);  // timed out: nobody claimed us
   return ChanCore::kTimedOut;

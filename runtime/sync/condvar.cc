@@ -20,7 +20,7 @@ CondVar::~CondVar() {
 bool CondVar::wait_impl(void* lock, int64_t deadline_ns, void (*unlock)(void*), void (*relock)(void*),
                         const std::stop_token* stop) {
   SyncWaiter w;
-  rt::sync::init_waiter(&w);
+  rt::sync::init_waiter(&w, "CondVar", this);
   {
     QueueLock g(queue_);
     rt::sync::push_back(queue_, &w);

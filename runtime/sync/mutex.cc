@@ -51,6 +51,7 @@
 #include <cstdio>
 #include <new>
 
+#include "runtime/debug_info.h"
 #include "runtime/priority.h"
 #include "runtime/scheduler.h"
 #include "runtime/sync/wait_list.h"
@@ -126,7 +127,15 @@ struct detail::MutexPi {
   static rt::UltDesc* owner(const void* m) {
     return holder_ult(static_cast<const Mutex*>(m)->owner_.load(std::memory_order_acquire));
   }
+  // The owner word (0 free, a UltDesc*, or a pthread_t | 1), for dumps.
+  static uintptr_t owner_word(const void* m) {
+    return static_cast<const Mutex*>(m)->owner_.load(std::memory_order_relaxed);
+  }
 };
+
+// For dump_ults (runtime/dump.cc): who holds the Mutex at m, as its owner
+// word. m must be a Mutex a ULT waits on (alive).
+uintptr_t rt::debug_mutex_owner(const void* m) { return detail::MutexPi::owner_word(m); }
 
 // A Mutex's counters live outside it (the Mutex stays one cache line): made
 // by the first contended lock(), installed with a CAS, freed with the Mutex.
@@ -205,7 +214,7 @@ bool Mutex::lock_slow(int64_t deadline_ns, const std::stop_token* stop) {
   if (st != nullptr) bump(st->contended);
   rt::UltDesc* self = (me & 1) ? nullptr : reinterpret_cast<rt::UltDesc*>(me);
   SyncWaiter w;
-  rt::sync::init_waiter(&w);
+  rt::sync::init_waiter(&w, "Mutex", this);
   bool awoke = false;  // we are the waiter kWoken speaks of
   bool spun = false;   // spin at most once per round
   bool waited = false; // spun or parked: this hold feeds the hold-time estimate

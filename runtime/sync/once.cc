@@ -22,7 +22,7 @@ bool Once::begin() {
         running_ = true;
         return true;
       }
-      rt::sync::init_waiter(&w);
+      rt::sync::init_waiter(&w, "Once", this);
       rt::sync::push_back(queue_, &w);
     }
     rt::sync::block(&w, -1);  // the runner finished (or failed): look again

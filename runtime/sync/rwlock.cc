@@ -64,7 +64,7 @@ struct detail::RwLockPi {
       QueueLock g(l->queue_);
       if (ready()) return true;
       if (deadline_ns >= 0 && rt::monotonic_ns() >= deadline_ns) return false;
-      rt::sync::init_waiter(&w);
+      rt::sync::init_waiter(&w, tag == kWriter ? "RwLock (write)" : "RwLock (read)", l);
       w.tag = tag;
       rt::sync::push_back(l->queue_, &w);
       holder = writer_ult(l->writer_owner_.load(std::memory_order_relaxed));

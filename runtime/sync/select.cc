@@ -44,6 +44,7 @@
 #include <type_traits>
 #include <stop_token>
 
+#include "runtime/debug_info.h"
 #include "runtime/park.h"
 #include "runtime/scheduler.h"
 #include "runtime/sync/chan_internal.h"
@@ -118,7 +119,8 @@ using StopCb = std::stop_callback<StopWake>;
 
 }  // namespace
 
-void wait_done(SelectWaiter* sw, int64_t deadline, int deadline_at) {
+void wait_done(SelectWaiter* sw, int64_t deadline, int deadline_at, const char* what, const void* obj) {
+  rt::WaitNote note(sw->ult, what, obj);
   for (int spins = 0;;) {
     uint32_t s = sw->state.load(std::memory_order_acquire);
     if (s == SelectWaiter::kDone) return;
@@ -273,7 +275,19 @@ int select_cases(SelCase* cases, int n) noexcept {
       if (c.kind == SelCase::kStop && c.stop != nullptr && c.stop->stop_possible())
         ::new (&cbs[ncb++]) StopCb(*c.stop, StopWake{&sw, i});
     }
-    wait_done(&sw, deadline, deadline_at);
+    // The wait note: a select of one channel (a send or receive with a
+    // stop token or deadline) names that channel.
+    const char* what = "select";
+    const void* obj = nullptr;
+    if (nchans == 1) {
+      for (int i = 0; i < n; ++i) {
+        if (is_chan_case(cases[i])) {
+          what = cases[i].kind == SelCase::kSend ? "Channel send" : "Channel receive";
+          obj = cases[i].ch;
+        }
+      }
+    }
+    wait_done(&sw, deadline, deadline_at, what, obj);
     // The callbacks' destructors wait for a callback running elsewhere
     // (it may still be in finish_claim's unpark).
     for (int i = 0; i < ncb; ++i) cbs[i].~StopCb();

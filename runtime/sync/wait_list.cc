@@ -8,6 +8,7 @@
 #include <ctime>
 #include <optional>
 
+#include "runtime/debug_info.h"
 #include "runtime/poller.h"
 #include "runtime/scheduler.h"
 #include "sys/futex.h"
@@ -52,7 +53,9 @@ bool remove(WaitQueue& q, SyncWaiter* w) {
   return true;
 }
 
-void init_waiter(SyncWaiter* w) {
+void init_waiter(SyncWaiter* w, const char* what, const void* obj) {
+  w->what = what;
+  w->obj = obj;
   w->ult = current_ult();
   w->who = w->ult != nullptr ? reinterpret_cast<uintptr_t>(w->ult) : (static_cast<uintptr_t>(pthread_self()) | 1);
   w->state.store(0, std::memory_order_relaxed);
@@ -88,6 +91,7 @@ bool block(SyncWaiter* w, int64_t deadline_ns, const std::stop_token* stop) {
   if (deadline_ns == detail::kForeverNs) deadline_ns = -1;  // saturated: no timer (weft/time.h)
   if (stop != nullptr && !stop->stop_possible()) stop = nullptr;
   if (w->ult != nullptr) {
+    WaitNote note(w->ult, w->what, w->obj);
     std::optional<std::stop_callback<UnparkWaiter>> cb;
     if (stop != nullptr) cb.emplace(*stop, UnparkWaiter{w});
     while (w->state.load(std::memory_order_acquire) == 0) {

@@ -80,6 +80,10 @@ struct SyncWaiter {
   bool queued = false;
   int64_t since_ns = 0;              // when it first queued (starvation checks)
   uintptr_t tag = 0;                 // the primitive's: reader/writer, handed off, ...
+  // What a parked ULT waits for, for dumps and gdb (runtime/debug_info.h):
+  // init_waiter's arguments, a string with static storage and the primitive.
+  const char* what = nullptr;
+  const void* obj = nullptr;
 };
 
 }  // namespace weft::detail
@@ -145,8 +149,10 @@ inline SyncWaiter* take_all_locked(WaitQueue& q) {
   return woken;
 }
 
-// Fills in the calling ULT/thread's identity.
-void init_waiter(SyncWaiter* w);
+// Fills in the calling ULT/thread's identity, and what it will wait for
+// (`what`: the primitive's kind, a static string; `obj`: the primitive),
+// which block() leaves in the ULT's wait note while it parks.
+void init_waiter(SyncWaiter* w, const char* what = nullptr, const void* obj = nullptr);
 
 // The identity the Mutex records for its owner: the ULT descriptor's
 // address, or the thread's pthread_t with the low bit set.

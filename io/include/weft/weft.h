@@ -7,6 +7,7 @@
 #pragma once
 
 #include "weft/runtime.h"
+#include "weft/debug.h"
 #include "weft/sync.h"
 #include "weft/task_group.h"
 #include "weft/select.h"

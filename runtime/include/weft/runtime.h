@@ -210,6 +210,12 @@ struct Options {
   // until the holder releases it (see Priority). false: no inheritance
   // (the holder keeps its own priority: a priority inversion can last).
   bool priority_inheritance = true;
+  // Hang detector: when no ULT of this runtime has switched for this long
+  // while ULTs wait to run, every ULT is dumped to stderr (weft/debug.h,
+  // dump_ults), once per stall. Zero: off (the environment variable
+  // WEFT_HANG_DUMP=SECONDS sets it for runtimes that leave it zero). Not
+  // negative. Checked every 100 ms by a thread of the runtime's own.
+  std::chrono::milliseconds hang_dump{0};
 };
 
 // A live ULT, as Runtime::live_ults() lists it.
