@@ -148,6 +148,14 @@ fi
 
 # --- the build to install ----------------------------------------------------
 start=$(date +%s)
+# Each consumer directory has its own copy of the two programs (a user
+# copies one directory); the copies must not drift apart.
+for f in app.cc hook_app.cc; do
+  for d in cmake meson; do
+    cmp -s "examples/consumers/pkgconfig/$f" "examples/consumers/$d/$f" \
+      || fail "examples/consumers/$d/$f differs from examples/consumers/pkgconfig/$f"
+  done
+done
 if [ ! -f "$build/build.ninja" ]; then
   meson setup "$build" -Dbuildtype=release -Dtests=false -Dbenchmarks=false -Dexamples=false >/dev/null
 fi
