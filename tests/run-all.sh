@@ -13,17 +13,18 @@ cd "$(dirname "$0")/.."
 jobs=$(nproc 2>/dev/null || echo 2)
 
 # libweft-hook's tests drive real clients (tests/hook_redis_test.cc,
-# tests/hook_curl_test.cc): a redis-server, hiredis and libcurl. README
-# command (2) and .ci/run install them; a direct run installs what is
-# missing when it can (as root).
-hook_pkgs="redis-server libhiredis-dev libcurl4-openssl-dev"
+# tests/hook_curl_test.cc): a redis-server, hiredis and libcurl; the
+# packaging block builds consumers with cmake and make. README command (2)
+# and .ci/run install them; a direct run installs what is missing when it
+# can (as root).
+hook_pkgs="redis-server libhiredis-dev libcurl4-openssl-dev cmake make"
 # shellcheck disable=SC2086
 if ! dpkg -s $hook_pkgs >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ]; then
     # shellcheck disable=SC2086
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $hook_pkgs
   else
-    echo "run-all.sh: $hook_pkgs not all installed (and not root): the Redis and curl hook tests will fail or not be built" >&2
+    echo "run-all.sh: $hook_pkgs not all installed (and not root): the Redis and curl hook tests and the packaging block may fail or not be built" >&2
   fi
 fi
 
@@ -48,6 +49,16 @@ start=$(date +%s)
 run build-test-clone "" -Dbuildtype=debugoptimized -Ddchecks=true -Dklt_backend=clone \
   "-Dc_args=$g1" "-Dcpp_args=$g1"
 echo "clone block: $(( $(date +%s) - start )) s"
+
+# --- Packaging (issue 16) ----------------------------------------------------
+# Installs the clone build as a user would (a temporary DESTDIR, and
+# /usr/local inside a private mount namespace, so nothing stays installed)
+# and builds and runs examples/consumers/ through pkg-config, CMake's
+# find_package(weft) and meson (weft found installed, and configured as a
+# subproject); tests/consumers.sh says what it checks. About 20 s.
+consumers_start=$(date +%s)
+tests/consumers.sh build-test-clone
+echo "consumers block: $(( $(date +%s) - consumers_start )) s"
 
 # The pthread KLT backend has no block of its own: the two sanitizer blocks
 # below run every suite on it (the ASan one the stress programs too). A
