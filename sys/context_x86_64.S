@@ -15,13 +15,9 @@
  */
 #include "sys/context_layout.h"
 
-        .text
-        .globl  weft_context_switch
-        .hidden weft_context_switch
-        .type   weft_context_switch,@function
-        .p2align 4
-weft_context_switch:
-        .cfi_startproc
+.macro  PUSH_SWITCH_FRAME
+        /* The switch frame (context_layout.h), its CFI, and the MXCSR/x87
+         * slot reserved (not filled). */
         pushq   %rbp
         .cfi_adjust_cfa_offset 8
         .cfi_rel_offset %rbp, 0
@@ -42,6 +38,17 @@ weft_context_switch:
         .cfi_rel_offset %r15, 0
         subq    $8, %rsp
         .cfi_adjust_cfa_offset 8
+.endm
+
+
+        .text
+        .globl  weft_context_switch
+        .hidden weft_context_switch
+        .type   weft_context_switch,@function
+        .p2align 4
+weft_context_switch:
+        .cfi_startproc
+        PUSH_SWITCH_FRAME
         stmxcsr WEFT_CTX_MXCSR(%rsp)
         /* Here the whole switch frame is pushed (CFA = rsp + 64): a return
          * address equal to this label unwinds, through the CFI above, into
@@ -132,26 +139,7 @@ weft_context_trampoline:
         .p2align 4
 weft_run_on_frame:
         .cfi_startproc
-        pushq   %rbp
-        .cfi_adjust_cfa_offset 8
-        .cfi_rel_offset %rbp, 0
-        pushq   %rbx
-        .cfi_adjust_cfa_offset 8
-        .cfi_rel_offset %rbx, 0
-        pushq   %r12
-        .cfi_adjust_cfa_offset 8
-        .cfi_rel_offset %r12, 0
-        pushq   %r13
-        .cfi_adjust_cfa_offset 8
-        .cfi_rel_offset %r13, 0
-        pushq   %r14
-        .cfi_adjust_cfa_offset 8
-        .cfi_rel_offset %r14, 0
-        pushq   %r15
-        .cfi_adjust_cfa_offset 8
-        .cfi_rel_offset %r15, 0
-        subq    $8, %rsp        /* keep the 16-byte alignment of the caller's frame */
-        .cfi_adjust_cfa_offset 8
+        PUSH_SWITCH_FRAME       /* keeps the 16-byte alignment of the caller's frame */
         movq    %rsp, (%rcx)
         movq    %rdi, %rsp
         leaq    weft_context_switch_saved(%rip), %rax

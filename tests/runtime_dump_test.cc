@@ -41,12 +41,8 @@ __attribute__((noinline)) void DumpTestReadsHere(int fd) {
 
 namespace {
 
-// The dump as text (through a memfd).
-std::string Dump() {
-  int fd = memfd_create("dump", 0);
-  EXPECT_GE(fd, 0);
-  absl::Status s = weft::dump_ults(fd);
-  EXPECT_TRUE(s.ok()) << s;
+// Everything written to the file at fd so far.
+std::string ReadAll(int fd) {
   std::string out;
   char buf[4096];
   for (off_t off = 0;;) {
@@ -55,6 +51,16 @@ std::string Dump() {
     out.append(buf, static_cast<size_t>(n));
     off += n;
   }
+  return out;
+}
+
+// The dump as text (through a memfd).
+std::string Dump() {
+  int fd = memfd_create("dump", 0);
+  EXPECT_GE(fd, 0);
+  absl::Status s = weft::dump_ults(fd);
+  EXPECT_TRUE(s.ok()) << s;
+  std::string out = ReadAll(fd);
   close(fd);
   return out;
 }
@@ -101,17 +107,7 @@ class CaptureStderr {
     close(saved_);
     close(fd_);
   }
-  std::string text() const {
-    std::string out;
-    char buf[4096];
-    for (off_t off = 0;;) {
-      ssize_t n = pread(fd_, buf, sizeof buf, off);
-      if (n <= 0) break;
-      out.append(buf, static_cast<size_t>(n));
-      off += n;
-    }
-    return out;
-  }
+  std::string text() const { return ReadAll(fd_); }
   // Waits (10 s at most) until the captured text contains `what`.
   bool WaitFor(const std::string& what) const {
     for (auto until = std::chrono::steady_clock::now() + 10s; std::chrono::steady_clock::now() < until;) {
