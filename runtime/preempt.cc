@@ -189,17 +189,21 @@ bool weft_function(const char* n, unsigned bind) {
 // Reads the function symbols of the ELF file at `path` (loaded at `bias`)
 // that weft_function() claims, as ranges. False if the file has no symbol
 // table (stripped).
+// Raw system calls, not libc's open/fstat/close: libweft-hook interposes
+// those (HACKING.md, 2d), and this may run on a ULT.
 bool weft_ranges_from_symtab(const char* path, uintptr_t bias, std::vector<Range>* out) {
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  int fd = static_cast<int>(
+      sys::raw_syscall(SYS_openat, AT_FDCWD, reinterpret_cast<long>(path), O_RDONLY | O_CLOEXEC));
   if (fd < 0) return false;
   struct stat st;
-  if (fstat(fd, &st) != 0 || st.st_size < static_cast<off_t>(sizeof(Elf64_Ehdr))) {
-    close(fd);
+  if (sys::raw_syscall(SYS_fstat, fd, reinterpret_cast<long>(&st)) != 0 ||
+      st.st_size < static_cast<off_t>(sizeof(Elf64_Ehdr))) {
+    sys::raw_syscall(SYS_close, fd);
     return false;
   }
   size_t size = static_cast<size_t>(st.st_size);
   void* map = mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
-  close(fd);
+  sys::raw_syscall(SYS_close, fd);
   if (map == MAP_FAILED) return false;
   const auto* base = static_cast<const unsigned char*>(map);
   const auto* eh = reinterpret_cast<const Elf64_Ehdr*>(base);
