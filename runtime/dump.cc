@@ -331,8 +331,10 @@ absl::Status dump_ults(int fd) {
       switched_out = true;
       absl::StrAppend(&out, "runnable");
     }
+    // Bound: its worker is a bound one (u->bound itself is written by spawn
+    // after the descriptor is published: not for other threads).
     absl::StrAppendFormat(&out, " (priority %s%s)\n", prio_name(u->eff_prio.load(std::memory_order_relaxed)),
-                          u->bound ? ", bound" : "");
+                          w != nullptr && w->is_bound ? ", bound" : "");
     seen.push_back({u, on_mutex});
     if (u == self) {
       print_trace(&out, mine);

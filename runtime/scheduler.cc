@@ -245,7 +245,7 @@ void handle_transfer(Worker* w, uintptr_t t) {
       return;
     case SwitchAction::kExit:
     case SwitchAction::kExitRelease:
-      x->ctx.sp = nullptr;
+      __atomic_store_n(&x->ctx.sp, nullptr, __ATOMIC_RELAXED);  // dump_ults reads it from other threads
       mark_exited(x);
       x->on_stack.store(false, std::memory_order_release);
       if (decode_action(t) == SwitchAction::kExitRelease) release(x);

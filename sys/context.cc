@@ -35,7 +35,7 @@ void context_init(Context* ctx, void* lo, size_t size, ContextEntry entry, void*
   f->r12 = reinterpret_cast<uint64_t>(entry);
   f->r13 = reinterpret_cast<uint64_t>(arg);
   f->rip = reinterpret_cast<void*>(&weft_context_trampoline);
-  ctx->sp = f;
+  __atomic_store_n(&ctx->sp, static_cast<void*>(f), __ATOMIC_RELAXED);  // read by dumps on other threads (Context)
 #if WEFT_ASAN || WEFT_TSAN
   ctx->stack_lo = lo;
   ctx->stack_size = size;
@@ -81,7 +81,7 @@ void context_destroy(Context* ctx) {
 #if WEFT_ASAN || WEFT_TSAN
   ctx->owns_stack = false;
 #endif
-  ctx->sp = nullptr;
+  __atomic_store_n(&ctx->sp, nullptr, __ATOMIC_RELAXED);
 }
 
 #if WEFT_ASAN || WEFT_TSAN

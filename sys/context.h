@@ -85,7 +85,9 @@ static_assert(sizeof(SwitchFrame) == WEFT_CTX_FRAME_SIZE);
 using ContextEntry = void (*)(void* transfer, void* arg);
 
 struct Context {
-  void* sp = nullptr;  // valid only while the context is suspended
+  // Valid only while the context is suspended. Other threads may read it
+  // (runtime/dump.cc, relaxed): C++ writes it with relaxed atomic stores.
+  void* sp = nullptr;
 #if WEFT_ASAN || WEFT_TSAN
   const void* stack_lo = nullptr;   // bounds of the stack this context runs on
   size_t stack_size = 0;

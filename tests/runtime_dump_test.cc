@@ -169,10 +169,13 @@ TEST(Dump, EveryUltWithWhatItWaitsForAndWhere) {
   (void)sleeper.join_ignoring_stop();
   receiver.request_stop();
   (void)receiver.join_ignoring_stop();
-  ASSERT_EQ(write(p[1], "x", 1), 1);
-  ASSERT_TRUE(reader.join().ok());
+  // The spinner first: the reader's read may be on the spinner's worker's
+  // ring, reaped there only when that worker switches (under TSan no
+  // preemption switches the spinner out).
   stop_spin = true;
   ASSERT_TRUE(spinner.join().ok());
+  ASSERT_EQ(write(p[1], "x", 1), 1);
+  ASSERT_TRUE(reader.join().ok());
   close(p[0]);
   close(p[1]);
   // Gone from the dump once joined.
