@@ -20,6 +20,10 @@
 // back to mprotect guards, separate mappings gcore skips), and the kernel
 // core, which writes guard pages as holes, is taken with the default guards.
 //
+// Built twice: gdb_test with the static library (the script is sourced),
+// gdb_shared_test with libweft.so (gdb auto-loads the build directory's
+// libweft.so-gdb.py).
+//
 // Skips itself when gdb is not installed or ptrace is not permitted; the
 // kernel-core case also when core dumps go to a pipe (systemd-coredump).
 #include <fcntl.h>
@@ -49,7 +53,7 @@
 #include <gtest/gtest.h>
 #include <weft/weft.h>
 
-#include "runtime/ult.h"
+#include "runtime/debug_info.h"
 #include "tests/sanitizers.h"
 
 #ifndef WEFT_GDB_SCRIPT
@@ -58,39 +62,40 @@
 
 // The functions the ULTs park in. extern "C" for plain names in gdb's
 // output, noinline and with work after the call so that no call is a tail
-// call (their frames stay on the stack).
+// call (their frames stay on the stack). Not named weft_*: preemption takes
+// such symbols for weft's own code and never switches a ULT out there.
 extern "C" {
-volatile int weft_gdbt_sink = 0;
+volatile int gdbtest_sink = 0;
 
-__attribute__((noinline)) void weft_gdbt_wait_on_mutex(weft::Mutex* m) {
+__attribute__((noinline)) void gdbtest_wait_on_mutex(weft::Mutex* m) {
   m->lock();
   m->unlock();
-  weft_gdbt_sink = weft_gdbt_sink + 1;
+  gdbtest_sink = gdbtest_sink + 1;
 }
 
-__attribute__((noinline)) void weft_gdbt_sleep_long() {
+__attribute__((noinline)) void gdbtest_sleep_long() {
   weft::this_ult::sleep_for(std::chrono::hours(1));  // ended by a stop request
-  weft_gdbt_sink = weft_gdbt_sink + 1;
+  gdbtest_sink = gdbtest_sink + 1;
 }
 
-__attribute__((noinline)) int weft_gdbt_receive(weft::Channel<int>* c) {
+__attribute__((noinline)) int gdbtest_receive(weft::Channel<int>* c) {
   absl::StatusOr<int> v = c->recv();
-  weft_gdbt_sink = weft_gdbt_sink + 1;
+  gdbtest_sink = gdbtest_sink + 1;
   return v.ok() ? *v : -1;
 }
 
-__attribute__((noinline)) void weft_gdbt_bound_wait(weft::Mutex* m) {
+__attribute__((noinline)) void gdbtest_bound_wait(weft::Mutex* m) {
   m->lock();
   m->unlock();
-  weft_gdbt_sink = weft_gdbt_sink + 1;
+  gdbtest_sink = gdbtest_sink + 1;
 }
 
-__attribute__((noinline)) void weft_gdbt_compute(std::atomic<bool>* stop, std::atomic<uint64_t>* rounds) {
+__attribute__((noinline)) void gdbtest_compute(std::atomic<bool>* stop, std::atomic<uint64_t>* rounds) {
   while (!stop->load(std::memory_order_relaxed)) {
     rounds->fetch_add(1, std::memory_order_relaxed);
     asm volatile("" ::: "memory");
   }
-  weft_gdbt_sink = weft_gdbt_sink + 1;
+  gdbtest_sink = gdbtest_sink + 1;
 }
 }
 
@@ -103,11 +108,11 @@ struct Expected {
 };
 
 const Expected kUlts[] = {
-    {"gdbt-mutex", "weft_gdbt_wait_on_mutex", true},
-    {"gdbt-sleep", "weft_gdbt_sleep_long", true},
-    {"gdbt-recv", "weft_gdbt_receive", true},
-    {"gdbt-bound", "weft_gdbt_bound_wait", true},
-    {"gdbt-compute", "weft_gdbt_compute", false},
+    {"gdbt-mutex", "gdbtest_wait_on_mutex", true},
+    {"gdbt-sleep", "gdbtest_sleep_long", true},
+    {"gdbt-recv", "gdbtest_receive", true},
+    {"gdbt-bound", "gdbtest_bound_wait", true},
+    {"gdbt-compute", "gdbtest_compute", false},
 };
 
 bool GdbInstalled() {
@@ -129,7 +134,16 @@ std::string RunGdb(const std::vector<std::string>& args) {
   int fds[2];
   if (pipe2(fds, O_CLOEXEC) != 0) return "pipe failed";
   std::vector<std::string> argv_s = {"gdb", "-nx", "-batch", "-iex", "set debuginfod enabled off",
-                                     "-iex", "set auto-load no", "-iex", "set width 0", "-iex", "set pagination off"};
+                                     "-iex", "set width 0", "-iex", "set pagination off"};
+#if WEFT_TEST_SHARED_LIBRARY
+  // The build directory's libweft.so-gdb.py, auto-loaded with libweft.so.
+  for (const char* a : {"-iex", "set auto-load no", "-iex", "set auto-load python-scripts on", "-iex",
+                        "set auto-load safe-path " WEFT_TEST_BUILD_ROOT})
+    argv_s.push_back(a);
+#else
+  argv_s.push_back("-iex");
+  argv_s.push_back("set auto-load no");
+#endif
   argv_s.insert(argv_s.end(), args.begin(), args.end());
   std::vector<char*> argv;
   for (auto& s : argv_s) argv.push_back(s.data());
@@ -203,6 +217,21 @@ std::string InfoLine(const std::string& out, const std::string& name) {
   return {};
 }
 
+// Whether the ULT `id` is parked, read through weft_debug_info as a
+// debugger reads it (the table's internals are hidden in libweft.so).
+bool Parked(weft::UltId id) {
+  const WeftDebugInfo& d = weft_debug_info;
+  auto* chunks = reinterpret_cast<char* const*>(d.chunks);
+  const char* chunk = __atomic_load_n(&chunks[id.index() >> d.chunk_bits], __ATOMIC_ACQUIRE);
+  if (chunk == nullptr) return false;
+  const char* desc = chunk + static_cast<size_t>(id.index() & ((1u << d.chunk_bits) - 1)) * d.desc_size;
+  uint32_t state = __atomic_load_n(reinterpret_cast<const uint32_t*>(desc + d.ult_state), __ATOMIC_ACQUIRE);
+  return (state & 3) == 2;
+}
+
+constexpr int kSpinners = kUnderTsan ? 1 : 3;
+constexpr const char* kSpinnerNames[] = {"gdbt-compute", "gdbt-compute-2", "gdbt-compute-3"};
+
 // The ULTs of the test, made on a runtime of two workers.
 class Subject {
  public:
@@ -210,23 +239,31 @@ class Subject {
     rt_ = std::make_unique<weft::Runtime>(weft::Options{.workers = 2});
     holder_.lock();
     std::vector<weft::UltId> parked;
-    hs_.push_back(rt_->spawn([this] { weft_gdbt_wait_on_mutex(&holder_); }, {.name = "gdbt-mutex"}));
+    hs_.push_back(rt_->spawn([this] { gdbtest_wait_on_mutex(&holder_); }, {.name = "gdbt-mutex"}));
     parked.push_back(hs_.back().id());
-    hs_.push_back(rt_->spawn([] { weft_gdbt_sleep_long(); }, {.name = "gdbt-sleep", .priority = weft::Priority::kHigh}));
+    hs_.push_back(rt_->spawn([] { gdbtest_sleep_long(); }, {.name = "gdbt-sleep", .priority = weft::Priority::kHigh}));
     parked.push_back(hs_.back().id());
-    hs_.push_back(rt_->spawn([this] { weft_gdbt_receive(&chan_); }, {.name = "gdbt-recv"}));
+    hs_.push_back(rt_->spawn([this] { gdbtest_receive(&chan_); },
+                             {.name = "gdbt-recv", .priority = weft::Priority::kBackground}));
     parked.push_back(hs_.back().id());
-    hs_.push_back(rt_->spawn([this] { weft_gdbt_bound_wait(&holder_); }, {.name = "gdbt-bound", .bound = true}));
+    hs_.push_back(rt_->spawn([this] { gdbtest_bound_wait(&holder_); }, {.name = "gdbt-bound", .bound = true}));
     parked.push_back(hs_.back().id());
-    hs_.push_back(rt_->spawn([this] { weft_gdbt_compute(&stop_, &rounds_); },
-                             {.name = "gdbt-compute", .priority = weft::Priority::kBackground}));
+    // One computing ULT per worker and one more: at any instant at least
+    // one of them is switched out by preemption (in a signal handler on its
+    // stack). Not under TSan, which preempts no ULT: there the extra ones
+    // would never run.
+    for (int i = 0; i < kSpinners; ++i) {
+      hs_.push_back(rt_->spawn([this, i] { gdbtest_compute(&stop_, &rounds_[i]); },
+                               {.name = kSpinnerNames[i]}));
+    }
     // Every ULT in its place: the four parked (their state word says so),
     // the computing one counting.
     for (weft::UltId id : parked) {
-      weft::rt::UltDesc* d = weft::rt::ult_table::lookup(id.value());
-      while ((d->state.load() & weft::rt::ult_state::kStateMask) != weft::rt::ult_state::kParked) sched_yield();
+      while (!Parked(id)) sched_yield();
     }
-    while (rounds_.load() < 1000) sched_yield();
+    for (int i = 0; i < kSpinners; ++i) {
+      while (rounds_[i].load() < 1000) sched_yield();
+    }
   }
 
   ~Subject() {
@@ -251,7 +288,7 @@ class Subject {
   weft::Mutex holder_;
   weft::Channel<int> chan_{0};
   std::atomic<bool> stop_{false};
-  std::atomic<uint64_t> rounds_{0};
+  std::atomic<uint64_t> rounds_[3] = {};
   std::vector<weft::JoinHandle<void>> hs_;
 };
 
@@ -259,8 +296,12 @@ std::vector<std::string> Commands(const std::string& ids) {
   std::istringstream in(ids);
   std::string by_index, by_id;
   in >> by_index >> by_id;
-  return {"-ex", "source " WEFT_GDB_SCRIPT, "-ex", "info ults", "-ex", "ult apply all bt",
-          "-ex", "ult bt " + by_index, "-ex", "ult bt " + by_id};
+  std::vector<std::string> cmds = {"-ex", "info ults", "-ex", "ult apply all bt", "-ex", "ult bt " + by_index,
+                                   "-ex", "ult bt " + by_id};
+#if !WEFT_TEST_SHARED_LIBRARY
+  cmds.insert(cmds.begin(), {"-ex", "source " WEFT_GDB_SCRIPT});
+#endif
+  return cmds;
 }
 
 // Checks gdb's output: every ULT listed with its name, state and priority,
@@ -293,8 +334,25 @@ void Check(const std::string& out) {
   }
   EXPECT_NE(InfoLine(out, "gdbt-bound").find("bound"), std::string::npos);
   EXPECT_NE(InfoLine(out, "gdbt-sleep").find("2 high"), std::string::npos);
-  EXPECT_NE(InfoLine(out, "gdbt-compute").find("0 background"), std::string::npos);
+  EXPECT_NE(InfoLine(out, "gdbt-recv").find("0 background"), std::string::npos);
   EXPECT_NE(InfoLine(out, "gdbt-mutex").find("1 normal"), std::string::npos);
+  // The computing ULTs: each running, or switched out by a preemption
+  // signal in gdbtest_compute; with three on two workers, one at least
+  // is switched out, unwound through the signal frame.
+  int switched_out = 0;
+  for (int i = 0; i < kSpinners; ++i) {
+    std::string line = InfoLine(out, kSpinnerNames[i]);
+    std::string sec = Section(out, kSpinnerNames[i]);
+    SCOPED_TRACE(line);
+    EXPECT_TRUE(line.find("running on worker") != std::string::npos || line.find("runnable") != std::string::npos);
+    EXPECT_NE(sec.find("gdbtest_compute"), std::string::npos) << sec;
+    if (line.find("runnable") != std::string::npos) {
+      ++switched_out;
+      EXPECT_NE(sec.find("<signal handler called>"), std::string::npos) << sec;
+      EXPECT_NE(sec.find("weft_context_trampoline"), std::string::npos) << sec;
+    }
+  }
+  if (kSpinners > 2) EXPECT_GE(switched_out, 1);
   // `ult bt` of one ULT by index and one by full id: one more section each.
   for (const char* name : {"gdbt-mutex", "gdbt-recv"}) {
     std::string key = std::string("\"") + name + "\": ";

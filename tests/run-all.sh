@@ -13,10 +13,11 @@ cd "$(dirname "$0")/.."
 jobs=$(nproc 2>/dev/null || echo 2)
 
 # libweft-hook's tests drive real clients (tests/hook_redis_test.cc,
-# tests/hook_curl_test.cc): a redis-server, hiredis and libcurl. README
+# tests/hook_curl_test.cc): a redis-server, hiredis and libcurl; and gdb
+# for tests/gdb_test.cc. README
 # command (2) and .ci/run install them; a direct run installs what is
 # missing when it can (as root).
-hook_pkgs="redis-server libhiredis-dev libcurl4-openssl-dev"
+hook_pkgs="redis-server libhiredis-dev libcurl4-openssl-dev gdb"
 # shellcheck disable=SC2086
 if ! dpkg -s $hook_pkgs >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ]; then
