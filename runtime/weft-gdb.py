@@ -32,11 +32,19 @@
 #   LWP is the worker's tid, or whose stack pointer lies in the ULT's stack).
 #   A switched-out ULT is unwound from its saved switch frame
 #   (sys/context_layout.h) by a Python unwinder: while a command runs for the
-#   ULT, the innermost frame of the selected thread unwinds to the ULT's saved
-#   registers, and a frame filter hides that innermost (kernel thread's)
-#   frame from `bt`. No register is written, so it works on core files
-#   (`gcore`, then `gdb PROGRAM CORE`) as on live processes. Commands other
-#   than bt run with frame 1 (the ULT's innermost frame) selected.
+#   ULT, the innermost real frame of the selected thread unwinds to the ULT's
+#   saved registers, and a frame filter hides the thread's own frames from
+#   `bt` (so the ULT's frames are numbered from #1 or #2 on). No
+#   register is written, so it works on core files as on live processes.
+#   Commands other than bt run with the ULT's innermost frame selected.
+#   Core files: a kernel core dump (ulimit -c unlimited; a crash, or
+#   kill -ABRT) holds every ULT stack. gdb 13's `gcore` cannot read a
+#   mapping that contains MADV_GUARD_INSTALL guard pages (Linux 6.13+,
+#   weft's stack guards) and leaves the rest of it out of the core: the ULT
+#   stacks are then missing (a backtrace says its saved context "reads as
+#   zeros"). Where MADV_GUARD_INSTALL is refused (older kernels) weft's
+#   guards are mprotect'ed pages, separate mappings gcore skips, and gcore
+#   cores are complete (tests/gdb_test.cc checks both kinds of core).
 #   Do not `continue`/`step` from inside `ult apply`: the frames shown are
 #   not the thread's.
 
@@ -59,7 +67,6 @@ _FIELDS = (
 # not list it (inside weft::blocking(), or parking).
 _EXTRA_FIELDS = ["ult_stack_base", "ult_stack_size"]
 _PRIO = {0: "background", 1: "normal", 2: "high"}
-_STATE = {0: "live", 1: "parking", 2: "parked", 3: "exited"}
 
 
 def _inferior():
@@ -81,21 +88,27 @@ class _Info:
     """weft_debug_info, read from the inferior."""
 
     def __init__(self):
+        self.inf = _inferior()
         try:
             addr = int(gdb.parse_and_eval("(unsigned long)&weft_debug_info"))
         except gdb.error:
             raise gdb.GdbError(
                 "weft: no symbol weft_debug_info (not a weft program, libweft.so not loaded yet, "
                 "or a fully stripped static program)")
-        self.inf = _inferior()
         n = _HEADER.size + 4 * (len(_FIELDS) + len(_EXTRA_FIELDS))
-        raw = bytes(self.inf.read_memory(addr, n))
+        try:
+            raw = bytes(self.inf.read_memory(addr, n))
+        except gdb.MemoryError:
+            raise gdb.GdbError("weft: cannot read weft_debug_info at 0x%x" % addr)
         (magic, version, self.chunks, self.created, self.chunk_bits, self.max_chunks,
          self.desc_size) = _HEADER.unpack_from(raw, 0)
         if magic != _MAGIC:
             raise gdb.GdbError("weft: weft_debug_info at 0x%x has magic 0x%x, not 0x%x" % (addr, magic, _MAGIC))
         if version != 1:
             raise gdb.GdbError("weft: weft_debug_info version %d; this script reads version 1" % version)
+        # ult_stack_base and ult_stack_size came after the first release of
+        # version 1: a record without them has other data there, which the
+        # range check below rejects in all likelihood.
         names = _FIELDS + _EXTRA_FIELDS
         vals = struct.unpack_from("<%dI" % len(names), raw, _HEADER.size)
         for k, v in zip(names, vals):
@@ -266,6 +279,7 @@ class _UltUnwinder(gdb.unwinder.Unwinder):
     def __init__(self):
         super().__init__("weft-ult")
         self.target = None  # (ptid, level, {register: value})
+        self.frame_size = 64
 
     def __call__(self, pf):
         if self.target is None:
@@ -276,7 +290,14 @@ class _UltUnwinder(gdb.unwinder.Unwinder):
         t = gdb.selected_thread()
         if t is None or t.ptid != ptid:
             return None
-        sp = pf.read_register("rsp")
+        # The frame's id takes the ULT's saved sp as its stack address, not
+        # the thread's own: gdb stops a backtrace whose next frame is
+        # "inner" (at a lower address) than this one ("previous frame inner
+        # to this frame"), which the ULT's frames would be whenever its
+        # stack lies below the thread's. The switch frame at that sp lies
+        # below every frame of the ULT.
+        rsp = pf.read_register("rsp")
+        sp = gdb.Value(regs["rsp"] - self.frame_size).cast(rsp.type)
         pc = pf.read_register("rip")
         ui = pf.create_unwind_info(_FrameId(sp, pc))
         for name, val in regs.items():
@@ -353,6 +374,7 @@ def _run_in_ult(info, u, threads, cmd):
         while f.type() == gdb.INLINE_FRAME and f.older() is not None:
             f = f.older()
         level = f.level()
+        _unwinder.frame_size = info.ctx_frame_size
         _unwinder.target = (host.ptid, level, regs)
         _filter.hide_to = level
         gdb.invalidate_cached_frames()

@@ -65,29 +65,29 @@
 // call (their frames stay on the stack). Not named weft_*: preemption takes
 // such symbols for weft's own code and never switches a ULT out there.
 extern "C" {
-volatile int gdbtest_sink = 0;
+std::atomic<int> gdbtest_sink{0};
 
 __attribute__((noinline)) void gdbtest_wait_on_mutex(weft::Mutex* m) {
   m->lock();
   m->unlock();
-  gdbtest_sink = gdbtest_sink + 1;
+  gdbtest_sink.fetch_add(1, std::memory_order_relaxed);
 }
 
 __attribute__((noinline)) void gdbtest_sleep_long() {
   weft::this_ult::sleep_for(std::chrono::hours(1));  // ended by a stop request
-  gdbtest_sink = gdbtest_sink + 1;
+  gdbtest_sink.fetch_add(1, std::memory_order_relaxed);
 }
 
 __attribute__((noinline)) int gdbtest_receive(weft::Channel<int>* c) {
   absl::StatusOr<int> v = c->recv();
-  gdbtest_sink = gdbtest_sink + 1;
+  gdbtest_sink.fetch_add(1, std::memory_order_relaxed);
   return v.ok() ? *v : -1;
 }
 
 __attribute__((noinline)) void gdbtest_bound_wait(weft::Mutex* m) {
   m->lock();
   m->unlock();
-  gdbtest_sink = gdbtest_sink + 1;
+  gdbtest_sink.fetch_add(1, std::memory_order_relaxed);
 }
 
 __attribute__((noinline)) void gdbtest_compute(std::atomic<bool>* stop, std::atomic<uint64_t>* rounds) {
@@ -95,7 +95,7 @@ __attribute__((noinline)) void gdbtest_compute(std::atomic<bool>* stop, std::ato
     rounds->fetch_add(1, std::memory_order_relaxed);
     asm volatile("" ::: "memory");
   }
-  gdbtest_sink = gdbtest_sink + 1;
+  gdbtest_sink.fetch_add(1, std::memory_order_relaxed);
 }
 }
 
@@ -500,6 +500,11 @@ std::string SelfExe() {
 }
 
 TEST(GdbExtension, GcoreCoreFile) {
+  // Checked: gdb 13's gcore of such a process runs for 100-170 s and writes
+  // a file gdb then refuses ("is not a core dump: file format not
+  // recognized"). The kernel core dump case runs under both.
+  WEFT_SKIP_UNDER_ASAN("gcore of a process with ASan's shadow mappings writes no usable core");
+  WEFT_SKIP_UNDER_TSAN("gcore of a process with TSan's shadow mappings writes no usable core");
   SkipUnlessGdb();
   if (::testing::Test::IsSkipped()) return;
   std::string dir = MakeTempDir();
