@@ -2,8 +2,9 @@
 //
 // The test program parks ULTs in named, non-inlined functions (a Mutex
 // held by the test, a long sleep, a Channel receive, a bound ULT on a
-// Mutex) and keeps one computing, then runs gdb in batch mode against
-// itself: attached to the live process, and on a core file written by
+// Mutex), keeps three computing on two workers (one at least switched out
+// by preemption) and one blocked in read() inside weft::blocking(), then
+// runs gdb in batch mode against itself: attached to the live process, and on a core file written by
 // gcore. It asserts that `info ults` lists every ULT with its name and
 // state and that `ult apply all bt` / `ult bt` show each ULT's own frames:
 // the function it parked in, down to its first frame
@@ -90,6 +91,18 @@ __attribute__((noinline)) void gdbtest_bound_wait(weft::Mutex* m) {
   gdbtest_sink.fetch_add(1, std::memory_order_relaxed);
 }
 
+// Inside weft::blocking(): its worker's `current` is null there, so the
+// extension finds it running by its KLT's stack pointer.
+__attribute__((noinline)) void gdbtest_blocking_read(int fd, std::atomic<bool>* inside) {
+  char c;
+  weft::blocking([&] {
+    inside->store(true);
+    while (read(fd, &c, 1) < 0 && errno == EINTR) {
+    }
+  });
+  gdbtest_sink.fetch_add(1, std::memory_order_relaxed);
+}
+
 __attribute__((noinline)) void gdbtest_compute(std::atomic<bool>* stop, std::atomic<uint64_t>* rounds) {
   while (!stop->load(std::memory_order_relaxed)) {
     rounds->fetch_add(1, std::memory_order_relaxed);
@@ -101,18 +114,21 @@ __attribute__((noinline)) void gdbtest_compute(std::atomic<bool>* stop, std::ato
 
 namespace {
 
+enum class Kind { kParked, kComputing, kInRegion };
+
 struct Expected {
   const char* name;      // ULT name
   const char* function;  // a frame its backtrace must show
-  bool parked;           // parked (else computing: running or runnable)
+  Kind kind;             // parked; computing (running or runnable); in weft::blocking() (running)
 };
 
 const Expected kUlts[] = {
-    {"gdbt-mutex", "gdbtest_wait_on_mutex", true},
-    {"gdbt-sleep", "gdbtest_sleep_long", true},
-    {"gdbt-recv", "gdbtest_receive", true},
-    {"gdbt-bound", "gdbtest_bound_wait", true},
-    {"gdbt-compute", "gdbtest_compute", false},
+    {"gdbt-mutex", "gdbtest_wait_on_mutex", Kind::kParked},
+    {"gdbt-sleep", "gdbtest_sleep_long", Kind::kParked},
+    {"gdbt-recv", "gdbtest_receive", Kind::kParked},
+    {"gdbt-bound", "gdbtest_bound_wait", Kind::kParked},
+    {"gdbt-compute", "gdbtest_compute", Kind::kComputing},
+    {"gdbt-blocking", "gdbtest_blocking_read", Kind::kInRegion},
 };
 
 bool GdbInstalled() {
@@ -264,9 +280,16 @@ class Subject {
     for (int i = 0; i < kSpinners; ++i) {
       while (rounds_[i].load() < 1000) sched_yield();
     }
+    // Last (it takes a worker's kernel thread until the test ends): one
+    // inside weft::blocking(), blocked in read().
+    if (pipe2(block_pipe_, O_CLOEXEC) != 0) abort();
+    hs_.push_back(rt_->spawn([this] { gdbtest_blocking_read(block_pipe_[0], &in_region_); },
+                             {.name = "gdbt-blocking"}));
+    while (!in_region_.load()) sched_yield();
   }
 
   ~Subject() {
+    (void)!write(block_pipe_[1], "x", 1);
     stop_.store(true);
     holder_.unlock();
     (void)chan_.send(1);
@@ -276,6 +299,8 @@ class Subject {
     }
     hs_.clear();
     rt_.reset();
+    close(block_pipe_[0]);
+    close(block_pipe_[1]);
   }
 
   // "ult bt" of the first ULT by its index, and of the receiver by its full id.
@@ -289,6 +314,8 @@ class Subject {
   weft::Channel<int> chan_{0};
   std::atomic<bool> stop_{false};
   std::atomic<uint64_t> rounds_[3] = {};
+  int block_pipe_[2] = {-1, -1};
+  std::atomic<bool> in_region_{false};
   std::vector<weft::JoinHandle<void>> hs_;
 };
 
@@ -314,19 +341,24 @@ void Check(const std::string& out) {
     SCOPED_TRACE(e.name);
     std::string line = InfoLine(out, e.name);
     ASSERT_FALSE(line.empty()) << "info ults does not list it";
-    if (e.parked) {
+    if (e.kind == Kind::kParked) {
       EXPECT_NE(line.find("parked"), std::string::npos) << line;
-    } else {
+    } else if (e.kind == Kind::kComputing) {
       // Running (a worker's current ULT), or runnable if a preemption tick
       // had switched it out at that instant.
       EXPECT_TRUE(line.find("running on worker") != std::string::npos ||
                   line.find("runnable") != std::string::npos)
           << line;
+    } else {
+      EXPECT_NE(line.find("running on worker"), std::string::npos) << line;
     }
     std::string sec = Section(out, e.name);
     ASSERT_FALSE(sec.empty()) << "ult apply all bt has no section for it";
     EXPECT_NE(sec.find(e.function), std::string::npos) << sec;
-    if (e.parked) {
+    if (e.kind == Kind::kInRegion) {
+      EXPECT_NE(sec.find("(running: the frames of its kernel thread"), std::string::npos) << sec;
+    }
+    if (e.kind == Kind::kParked) {
       // Unwound from its saved context down to its first frame.
       EXPECT_NE(sec.find("weft_context_trampoline"), std::string::npos) << sec;
       EXPECT_NE(sec.find("ult_entry"), std::string::npos) << sec;
