@@ -197,8 +197,12 @@ class _Ult:
 
     def state_text(self):
         if self.run_lwp is not None:
-            where = "worker %d" % self.worker_index if self.worker_index is not None and self.worker_index >= 0 \
-                else "a bound worker" if self.bound else "a worker"
+            if self.worker_tid != self.run_lwp:
+                where = "a kernel thread"  # its worker's fields are changing
+            elif self.worker_index is not None and self.worker_index >= 0:
+                where = "worker %d" % self.worker_index
+            else:
+                where = "a bound worker" if self.bound else "a worker"
             text = "running on %s (tid %d)" % (where, self.run_lwp)
             if self.state == 1:
                 text = "parking, " + text
@@ -245,18 +249,24 @@ def _threads_by_lwp(inf):
 
 
 def _locate(ults, threads):
-    """Marks the ULTs running now: its worker's current one, or one whose stack a thread's sp lies in."""
+    """Marks the ULTs running now.
+
+    A thread whose stack pointer lies in the ULT's stack runs it (also
+    inside weft::blocking(), where its worker's `current` is null); else
+    the ULT its worker names as current runs on that worker's thread (a
+    signal handler on an alternate stack). The stack test comes first: a
+    worker's fields can be in the middle of a change (a blocking-region
+    handoff) when a core is taken."""
     for u in ults:
         if u.state in (2, 3):
-            continue
-        if u.worker_current == u.addr and u.worker_tid in threads:
-            u.run_lwp = u.worker_tid
             continue
         if u.stack_hi:
             for lwp, (_, rsp) in threads.items():
                 if rsp is not None and u.stack_lo <= rsp < u.stack_hi:
                     u.run_lwp = lwp
                     break
+        if u.run_lwp is None and u.worker_current == u.addr and u.worker_tid in threads:
+            u.run_lwp = u.worker_tid
 
 
 def _snapshot():
