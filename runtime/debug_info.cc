@@ -68,4 +68,6 @@ __attribute__((visibility("default"), used)) WeftDebugInfo weft_debug_info = {
     .ctx_r13 = WEFT_CTX_R13,
     .ctx_r14 = WEFT_CTX_R14,
     .ctx_r15 = WEFT_CTX_R15,
+    .ult_stack_base = offsetof(UltDesc, stack) + offsetof(weft::sys::Stack, base),
+    .ult_stack_size = offsetof(UltDesc, stack) + offsetof(weft::sys::Stack, map_size),
 };

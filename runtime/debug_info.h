@@ -109,6 +109,12 @@ struct WeftDebugInfo {
   // returns = sp + ctx_frame_size).
   uint32_t ctx_frame_size;
   uint32_t ctx_rip, ctx_rbp, ctx_rbx, ctx_r12, ctx_r13, ctx_r14, ctx_r15;
+  // UltDesc, added after the fields above: the ULT's stack mapping (a
+  // running ULT whose worker's `current` does not name it, inside
+  // weft::blocking() or while parking, is found by a thread's stack
+  // pointer lying in it).
+  uint32_t ult_stack_base;  // char*: lowest address of the mapping (guard included)
+  uint32_t ult_stack_size;  // size_t: bytes of the mapping
 };
 inline constexpr uint32_t kWeftDebugMagic = 0x74666577;  // "weft"
 extern struct WeftDebugInfo weft_debug_info;

@@ -14,10 +14,10 @@ jobs=$(nproc 2>/dev/null || echo 2)
 
 # libweft-hook's tests drive real clients (tests/hook_redis_test.cc,
 # tests/hook_curl_test.cc): a redis-server, hiredis and libcurl; the
-# packaging block builds consumers with cmake and make. README command (2)
-# and .ci/run install them; a direct run installs what is missing when it
-# can (as root).
-hook_pkgs="redis-server libhiredis-dev libcurl4-openssl-dev cmake make"
+# packaging block builds consumers with cmake and make; tests/gdb_test.cc
+# drives gdb. README command (2) and .ci/run install them; a direct run
+# installs what is missing when it can (as root).
+hook_pkgs="redis-server libhiredis-dev libcurl4-openssl-dev cmake make gdb"
 # shellcheck disable=SC2086
 if ! dpkg -s $hook_pkgs >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ]; then
