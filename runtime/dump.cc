@@ -42,7 +42,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "runtime/debug_info.h"
-#include "runtime/globals.h"
 #include "runtime/scheduler.h"
 #include "runtime/ult.h"
 #include "sys/context.h"
@@ -203,13 +202,33 @@ void print_trace(std::string* s, const Trace& t) {
 
 const char* prio_name(uint8_t p) { return p == 0 ? "background" : p == 2 ? "high" : "normal"; }
 
+// Calls f on each descriptor in use (live_in set, any runtime), in table
+// order, without a lock (see the top: a racy snapshot).
+template <class F>
+void for_each_in_use(F f) {
+  uint64_t n = rt::ult_table::size();
+  for (uint64_t i = 0; i < n; ++i) {
+    UltDesc* u = rt::ult_table::lookup(i);
+    if (u != nullptr && u->live_in.load(std::memory_order_acquire) != nullptr) f(u);
+  }
+}
+
+// Is u running on w (the worker it runs on or last ran on) right now?
+bool running_on(const UltDesc* u, const Worker* w) {
+  return w != nullptr && w->current.load(std::memory_order_relaxed) == u;
+}
+
+// `ULT 3.1 "name"`.
+std::string ult_label(const UltDesc* u) {
+  char name[sizeof u->name + 1] = {};
+  memcpy(name, u->name, sizeof u->name);  // a racy copy: spawn may be rewriting it
+  return absl::StrFormat("ULT %u.%u \"%s\"", u->index, u->generation.load(std::memory_order_relaxed), name);
+}
+
 std::string describe_holder(uintptr_t word) {
   if (word == 0) return "free";
   if (word & 1) return absl::StrFormat("held by thread 0x%x", word & ~uintptr_t{1});
-  auto* h = reinterpret_cast<const UltDesc*>(word);
-  char name[sizeof h->name + 1] = {};
-  memcpy(name, h->name, sizeof h->name);
-  return absl::StrFormat("held by ULT %u.%u \"%s\"", h->index, h->generation.load(std::memory_order_relaxed), name);
+  return "held by " + ult_label(reinterpret_cast<const UltDesc*>(word));
 }
 
 struct Seen {
@@ -255,10 +274,7 @@ void report_cycles(std::string* s, const std::vector<Seen>& seen) {
     absl::StrAppend(s, "DEADLOCK: a cycle of Mutex waits:\n");
     for (const UltDesc* p : path) {
       const void* pm = waits_on(p);
-      char name[sizeof p->name + 1] = {};
-      memcpy(name, p->name, sizeof p->name);
-      absl::StrAppendFormat(s, "  ULT %u.%u \"%s\" waits for Mutex %p, %s\n", p->index,
-                            p->generation.load(std::memory_order_relaxed), name, pm,
+      absl::StrAppendFormat(s, "  %s waits for Mutex %p, %s\n", ult_label(p), pm,
                             describe_holder(rt::debug_mutex_owner(pm)));
     }
     absl::StrAppend(s, "  (their backtraces above show where each waits)\n");
@@ -286,26 +302,18 @@ absl::Status dump_ults(int fd) {
   Trace mine;
   _Unwind_Backtrace(collect_here, &mine);
 
-  rt::Globals& g = rt::globals();
-  uint32_t created = g.table.created.load(std::memory_order_acquire);
   std::string out;
   std::vector<Seen> seen;
   size_t listed = 0;
-  for (uint32_t i = 0; i < created; ++i) {
-    UltDesc* chunk = g.table.chunks[i >> rt::Globals::Table::kChunkBits].load(std::memory_order_acquire);
-    if (chunk == nullptr) continue;
-    UltDesc* u = &chunk[i & (rt::Globals::Table::kChunkSize - 1)];
-    if (u->live_in.load(std::memory_order_acquire) == nullptr) continue;
+  for_each_in_use([&](UltDesc* u) {
     ++listed;
-    char name[sizeof u->name + 1] = {};
-    memcpy(name, u->name, sizeof u->name);
     uint32_t state = u->state.load(std::memory_order_acquire) & st::kStateMask;
     Worker* w = u->worker.load(std::memory_order_relaxed);
-    bool running = w != nullptr && w->current.load(std::memory_order_relaxed) == u;
+    bool running = running_on(u, w);
     const char* what = u->wait_what.load(std::memory_order_relaxed);
     const void* obj = u->wait_obj.load(std::memory_order_relaxed);
     int64_t arg = u->wait_arg.load(std::memory_order_relaxed);
-    absl::StrAppendFormat(&out, "ULT %u.%u \"%s\" ", u->index, u->generation.load(std::memory_order_relaxed), name);
+    absl::StrAppend(&out, ult_label(u), " ");
     bool switched_out = false;
     const void* on_mutex = nullptr;
     if (u == self) {
@@ -348,7 +356,7 @@ absl::Status dump_ults(int fd) {
         absl::StrAppend(&out, "    (", why != nullptr ? why : "no saved context", ")\n");
       }
     }
-  }
+  });
   if (self == nullptr) {
     absl::StrAppend(&out, "called from thread ", sys::raw_syscall(SYS_gettid), ":\n");
     print_trace(&out, mine);
@@ -391,19 +399,13 @@ uint64_t total_switches(Scheduler* s) {
 
 // ULTs of s that are runnable (live, not running, not parked).
 size_t runnable_ults(Scheduler* s) {
-  Globals& g = globals();
-  uint32_t created = g.table.created.load(std::memory_order_acquire);
   size_t n = 0;
-  for (uint32_t i = 0; i < created; ++i) {
-    UltDesc* chunk = g.table.chunks[i >> Globals::Table::kChunkBits].load(std::memory_order_acquire);
-    if (chunk == nullptr) continue;
-    UltDesc* u = &chunk[i & (Globals::Table::kChunkSize - 1)];
-    if (u->live_in.load(std::memory_order_acquire) != s) continue;
-    if ((u->state.load(std::memory_order_relaxed) & ult_state::kStateMask) != ult_state::kLive) continue;
-    Worker* w = u->worker.load(std::memory_order_relaxed);
-    if (w != nullptr && w->current.load(std::memory_order_relaxed) == u) continue;
-    ++n;
-  }
+  for_each_in_use([&](UltDesc* u) {
+    if (u->live_in.load(std::memory_order_relaxed) == s &&
+        (u->state.load(std::memory_order_relaxed) & ult_state::kStateMask) == ult_state::kLive &&
+        !running_on(u, u->worker.load(std::memory_order_relaxed)))
+      ++n;
+  });
   return n;
 }
 
