@@ -12,10 +12,9 @@
 // changes meaning; add fields only at the end.
 #pragma once
 
-#include <condition_variable>
+#include <atomic>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <thread>
 
 #include "weft/signal.h"
@@ -46,7 +45,9 @@ struct Scheduler;
 // which it receives through a weft::SignalSet, and when no ULT of its
 // runtime has switched for hang_ns while ULTs wait to run (hang_ns 0:
 // WEFT_HANG_DUMP's seconds, or off). No thread when neither is asked for.
-// Made after the runtime has started; destroyed before it shuts down.
+// Made after the runtime has started; destroyed before it shuts down. A
+// forked child has no such thread (fork copies only the forking thread):
+// destroyed there, it lets go of the parent's without waiting.
 class DumpWatch {
  public:
   DumpWatch(Scheduler* s, int64_t hang_ns);
@@ -58,10 +59,9 @@ class DumpWatch {
   void run();
   Scheduler* sched_;
   int64_t hang_ns_;
+  int pid_;  // the process whose thread thread_ is
   std::unique_ptr<SignalSet> set_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool stop_ = false;  // guarded by mu_
+  std::atomic<uint32_t> stop_{0};  // 1: leave run(); a futex word (the 100 ms tick waits on it)
   std::thread thread_;
 };
 

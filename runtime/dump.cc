@@ -46,6 +46,7 @@
 #include "runtime/ult.h"
 #include "sys/context.h"
 #include "sys/context_layout.h"
+#include "sys/futex.h"
 #include "sys/raw_syscall.h"
 
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
@@ -411,7 +412,7 @@ size_t runnable_ults(Scheduler* s) {
 
 }  // namespace
 
-DumpWatch::DumpWatch(Scheduler* s, int64_t hang_ns) : sched_(s), hang_ns_(hang_ns) {
+DumpWatch::DumpWatch(Scheduler* s, int64_t hang_ns) : sched_(s), hang_ns_(hang_ns), pid_(getpid()) {
   if (hang_ns_ == 0) {
     const char* h = getenv("WEFT_HANG_DUMP");
     if (h != nullptr && *h != 0) {
@@ -441,11 +442,16 @@ DumpWatch::DumpWatch(Scheduler* s, int64_t hang_ns) : sched_(s), hang_ns_(hang_n
 
 DumpWatch::~DumpWatch() {
   if (!thread_.joinable()) return;
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    stop_ = true;
+  if (getpid() != pid_) {
+    // A forked child: the thread stayed in the parent. Nothing of its
+    // state may wait for it here (a copied pthread condvar with its
+    // waiter counted made the child hang in pthread_cond_destroy: the
+    // stop word is a plain futex word for that reason).
+    thread_.detach();
+    return;
   }
-  cv_.notify_all();
+  stop_.store(1, std::memory_order_release);
+  sys::futex_wake(&stop_, 1);
   thread_.join();
 }
 
@@ -458,13 +464,10 @@ void DumpWatch::run() {
       int sig = set_->wait_for(std::chrono::milliseconds(100));
       if (sig > 0) (void)dump_ults(2);
     } else {
-      std::unique_lock<std::mutex> l(mu_);
-      cv_.wait_for(l, std::chrono::milliseconds(100), [this] { return stop_; });
+      timespec tick{0, 100 * 1000 * 1000};
+      (void)sys::futex_wait_for(&stop_, 0, &tick);
     }
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      if (stop_) return;
-    }
+    if (stop_.load(std::memory_order_acquire) != 0) return;
     if (hang_ns_ == 0) continue;
     uint64_t now_sw = total_switches(sched_);
     int64_t now = monotonic_ns();

@@ -145,6 +145,9 @@ echo "ASan+UBSan block: $(( $(date +%s) - asan_start )) s"
 #                     deferred instance per signal number and drops the
 #                     further queued ones), Signals.SigwaitWakesPromptlyAmong
 #                     TenThousandUlts (10,000 fibers exceed its thread limit)
+#     runtime_dump    Dump.ForkedChildDestroysARuntimeWithADumpThread (TSan
+#                     aborts in the child: it still counts the parent's dump
+#                     thread, whose id a new thread there reuses)
 #     runtime_preempt Timers.YielderRunsBesideSpawnChain (a timing bound over
 #                     ~6,100 switches), and every case that needs a ULT
 #                     switched out asynchronously (TSan runs signal handlers

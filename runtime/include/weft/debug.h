@@ -28,7 +28,8 @@
 //   WEFT_HANG_DUMP=SECONDS in the environment sets Options::hang_dump for
 //     every runtime that leaves it 0.
 // Both run on a thread of their own, so a runtime whose workers are all
-// stuck still dumps.
+// stuck still dumps. A forked child's runtime has neither (that thread
+// stays in the parent).
 #pragma once
 
 #include "absl/status/status.h"
