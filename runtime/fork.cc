@@ -95,6 +95,7 @@
 #include "sys/klt.h"
 #include "sys/raw_log.h"
 #include "sys/raw_syscall.h"
+#include "sys/task_state.h"
 #include "sys/stack.h"
 
 namespace weft::rt {
@@ -147,6 +148,8 @@ void reclaim_descriptors(UltDesc* self) {
 
 void forget_worker(Worker* w) {
   if (w->poller) w->poller->close_after_fork();
+  int fd = w->stat_fd.exchange(-1, std::memory_order_relaxed);
+  if (fd >= 0) sys::close_fd(fd);  // the parent's thread's stat file
   if (w->klt != nullptr) sys::klt_forget_after_fork(w->klt);
   w->klt = nullptr;
 }
@@ -342,6 +345,13 @@ void Scheduler::rebuild_after_fork(Worker* keep, UltDesc* self) {
     w->monitor_seen = 0;
     w->monitor_stalled_since = 0;
     w->tid.store(sys::gettid(), std::memory_order_relaxed);
+    // Its stat file was the parent's thread's: this KLT's instead (open
+    // and close are async-signal-safe; no other thread exists yet).
+    if (int old_fd = w->stat_fd.exchange(-1, std::memory_order_relaxed); old_fd >= 0) {
+      sys::close_fd(old_fd);
+      int fd = sys::task_stat_open(w->tid.load(std::memory_order_relaxed));
+      w->stat_fd.store(fd >= 0 ? fd : -1, std::memory_order_relaxed);
+    }
     w->created.store(0, std::memory_order_relaxed);
     w->exited.store(0, std::memory_order_relaxed);
     w->poller->close_after_fork();

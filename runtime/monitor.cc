@@ -344,7 +344,7 @@ int64_t scan(Scheduler* s, int64_t now) {
     bool slice_due = s->time_slice_ns > 0 && now - w->monitor_stalled_since >= s->time_slice_ns / 2;
     bool block_due = now - w->monitor_stalled_since >= threshold;
     if (w->current.load(std::memory_order_relaxed) != nullptr && (slice_due || block_due)) {
-      int tid = w->tid.load(std::memory_order_relaxed);
+      int tid = w->tid.load(std::memory_order_acquire);  // then stat_fd (Worker)
       long long cpu = sys::task_cpu_ns(tid);
       bool sampled = w->monitor_cpu_at != 0 && cpu >= 0;
       bool on_cpu = sampled && (cpu - w->monitor_cpu_ns) * 8 >= now - w->monitor_cpu_at;
@@ -352,7 +352,7 @@ int64_t scan(Scheduler* s, int64_t now) {
       w->monitor_cpu_at = now;
       bool asleep = false;
       if (block_due && sampled && !on_cpu) {
-        char state = sys::task_state(tid);
+        char state = sys::task_state(w->stat_fd.load(std::memory_order_relaxed), tid);
         asleep = state == 'S' || state == 'D';
       }
       w->monitor_asleep = asleep ? w->monitor_asleep + 1 : 0;

@@ -19,6 +19,7 @@
 #include "sys/futex.h"
 #include "sys/raw_log.h"
 #include "sys/raw_syscall.h"
+#include "sys/task_state.h"
 
 namespace weft {
 namespace rt {
@@ -46,7 +47,15 @@ absl::Status klt_error(int r, const char* what, const char* role) {
 void worker_main(void* arg) {
   auto* w = static_cast<Worker*>(arg);
   set_current_worker(w);
-  w->tid.store(sys::gettid(), std::memory_order_release);
+  int tid = sys::gettid();
+  // Opened here, once, at the KLT's start (sys/task_state.h says why not at
+  // each look); failure leaves -1: task_state() then says 0 (not 'R', not
+  // asleep), so this worker is neither preempted nor handed off by state.
+  if (!w->is_bound) {
+    int fd = sys::task_stat_open(tid);
+    w->stat_fd.store(fd >= 0 ? fd : -1, std::memory_order_relaxed);
+  }
+  w->tid.store(tid, std::memory_order_release);
   sys::context_init_native(&w->core().sched_ctx);
   w->init_thread_state();
   w->loop();
@@ -110,6 +119,11 @@ absl::Status validate_options(const Options& o) {
 }
 
 }  // namespace
+
+Worker::~Worker() {
+  int fd = stat_fd.exchange(-1, std::memory_order_relaxed);
+  if (fd >= 0) sys::close_fd(fd);
+}
 
 absl::Status validate_spawn_stack_size(size_t n) { return validate_stack_size(n, "SpawnOptions::stack_size"); }
 

@@ -6,7 +6,8 @@
 // CPU since its last look (its per-thread CPU clock advanced by at least
 // an eighth of the wall time: one clock_gettime per candidate per tick,
 // from half a slice on) and is on a CPU or waiting for one now (task state
-// 'R' from /proc, read only then): a KLT asleep in a system call is left
+// 'R' from /proc, read only then, with one pread of the stat file the
+// worker opened at its start: sys/task_state.h): a KLT asleep in a system call is left
 // alone, so a preemption signal does not turn a blocking call that a ULT
 // made directly (poll, nanosleep: the calls that end with EINTR whatever
 // SA_RESTART says) into an EINTR. (A KLT that computes for a tick and
@@ -352,8 +353,8 @@ namespace {
 // `seen`, if its KLT is on a CPU (or waiting for one): one asleep in the
 // kernel could only have its system call ended with EINTR by the signal.
 bool ring(Worker* w, uint64_t seen) {
-  int tid = w->tid.load(std::memory_order_relaxed);
-  if (tid == 0 || sys::task_state(tid) != 'R') return false;
+  int tid = w->tid.load(std::memory_order_acquire);  // then stat_fd (Worker)
+  if (tid == 0 || sys::task_state(w->stat_fd.load(std::memory_order_relaxed), tid) != 'R') return false;
   w->preempt_at.store(seen + 1, std::memory_order_release);
   sys::tgkill(sys::getpid(), tid, SIGRTMAX - 1);
   return true;

@@ -136,7 +136,15 @@ struct alignas(64) Worker {
   bool is_bound = false;          // runs only the bound ULTs in its inbox
   sys::Klt* klt = nullptr;
   std::atomic<int> tid{0};
+  // A pool worker's /proc stat file (sys::task_stat_open of its tid), for
+  // the monitor's and preemption's task-state reads; -1 for bound workers
+  // and while unopened. Invariant: written by the worker's KLT before it
+  // publishes `tid` (release), or in a fork child before other threads
+  // exist, and closed only by ~Worker or forget_worker (no reader is left
+  // then): a reader that saw tid != 0 with acquire reads it unchanged.
+  std::atomic<int> stat_fd{-1};
   std::unique_ptr<Poller> poller;
+  ~Worker();
 
   // --- owner only -------------------------------------------------------------
   inline WorkerCore& core();  // the owner (checked in debug builds)

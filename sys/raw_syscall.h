@@ -55,6 +55,9 @@ inline int sigprocmask(int how, const void* set, void* old) {
   for (;;) raw_syscall(SYS_exit, code);
 }
 
+// Closes descriptor `fd`. Returns 0 or -errno.
+inline int close_fd(int fd) { return static_cast<int>(raw_syscall(SYS_close, fd)); }
+
 // Yields the CPU to another runnable kernel thread. Returns 0.
 inline int sched_yield() { return static_cast<int>(raw_syscall(SYS_sched_yield)); }
 

@@ -9,27 +9,46 @@
 
 namespace weft::sys {
 
-char task_state(int tid) {
-  char path[48] = "/proc/self/task/";
-  size_t n = 16;
+namespace {
+
+// Writes the decimal digits of v at out; returns how many.
+size_t put_decimal(char* out, unsigned v) {
   char digits[12];
-  int d = 0;
-  unsigned v = static_cast<unsigned>(tid);
+  size_t d = 0;
   do {
     digits[d++] = static_cast<char>('0' + v % 10);
     v /= 10;
   } while (v != 0);
-  while (d > 0) path[n++] = digits[--d];
+  for (size_t i = 0; i < d; ++i) out[i] = digits[d - 1 - i];
+  return d;
+}
+
+}  // namespace
+
+int task_stat_open(int tid) {
+  char path[48] = "/proc/self/task/";
+  size_t n = 16;
+  n += put_decimal(path + n, static_cast<unsigned>(tid));
   const char tail[] = "/stat";
   for (size_t i = 0; i < sizeof tail; ++i) path[n++] = tail[i];  // with its NUL
   long fd = raw_syscall(SYS_openat, AT_FDCWD, reinterpret_cast<long>(path), O_RDONLY | O_CLOEXEC);
-  if (is_error(fd)) return 0;
+  return static_cast<int>(fd);  // a descriptor or -errno
+}
+
+char task_state(int fd, int tid) {
+  if (fd < 0 || tid <= 0) return 0;
   char buf[256];
-  long got = raw_syscall(SYS_read, fd, reinterpret_cast<long>(buf), sizeof buf - 1);
-  raw_syscall(SYS_close, fd);
+  long got = raw_syscall(SYS_pread64, fd, reinterpret_cast<long>(buf), sizeof buf - 1, 0);
   if (is_error(got) || got <= 0) return 0;
-  // "tid (comm) S ...": comm may hold spaces and parentheses; the state
-  // follows the last ')'.
+  // "tid (comm) S ...": the file must be tid's; comm may hold spaces and
+  // parentheses, so the state follows the last ')'.
+  char want[16];
+  size_t w = put_decimal(want, static_cast<unsigned>(tid));
+  want[w++] = ' ';
+  want[w++] = '(';
+  if (static_cast<size_t>(got) < w) return 0;
+  for (size_t i = 0; i < w; ++i)
+    if (buf[i] != want[i]) return 0;
   long close_paren = -1;
   for (long i = 0; i < got; ++i)
     if (buf[i] == ')') close_paren = i;

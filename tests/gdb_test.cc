@@ -387,7 +387,9 @@ void Check(const std::string& out, bool check_region = true) {
       EXPECT_NE(sec.find("weft_context_trampoline"), std::string::npos) << sec;
     }
   }
-  if (kSpinners > 2) EXPECT_GE(switched_out, 1);
+  if (kSpinners > 2) {
+    EXPECT_GE(switched_out, 1);
+  }
   // `ult bt` of one ULT by index and one by full id: one more section each.
   for (const char* name : {"gdbt-mutex", "gdbt-recv"}) {
     std::string key = std::string("\"") + name + "\": ";

@@ -19,6 +19,7 @@
 #include <fcntl.h>
 #include <link.h>
 #include <poll.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include "tests/sanitizers.h"
@@ -333,6 +334,71 @@ TEST(Preempt, BlockingSystemCallIsNotInterrupted) {
   EXPECT_EQ(result, 0) << "errno " << err;
   close(fds[0]);
   close(fds[1]);
+}
+
+// The monitor and the preemption doorbell read a worker's task state
+// ('R', 'S', ...) through a /proc stat file the worker opened at its start.
+// Regression (CI of 084b9d6: IoFault.AcceptUnderEmfile under TSan, 3 runs
+// in 10 here): they opened /proc/self/task/<tid>/stat at each look, which
+// took the lowest free descriptor number for a few microseconds at moments
+// the program cannot see: an accept meant to fail with EMFILE got a
+// descriptor freed that way, and open() did not always return the lowest
+// free number. Fails without the fix: while a call-free loop is asked to
+// yield every millisecond, open() here returns another number now and then.
+TEST(Preempt, TaskStateLooksTakeNoDescriptorNumber) {
+  // The runtime's threads (the worker, the monitor) share one CPU and this
+  // thread watches from another: the monitor then runs its looks beside
+  // this loop instead of in its place.
+  cpu_set_t all;
+  ASSERT_EQ(sched_getaffinity(0, sizeof all, &all), 0);
+  std::vector<int> cpus;
+  for (int c = 0; c < CPU_SETSIZE; ++c)
+    if (CPU_ISSET(c, &all)) cpus.push_back(c);
+  if (cpus.size() < 2) GTEST_SKIP() << "needs two CPUs";
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(cpus[0], &one);
+  ASSERT_EQ(sched_setaffinity(0, sizeof one, &one), 0);  // inherited by the threads the Runtime starts
+  weft::Runtime rt(weft::Options{.workers = 1, .max_workers = 1, .time_slice = 1000us});
+  CPU_ZERO(&one);
+  CPU_SET(cpus[1], &one);
+  ASSERT_EQ(sched_setaffinity(0, sizeof one, &one), 0);
+  struct RestoreAffinity {
+    cpu_set_t set;
+    ~RestoreAffinity() { sched_setaffinity(0, sizeof set, &set); }
+  } restore{all};
+  ASSERT_TRUE(rt.status().ok()) << rt.status();
+  // The worker has started (and opened its file) and been idle once (an
+  // io engine, if linked, is set up at the first idle wait).
+  ASSERT_TRUE(rt.block_on([] { weft::this_ult::sleep_for(2ms); }).ok());
+  int lowest = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(lowest, 0);
+  close(lowest);
+  std::atomic<bool> stop{false};
+  weft::Ult hog = rt.spawn([&] { (void)CallFreeLoop(&stop); });
+  int other = 0, other_fd = -1;
+  uint64_t opens = 0;
+  const uint64_t requested_before = rt.stats().preemptions_requested;
+  auto end = Clock::now() + 600ms;
+  while (Clock::now() < end) {
+    int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    ASSERT_GE(fd, 0);
+    if (fd != lowest) {
+      ++other;
+      other_fd = fd;
+    }
+    close(fd);
+    ++opens;
+  }
+  uint64_t requested = rt.stats().preemptions_requested - requested_before;
+  stop = true;
+  EXPECT_TRUE(hog.join().ok());
+  printf("%llu opens beside a call-free loop asked to yield %llu times (slice 1 ms): %d returned another number "
+         "than %d (last %d)\n",
+         static_cast<unsigned long long>(opens), static_cast<unsigned long long>(requested), other, lowest, other_fd);
+  EXPECT_GE(requested, 20u) << "the monitor did not look at the hog's task state often enough for the test to mean "
+                               "anything";
+  EXPECT_EQ(other, 0);
 }
 
 namespace {

@@ -148,6 +148,11 @@ class Runtime;
 // constructor never throws).
 struct Options {
   // Workers that run ULTs, 0..32768. 0: one per CPU this process may run on.
+  // Each worker holds one file descriptor of its own, opened when its
+  // thread starts and closed with the Runtime (its /proc stat file, read by
+  // preemption and blocking handoff; not reopened at each read, which would
+  // take the lowest free number for a moment). weft io adds the engine's
+  // descriptors, set up at the worker's first io or idle wait.
   int workers = 0;
   // The most workers set_concurrency() and blocking-region handoffs may
   // use, 0..32768, and not below `workers`. 0: max(workers, 4 x CPUs).
