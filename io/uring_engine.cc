@@ -98,8 +98,14 @@ io_uring_sqe* UringEngine::get_sqes(unsigned n) {
   }
 }
 
+void UringEngine::counted_enter(int r) {
+  count(counters_.enters, 1);
+  if (r > 0) count(counters_.submitted, static_cast<uint64_t>(r));
+}
+
 void UringEngine::submit() {
   int r = io_uring_submit_and_get_events(&ring_);
+  counted_enter(r);
   // -EBUSY/-EAGAIN: the CQ overflowed or the kernel is short of memory;
   // reaping makes room and the SQEs stay queued for the next try.
   pending_ = (r < 0 || io_uring_sq_ready(&ring_) != 0) ? 1 : 0;
@@ -114,6 +120,7 @@ void UringEngine::reap() {
     ++n;
   }
   io_uring_cq_advance(&ring_, n);
+  count(counters_.completed, n);
 }
 
 void UringEngine::handle(const io_uring_cqe* cqe) {
@@ -223,6 +230,7 @@ void UringEngine::cancel_now(int fd) {
   // the global queue or, if pinned, to this worker's inbox: scheduler.cc).
   while (!here.done) {
     int r = io_uring_submit_and_wait(&ring_, 1);
+    counted_enter(r);
     pending_ = r < 0 || io_uring_sq_ready(&ring_) != 0 ? 1 : 0;
     reap();
     // -EBUSY/-EAGAIN (CQ overflow, kernel short of memory): reaping made
@@ -290,6 +298,7 @@ void UringEngine::sleep_until(int64_t deadline_ns) {
   }
   io_uring_cqe* cqe = nullptr;
   int r = io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, tsp, nullptr);
+  counted_enter(r);
   pending_ = (r < 0 && r != -ETIME && r != -EINTR) || io_uring_sq_ready(&ring_) != 0 ? 1 : 0;
   // Reset before reaping: the exchange orders the caller's queue re-checks
   // after it (see FutexPoller).

@@ -134,6 +134,8 @@ class UringEngine final : public Engine {
   void sleep_until(int64_t deadline_ns) override;
   void process_requests() override;
   void submit();
+  // Counts one io_uring_enter call that returned r (>= 0: SQEs submitted).
+  void counted_enter(int r);
   void reap();
   void handle(const io_uring_cqe* cqe);
   void arm_wake();

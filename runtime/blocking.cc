@@ -41,6 +41,8 @@
 // and the region's closing CAS fails precisely when a handoff happened.
 #include <exception>
 
+#include <algorithm>
+
 #include "runtime/log.h"
 #include "runtime/poller.h"
 #include "runtime/scheduler.h"
@@ -88,6 +90,11 @@ void blocking_exit(const BlockingRegion& r) {
     w->blocking.store(expected & ~uint64_t{3}, std::memory_order_release);
   }
   w->in_blocking.store(false, std::memory_order_relaxed);
+  // Only this KLT adds to its worker's blocking_ns (a retired worker's
+  // KLT is still its own).
+  int64_t in_region = rt::monotonic_ns() - w->blocking_since_ns.load(std::memory_order_relaxed);
+  w->blocking_ns.store(w->blocking_ns.load(std::memory_order_relaxed) + std::max<int64_t>(0, in_region),
+                       std::memory_order_relaxed);
   w->blocking_ult = nullptr;
   auto* self = static_cast<rt::UltDesc*>(r.ult);
   w->current.store(self, std::memory_order_relaxed);

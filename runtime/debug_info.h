@@ -41,6 +41,14 @@ class WaitNote {
 
 struct Scheduler;
 
+// ULTs of one runtime by state (dump.cc): one pass over the ULT table
+// without a lock, each descriptor read once (a racy snapshot, as in
+// dump_ults). kParking counts as running (its switch-out is under way).
+struct UltCounts {
+  uint64_t running = 0, runnable = 0, parked = 0, exited_unjoined = 0;
+};
+UltCounts count_ults(const Scheduler* s);
+
 // The thread that dumps every ULT to stderr (dump.cc) on WEFT_DUMP_SIGNAL,
 // which it receives through a weft::SignalSet, and when no ULT of its
 // runtime has switched for hang_ns while ULTs wait to run (hang_ns 0:

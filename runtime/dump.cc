@@ -398,19 +398,25 @@ uint64_t total_switches(Scheduler* s) {
   return n;
 }
 
-// ULTs of s that are runnable (live, not running, not parked).
-size_t runnable_ults(Scheduler* s) {
-  size_t n = 0;
-  for_each_in_use([&](UltDesc* u) {
-    if (u->live_in.load(std::memory_order_relaxed) == s &&
-        (u->state.load(std::memory_order_relaxed) & ult_state::kStateMask) == ult_state::kLive &&
-        !running_on(u, u->worker.load(std::memory_order_relaxed)))
-      ++n;
-  });
-  return n;
-}
-
 }  // namespace
+
+UltCounts count_ults(const Scheduler* s) {
+  UltCounts c;
+  for_each_in_use([&](UltDesc* u) {
+    if (u->live_in.load(std::memory_order_relaxed) != s) return;
+    uint32_t state = u->state.load(std::memory_order_relaxed) & st::kStateMask;
+    if (state == st::kExited) {
+      ++c.exited_unjoined;
+    } else if (state == st::kParked) {
+      ++c.parked;
+    } else if (state == st::kParking || running_on(u, u->worker.load(std::memory_order_relaxed))) {
+      ++c.running;
+    } else {
+      ++c.runnable;
+    }
+  });
+  return c;
+}
 
 DumpWatch::DumpWatch(Scheduler* s, int64_t hang_ns) : sched_(s), hang_ns_(hang_ns), pid_(getpid()) {
   if (hang_ns_ == 0) {
@@ -478,7 +484,7 @@ void DumpWatch::run() {
       continue;
     }
     if (dumped || now - since < hang_ns_) continue;
-    if (runnable_ults(sched_) == 0) continue;  // idle, or every ULT waits: not a hang of the scheduler
+    if (count_ults(sched_).runnable == 0) continue;  // idle, or every ULT waits: not a hang of the scheduler
     dumped = true;
     sys::raw_logf("weft: no ULT has switched for %.1f s while ULTs wait to run (Options::hang_dump): dump follows",
                   static_cast<double>(now - since) / 1e9);

@@ -50,6 +50,15 @@ class Poller {
   // but the descriptor numbers: for another worker's poller, the rest of
   // the object may have been in mid-change at the fork. Async-signal-safe.
   virtual void close_after_fork() {}
+  // What the poller's engine did, for WorkerStats (all 0 for FutexPoller):
+  // written only by the owning worker (count(): load + store, no locked
+  // instruction), read by anyone.
+  struct Counters {
+    std::atomic<uint64_t> submitted{0};  // requests handed to the kernel
+    std::atomic<uint64_t> completed{0};  // completions or events taken in
+    std::atomic<uint64_t> enters{0};     // system calls into the engine
+  };
+  const Counters& counters() const { return counters_; }
   // The object of the layer that made this poller (io/'s Engine), so that
   // the layer finds its own object from rt::caller().poller without RTTI;
   // null for FutexPoller.
@@ -72,6 +81,11 @@ class Poller {
   };
   PollHints hints_;
   void* layer_object_ = nullptr;
+  Counters counters_;
+  // Adds n to one of counters_ (owner only).
+  static void count(std::atomic<uint64_t>& c, uint64_t n) {
+    c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  }
 };
 
 // Waits on a futex word.

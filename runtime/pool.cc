@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "runtime/death_row.h"
+#include "runtime/debug_info.h"
 #include "runtime/fork.h"
 #include "runtime/globals.h"
 #include "runtime/log.h"
@@ -55,6 +56,7 @@ void worker_main(void* arg) {
     int fd = sys::task_stat_open(tid);
     w->stat_fd.store(fd >= 0 ? fd : -1, std::memory_order_relaxed);
   }
+  w->started_ns.store(monotonic_ns(), std::memory_order_relaxed);
   w->tid.store(tid, std::memory_order_release);
   sys::context_init_native(&w->core().sched_ctx);
   w->init_thread_state();
@@ -512,6 +514,20 @@ RuntimeStats Scheduler::stats() const {
     ws.spawned = w->created.load(std::memory_order_relaxed);
     ws.reaped = w->reaped.load(std::memory_order_relaxed);
     r.reaped += ws.reaped;
+    int64_t d = w->deque.size_approx();
+    ws.queued = static_cast<uint64_t>(std::max<int64_t>(0, d)) +
+                (w->run_next.load(std::memory_order_relaxed) != nullptr ? 1 : 0) +
+                w->inbox_count.load(std::memory_order_relaxed);
+    ws.idle_ns = w->idle_ns.load(std::memory_order_relaxed);
+    ws.blocking_ns = w->blocking_ns.load(std::memory_order_relaxed);
+    int64_t started = w->started_ns.load(std::memory_order_relaxed);
+    if (started != 0) ws.busy_ns = std::max<int64_t>(0, monotonic_ns() - started - ws.idle_ns - ws.blocking_ns);
+    if (w->poller != nullptr) {
+      const Poller::Counters& pc = w->poller->counters();
+      ws.io_submitted = pc.submitted.load(std::memory_order_relaxed);
+      ws.io_completed = pc.completed.load(std::memory_order_relaxed);
+      ws.io_enters = pc.enters.load(std::memory_order_relaxed);
+    }
     r.workers.push_back(ws);
   }
   uint64_t exited = 0, created = foreign_created.load(std::memory_order_relaxed);
@@ -531,6 +547,14 @@ RuntimeStats Scheduler::stats() const {
   r.spawned = created;
   r.exited = exited;
   r.live = live_ults();
+  UltCounts by_state = count_ults(this);
+  r.ults_running = by_state.running;
+  r.ults_runnable = by_state.runnable;
+  r.ults_parked = by_state.parked;
+  r.ults_exited_unjoined = by_state.exited_unjoined;
+  r.global_queued = static_cast<uint64_t>(std::max<int64_t>(
+      0, global_count.load(std::memory_order_relaxed) + high_count.load(std::memory_order_relaxed) +
+             bg_count.load(std::memory_order_relaxed)));
   r.reaped += monitor_reaped.load(std::memory_order_relaxed);
   r.cached = death_row().cached();
   r.stacks_mapped = death_row().mapped();

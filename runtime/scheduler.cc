@@ -1156,7 +1156,9 @@ UltDesc* Worker::find_runnable_inner() {
         int64_t cap = detail::deadline_after(monotonic_ns(), kMaxPollerWaitNs);
         if (until > cap) until = cap;
       }
+      int64_t slept_from = monotonic_ns();
       poller->wait(until);
+      idle_ns.store(idle_ns.load(std::memory_order_relaxed) + (monotonic_ns() - slept_from), std::memory_order_relaxed);
     }
     bool woken_spinning = false;
     if (act) s->remove_idle(this, &woken_spinning);

@@ -218,6 +218,11 @@ struct alignas(64) Worker {
 
   // --- counters: the owner increments, anyone reads ---------------------------
   std::atomic<uint64_t> switches{0}, steals{0}, parks{0}, sleeps{0}, reaped{0};
+  // Time asleep in poller->wait and inside ended blocking regions, ns (the
+  // owner adds: load + store); when its KLT started (before tid is
+  // published). For WorkerStats.
+  std::atomic<int64_t> idle_ns{0}, blocking_ns{0};
+  std::atomic<int64_t> started_ns{0};
   // Live accounting (see Scheduler::live_ults): ULTs spawned by ULTs running
   // here, and ULTs that exited here. Release stores, acquire loads.
   alignas(64) std::atomic<uint64_t> created{0};

@@ -1575,4 +1575,113 @@ TEST(Stats, AddUp) {
   EXPECT_EQ(rt.concurrency(), 2);
 }
 
+// ULTs by state, queue lengths and where a worker's time went, after a
+// workload whose answer is known: one worker held by a spinner (time
+// slices off), ULTs parked on a channel, ULTs spawned behind the spinner,
+// one exited and not joined.
+TEST(Stats, StatesQueuesAndTimes) {
+  Watchdog wd(60s, "Stats.StatesQueuesAndTimes");
+  weft::Runtime rt(weft::Options{.workers = 1, .max_workers = 1, .time_slice = 0us});
+  ASSERT_TRUE(rt.status().ok()) << rt.status();
+  constexpr int kParked = 5, kQueued = 7;
+  weft::Channel<int> ch(0);
+  std::vector<weft::Ult> parked;
+  for (int i = 0; i < kParked; ++i) parked.push_back(rt.spawn([&] { (void)ch.recv(); }));
+  weft::Ult done = rt.spawn([] {});
+  ASSERT_TRUE(WaitUntil([&] {
+    weft::RuntimeStats s = rt.stats();
+    return s.ults_parked == kParked && s.ults_exited_unjoined == 1;
+  }));
+  weft::RuntimeStats s = rt.stats();
+  EXPECT_EQ(s.ults_running, 0u);
+  EXPECT_EQ(s.ults_runnable, 0u);
+  EXPECT_EQ(s.live, static_cast<uint64_t>(kParked));
+  // The worker's time: idle now, and 50 ms in a blocking region, then 50 ms
+  // of a ULT that spins.
+  ASSERT_TRUE(rt.block_on([] { weft::blocking([] { std::this_thread::sleep_for(50ms); }); }).ok());
+  ASSERT_TRUE(rt.block_on([] {
+    auto end = Clock::now() + 50ms;
+    while (Clock::now() < end) {
+    }
+  }).ok());
+  // A spinner holds the only worker; ULTs spawned meanwhile wait in queues.
+  std::atomic<bool> spinning{false}, stop{false};
+  weft::Ult spinner = rt.spawn([&] {
+    spinning = true;
+    while (!stop.load()) {
+    }
+  });
+  ASSERT_TRUE(WaitUntil([&] { return spinning.load(); }));
+  std::vector<weft::Ult> queued;
+  for (int i = 0; i < kQueued; ++i) queued.push_back(rt.spawn([] {}));
+  s = rt.stats();
+  ASSERT_EQ(s.workers.size(), 1u);
+  const weft::WorkerStats& w = s.workers[0];
+  EXPECT_EQ(s.ults_running, 1u);
+  EXPECT_EQ(s.ults_runnable, static_cast<uint64_t>(kQueued));
+  EXPECT_EQ(s.ults_parked, static_cast<uint64_t>(kParked));
+  EXPECT_EQ(s.ults_exited_unjoined, 1u);
+  EXPECT_EQ(w.queued + s.global_queued, static_cast<uint64_t>(kQueued));
+  EXPECT_GE(w.blocking_ns, 50'000'000);
+  EXPECT_GE(w.busy_ns, 50'000'000);
+  EXPECT_GT(w.idle_ns, 0);
+  std::string text = weft::prometheus_text(s);
+  stop = true;
+  ASSERT_TRUE(spinner.join().ok());
+  for (auto& u : queued) ASSERT_TRUE(u.join().ok());
+  ch.close();
+  for (auto& u : parked) ASSERT_TRUE(u.join().ok());
+  ASSERT_TRUE(done.join().ok());
+  s = rt.stats();
+  EXPECT_EQ(s.ults_running + s.ults_runnable + s.ults_parked + s.ults_exited_unjoined, 0u);
+  EXPECT_EQ(s.workers[0].queued + s.global_queued, 0u);
+
+  // The exporter: every line a HELP, a TYPE or a sample of a family
+  // announced before it; the figures above appear as samples.
+  std::set<std::string> families;
+  size_t samples = 0;
+  size_t at = 0;
+  while (at < text.size()) {
+    size_t nl = text.find('\n', at);
+    ASSERT_NE(nl, std::string::npos) << "the text must end with a newline";
+    std::string line = text.substr(at, nl - at);
+    at = nl + 1;
+    if (line.rfind("# HELP ", 0) == 0) continue;
+    if (line.rfind("# TYPE ", 0) == 0) {
+      std::string rest = line.substr(7);
+      std::string name = rest.substr(0, rest.find(' '));
+      std::string type = rest.substr(rest.find(' ') + 1);
+      EXPECT_TRUE(type == "counter" || type == "gauge" || type == "histogram") << line;
+      EXPECT_EQ(name.rfind("weft_", 0), 0u) << line;
+      if (type == "counter") EXPECT_EQ(name.substr(name.size() - 6), "_total") << line;
+      families.insert(name);
+      continue;
+    }
+    ++samples;
+    size_t sp = line.rfind(' ');
+    ASSERT_NE(sp, std::string::npos) << line;
+    std::string name = line.substr(0, std::min(line.find('{'), sp));
+    std::string base = name;
+    for (const char* suffix : {"_bucket", "_count"})
+      if (!families.count(base) && base.size() > strlen(suffix) &&
+          base.compare(base.size() - strlen(suffix), std::string::npos, suffix) == 0)
+        base = base.substr(0, base.size() - strlen(suffix));
+    EXPECT_TRUE(families.count(base)) << "sample of a family with no TYPE line: " << line;
+    char* end = nullptr;
+    std::string value = line.substr(sp + 1);
+    (void)strtod(value.c_str(), &end);
+    EXPECT_TRUE(end != nullptr && *end == '\0' && !value.empty()) << "not a number: " << line;
+  }
+  EXPECT_GT(samples, 30u);
+  EXPECT_NE(text.find("weft_ults{state=\"parked\"} 5\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("weft_ults{state=\"runnable\"} 7\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("weft_ults{state=\"running\"} 1\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("weft_worker_switches_total{worker=\"0\"} "), std::string::npos) << text;
+  // Another prefix; a prefix that is not a metric name falls back to "weft".
+  EXPECT_NE(weft::prometheus_text(s, "app_rt").find("# TYPE app_rt_ults gauge\n"), std::string::npos);
+  std::string bad = weft::prometheus_text(s, "9 bad{");
+  EXPECT_EQ(bad.find("9 bad"), std::string::npos);
+  EXPECT_NE(bad.find("# TYPE weft_ults gauge\n"), std::string::npos);
+}
+
 }  // namespace

@@ -280,6 +280,26 @@ struct WorkerStats {
   uint64_t sleeps = 0;      // times the worker itself went to sleep, idle
   uint64_t spawned = 0;     // ULTs spawned by ULTs running here
   uint64_t reaped = 0;      // exited ULTs whose descriptor was recycled here
+  // ULTs waiting in its queues now: its stealable queue, its next-to-run
+  // slot and its inbox (ULTs that yielded on it are not counted).
+  uint64_t queued = 0;
+  // Where its kernel thread's time went since it started, in ns: asleep
+  // with nothing to run; inside weft::blocking() regions that have ended
+  // (a region still open is counted when it ends); and the rest (busy_ns:
+  // running ULTs, including system calls they make directly, and its
+  // scheduler loop). Read with one clock read per sleep and per region,
+  // none per switch.
+  int64_t idle_ns = 0;
+  int64_t blocking_ns = 0;
+  int64_t busy_ns = 0;
+  // Its io engine (0 when weft io is not linked in or not used here):
+  // requests submitted (io_uring: SQEs, weft's own timeouts and wake-ups
+  // included; epoll: readiness waits armed), completions taken in
+  // (io_uring: CQEs; epoll: events), and system calls into the engine
+  // (io_uring_enter; epoll_wait).
+  uint64_t io_submitted = 0;
+  uint64_t io_completed = 0;
+  uint64_t io_enters = 0;
 };
 
 struct RuntimeStats {
@@ -287,6 +307,16 @@ struct RuntimeStats {
   uint64_t spawned = 0;      // every ULT spawned, from anywhere
   uint64_t exited = 0;       // every ULT whose function returned
   uint64_t live = 0;         // spawned and not yet exited
+  // ULTs of this runtime by state now, from one pass over the ULT table
+  // (O(ULTs ever made); each entry is read without stopping anything, so
+  // the four need not add up to `live` while ULTs change state): running
+  // on a worker, runnable (queued), parked (waiting on something), and
+  // exited but not yet joined or detached.
+  uint64_t ults_running = 0;
+  uint64_t ults_runnable = 0;
+  uint64_t ults_parked = 0;
+  uint64_t ults_exited_unjoined = 0;
+  uint64_t global_queued = 0;  // ULTs in the shared queues (not any worker's)
   uint64_t reaped = 0;       // descriptors recycled (workers + monitor)
   uint64_t cached = 0;       // descriptors with a stack ready for reuse
   uint64_t stacks_mapped = 0;    // stacks ever mmap'd
@@ -324,6 +354,14 @@ struct RuntimeStats {
   uint64_t priority_boosts = 0;
   uint64_t background_starvation_runs = 0;
 };
+
+// `s` in the Prometheus text exposition format (version 0.0.4), every
+// metric named `<prefix>_...` with a HELP and TYPE line: counters end in
+// `_total`, per-worker series carry a `worker="<index>"` label, times are
+// in seconds. The application serves the string (weft runs no HTTP
+// server). `prefix` must be a valid metric name start ([a-zA-Z_:]
+// [a-zA-Z0-9_:]*); an invalid one is replaced by "weft".
+std::string prometheus_text(const RuntimeStats& s, std::string_view prefix = "weft");
 
 namespace detail {
 
