@@ -3,8 +3,9 @@
 // descriptors sampled as they go. After a warm-up slice (10% of the work:
 // caches, stacks, rings and the malloc arenas reach their working size),
 // neither may grow: RSS by at most kRssSlackKiB (4 MiB), descriptors not at
-// all (except the io engines' own, which each worker makes at its first io,
-// perhaps after the warm-up: at most 2 per worker).
+// all (except the workers' own: io engines, which each worker makes at its
+// first io, and the /proc stat file of a worker started after the warm-up,
+// e.g. a spare for a handoff: at most 3 per worker of the pool).
 // Every sample is printed. What each phase proves:
 //   - SpawnJoin: 10^7 ULTs spawned and joined (batches of 100 from a ULT,
 //     stolen by the other worker) leave nothing behind: descriptors and
@@ -87,7 +88,7 @@ void Soak(const char* what, F slice, const weft::Runtime* rt = nullptr, int warm
     slice(k);
     long rss = RssKiB();
     Fds fds = OpenFds();
-    printf("[   INFO   ] %s: slice %d/%d at %6.0f ms: VmRSS %ld KiB, %d fds (+%d of io engines)", what, k + 1, kSlices,
+    printf("[   INFO   ] %s: slice %d/%d at %6.0f ms: VmRSS %ld KiB, %d fds (+%d of workers: io engines, stat files)", what, k + 1, kSlices,
            MsSince(t0), rss, fds.other, fds.engine);
     if (rt != nullptr) {
       weft::RuntimeStats st = rt->stats();

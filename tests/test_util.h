@@ -56,10 +56,12 @@ bool WaitUntil(P pred, std::chrono::milliseconds limit = std::chrono::millisecon
   return true;
 }
 
-// The process's open descriptors, those of io engines (an io_uring ring, an
-// epoll instance, an eventfd: a worker makes them at its first io or idle
-// wait, so their number depends on which workers ran when) apart from the
-// rest.
+// The process's open descriptors, the workers' own apart from the rest:
+// io engines (an io_uring ring, an epoll instance, an eventfd: a worker
+// makes them at its first io or idle wait) and a worker's /proc stat file
+// (opened when its thread starts: Options::workers), whose number depends
+// on which workers ran when and how many the pool has started (handoffs
+// start spares).
 struct Fds {
   int engine = 0, other = 0;
 };
@@ -73,7 +75,9 @@ inline Fds OpenFds() {
     ssize_t n = readlinkat(dirfd(d), e->d_name, target, sizeof target - 1);
     target[n > 0 ? n : 0] = '\0';
     std::string t = target;
-    if (t == "anon_inode:[io_uring]" || t == "anon_inode:[eventpoll]" || t == "anon_inode:[eventfd]") {
+    bool task_stat = t.rfind("/proc/", 0) == 0 && t.find("/task/") != std::string::npos &&
+                     t.size() > 5 && t.compare(t.size() - 5, 5, "/stat") == 0;
+    if (t == "anon_inode:[io_uring]" || t == "anon_inode:[eventpoll]" || t == "anon_inode:[eventfd]" || task_stat) {
       ++f.engine;
     } else {
       ++f.other;
@@ -82,4 +86,4 @@ inline Fds OpenFds() {
   closedir(d);
   return f;
 }
-constexpr int kEngineFdsPerWorker = 2;  // epoll + eventfd; io_uring: 1
+constexpr int kEngineFdsPerWorker = 3;  // epoll + eventfd (io_uring: 1), and the stat file
