@@ -188,7 +188,7 @@ bool weft_function(const char* n, unsigned bind) {
 }
 
 // Reads the function symbols of the ELF file at `path` (loaded at `bias`)
-// that weft_function() claims, as ranges. False if the file has no symbol
+// that weft_function() claims, and its PLT sections, as ranges. False if the file has no symbol
 // table (stripped).
 // Raw system calls, not libc's open/fstat/close: libweft-hook interposes
 // those (HACKING.md, 2d), and this may run on a ULT.
@@ -212,6 +212,21 @@ bool weft_ranges_from_symtab(const char* path, uintptr_t bias, std::vector<Range
   if (memcmp(eh->e_ident, ELFMAG, SELFMAG) == 0 && eh->e_ident[EI_CLASS] == ELFCLASS64 && eh->e_shoff != 0 &&
       eh->e_shoff + static_cast<size_t>(eh->e_shnum) * sizeof(Elf64_Shdr) <= size) {
     const auto* sh = reinterpret_cast<const Elf64_Shdr*>(base + eh->e_shoff);
+    // The object's PLT stubs (.plt, .plt.sec, .plt.got) are cut out too:
+    // weft's own calls to other objects go through them, e.g. the switch
+    // path's call of __sanitizer_finish_switch_fiber, and a ULT switched
+    // out there is switched out inside weft (ASan: "starting fiber switch
+    // while in fiber switch", 1 run in 40 of runtime_signal_test). The
+    // program's own calls lose only the few instructions of a stub.
+    if (eh->e_shstrndx != SHN_UNDEF && eh->e_shstrndx < eh->e_shnum) {
+      const Elf64_Shdr& names = sh[eh->e_shstrndx];
+      for (int i = 0; i < eh->e_shnum && names.sh_offset + names.sh_size <= size; ++i) {
+        if (sh[i].sh_name >= names.sh_size || (sh[i].sh_flags & SHF_EXECINSTR) == 0 || sh[i].sh_addr == 0) continue;
+        const char* n = reinterpret_cast<const char*>(base + names.sh_offset + sh[i].sh_name);
+        if (strncmp(n, ".plt", 4) == 0 || strncmp(n, ".iplt", 5) == 0)
+          out->push_back(Range{bias + sh[i].sh_addr, bias + sh[i].sh_addr + sh[i].sh_size});
+      }
+    }
     for (int i = 0; i < eh->e_shnum; ++i) {
       if (sh[i].sh_type != SHT_SYMTAB || sh[i].sh_link >= eh->e_shnum) continue;
       const Elf64_Shdr& strs = sh[sh[i].sh_link];
