@@ -100,7 +100,7 @@ void EpollEngine::rearm(FdState* st) {
     r = sys::raw_syscall(SYS_epoll_ctl, epfd_, EPOLL_CTL_MOD, st->fd, reinterpret_cast<long>(&e));
   }
   if (r == 0) {
-    count(counters_.submitted, 1);
+    rt::bump(counters_.submitted);
     st->registered = true;
     st->armed = want;
   } else {
@@ -175,9 +175,9 @@ int EpollEngine::wait_ready(int fd, uint32_t events, int64_t deadline_ns, Interr
 void EpollEngine::dispatch(int64_t timeout_ns) {
   epoll_event events[kMaxEvents];
   long n = epoll_wait_ns(epfd_, events, kMaxEvents, timeout_ns);
-  count(counters_.enters, 1);
+  rt::bump(counters_.enters);
   if (n <= 0) return;
-  count(counters_.completed, static_cast<uint64_t>(n));
+  rt::bump_by(counters_.completed, static_cast<uint64_t>(n));
   for (long i = 0; i < n; ++i) {
     if (events[i].data.u64 == kEventfdKey) {
       uint64_t v;

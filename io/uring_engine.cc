@@ -99,8 +99,8 @@ io_uring_sqe* UringEngine::get_sqes(unsigned n) {
 }
 
 void UringEngine::counted_enter(int r) {
-  count(counters_.enters, 1);
-  if (r > 0) count(counters_.submitted, static_cast<uint64_t>(r));
+  rt::bump(counters_.enters);
+  if (r > 0) rt::bump_by(counters_.submitted, static_cast<uint64_t>(r));
 }
 
 void UringEngine::submit() {
@@ -120,7 +120,7 @@ void UringEngine::reap() {
     ++n;
   }
   io_uring_cq_advance(&ring_, n);
-  count(counters_.completed, n);
+  rt::bump_by(counters_.completed, static_cast<uint64_t>(n));
 }
 
 void UringEngine::handle(const io_uring_cqe* cqe) {

@@ -93,8 +93,7 @@ void blocking_exit(const BlockingRegion& r) {
   // Only this KLT adds to its worker's blocking_ns (a retired worker's
   // KLT is still its own).
   int64_t in_region = rt::monotonic_ns() - w->blocking_since_ns.load(std::memory_order_relaxed);
-  w->blocking_ns.store(w->blocking_ns.load(std::memory_order_relaxed) + std::max<int64_t>(0, in_region),
-                       std::memory_order_relaxed);
+  rt::bump_by(w->blocking_ns, std::max<int64_t>(0, in_region));
   w->blocking_ult = nullptr;
   auto* self = static_cast<rt::UltDesc*>(r.ult);
   w->current.store(self, std::memory_order_relaxed);

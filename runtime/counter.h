@@ -12,8 +12,12 @@ namespace weft::rt {
 // counter can under-count, never over-count, and the contended path pays
 // no locked instruction. Readers on other threads load it relaxed.
 template <class T>
+inline void bump_by(std::atomic<T>& c, T n) {
+  c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+}
+template <class T>
 inline void bump(std::atomic<T>& c) {
-  c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  bump_by(c, T{1});
 }
 
 }  // namespace weft::rt

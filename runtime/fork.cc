@@ -95,7 +95,6 @@
 #include "sys/klt.h"
 #include "sys/raw_log.h"
 #include "sys/raw_syscall.h"
-#include "sys/task_state.h"
 #include "sys/stack.h"
 
 namespace weft::rt {
@@ -148,8 +147,7 @@ void reclaim_descriptors(UltDesc* self) {
 
 void forget_worker(Worker* w) {
   if (w->poller) w->poller->close_after_fork();
-  int fd = w->stat_fd.exchange(-1, std::memory_order_relaxed);
-  if (fd >= 0) sys::close_fd(fd);  // the parent's thread's stat file
+  w->close_stat_file();  // the parent's thread's
   if (w->klt != nullptr) sys::klt_forget_after_fork(w->klt);
   w->klt = nullptr;
 }
@@ -347,10 +345,9 @@ void Scheduler::rebuild_after_fork(Worker* keep, UltDesc* self) {
     w->tid.store(sys::gettid(), std::memory_order_relaxed);
     // Its stat file was the parent's thread's: this KLT's instead (open
     // and close are async-signal-safe; no other thread exists yet).
-    if (int old_fd = w->stat_fd.exchange(-1, std::memory_order_relaxed); old_fd >= 0) {
-      sys::close_fd(old_fd);
-      int fd = sys::task_stat_open(w->tid.load(std::memory_order_relaxed));
-      w->stat_fd.store(fd >= 0 ? fd : -1, std::memory_order_relaxed);
+    if (w->stat_fd.load(std::memory_order_relaxed) >= 0) {
+      w->close_stat_file();
+      w->open_stat_file(w->tid.load(std::memory_order_relaxed));
     }
     w->created.store(0, std::memory_order_relaxed);
     w->exited.store(0, std::memory_order_relaxed);

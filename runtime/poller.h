@@ -34,6 +34,8 @@
 #include <cstdint>
 #include <memory>
 
+#include "runtime/counter.h"
+
 namespace weft::rt {
 
 class Poller {
@@ -51,7 +53,7 @@ class Poller {
   // the object may have been in mid-change at the fork. Async-signal-safe.
   virtual void close_after_fork() {}
   // What the poller's engine did, for WorkerStats (all 0 for FutexPoller):
-  // written only by the owning worker (count(): load + store, no locked
+  // written only by the owning worker (bump_by: load + store, no locked
   // instruction), read by anyone.
   struct Counters {
     std::atomic<uint64_t> submitted{0};  // requests handed to the kernel
@@ -82,10 +84,6 @@ class Poller {
   PollHints hints_;
   void* layer_object_ = nullptr;
   Counters counters_;
-  // Adds n to one of counters_ (owner only).
-  static void count(std::atomic<uint64_t>& c, uint64_t n) {
-    c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
-  }
 };
 
 // Waits on a futex word.

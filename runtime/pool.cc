@@ -52,10 +52,7 @@ void worker_main(void* arg) {
   // Opened here, once, at the KLT's start (sys/task_state.h says why not at
   // each look); failure leaves -1: task_state() then says 0 (not 'R', not
   // asleep), so this worker is neither preempted nor handed off by state.
-  if (!w->is_bound) {
-    int fd = sys::task_stat_open(tid);
-    w->stat_fd.store(fd >= 0 ? fd : -1, std::memory_order_relaxed);
-  }
+  if (!w->is_bound) w->open_stat_file(tid);
   w->started_ns.store(monotonic_ns(), std::memory_order_relaxed);
   w->tid.store(tid, std::memory_order_release);
   sys::context_init_native(&w->core().sched_ctx);
@@ -122,7 +119,14 @@ absl::Status validate_options(const Options& o) {
 
 }  // namespace
 
-Worker::~Worker() {
+Worker::~Worker() { close_stat_file(); }
+
+void Worker::open_stat_file(int for_tid) {
+  int fd = sys::task_stat_open(for_tid);
+  stat_fd.store(fd >= 0 ? fd : -1, std::memory_order_relaxed);
+}
+
+void Worker::close_stat_file() {
   int fd = stat_fd.exchange(-1, std::memory_order_relaxed);
   if (fd >= 0) sys::close_fd(fd);
 }

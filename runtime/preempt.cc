@@ -7,8 +7,8 @@
 // an eighth of the wall time: one clock_gettime per candidate per tick,
 // from half a slice on) and is on a CPU or waiting for one now (task state
 // 'R' from /proc, read only then, with one pread of the stat file the
-// worker opened at its start: sys/task_state.h): a KLT asleep in a system call is left
-// alone, so a preemption signal does not turn a blocking call that a ULT
+// worker opened at its start: sys/task_state.h): a KLT asleep in a system
+// call is left alone, so a preemption signal does not turn a blocking call that a ULT
 // made directly (poll, nanosleep: the calls that end with EINTR whatever
 // SA_RESTART says) into an EINTR. (A KLT that computes for a tick and
 // enters such a call in the microseconds between the check and the
@@ -188,8 +188,8 @@ bool weft_function(const char* n, unsigned bind) {
 }
 
 // Reads the function symbols of the ELF file at `path` (loaded at `bias`)
-// that weft_function() claims, and its PLT sections, as ranges. False if the file has no symbol
-// table (stripped).
+// that weft_function() claims, and its PLT sections, as ranges. False if
+// the file has no symbol table (stripped).
 // Raw system calls, not libc's open/fstat/close: libweft-hook interposes
 // those (HACKING.md, 2d), and this may run on a ULT.
 bool weft_ranges_from_symtab(const char* path, uintptr_t bias, std::vector<Range>* out) {
@@ -218,9 +218,10 @@ bool weft_ranges_from_symtab(const char* path, uintptr_t bias, std::vector<Range
     // out there is switched out inside weft (ASan: "starting fiber switch
     // while in fiber switch", 1 run in 40 of runtime_signal_test). The
     // program's own calls lose only the few instructions of a stub.
-    if (eh->e_shstrndx != SHN_UNDEF && eh->e_shstrndx < eh->e_shnum) {
+    if (eh->e_shstrndx != SHN_UNDEF && eh->e_shstrndx < eh->e_shnum &&
+        sh[eh->e_shstrndx].sh_offset + sh[eh->e_shstrndx].sh_size <= size) {
       const Elf64_Shdr& names = sh[eh->e_shstrndx];
-      for (int i = 0; i < eh->e_shnum && names.sh_offset + names.sh_size <= size; ++i) {
+      for (int i = 0; i < eh->e_shnum; ++i) {
         if (sh[i].sh_name >= names.sh_size || (sh[i].sh_flags & SHF_EXECINSTR) == 0 || sh[i].sh_addr == 0) continue;
         const char* n = reinterpret_cast<const char*>(base + names.sh_offset + sh[i].sh_name);
         if (strncmp(n, ".plt", 4) == 0 || strncmp(n, ".iplt", 5) == 0)

@@ -1158,7 +1158,7 @@ UltDesc* Worker::find_runnable_inner() {
       }
       int64_t slept_from = monotonic_ns();
       poller->wait(until);
-      idle_ns.store(idle_ns.load(std::memory_order_relaxed) + (monotonic_ns() - slept_from), std::memory_order_relaxed);
+      bump_by(idle_ns, monotonic_ns() - slept_from);
     }
     bool woken_spinning = false;
     if (act) s->remove_idle(this, &woken_spinning);

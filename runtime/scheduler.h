@@ -145,6 +145,10 @@ struct alignas(64) Worker {
   std::atomic<int> stat_fd{-1};
   std::unique_ptr<Poller> poller;
   ~Worker();
+  // Opens stat_fd for thread `tid` (left -1 if that fails); closes it.
+  // Raw system calls only: both also run in a fork child.
+  void open_stat_file(int tid);
+  void close_stat_file();
 
   // --- owner only -------------------------------------------------------------
   inline WorkerCore& core();  // the owner (checked in debug builds)
@@ -219,7 +223,7 @@ struct alignas(64) Worker {
   // --- counters: the owner increments, anyone reads ---------------------------
   std::atomic<uint64_t> switches{0}, steals{0}, parks{0}, sleeps{0}, reaped{0};
   // Time asleep in poller->wait and inside ended blocking regions, ns (the
-  // owner adds: load + store); when its KLT started (before tid is
+  // owner adds: bump_by); when its KLT started (before tid is
   // published). For WorkerStats.
   std::atomic<int64_t> idle_ns{0}, blocking_ns{0};
   std::atomic<int64_t> started_ns{0};

@@ -1653,7 +1653,9 @@ TEST(Stats, StatesQueuesAndTimes) {
       std::string type = rest.substr(rest.find(' ') + 1);
       EXPECT_TRUE(type == "counter" || type == "gauge" || type == "histogram") << line;
       EXPECT_EQ(name.rfind("weft_", 0), 0u) << line;
-      if (type == "counter") EXPECT_EQ(name.substr(name.size() - 6), "_total") << line;
+      if (type == "counter") {
+        EXPECT_EQ(name.substr(name.size() - 6), "_total") << line;
+      }
       families.insert(name);
       continue;
     }
