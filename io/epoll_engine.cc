@@ -10,6 +10,7 @@
 #include <ctime>
 
 #include "runtime/debug_info.h"
+#include "runtime/trace.h"
 #include "runtime/log.h"
 #include "sys/raw_log.h"
 #include "sys/raw_syscall.h"
@@ -140,8 +141,9 @@ int EpollEngine::wait_ready(int fd, uint32_t events, int64_t deadline_ns, Interr
   if (st.waiters.empty()) fds_.erase(fd);  // rearm failed and released us already
   uint64_t mark = in == Interrupt::kNever ? 0 : rt::handler_mark(self);
   if (me.result == 1 && rt::stop_requested(self)) me.result = -ECANCELED;  // asked before the wait began
-  rt::WaitNote note(self, (events & EPOLLOUT) ? ((events & EPOLLIN) ? "poll" : "wait writable") : "wait readable",
-                    nullptr, fd);
+  const char* what = (events & EPOLLOUT) ? ((events & EPOLLIN) ? "poll" : "wait writable") : "wait readable";
+  rt::WaitNote note(self, what, nullptr, fd);
+  rt::trace::IoSpan span(self, what, fd, 0, &me.result);  // done: 0 ready, or -errno
   while (me.result == 1) {
     if (deadline_ns < 0) {
       rt::park_current(self);

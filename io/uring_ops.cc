@@ -12,6 +12,7 @@
 
 #include "io/backend.h"
 #include "runtime/debug_info.h"
+#include "runtime/trace.h"
 #include "io/ops_common.h"
 #include "io/uring_defs.h"
 #include "io/uring_engine.h"
@@ -72,6 +73,7 @@ int64_t uring_op(UringEngine* e, rt::UltDesc* self, int fd, Deadline d, Interrup
   io_uring_sqe* sqe = e->get_sqes(timed ? 2 : 1);
   prep(sqe);
   rt::WaitNote note(self, op_name(sqe->opcode), nullptr, fd);
+  rt::trace::IoSpan span(self, op_name(sqe->opcode), fd, sqe->len, &c.res);  // done: the CQE's result
   io_uring_sqe_set_data64(sqe, reinterpret_cast<uint64_t>(&c) | kTagOp);
   if (timed) {
     sqe->flags |= IOSQE_IO_LINK;

@@ -66,6 +66,7 @@ BlockingRegion blocking_enter() {
   w->poller->poll();  // submit batched io, take in completions (they queue here, notified below)
   if (w->core().notify_deferred) w->sched->settle_deferred_notify(w);
   w->blocking_ult = self;
+  if (__builtin_expect(w->trace != nullptr, 0)) w->trace->put(rt::trace::kBlockBegin, self->id_value());
   w->blocking_since_ns.store(rt::monotonic_ns(), std::memory_order_relaxed);
   w->current.store(nullptr, std::memory_order_relaxed);
   w->in_blocking.store(true, std::memory_order_relaxed);
@@ -96,6 +97,7 @@ void blocking_exit(const BlockingRegion& r) {
   rt::bump_by(w->blocking_ns, std::max<int64_t>(0, in_region));
   w->blocking_ult = nullptr;
   auto* self = static_cast<rt::UltDesc*>(r.ult);
+  if (__builtin_expect(w->trace != nullptr, 0)) w->trace->put(rt::trace::kBlockEnd, self->id_value());
   w->current.store(self, std::memory_order_relaxed);
   if (std::uncaught_exceptions() == 0 && !self->exit_unwinding) {
     if (w->loop_owed()) rt::requeue_current(self);

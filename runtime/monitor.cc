@@ -136,6 +136,9 @@ void handoff_locked(Scheduler* s, Worker* w, uint64_t st) {
   // is blocked (fire_busy_timers), its own loop once it is back.
   w->end_handoff(std::move(*claim));
   s->handoffs.fetch_add(1, std::memory_order_relaxed);
+  if (__builtin_expect(s->tracer != nullptr, 0))
+    s->tracer->shared()->put(trace::kHandoff, 0, static_cast<uint64_t>(i), static_cast<uint64_t>(w->tid.load()),
+                             spare->tid.load());
   s->wake_worker(spare);
   s->notify_work();
   log().debug("blocking handoff: slot {} from worker tid {} to tid {}; {} ULTs moved", i, w->tid.load(),
@@ -170,6 +173,9 @@ bool kernel_block_handoff_locked(Scheduler* s, Worker* w, uint64_t seen) {
               "kernel-block handoff swapped slots %d and %d with %d active", i, j, act);
   int64_t moved = take_stealable(s, w);
   s->kernel_block_handoffs.fetch_add(1, std::memory_order_relaxed);
+  if (__builtin_expect(s->tracer != nullptr, 0))
+    s->tracer->shared()->put(trace::kKernelHandoff, 0, static_cast<uint64_t>(i), static_cast<uint64_t>(w->tid.load()),
+                             spare->tid.load());
   w->monitor_asleep = 0;
   w->monitor_cpu_at = 0;  // from here its samples are rejoin_if_idle_slot's
   s->wake_worker(spare);
@@ -374,7 +380,11 @@ int64_t scan(Scheduler* s, int64_t now) {
     }
     if (!has_stealable_work(w)) continue;
     if (w->current.load(std::memory_order_relaxed) != nullptr && now - w->monitor_stalled_since >= threshold) {
-      if (take_stealable(s, w) != 0) s->hog_rescues.fetch_add(1, std::memory_order_relaxed);
+      if (int64_t moved = take_stealable(s, w); moved != 0) {
+        s->hog_rescues.fetch_add(1, std::memory_order_relaxed);
+        if (__builtin_expect(s->tracer != nullptr, 0))
+          s->tracer->shared()->put(trace::kHogRescue, 0, static_cast<uint64_t>(w->index.load()), static_cast<uint64_t>(moved));
+      }
     }
     s->notify_work();  // deferred notify's backstop
   }

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <mutex>
 
 #include "absl/strings/str_cat.h"
 #include "runtime/death_row.h"
@@ -53,6 +54,7 @@ void worker_main(void* arg) {
   // each look); failure leaves -1: task_state() then says 0 (not 'R', not
   // asleep), so this worker is neither preempted nor handed off by state.
   if (!w->is_bound) w->open_stat_file(tid);
+  if (w->trace != nullptr && w->trace->per_klt()) w->trace->tid.store(tid, std::memory_order_relaxed);
   w->started_ns.store(monotonic_ns(), std::memory_order_relaxed);
   w->tid.store(tid, std::memory_order_release);
   sys::context_init_native(&w->core().sched_ctx);
@@ -73,6 +75,7 @@ absl::StatusOr<std::unique_ptr<Worker>> launch_worker(Scheduler* s, int index, b
   w->is_bound = bound;
   w->core_before_start().rng = 0x9E3779B97F4A7C15ULL * static_cast<uint64_t>(index + 2) + reinterpret_cast<uintptr_t>(w.get());
   w->poller = s->make_poller(index);
+  if (s->tracer != nullptr) w->trace = index >= 0 && !bound ? s->tracer->new_worker_ring() : s->tracer->shared();
   sys::KltOptions ko;
   ko.stack_size = kWorkerStack;
   ko.name = name;
@@ -114,6 +117,9 @@ absl::Status validate_options(const Options& o) {
   if (o.hang_dump.count() < 0)
     return absl::InvalidArgumentError(
         absl::StrCat("Options::hang_dump is negative (", o.hang_dump.count(), " ms)"));
+  if (o.trace_events != 0 && (o.trace_events < kMinTraceEvents || o.trace_events > kMaxTraceEvents))
+    return absl::InvalidArgumentError(absl::StrCat("Options::trace_events ", o.trace_events, " is outside [",
+                                                   kMinTraceEvents, ", ", kMaxTraceEvents, "] (or 0)"));
   return absl::OkStatus();
 }
 
@@ -146,6 +152,62 @@ Scheduler::Scheduler(const Options& o) : opts(o) {
   time_slice_ns = detail::saturating_ns(opts.time_slice).count();
   slots = std::make_unique<std::atomic<Worker*>[]>(static_cast<size_t>(max_workers));
   for (int i = 0; i < max_workers; ++i) slots[static_cast<size_t>(i)].store(nullptr, std::memory_order_relaxed);
+  start_status = make_tracer();
+}
+
+// The tracer Options::trace_file or WEFT_TRACE asks for (see Options).
+absl::Status Scheduler::make_tracer() {
+  uint32_t events = opts.trace_events;
+  if (events == 0) {
+    events = kDefaultTraceEvents;
+    if (const char* e = getenv("WEFT_TRACE_EVENTS"); e != nullptr && *e != '\0') {
+      char* end = nullptr;
+      unsigned long v = strtoul(e, &end, 10);
+      if (*end == '\0' && v >= kMinTraceEvents && v <= kMaxTraceEvents) {
+        events = static_cast<uint32_t>(v);
+      } else {
+        sys::raw_logf("weft: WEFT_TRACE_EVENTS=%s is not a number in [%u, %u]: %u used", e, kMinTraceEvents,
+                      kMaxTraceEvents, kDefaultTraceEvents);
+      }
+    }
+  }
+  if (!opts.trace_file.empty()) {
+    absl::StatusOr<std::unique_ptr<trace::Tracer>> t = trace::Tracer::create(opts.trace_file, events);
+    if (!t.ok()) return absl::InvalidArgumentError(absl::StrCat("Options::trace_file: ", t.status().message()));
+    tracer = std::move(*t);
+    return absl::OkStatus();
+  }
+  const char* env = getenv("WEFT_TRACE");
+  if (env == nullptr || *env == '\0') return absl::OkStatus();
+  // The runtimes made since WEFT_TRACE last changed (this one included).
+  static std::mutex env_lock;
+  static std::string env_seen;
+  static int env_runtimes = 0;
+  int n;
+  {
+    std::lock_guard<std::mutex> g(env_lock);
+    if (env_seen != env) {
+      env_seen = env;
+      env_runtimes = 0;
+    }
+    n = ++env_runtimes;
+  }
+  std::string path = env;
+  if (n > 1) {
+    std::string suffix = absl::StrCat("-", n);
+    if (path.size() > 5 && path.compare(path.size() - 5, 5, ".json") == 0) {
+      path.insert(path.size() - 5, suffix);
+    } else {
+      path += suffix;
+    }
+  }
+  absl::StatusOr<std::unique_ptr<trace::Tracer>> t = trace::Tracer::create(path, events);
+  if (!t.ok()) {
+    sys::raw_logf("weft: WEFT_TRACE: %s: this runtime runs without a trace", std::string(t.status().message()).c_str());
+    return absl::OkStatus();
+  }
+  tracer = std::move(*t);
+  return absl::OkStatus();
 }
 
 std::unique_ptr<Poller> Scheduler::make_poller(int index) {
@@ -476,6 +538,13 @@ absl::Status Scheduler::shutdown_locked() {
   }
   reap_bound_workers(true);
   log().debug("runtime stopped");
+  if (tracer != nullptr) {
+    // Every KLT that records is joined (trace.h's invariant).
+    if (absl::Status t = tracer->write(); !t.ok()) {
+      sys::raw_logf("weft: %s", std::string(t.message()).c_str());
+      return t;
+    }
+  }
   return absl::OkStatus();
 }
 

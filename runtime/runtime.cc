@@ -113,6 +113,12 @@ Spawned spawn(Runtime* rt_handle, const SpawnOptions& opts, const Closure& c) {
   u->bound = opts.bound;
   u->home = home;
   UltId id = UltId::FromValue(u->id_value());
+  if (rt::trace::Ring* r = rt::trace_ring_here(s); __builtin_expect(r != nullptr, 0)) {
+    uint64_t name[3] = {};
+    static_assert(sizeof name <= sizeof u->name);
+    memcpy(name, u->name, sizeof name);
+    r->put(rt::trace::kSpawn, u->id_value(), name[0], name[1], static_cast<int64_t>(name[2]));
+  }
   if (local != nullptr) {
     local->created.store(local->created.load(std::memory_order_relaxed) + 1, std::memory_order_release);
   } else {

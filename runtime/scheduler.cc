@@ -224,6 +224,11 @@ void handle_transfer(Worker* w, uintptr_t t) {
       return;
     case SwitchAction::kFinishPark: {
       bump(w->parks);
+      if (__builtin_expect(w->trace != nullptr, 0)) {
+        w->trace->put(trace::kPark, x->id_value(), reinterpret_cast<uint64_t>(x->wait_what.load(std::memory_order_relaxed)),
+                      reinterpret_cast<uint64_t>(x->wait_obj.load(std::memory_order_relaxed)),
+                      x->wait_arg.load(std::memory_order_relaxed));
+      }
       uint32_t expected = ult_state::kParking;
       if (cas_state(x, &expected, ult_state::kParked)) return;
       // Woken while parking: the permit is consumed by this park returning.
@@ -235,6 +240,7 @@ void handle_transfer(Worker* w, uintptr_t t) {
       // Behind this worker's yielders; it must resume here (preempted_on).
       // A retired worker runs only its inbox: then it goes there.
       WEFT_DCHECK(x->preempted_on == w, "ULT %u preempted on another worker", x->index);
+      if (__builtin_expect(w->trace != nullptr, 0)) w->trace->put(trace::kPreempt, x->id_value());
       if (!w->is_bound && w->active()) {
         uint8_t p = prio_of(x);
         (p == kPrioHigh ? w->core().stay_high : p == kPrioBackground ? w->core().stay_bg : w->core().yield_queue).push_back(x);
@@ -272,6 +278,7 @@ __attribute__((always_inline)) inline void switch_from(UltDesc* self, UltDesc* n
   }
   uintptr_t t = reinterpret_cast<uintptr_t>(sys::context_switch(&self->ctx, to, reinterpret_cast<void*>(encode(self, action))));
   w = self->worker.load(std::memory_order_relaxed);  // the worker that resumed us
+  if (__builtin_expect(w->trace != nullptr, 0)) w->trace->put(trace::kRun, self->id_value());
   if (decode_action(t) != SwitchAction::kNone) handle_transfer(w, t);
   restore_thread_state(self, w);
   if (__builtin_expect(sig::deliverable(self), 0)) sig::deliver(self);  // a safe point (signal.cc)
@@ -285,6 +292,7 @@ __attribute__((always_inline)) inline void switch_from(UltDesc* self, UltDesc* n
   sys::context_entered();
   UltDesc* self = static_cast<UltDesc*>(arg);
   Worker* w = self->worker.load(std::memory_order_relaxed);
+  if (__builtin_expect(w->trace != nullptr, 0)) w->trace->put(trace::kRun, self->id_value());
   handle_transfer(w, reinterpret_cast<uintptr_t>(transfer));
   fresh_thread_state(w);
   sys::thread_stack_set(self->stack.lo(), self->stack.size());
@@ -533,6 +541,9 @@ void unpark_impl(UltDesc* u, bool urgent) {
     if (st == ult_state::kParked) {
       if (cas_state(u, &s, ult_state::kLive)) {
         Scheduler* sched = u->sched;
+        // Before u is queued: once it runs it may exit and its id change.
+        if (trace::Ring* r = trace_ring_here(sched); __builtin_expect(r != nullptr, 0))
+          r->put(trace::kUnpark, u->id_value(), current_ult_id());
         // Inside a blocking region (a mutex unlocked or a condvar notified
         // by fn) this KLT is foreign: its worker's queues may be being
         // moved by the monitor's handoff (blocking.cc). in_blocking is this
@@ -600,6 +611,8 @@ void exit_current(UltDesc* self) {
     drop_result(self);
     self->join_lock.lock();
   }
+  if (Worker* tw = self->worker.load(std::memory_order_relaxed); __builtin_expect(tw->trace != nullptr, 0))
+    tw->trace->put(trace::kExit, self->id_value());  // before the id may go stale, below
   self->exited = true;
   waiter = self->joiner;
   release_here = self->detached;
@@ -1081,6 +1094,7 @@ UltDesc* Worker::find_runnable_inner() {
               u = victim->run_next.exchange(nullptr, std::memory_order_acq_rel);
             if (u != nullptr) {
               bump(steals);
+              if (__builtin_expect(trace != nullptr, 0)) trace->put(trace::kSteal, u->id_value(), static_cast<uint64_t>(v));
               return u;
             }
           }
@@ -1157,7 +1171,9 @@ UltDesc* Worker::find_runnable_inner() {
         if (until > cap) until = cap;
       }
       int64_t slept_from = monotonic_ns();
+      if (__builtin_expect(trace != nullptr, 0)) trace->put(trace::kIdle);
       poller->wait(until);
+      if (__builtin_expect(trace != nullptr, 0)) trace->put(trace::kWake);
       bump_by(idle_ns, monotonic_ns() - slept_from);
     }
     bool woken_spinning = false;
@@ -1193,6 +1209,7 @@ void Worker::loop() {
     bump(switches);
     uintptr_t t = reinterpret_cast<uintptr_t>(sys::context_switch(&core_.sched_ctx, &u->ctx, nullptr));
     current.store(nullptr, std::memory_order_relaxed);
+    if (__builtin_expect(trace != nullptr, 0)) trace->put(trace::kLoop);
     handle_transfer(this, t);
     SwitchAction a = decode_action(t);
     if (is_bound && (a == SwitchAction::kExit || a == SwitchAction::kExitRelease)) {

@@ -19,6 +19,7 @@
 #include "runtime/park.h"
 #include "runtime/poller.h"
 #include "runtime/timer_heap.h"
+#include "runtime/trace.h"
 #include "runtime/ult.h"
 #include "runtime/work_deque.h"
 #include "sys/context.h"
@@ -33,6 +34,9 @@ inline constexpr size_t kDequeCapacity = 256;
 // Limits of weft::Options and SpawnOptions (validated, pool.cc).
 inline constexpr int kMaxWorkers = 32768;                    // workers, max_workers
 inline constexpr size_t kDefaultStackSize = 64 * 1024;
+inline constexpr uint32_t kMinTraceEvents = 1024;                // Options::trace_events
+inline constexpr uint32_t kMaxTraceEvents = 1u << 24;
+inline constexpr uint32_t kDefaultTraceEvents = 1u << 18;
 inline constexpr size_t kMinStackSize = 16 * 1024;
 inline constexpr size_t kMaxStackSize = size_t{1} << 40;      // 1 TiB (sys/stack.cc's limit)
 // InvalidArgument if a nonzero SpawnOptions::stack_size is out of range.
@@ -161,6 +165,10 @@ struct alignas(64) Worker {
   // ULT running now; null while in loop(). Written only by the owner;
   // read by others (adaptive mutex spinning, overflow reports): relaxed.
   std::atomic<UltDesc*> current{nullptr};
+  // The ring this worker's events go to (trace.h): its own for a pool
+  // worker, the shared one for a bound or fork worker; null when the
+  // runtime does not trace. Set before its KLT starts, then fixed.
+  trace::Ring* trace = nullptr;
 
   // --- shared ---------------------------------------------------------------
   WorkDeque<UltDesc, kDequeCapacity> deque;  // owner pushes/pops, anyone steals
@@ -287,6 +295,11 @@ struct alignas(64) Scheduler {
   PollerFactory poller_factory = nullptr;
   void* poller_ctx = nullptr;
   absl::Status start_status;
+  // The event trace (trace.h), or null: Options::trace_file, else
+  // WEFT_TRACE. Made by the constructor, written by shutdown_locked once
+  // every KLT that records has been joined.
+  std::unique_ptr<trace::Tracer> tracer;
+  absl::Status make_tracer();  // the constructor's
 
   // --- the pool -------------------------------------------------------------------
   // slots[i] is the worker in slot i (Worker::index == i): [0, active) run
@@ -503,6 +516,21 @@ inline WorkerCore& Worker::core() {
 inline UltDesc* current_ult() {
   Worker* w = current_worker();
   return w != nullptr ? w->current.load(std::memory_order_relaxed) : nullptr;
+}
+
+// The ring an event recorded by the calling thread for runtime `s` goes
+// to (trace.h): the calling worker's if it is one of `s`'s, else the
+// shared one; null when `s` does not trace (then this is one load and a
+// branch).
+inline trace::Ring* trace_ring_here(const Scheduler* s) {
+  if (__builtin_expect(s->tracer == nullptr, 1)) return nullptr;
+  Worker* w = current_worker();
+  return w != nullptr && w->sched == s && w->trace != nullptr ? w->trace : s->tracer->shared();
+}
+// The id of the ULT the calling KLT runs, 0 if none (a trace event's waker).
+inline uint64_t current_ult_id() {
+  UltDesc* u = current_ult();
+  return u != nullptr ? u->id_value() : 0;
 }
 
 // ULT-side operations. `self` must be the calling ULT.

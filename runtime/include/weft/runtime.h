@@ -221,6 +221,31 @@ struct Options {
   // WEFT_HANG_DUMP=SECONDS sets it for runtimes that leave it zero). Not
   // negative. Checked every 100 ms by a thread of the runtime's own.
   std::chrono::milliseconds hang_dump{0};
+  // Event trace: when not empty, what every kernel thread of this runtime
+  // does (which ULT runs when, idle sleeps, spawns, parks and what for,
+  // unparks with an arrow to the resumption, steals, preemptions, blocking
+  // regions and handoffs, io submissions and completions) is recorded in
+  // memory and written to this file as Chrome trace JSON when the runtime
+  // stops (shutdown() or the destructor); open it in https://ui.perfetto.dev
+  // or chrome://tracing. The file is created (truncated) when the runtime
+  // starts: a path that cannot be created makes status() InvalidArgument.
+  // A write error at the end is logged on stderr and returned by
+  // shutdown(). Empty: the environment variable WEFT_TRACE, if set and not
+  // empty, names the file of the first runtime of the process that leaves
+  // this empty; later ones (while the variable keeps its value) write
+  // "<name>-2.json", "-3", ... (the suffix goes before a ".json" ending);
+  // an env path that cannot be created is logged
+  // and the runtime runs without a trace. Off (empty, no WEFT_TRACE), the
+  // trace costs nothing measurable (an untaken branch at each event site).
+  // On, an event costs a TSC read and a 48-byte store (figures in the
+  // README). A forked child does not write its parent's file.
+  std::string trace_file = {};
+  // Events kept per worker, and for all other threads together (the
+  // newest; older ones are overwritten and counted in the file's
+  // "events_overwritten"), 1024..16777216, rounded up to a power of two:
+  // 48 bytes each, touched as used. 0: WEFT_TRACE_EVENTS if set, else
+  // 262144 (12 MiB per worker at most).
+  uint32_t trace_events = 0;
 };
 
 // A live ULT, as Runtime::live_ults() lists it.
