@@ -1,9 +1,10 @@
 // benchmarks/bench_common.h — what the benchmark programs (sys_bench,
 // runtime_bench, sync_bench, echo_bench) share: clocks, error exits, CPU
 // affinity, the options of the round-based benchmarks, the runtimes they
-// measure weft on, and the statistics and number formats of their tables.
-// Header-only; every program sets g_prog first thing in main() so that the
-// error messages name it.
+// measure weft on, and the statistics and number formats of their tables;
+// with benchmarks/report.h (included here), the CSV and SVG files they
+// write and their progress line. Header-only; every program sets g_prog
+// first thing in main() so that the error messages name it.
 #pragma once
 
 #include <pthread.h>
@@ -24,6 +25,8 @@
 #include <vector>
 
 #include <weft/weft.h>
+
+#include "benchmarks/report.h"
 
 namespace bench {
 
@@ -54,23 +57,27 @@ inline void sleep_ns(uint64_t ns) {
 inline void sleep_ms(int ms) { sleep_ns(static_cast<uint64_t>(ms) * 1000000u); }
 
 // ---------------------------------------------------------------------------
-// Error exits: a message on stderr, exit status 1.
+// Error exits: a message on stderr, exit status 1. Each erases the progress
+// line first (report.h), so that the message starts a line of its own.
 
 // "<prog>: <what>: <strerror>"; `err` is an errno value or its negation
 // (what the sys/ layer returns).
 [[noreturn]] inline void die(const char* what, int err) {
+  erase_progress();
   fprintf(stderr, "%s: %s: %s\n", g_prog, what, strerror(err < 0 ? -err : err));
   exit(1);
 }
 
 // "<prog>: <what>: <status>".
 [[noreturn]] inline void fail(const char* what, const absl::Status& s) {
+  erase_progress();
   fprintf(stderr, "%s: %s: %s\n", g_prog, what, s.ToString().c_str());
   exit(1);
 }
 
 // "<prog>: <what>".
 [[noreturn]] inline void fail(const char* what) {
+  erase_progress();
   fprintf(stderr, "%s: %s\n", g_prog, what);
   exit(1);
 }
@@ -78,6 +85,7 @@ inline void sleep_ms(int ms) { sleep_ns(static_cast<uint64_t>(ms) * 1000000u); }
 // "<prog>: " and a printf-formatted message.
 [[noreturn]] inline void failf(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 inline void failf(const char* fmt, ...) {
+  erase_progress();
   fprintf(stderr, "%s: ", g_prog);
   va_list ap;
   va_start(ap, fmt);
@@ -123,11 +131,12 @@ inline pthread_t start_thread(void* (*fn)(void*), void* arg, const cpu_set_t* ma
 
 // ---------------------------------------------------------------------------
 // The options of the round-based benchmarks (sys_bench, runtime_bench,
-// sync_bench): [--quick] [--rounds=N] [--help].
+// sync_bench, ...): [--quick] [--rounds=N] [--out=DIR] [--help].
 
 struct Options {
   bool quick = false;
-  int rounds = 0;  // --rounds=N, else 7 (3 with --quick)
+  int rounds = 0;   // --rounds=N, else 7 (3 with --quick)
+  std::string out;  // --out=DIR: where the CSV and SVG files go; empty: default_out_dir()
 };
 
 // Parses them; `usage` prints the program's help text. --help or -h: the
@@ -142,6 +151,12 @@ inline Options parse_options(int argc, char** argv, void (*usage)(FILE*)) {
       o.rounds = atoi(argv[i] + 9);
       if (o.rounds < 1) {
         fprintf(stderr, "%s: --rounds needs a positive number\n", g_prog);
+        exit(2);
+      }
+    } else if (strncmp(argv[i], "--out=", 6) == 0) {
+      o.out = argv[i] + 6;
+      if (o.out.empty()) {
+        fprintf(stderr, "%s: --out needs a directory\n", g_prog);
         exit(2);
       }
     } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
@@ -189,6 +204,17 @@ struct Runtimes {
   }
 };
 
+// The name of a weft series in the CSV and the figures: "weft 1 worker",
+// "weft 2 workers".
+inline std::string weft_series(size_t workers) {
+  return "weft " + std::to_string(workers) + (workers == 1 ? " worker" : " workers");
+}
+
+// The figures' note on the run: "1 round", "3 rounds (--quick)".
+inline std::string rounds_note(int rounds, bool quick) {
+  return std::to_string(rounds) + (rounds == 1 ? " round" : " rounds") + (quick ? " (--quick)" : "");
+}
+
 // The line of the report that says what ran: weft's version and KLT
 // backend, the CPUs (g_all_cpus, and online), the workers of a default
 // runtime and the kernel.
@@ -198,6 +224,35 @@ inline void print_system_line(size_t default_workers) {
   printf("weft %s   klt backend: %s   CPUs: %d (online %ld)   default workers: %zu   kernel %s\n",
          weft::version(), weft::klt_backend(), CPU_COUNT(&g_all_cpus), sysconf(_SC_NPROCESSORS_ONLN),
          default_workers, un.release);
+}
+
+// What ran the benchmark, on one line for the figures' titles: weft's
+// version and KLT backend, the CPUs (this process's mask, and online), the
+// CPU model and the kernel.
+inline std::string system_summary() {
+  struct utsname un;
+  uname(&un);
+  cpu_set_t mask;
+  int cpus = sched_getaffinity(0, sizeof mask, &mask) == 0 ? CPU_COUNT(&mask) : 0;
+  std::string model;
+  if (FILE* f = fopen("/proc/cpuinfo", "r")) {
+    char line[256];
+    while (fgets(line, sizeof line, f) != nullptr) {
+      if (strncmp(line, "model name", 10) != 0) continue;
+      const char* p = strchr(line, ':');
+      if (p == nullptr) break;
+      model = p + 1;
+      model.erase(0, model.find_first_not_of(" \t"));
+      model.erase(model.find_last_not_of(" \t\n") + 1);
+      break;
+    }
+    fclose(f);
+  }
+  char b[512];
+  snprintf(b, sizeof b, "weft %s, klt backend %s; %d CPUs (online %ld)%s%s; kernel %s", weft::version(),
+           weft::klt_backend(), cpus, sysconf(_SC_NPROCESSORS_ONLN), model.empty() ? "" : ", ", model.c_str(),
+           un.release);
+  return b;
 }
 
 // ---------------------------------------------------------------------------

@@ -20,9 +20,11 @@
 //
 // Machines are shared and noisy: every measurement runs several rounds,
 // weft and NPTL interleaved (the order alternates), and the table shows the
-// median and best of the rounds; ratios are ratios of medians.
+// median and best of the rounds; ratios are ratios of medians. The numbers
+// also go to channel_bench.csv, with a bar chart, in the output directory
+// (benchmarks/report.h).
 //
-// Usage: channel_bench [--quick] [--rounds=N] [--help]
+// Usage: channel_bench [--quick] [--rounds=N] [--out=DIR] [--help]
 #include <pthread.h>
 
 #include <algorithm>
@@ -217,7 +219,7 @@ uint64_t trips_for(double ns_per_op, double target_ns) {
 
 void usage(FILE* f) {
   fprintf(f,
-          "usage: channel_bench [--quick] [--rounds=N] [--help]\n"
+          "usage: channel_bench [--quick] [--rounds=N] [--out=DIR] [--help]\n"
           "\n"
           "weft::Channel ping-pong (unbuffered and buffered(1), 1 and 2 workers) against two\n"
           "pthreads over mutex+condvar one-slot queues, and weft::select over 4 channels;\n"
@@ -225,6 +227,9 @@ void usage(FILE* f) {
           "\n"
           "  --quick       3 rounds, shorter measurements\n"
           "  --rounds=N    rounds per measurement (default 7; 3 with --quick)\n"
+          "  --out=DIR     where channel_bench.csv (every number of the table) and the\n"
+          "                channel_bench-ns.svg bar chart go (default: results/ next to\n"
+          "                this program)\n"
           "  --help        this text\n");
 }
 
@@ -232,13 +237,15 @@ void usage(FILE* f) {
 
 int main(int argc, char** argv) {
   bench::g_prog = "channel_bench";
-  const auto [quick, rounds] = bench::parse_options(argc, argv, usage);
+  const auto [quick, rounds, out] = bench::parse_options(argc, argv, usage);
   const double meas_ns = quick ? 40e6 : 120e6;  // per measurement
   bench::init_cpus();
   bench::Runtimes rts;
   weft::Runtime &rt1 = rts.one, &rt2 = rts.two;
 
   // Sizes from a first estimate (also the warm-up).
+  Progress progress("channel_bench");
+  progress.show("channel_bench: warm-up");
   const uint64_t u1_n = trips_for(2 * weft_pingpong(rt1, 0, 5000), meas_ns);
   const uint64_t u2_n = trips_for(2 * weft_pingpong(rt2, 0, 5000), meas_ns);
   const uint64_t b1_n = trips_for(2 * weft_pingpong(rt1, 1, 5000), meas_ns);
@@ -250,6 +257,7 @@ int main(int argc, char** argv) {
 
   Samples u1, u2, b1, b2, np, sr, sp1, sp2;
   for (int r = 0; r < rounds; r++) {
+    progress.round(r + 1, rounds, "ping-pong and select");
     run_both(r % 2 == 0, [&] {
       u1.add(weft_pingpong(rt1, 0, u1_n));
       u2.add(weft_pingpong(rt2, 0, u2_n));
@@ -260,6 +268,7 @@ int main(int argc, char** argv) {
       sp2.add(weft_select_pingpong(rt2, sp2_n));
     }, [&] { np.add(nptl_pingpong(nn)); });
   }
+  progress.clear();
 
   printf("weft channel_bench: %d rounds%s, weft and NPTL interleaved; median and best of rounds\n", rounds,
          quick ? " (--quick)" : "");
@@ -285,5 +294,21 @@ int main(int argc, char** argv) {
          "quoted reference from the issue, not measured (Go is not installed here)");
   printf("\nratio: NPTL median / weft median (how many times faster weft is).\n"
          "A handoff is one send and the receive that takes it; a round trip is two.\n");
-  return 0;
+
+  // The same numbers for the CSV file and the figure.
+  Report report("channel_bench", system_summary());
+  report.set_note(rounds_note(rounds, quick));
+  const std::string w1 = weft_series(1), w2 = weft_series(2);
+  report.add("channel", w1, "Channel(0) ping-pong", "ns/handoff", u1);
+  report.add("channel", w2, "Channel(0) ping-pong", "ns/handoff", u2);
+  report.add("channel", w1, "Channel(1) ping-pong", "ns/handoff", b1);
+  report.add("channel", w2, "Channel(1) ping-pong", "ns/handoff", b2);
+  report.add("channel", w1, "select(4 x Channel(0)) ping-pong", "ns/handoff", sp1);
+  report.add("channel", w2, "select(4 x Channel(0)) ping-pong", "ns/handoff", sp2);
+  report.add("channel", "NPTL", "mutex+cv slot ping-pong", "ns/handoff", np);
+  report.add("channel", w1, "select over 4, 1 ready (+refill)", "ns/select", sr);
+  report.add_figure({"ns", "Channel and select, weft vs an NPTL mutex+condvar slot", Figure::kBars,
+                     {"channel"}, {"ns/handoff", "ns/select"},
+                     "ns per handoff or per select; lower is better", ""});
+  return report.finish(out);
 }

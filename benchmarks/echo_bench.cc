@@ -27,11 +27,13 @@
 // rounds with the servers interleaved (the order rotates every round, each
 // measurement on a freshly started server), and the tables show the median
 // and the minimum of the rounds. Ratios are ratios of medians; "met" compares
-// medians with the target.
+// medians with the target. The numbers also go to echo_bench.csv, with line
+// charts of req/s and p99 latency against the connection count, in the
+// output directory (benchmarks/report.h).
 //
 // Usage: echo_bench [--quick] [--rounds N] [--duration S] [--conns 50,1000]
 //                   [--client-threads N] [--servers LIST] [--weft-workers N]
-//                   [--http] [--help]
+//                   [--http] [--out DIR] [--help]
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <fcntl.h>
@@ -133,6 +135,7 @@ void kill_kids() {
 
 [[noreturn]] void fail(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 void fail(const char* fmt, ...) {
+  bench::erase_progress();
   fflush(stdout);
   va_list ap;
   va_start(ap, fmt);
@@ -402,8 +405,11 @@ void check_alive(const Server& s, const char* when) {
 }
 
 // SIGTERM, up to 2 s, then SIGKILL. Returns "" or a note on how it ended.
+// The progress line is erased first: what the server says as it stops
+// (on our stderr) starts a line of its own.
 std::string stop_server(Server& s) {
   check_alive(s, "during the run");
+  bench::erase_progress();
   kill(s.pid, SIGTERM);
   std::string note;
   int status = 0;
@@ -717,6 +723,7 @@ struct Config {
   int client_threads = 1;
   bool http = false;
   std::vector<std::string> only;
+  std::string out;  // --out: where the CSV and SVG files go; empty: bench::default_out_dir()
 };
 
 // Waits (in short sleeps, watching for errors and the server) until `t`.
@@ -943,7 +950,7 @@ void usage(FILE* f) {
   fprintf(f,
           "usage: echo_bench [--quick] [--rounds N] [--duration S] [--conns 50,1000]\n"
           "                  [--client-threads N] [--servers LIST] [--weft-workers N]\n"
-          "                  [--http] [--help]\n"
+          "                  [--http] [--out DIR] [--help]\n"
           "\n"
           "Benchmarks weft's echo server against the NPTL way (a thread per connection)\n"
           "and a hand-written single-threaded epoll loop, over loopback, and prints one\n"
@@ -976,6 +983,10 @@ void usage(FILE* f) {
           "  --http              also run wrk -t2 -c{50,500} against examples/http_server\n"
           "                      (uring) and ./http_nptl; needs wrk (apt-get install wrk,\n"
           "                      an extra install), adds about rounds x 4 x (S+1) s\n"
+          "  --out DIR           where echo_bench.csv (every number of the tables) and the\n"
+          "                      echo_bench-*.svg line charts (req/s and p99 against C,\n"
+          "                      a line per server) go (default: results/ next to this\n"
+          "                      program)\n"
           "  --help              this text\n"
           "\n"
           "A default run takes about 2.5 minutes on a 2-core VM (3.5 with --http).\n");
@@ -1057,6 +1068,9 @@ int main(int argc, char** argv) {
       cfg.quick = true;
     } else if (a == "--http") {
       cfg.http = true;
+    } else if (a == "--out") {
+      cfg.out = value();
+      if (cfg.out.empty()) bad(cfg.out);
     } else if (a == "--rounds") {
       cfg.rounds = int_value(1, 1000);
     } else if (a == "--weft-workers") {
@@ -1148,13 +1162,16 @@ int main(int argc, char** argv) {
   const size_t ns = servers.size(), nc = cfg.conns.size();
   std::vector<Cell> cells(ns * nc);
   auto cell = [&](size_t s, size_t c) -> Cell& { return cells[s * nc + c]; };
-  const bool tty = isatty(2) != 0;
+  bench::Progress progress("echo_bench");
+  const int echo_runs = cfg.rounds * static_cast<int>(nc * ns);
+  int run = 0;
   const uint64_t start = now_ns();
   for (int r = 0; r < cfg.rounds; r++) {
     for (size_t c = 0; c < nc; c++) {
       for (size_t j = 0; j < ns; j++) {
         size_t s = (j + static_cast<size_t>(r)) % ns;  // the order rotates every round
-        if (tty) fprintf(stderr, "\rround %d/%d: %-12s C=%-5d   ", r + 1, cfg.rounds, servers[s].name, cfg.conns[c]);
+        progress.round(r + 1, cfg.rounds, "echo %s C=%d (run %d of %d)", servers[s].name, cfg.conns[c], ++run,
+                       echo_runs);
         Measurement m = run_echo(servers[s], cfg.conns[c], cfg);
         Cell& x = cell(s, c);
         x.rps.add(m.rps);
@@ -1191,13 +1208,14 @@ int main(int argc, char** argv) {
   };
   std::vector<HttpCell> hcells(http_servers.size() * http_conns.size());
   if (cfg.http) {
+    const int http_runs = cfg.rounds * static_cast<int>(http_conns.size() * http_servers.size());
+    run = 0;
     for (int r = 0; r < cfg.rounds; r++) {
       for (size_t c = 0; c < http_conns.size(); c++) {
         for (size_t j = 0; j < http_servers.size(); j++) {
           size_t s = (j + static_cast<size_t>(r)) % http_servers.size();
-          if (tty)
-            fprintf(stderr, "\rhttp round %d/%d: %-12s C=%-5d   ", r + 1, cfg.rounds, http_servers[s].name,
-                    http_conns[c]);
+          progress.round(r + 1, cfg.rounds, "http %s C=%d (run %d of %d)", http_servers[s].name,
+                         http_conns[c], ++run, http_runs);
           Server srv = start_server(http_servers[s]);
           http_sanity(srv);
           run_wrk(srv.port, http_conns[c], 1, http_servers[s].name);  // warm-up
@@ -1219,7 +1237,7 @@ int main(int argc, char** argv) {
       }
     }
   }
-  if (tty) fprintf(stderr, "\r%60s\r", "");
+  progress.clear();
   const double secs = static_cast<double>(now_ns() - start) / 1e9;
 
   // ---- output
@@ -1388,5 +1406,61 @@ int main(int argc, char** argv) {
     printf("\n");
   }
   printf("\ntargets missed: %d   total run time %.1f s\n", missed, secs);
-  return 0;
+
+  // The same numbers for the CSV file and the figures.
+  bench::Report report("echo_bench", bench::system_summary());
+  report.set_note(bench::rounds_note(cfg.rounds, cfg.quick) + " of " + fmt(cfg.duration, 1) +
+                  " s; weft servers --workers " + std::to_string(g_weft_workers) + "; " +
+                  std::to_string(cfg.client_threads) + " client thread" +
+                  (cfg.client_threads == 1 ? "" : "s"));
+  for (size_t c = 0; c < nc; c++) {
+    for (size_t s = 0; s < ns; s++) {
+      const Cell& x = cell(s, c);
+      const std::string name = servers[s].name, conns = std::to_string(cfg.conns[c]);
+      report.add("echo", name, conns, "req/s", x.rps);
+      report.add("echo", name, conns, "p50 us", x.p50);
+      report.add("echo", name, conns, "p99 us", x.p99);
+      report.add("echo", name, conns, "RSS KiB", x.rss);
+      report.add("echo", name, conns, "server CPU us/req", x.srv_cpu_us_per_req);
+      const char* t = "echo details";
+      report.add(t, name, conns, "server CPU %", x.srv_cpu_pct);
+      report.add(t, name, conns, "server sys %", x.srv_sys_pct);
+      report.add(t, name, conns, "client CPU %", x.cli_cpu_pct);
+      report.add(t, name, conns, "others %", x.others);
+      report.add(t, name, conns, "steal %", x.steal);
+      report.add(t, name, conns, "threads", x.threads);
+      report.add(t, name, conns, "ramp ms", x.ramp);
+      report.add(t, name, conns, "p90 us", x.p90);
+      report.add(t, name, conns, "p99.9 us", x.p999);
+      report.add(t, name, conns, "max latency us", x.maxlat);
+      report.add(t, name, conns, "echoes of the slowest connection", x.min_conn);
+      report.add(t, name, conns, "echoes of the busiest connection", x.max_conn);
+      report.add(t, name, conns, "oldest outstanding ms", x.oldest);
+      report.add_value(t, name, conns, "conn-runs with no echo", x.starved, cfg.rounds);
+    }
+  }
+  if (cfg.http) {
+    for (size_t c = 0; c < http_conns.size(); c++) {
+      for (size_t s = 0; s < http_servers.size(); s++) {
+        const HttpCell& x = hcells[s * http_conns.size() + c];
+        const std::string name = http_servers[s].name, conns = std::to_string(http_conns[c]);
+        report.add("http", name, conns, "req/s", x.rps);
+        report.add("http", name, conns, "p50 us", x.p50);
+        report.add("http", name, conns, "p99 us", x.p99);
+        report.add("http", name, conns, "server CPU us/req", x.cpu_us);
+        report.add_value("http", name, conns, "socket errors", static_cast<double>(x.errors), cfg.rounds);
+        report.add_value("http", name, conns, "non-2xx responses", static_cast<double>(x.non2xx), cfg.rounds);
+      }
+    }
+  }
+  using bench::Figure;
+  report.add_figure({"rps", "echo throughput by connection count", Figure::kLines, {"echo"}, {"req/s"},
+                     "echoes per second (req/s); higher is better", "concurrent connections (C)"});
+  report.add_figure({"p99", "echo p99 latency by connection count", Figure::kLines, {"echo"}, {"p99 us"},
+                     "p99 latency, us; lower is better", "concurrent connections (C)"});
+  report.add_figure({"http-rps", "HTTP throughput (wrk) by connection count", Figure::kLines, {"http"},
+                     {"req/s"}, "requests per second; higher is better", "concurrent connections (wrk -c)"});
+  report.add_figure({"http-p99", "HTTP p99 latency (wrk) by connection count", Figure::kLines, {"http"},
+                     {"p99 us"}, "p99 latency, us; lower is better", "concurrent connections (wrk -c)"});
+  return report.finish(cfg.out);
 }

@@ -15,7 +15,10 @@
 //     (2 workers) vs NPTL, one thread per connection; redis-server's CPU
 //     time during each. Needs /usr/bin/redis-server.
 //
-// Usage: hook_bench [--quick] [--rounds=N] [--redis] [--conns=N] [--seconds=S]
+// The numbers also go to hook_bench.csv, with bar charts, in the output
+// directory (benchmarks/report.h).
+//
+// Usage: hook_bench [--quick] [--rounds=N] [--redis] [--conns=N] [--seconds=S] [--out=DIR]
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -125,7 +128,8 @@ double ns_per_short_read(const Source& src, Read rd, int reads) {
   return static_cast<double>(bench::now_ns() - t0) / reads;
 }
 
-void bench_reads(weft::Runtime& rt, const bench::Options& opt) {
+void bench_reads(weft::Runtime& rt, const bench::Options& opt, bench::Report& report,
+                 bench::Progress& progress) {
   ReadFn libc_read = glibc_read();
   const int reads = opt.quick ? 2000 : 10000;
   struct Case {
@@ -144,6 +148,7 @@ void bench_reads(weft::Runtime& rt, const bench::Options& opt) {
   for (const Case& c : cases) {
     Samples ult, glibc, fwd;
     for (int round = 0; round < opt.rounds; ++round) {
+      progress.round(round + 1, opt.rounds, "read(), %s", c.name);
       Source src = c.socket ? make_socket() : make_pipe();
       auto measure = [&](auto rd) {
         return c.short_read ? ns_per_short_read(src, rd, reads) : ns_per_read(src, rd, reads);
@@ -167,6 +172,10 @@ void bench_reads(weft::Runtime& rt, const bench::Options& opt) {
       close(src.rd);
       close(src.wr);
     }
+    progress.clear();
+    report.add("read", "hooked read, ULT", c.name, "ns/call", ult);
+    report.add("read", "glibc read, thread", c.name, "ns/call", glibc);
+    report.add("read", "hooked read, thread", c.name, "ns/call", fwd);
     printf("%-34s %12s %12s %12s %10s\n", c.name, fmt(ult.median()).c_str(), fmt(glibc.median()).c_str(),
            fmt(fwd.median()).c_str(), fmt_ratio(ult.median() / glibc.median()).c_str());
   }
@@ -175,13 +184,15 @@ void bench_reads(weft::Runtime& rt, const bench::Options& opt) {
 // (b) poll() that waits: one wake-up per call through the hook. A ULT
 // polls 2 (or 1) pipes, another ULT writes a byte to one of them and then
 // reads it back: ns per round trip. The thread version uses 2 threads.
-void bench_poll_wait(weft::Runtime& rt, const bench::Options& opt) {
+void bench_poll_wait(weft::Runtime& rt, const bench::Options& opt, bench::Report& report,
+                     bench::Progress& progress) {
   const int iters = opt.quick ? 2000 : 10000;
   printf("\n(b) poll() that has to wait, woken by a write: ns per wake-up, median of %d rounds\n", opt.rounds);
   printf("%-34s %12s %12s %10s\n", "case", "hooked ULTs", "threads", "ULT/thread");
   for (int nfds : {1, 2, 4}) {
     Samples u, t, ratio;
     for (int round = 0; round < opt.rounds; ++round) {
+      progress.round(round + 1, opt.rounds, "poll() of %d pipe%s", nfds, nfds == 1 ? "" : "s");
       std::vector<std::array<int, 2>> pipes(nfds);
       for (auto& p : pipes) pipe2(p.data(), O_CLOEXEC);
       auto body = [&](bool in_ults) {
@@ -237,6 +248,9 @@ void bench_poll_wait(weft::Runtime& rt, const bench::Options& opt) {
       }
     }
     std::string name = "poll of " + std::to_string(nfds) + (nfds == 1 ? " pipe" : " pipes");
+    progress.clear();
+    report.add("poll", "hooked poll, ULTs", name, "ns/wake-up", u);
+    report.add("poll", "poll, threads", name, "ns/wake-up", t);
     printf("%-34s %12s %12s %10s\n", name.c_str(), fmt(u.median()).c_str(), fmt(t.median()).c_str(),
            fmt_ratio(ratio.median()).c_str());
   }
@@ -390,7 +404,7 @@ LoadResult redis_nptl(const Redis& srv, int conns, double secs) {
   return summarize(lats, ops.load(), errs.load(), secs, cpu1 - cpu0);
 }
 
-void bench_redis(int conns, double secs, int rounds) {
+void bench_redis(int conns, double secs, int rounds, bench::Report& report, bench::Progress& progress) {
   Redis srv;
   if (access("/usr/bin/redis-server", X_OK) != 0 || !srv.start()) bench::fail("redis-server did not start");
   printf("\n(c) Redis GET, %d connections, synchronous hiredis, %.1f s per run, %d interleaved rounds (medians)\n",
@@ -398,9 +412,13 @@ void bench_redis(int conns, double secs, int rounds) {
   Samples wr, wp, nr, np, wc, nc;
   for (int round = 0; round < rounds; ++round) {
     LoadResult w, n;
+    progress.round(round + 1, rounds, "Redis GET, %d connections", conns);
     bench::run_both(round % 2 == 0, [&] { w = redis_weft(srv, conns, secs); }, [&] { n = redis_nptl(srv, conns, secs); });
-    if (w.errors || n.errors) printf("  round %d: errors weft %llu nptl %llu\n", round,
-                                     static_cast<unsigned long long>(w.errors), static_cast<unsigned long long>(n.errors));
+    if (w.errors || n.errors) {
+      progress.clear();
+      printf("  round %d: errors weft %llu nptl %llu\n", round, static_cast<unsigned long long>(w.errors),
+             static_cast<unsigned long long>(n.errors));
+    }
     wr.add(w.rps);
     wp.add(w.p99_us);
     wc.add(w.server_cpu / secs);
@@ -408,6 +426,14 @@ void bench_redis(int conns, double secs, int rounds) {
     np.add(n.p99_us);
     nc.add(n.server_cpu / secs);
   }
+  progress.clear();
+  const std::string x = std::to_string(conns) + " connections";
+  report.add("redis", "weft ULTs + hook", x, "GET/s", wr);
+  report.add("redis", "NPTL threads", x, "GET/s", nr);
+  report.add("redis", "weft ULTs + hook", x, "p99 us", wp);
+  report.add("redis", "NPTL threads", x, "p99 us", np);
+  report.add("redis", "weft ULTs + hook", x, "redis-server CPU cores", wc);
+  report.add("redis", "NPTL threads", x, "redis-server CPU cores", nc);
   printf("%-40s %14s %14s %10s\n", "", "weft ULTs+hook", "NPTL threads", "weft/NPTL");
   printf("%-40s %14s %14s %10s\n", "GET/s", fmt(wr.median()).c_str(), fmt(nr.median()).c_str(),
          fmt_ratio(wr.median() / nr.median()).c_str());
@@ -418,9 +444,11 @@ void bench_redis(int conns, double secs, int rounds) {
 
 void usage(FILE* f) {
   fprintf(f,
-          "usage: hook_bench [--quick] [--rounds=N] [--redis] [--conns=N] [--seconds=S]\n"
+          "usage: hook_bench [--quick] [--rounds=N] [--redis] [--conns=N] [--seconds=S] [--out=DIR]\n"
           "  (a) hooked read() with data ready vs glibc's read(); (b) poll() wake-ups;\n"
-          "  (c) with --redis: Redis GET throughput/p99, hiredis on ULTs+hook vs a thread per connection\n");
+          "  (c) with --redis: Redis GET throughput/p99, hiredis on ULTs+hook vs a thread per connection\n"
+          "  --out=DIR   where hook_bench.csv (every number of the tables) and the hook_bench-*.svg\n"
+          "              bar charts go (default: results/ next to this program)\n");
 }
 
 }  // namespace
@@ -449,8 +477,21 @@ int main(int argc, char** argv) {
   if (!rt.status().ok()) bench::fail("runtime", rt.status());
   bench::print_system_line(1);
   printf("io backend: %s\n", weft::io::default_backend());
-  bench_reads(rt, opt);
-  bench_poll_wait(rt, opt);
-  if (redis) bench_redis(conns, opt.quick ? 1.0 : secs, opt.quick ? 1 : std::max(1, opt.rounds / 2));
-  return 0;
+  bench::Report report("hook_bench", bench::system_summary());
+  report.set_note(bench::rounds_note(opt.rounds, opt.quick));
+  bench::Progress progress("hook_bench");
+  bench_reads(rt, opt, report, progress);
+  bench_poll_wait(rt, opt, report, progress);
+  if (redis) {
+    bench_redis(conns, opt.quick ? 1.0 : secs, opt.quick ? 1 : std::max(1, opt.rounds / 2), report, progress);
+  }
+  report.add_figure({"read", "read() with data ready: hooked in a ULT vs glibc", bench::Figure::kBars,
+                     {"read"}, {"ns/call"}, "ns per call; lower is better", ""});
+  report.add_figure({"poll", "poll() that waits, woken by a write", bench::Figure::kBars, {"poll"},
+                     {"ns/wake-up"}, "ns per wake-up; lower is better", ""});
+  report.add_figure({"redis", "Redis GET throughput, hiredis on ULTs + hook vs a thread each",
+                     bench::Figure::kBars, {"redis"}, {"GET/s"}, "GET/s; higher is better", ""});
+  report.add_figure({"redis-p99", "Redis GET p99 latency", bench::Figure::kBars, {"redis"}, {"p99 us"},
+                     "p99 latency, us; lower is better", ""});
+  return report.finish(opt.out);
 }

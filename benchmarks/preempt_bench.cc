@@ -13,9 +13,11 @@
 //      slice). Target of the issue: <= 3% on yield and spawn+join.
 //
 // Rounds interleave the variants; the table shows medians over rounds.
-// The machine is shared: a busy machine moves the NPTL column most.
+// The machine is shared: a busy machine moves the NPTL column most. The
+// numbers also go to preempt_bench.csv, with bar charts, in the output
+// directory (benchmarks/report.h).
 //
-// Usage: preempt_bench [--quick] [--rounds=N] [--help]
+// Usage: preempt_bench [--quick] [--rounds=N] [--out=DIR] [--help]
 #include <pthread.h>
 #include <time.h>
 
@@ -42,14 +44,19 @@ struct Opts {
   uint64_t run_ms = 1000;
   uint64_t yields = 2000000;
   uint64_t spawns = 200000;
+  bool quick = false;
+  std::string out;  // --out=DIR; empty: default_out_dir()
 };
 
 void usage(FILE* f) {
   fprintf(f,
-          "usage: preempt_bench [--quick] [--rounds=N]\n"
+          "usage: preempt_bench [--quick] [--rounds=N] [--out=DIR] [--help]\n"
           "  timer lateness with all workers CPU-bound (weft slice 10 ms, weft slice 0, NPTL),\n"
           "  and the cost of preemption on yield, spawn+join and a CPU loop. Medians of\n"
-          "  interleaved rounds.\n");
+          "  interleaved rounds.\n"
+          "  --out=DIR   where preempt_bench.csv (every number of the tables) and the\n"
+          "              preempt_bench-*.svg bar charts go (default: results/ next to this\n"
+          "              program)\n");
 }
 
 __attribute__((noinline)) uint64_t spin_until(const std::atomic<bool>* stop) {
@@ -184,6 +191,7 @@ int main(int argc, char** argv) {
   Opts o;
   for (int i = 1; i < argc; ++i) {
     if (strcmp(argv[i], "--quick") == 0) {
+      o.quick = true;
       o.rounds = 3;
       o.run_ms = 400;
       o.yields = 400000;
@@ -194,6 +202,8 @@ int main(int argc, char** argv) {
         usage(stderr);
         return 2;
       }
+    } else if (strncmp(argv[i], "--out=", 6) == 0 && argv[i][6] != '\0') {
+      o.out = argv[i] + 6;
     } else if (strcmp(argv[i], "--help") == 0) {
       usage(stdout);
       return 0;
@@ -207,10 +217,13 @@ int main(int argc, char** argv) {
   printf("rounds: %d, %d sleepers beside 2 CPU-bound ULTs/threads for %llu ms per variant\n", o.rounds,
          o.sleepers, static_cast<unsigned long long>(o.run_ms));
   Samples lw50, lw99, l0_50, l0_99, ln50, ln99, y_on, y_off, s_on, s_off, r_on, r_off, pre;
+  Progress progress("preempt_bench");
   for (int r = 0; r < o.rounds; ++r) {
     bool flip = r % 2 == 1;
     for (int k = 0; k < 3; ++k) {
       int which = flip ? 2 - k : k;
+      progress.round(r + 1, o.rounds, "timer lateness, %s",
+                     which == 0 ? "weft slice 10 ms" : which == 1 ? "weft slice 0" : "NPTL");
       if (which == 0) {
         Lateness l = lateness_weft(o, 10ms);
         lw50.add(l.p50_us);
@@ -227,14 +240,15 @@ int main(int argc, char** argv) {
     }
     for (int k = 0; k < 2; ++k) {
       bool on = (k == 0) != flip;
+      progress.round(r + 1, o.rounds, "yield, spawn+join, loop rate, slice %s", on ? "10 ms" : "0");
       (on ? y_on : y_off).add(yield_ns(o, on ? 10000us : 0us));
       (on ? s_on : s_off).add(spawn_join_ns(o, on ? 10000us : 0us));
       uint64_t p = 0;
       (on ? r_on : r_off).add(loop_rate(o, on ? 10000us : 0us, &p));
       if (on) pre.add(static_cast<double>(p));
     }
-    fprintf(stderr, "round %d/%d done\n", r + 1, o.rounds);
   }
+  progress.clear();
   printf("\n1. timer lateness, sleep_for(1 ms) with every worker CPU-bound, us (median of rounds)\n");
   printf("%-28s %12s %12s\n", "", "p50", "p99");
   printf("%-28s %12s %12s\n", "weft, time_slice 10 ms", fmt(lw50.median()).c_str(), fmt(lw99.median()).c_str());
@@ -255,5 +269,27 @@ int main(int argc, char** argv) {
   row("lone CPU loop, M iterations/s", r_on, r_off, false, "");
   printf("(the lone loop was preempted %s times per run with the slice on: one signal per slice)\n",
          fmt(pre.median()).c_str());
-  return 0;
+
+  // The same numbers for the CSV file and the figures.
+  Report report("preempt_bench", system_summary());
+  report.set_note(rounds_note(o.rounds, o.quick));
+  const char *on = "weft, time_slice 10 ms", *off = "weft, time_slice 0 (off)", *nptl = "NPTL (kernel CFS)";
+  report.add("lateness", on, "p50", "us late", lw50);
+  report.add("lateness", off, "p50", "us late", l0_50);
+  report.add("lateness", nptl, "p50", "us late", ln50);
+  report.add("lateness", on, "p99", "us late", lw99);
+  report.add("lateness", off, "p99", "us late", l0_99);
+  report.add("lateness", nptl, "p99", "us late", ln99);
+  report.add("price of preemption", on, "yield, 2 ULTs, 1 worker", "ns", y_on);
+  report.add("price of preemption", off, "yield, 2 ULTs, 1 worker", "ns", y_off);
+  report.add("price of preemption", on, "spawn+join, 1 worker", "ns", s_on);
+  report.add("price of preemption", off, "spawn+join, 1 worker", "ns", s_off);
+  report.add("price of preemption", on, "lone CPU loop", "M iterations/s", r_on);
+  report.add("price of preemption", off, "lone CPU loop", "M iterations/s", r_off);
+  report.add("price of preemption", on, "lone CPU loop", "preemptions per run", pre);
+  report.add_figure({"lateness", "sleep_for(1 ms) lateness with every worker CPU-bound", Figure::kBars,
+                     {"lateness"}, {"us late"}, "us after the deadline; lower is better", ""});
+  report.add_figure({"cost", "the price of preemption: time slice 10 ms vs off", Figure::kBars,
+                     {"price of preemption"}, {"ns"}, "ns per yield or per spawn+join; lower is better", ""});
+  return report.finish(o.out);
 }

@@ -13,7 +13,10 @@
 //
 // Rounds alternate which side runs first; the table shows medians and
 // minima of the rounds and the ratio of medians (NPTL/weft: > 1 means weft
-// is faster).
+// is faster). The numbers also go to process_bench.csv, with a bar chart, in
+// the output directory (benchmarks/report.h).
+//
+// Usage: process_bench [--quick] [--rounds=N] [--out=DIR] [--help]
 #include <spawn.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
@@ -33,10 +36,13 @@ constexpr const char* kTrue = "/bin/true";
 
 void usage(FILE* f) {
   fprintf(f,
-          "usage: process_bench [--quick] [--rounds=N]\n"
+          "usage: process_bench [--quick] [--rounds=N] [--out=DIR] [--help]\n"
           "Measures fork+exit+wait, posix_spawn+wait and setresuid (root only) from a weft ULT\n"
           "and from an NPTL thread in one run; prints medians and minima of interleaved rounds\n"
-          "and the ratio of medians (NPTL/weft).\n");
+          "and the ratio of medians (NPTL/weft).\n"
+          "  --out=DIR   where process_bench.csv (every number of the table) and the\n"
+          "              process_bench-us.svg bar chart go (default: results/ next to this\n"
+          "              program)\n");
 }
 
 // Touches `mib` MiB so that fork has that much RSS to copy page tables for.
@@ -159,15 +165,19 @@ int main(int argc, char** argv) {
     rt64 = std::make_unique<weft::Runtime>(weft::Options{.workers = 64, .max_workers = 64});
     if (!rt64->status().ok()) bench::fail("runtime of 64 workers", rt64->status());
   }
+  bench::Progress progress("process_bench");
   for (int r = 0; r < rounds; ++r) {
     bool weft_first = r % 2 == 0;
+    progress.round(r + 1, rounds, "fork+_exit+wait");
     bench::run_both(
         weft_first, [&] { fork_w.add(*rt.block_on([&] { return fork_loop(n_fork); })); },
         [&] { fork_n.add(on_thread([&] { return fork_loop(n_fork); })); });
+    progress.round(r + 1, rounds, "spawn+wait");
     bench::run_both(
         weft_first, [&] { spawn_w.add(*rt.block_on([&] { return spawn_loop_weft(n_spawn); })); },
         [&] { spawn_n.add(on_thread([&] { return spawn_loop_nptl(n_spawn); })); });
     if (root) {
+      progress.round(r + 1, rounds, "setresuid, 64 KLTs");
       bench::run_both(
           weft_first, [&] { xid_w.add(*rt64->block_on([&] { return setresuid_loop(n_xid); })); },
           [&] {
@@ -177,6 +187,7 @@ int main(int argc, char** argv) {
     }
   }
 
+  progress.clear();
   printf("process_bench: %d rounds%s, weft and NPTL interleaved; RSS %zu MiB; median and min of rounds\n", rounds,
          opt.quick ? " (--quick)" : "", rss_mib);
   printf("%-30s %-6s %9s %9s   %-32s %9s %9s  %s\n", "weft", "unit", "median", "min", "NPTL way", "median", "min",
@@ -193,5 +204,18 @@ int main(int argc, char** argv) {
   } else {
     printf("setresuid: skipped (needs root)\n");
   }
-  return 0;
+
+  // The same numbers for the CSV file and the figure.
+  bench::Report report("process_bench", bench::system_summary());
+  report.set_note(bench::rounds_note(rounds, opt.quick) + "; " + std::to_string(rss_mib) + " MiB RSS");
+  const std::string w2 = bench::weft_series(2), w64 = bench::weft_series(64);
+  report.add("process", w2, "fork+_exit+wait", "us", fork_w);
+  report.add("process", "NPTL", "fork+_exit+wait", "us", fork_n);
+  report.add("process", w2, "spawn+wait /bin/true", "us", spawn_w);
+  report.add("process", "NPTL", "spawn+wait /bin/true", "us", spawn_n);
+  report.add("process", w64, "setresuid, 64 KLTs", "us", xid_w);  // empty (not recorded) unless root
+  report.add("process", "NPTL", "setresuid, 64 KLTs", "us", xid_n);
+  report.add_figure({"us", "child processes and credentials, weft vs NPTL", bench::Figure::kBars, {"process"},
+                     {"us"}, "us per operation; lower is better", ""});
+  return report.finish(opt.out);
 }

@@ -18,9 +18,11 @@
 // Machines are shared and noisy: every measurement runs for several rounds,
 // weft and NPTL interleaved (the order alternates each round), and the
 // table shows the median and the minimum of the rounds. Ratios are ratios of
-// medians; "met" compares the weft median with the target.
+// medians; "met" compares the weft median with the target. The numbers also
+// go to runtime_bench.csv, with bar charts, in the output directory
+// (benchmarks/report.h).
 //
-// Usage: runtime_bench [--quick] [--rounds=N] [--help]
+// Usage: runtime_bench [--quick] [--rounds=N] [--out=DIR] [--help]
 #include <pthread.h>
 #include <sched.h>
 #include <sys/syscall.h>
@@ -434,7 +436,7 @@ double null_syscall_ns() {
 
 void usage(FILE* f) {
   fprintf(f,
-          "usage: runtime_bench [--quick] [--rounds=N] [--help]\n"
+          "usage: runtime_bench [--quick] [--rounds=N] [--out=DIR] [--help]\n"
           "\n"
           "Benchmarks weft's runtime (ULTs on a pool of workers) against the NPTL way of\n"
           "doing the same work, in one run, and prints one table: median and min over the\n"
@@ -455,6 +457,9 @@ void usage(FILE* f) {
           "  --quick       about 5-10 s in all (3 rounds, fewer iterations, 50,000 parked\n"
           "                ULTs), for CI smoke and the README demo\n"
           "  --rounds=N    rounds per measurement (default 7; 3 with --quick)\n"
+          "  --out=DIR     where runtime_bench.csv (every number of the table) and the\n"
+          "                runtime_bench-*.svg bar charts go (default: results/ next to\n"
+          "                this program)\n"
           "  --help        this text\n"
           "\n"
           "A default run takes 20-40 s on a 2-core VM.\n");
@@ -464,7 +469,7 @@ void usage(FILE* f) {
 
 int main(int argc, char** argv) {
   bench::g_prog = "runtime_bench";
-  const auto [quick, rounds] = bench::parse_options(argc, argv, usage);
+  const auto [quick, rounds, out] = bench::parse_options(argc, argv, usage);
 
   const uint64_t yield_n = quick ? 500000 : 2000000;     // yields by the timing ULT
   const uint64_t sched_yield_n = quick ? 20000 : 100000;  // sched_yield calls by the timing thread
@@ -483,7 +488,9 @@ int main(int argc, char** argv) {
   weft::Runtime &rt1 = rts.one, &rt2 = rts.two, &rtd = rts.per_cpu;  // workers: 1, 2, 1/CPU
   const size_t default_workers = rtd.stats().workers.size();
 
+  bench::Progress progress("runtime_bench");
   // Warm-ups: worker stacks, descriptor caches, glibc's thread stack cache.
+  progress.show("runtime_bench: warm-up");
   weft_yield(rt1, 10000);
   weft_spawn_join(rt1, 1000);
   weft_spawn_join(rt2, 1000);
@@ -498,14 +505,17 @@ int main(int argc, char** argv) {
   for (int r = 0; r < rounds; r++) {
     const bool weft_first = r % 2 == 0;
 
+    progress.round(r + 1, rounds, "yield");
     run_both(weft_first, [&] { y_w.add(weft_yield(rt1, yield_n)); },
              [&] { y_n.add(nptl_yield(sched_yield_n)); });
 
+    progress.round(r + 1, rounds, "spawn+join");
     run_both(weft_first, [&] {
       sj1.add(weft_spawn_join(rt1, spawn_n));
       sj2.add(weft_spawn_join(rt2, spawn_n));
     }, [&] { sj_n.add(nptl_spawn_join(pthread_n)); });
 
+    progress.round(r + 1, rounds, "skynet");
     run_both(weft_first, [&] {
       sky_small_w.add(weft_skynet(rtd, skynet_small));
       weft::RuntimeStats a = rtd.stats();
@@ -517,6 +527,7 @@ int main(int argc, char** argv) {
       sky_last_ms = ms;
     }, [&] { sky_small_n.add(nptl_skynet(skynet_small)); });
 
+    progress.round(r + 1, rounds, "idle memory, %dk parked ULTs", park_n / 1000);
     run_both(weft_first, [&] {
       MemResult m = weft_idle_memory(rtd, park_n);
       mem_w.add(m.kib_per);
@@ -532,6 +543,7 @@ int main(int argc, char** argv) {
     });
   }
   double secs = static_cast<double>(now_ns() - start) / 1e9;
+  progress.clear();
 
   printf("weft runtime_bench: %d rounds%s, weft and NPTL interleaved; median and min of rounds\n", rounds,
          quick ? " (--quick)" : "");
@@ -563,9 +575,9 @@ int main(int argc, char** argv) {
   row(lbl_mem_w1, "KiB/ULT", mem_w_first, "<= 4", mem_w_first.median() <= 4, lbl_mem_n, &mem_n_first, 3);
   printf("\n");
 
+  uint64_t sw = 0, st = 0, pk = 0, sl = 0;  // skynet 1M, last round: all workers
   {
     std::string per_sw, per_st;
-    uint64_t sw = 0, st = 0, pk = 0, sl = 0;
     for (size_t i = 0; i < sky1.workers.size(); i++) {
       const auto& b = sky1.workers[i];
       const auto& a = i < sky0.workers.size() ? sky0.workers[i] : weft::WorkerStats{};
@@ -608,5 +620,40 @@ int main(int argc, char** argv) {
          "  8 MiB stacks.\n",
          fmt_count(mem_first_mapped).c_str(), fmt_count(mem_last_mapped).c_str());
   printf("total run time %.1f s\n", secs);
-  return 0;
+
+  // The same numbers for the CSV file and the figures.
+  Report report("runtime_bench", system_summary());
+  report.set_note(rounds_note(rounds, quick));
+  const std::string w1 = weft_series(1), w2 = weft_series(2), wd = weft_series(default_workers);
+  report.add("system", "kernel", "getppid", "ns", syscall_ns, syscall_ns, syscall_ns, 5);
+  report.add("runtime", w1, "yield", "ns/switch", y_w);
+  report.add("runtime", "NPTL", "yield", "ns/switch", y_n);
+  report.add("runtime", w1, "spawn+join", "ns/spawn+join", sj1);
+  report.add("runtime", w2, "spawn+join", "ns/spawn+join", sj2);
+  report.add("runtime", "NPTL", "spawn+join", "ns/spawn+join", sj_n);
+  report.add("runtime", wd, "skynet 10k leaves", "ms", sky_small_w);
+  report.add("runtime", "NPTL", "skynet 10k leaves", "ms", sky_small_n);
+  report.add("runtime", wd, "skynet 1M leaves", "ms", sky_big);
+  report.add("runtime", wd, "idle memory", "KiB/thread", mem_w);
+  report.add("runtime", "NPTL", "idle memory", "KiB/thread", mem_n);
+  report.add("runtime", wd, "idle memory, round 1 (cold)", "KiB/thread", mem_w_first);
+  report.add("runtime", "NPTL", "idle memory, round 1 (cold)", "KiB/thread", mem_n_first);
+  {
+    const char* t = "skynet 1M stats (last round)";
+    report.add_value(t, wd, "run", "ms", sky_last_ms, 1);
+    report.add_value(t, wd, "spawned", "count", static_cast<double>(sky1.spawned - sky0.spawned), 1);
+    report.add_value(t, wd, "switches", "count", static_cast<double>(sw), 1);
+    report.add_value(t, wd, "steals", "count", static_cast<double>(st), 1);
+    report.add_value(t, wd, "parks", "count", static_cast<double>(pk), 1);
+    report.add_value(t, wd, "worker sleeps", "count", static_cast<double>(sl), 1);
+    report.add_value(t, wd, "stacks mapped", "count",
+                     static_cast<double>(sky1.stacks_mapped - sky0.stacks_mapped), 1);
+  }
+  report.add_figure({"ns", "yield and spawn+join, weft vs NPTL", Figure::kBars, {"runtime"},
+                     {"ns/switch", "ns/spawn+join"}, "ns per switch or per spawn+join; lower is better", ""});
+  report.add_figure({"skynet", "skynet, a 10-ary tree of spawns and joins", Figure::kBars, {"runtime"},
+                     {"ms"}, "ms for the whole tree; lower is better", ""});
+  report.add_figure({"memory", "memory of an idle ULT vs an idle pthread", Figure::kBars, {"runtime"},
+                     {"KiB/thread"}, "RSS KiB per parked ULT or blocked thread; lower is better", ""});
+  return report.finish(out);
 }

@@ -13,9 +13,11 @@
 //
 // Rounds interleave weft and NPTL (the order alternates); the table shows
 // medians over rounds and the best round. The machine is shared: look at
-// the ratio more than at the absolute numbers.
+// the ratio more than at the absolute numbers. The numbers also go to
+// signal_bench.csv, with bar charts, in the output directory
+// (benchmarks/report.h).
 //
-// Usage: signal_bench [--quick] [--rounds=N] [--help]
+// Usage: signal_bench [--quick] [--rounds=N] [--out=DIR] [--help]
 #include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
@@ -36,9 +38,12 @@ using namespace bench;
 
 void usage(FILE* f) {
   fprintf(f,
-          "usage: signal_bench [--quick] [--rounds=N]\n"
+          "usage: signal_bench [--quick] [--rounds=N] [--out=DIR] [--help]\n"
           "  pthread_sigmask block+unblock, kill->handler and kill->sigwait latency:\n"
-          "  weft ULTs vs NPTL threads, medians of interleaved rounds.\n");
+          "  weft ULTs vs NPTL threads, medians of interleaved rounds.\n"
+          "  --out=DIR   where signal_bench.csv (every number of the table) and the\n"
+          "              signal_bench-*.svg bar charts go (default: results/ next to this\n"
+          "              program)\n");
 }
 
 sigset_t only(int s) {
@@ -146,11 +151,14 @@ int main(int argc, char** argv) {
   print_system_line(2);
   const int kMask = o.quick ? 200000 : 1000000, kKill = o.quick ? 500 : 2000, kWait = o.quick ? 200 : 1000;
   Samples mask_w, mask_n, kill_w, kill_n, wait_w, wait_n;
+  Progress progress("signal_bench");
   for (int r = 0; r < o.rounds; ++r) {
     bool weft_first = r % 2 == 0;
+    progress.round(r + 1, o.rounds, "pthread_sigmask");
     run_both(
         weft_first, [&] { mask_w.add(*rt.block_on([&] { return mask_pairs(kMask); })); },
         [&] { mask_n.add(mask_pairs(kMask)); });
+    progress.round(r + 1, o.rounds, "kill -> handler");
     run_both(
         weft_first,
         [&] {
@@ -173,6 +181,7 @@ int main(int argc, char** argv) {
           stop.store(true);
           pthread_join(t, nullptr);
         });
+    progress.round(r + 1, o.rounds, "kill -> sigwait");
     run_both(
         weft_first,
         [&] {
@@ -189,6 +198,7 @@ int main(int argc, char** argv) {
           pthread_join(t, nullptr);
         });
   }
+  progress.clear();
   printf("\n%-44s %10s %10s %10s %8s %s\n", "measurement (median of rounds; best)", "weft", "NPTL", "ratio", "target", "");
   auto row = [](const char* what, const Samples& w, const Samples& n, bool lower_better, const char* target, bool met) {
     double ratio = lower_better ? n.median() / w.median() : w.median() / n.median();
@@ -200,5 +210,20 @@ int main(int argc, char** argv) {
   row("kill -> sigwait returns, us", wait_w, wait_n, true, "-", false);
   printf("(ratio: NPTL's median over weft's; above 1 means weft is faster)\n");
   signal(SIGUSR1, SIG_DFL);
-  return 0;
+
+  // The same numbers for the CSV file and the figures.
+  Report report("signal_bench", system_summary());
+  report.set_note(rounds_note(o.rounds, o.quick));
+  const std::string w2 = weft_series(2);
+  report.add("signal", w2, "sigmask block+unblock", "ns/pair", mask_w);
+  report.add("signal", "NPTL", "sigmask block+unblock", "ns/pair", mask_n);
+  report.add("signal", w2, "kill -> handler on a running ULT", "us", kill_w);
+  report.add("signal", "NPTL", "kill -> handler on a running ULT", "us", kill_n);
+  report.add("signal", w2, "kill -> sigwait returns", "us", wait_w);
+  report.add("signal", "NPTL", "kill -> sigwait returns", "us", wait_n);
+  report.add_figure({"mask", "pthread_sigmask block+unblock, weft vs NPTL", Figure::kBars, {"signal"},
+                     {"ns/pair"}, "ns per block+unblock pair; lower is better", ""});
+  report.add_figure({"latency", "signal delivery latency, weft vs NPTL", Figure::kBars, {"signal"}, {"us"},
+                     "us from kill() (median of a round's signals); lower is better", ""});
+  return report.finish(o.out);
 }

@@ -28,9 +28,11 @@
 // Machines are shared and noisy: every measurement runs for several rounds,
 // weft and NPTL interleaved (the order alternates each round), and the
 // table shows the median and the best of the rounds. Ratios are ratios of
-// medians; "met" compares the weft median with the target.
+// medians; "met" compares the weft median with the target. The numbers also
+// go to sync_bench.csv, with bar charts, in the output directory
+// (benchmarks/report.h).
 //
-// Usage: sync_bench [--quick] [--rounds=N] [--help]
+// Usage: sync_bench [--quick] [--rounds=N] [--out=DIR] [--help]
 #include <pthread.h>
 #include <unistd.h>
 
@@ -531,7 +533,7 @@ std::string fmt_pct(uint64_t part, uint64_t whole) {
 
 void usage(FILE* f) {
   fprintf(f,
-          "usage: sync_bench [--quick] [--rounds=N] [--help]\n"
+          "usage: sync_bench [--quick] [--rounds=N] [--out=DIR] [--help]\n"
           "\n"
           "Benchmarks weft's synchronisation primitives against the NPTL way of doing the\n"
           "same work, in one run, and prints one table: median and best over the rounds\n"
@@ -556,6 +558,9 @@ void usage(FILE* f) {
           "\n"
           "  --quick       about 10 s in all (3 rounds, shorter measurements), for CI smoke\n"
           "  --rounds=N    rounds per measurement (default 7; 3 with --quick)\n"
+          "  --out=DIR     where sync_bench.csv (every number of the tables) and the\n"
+          "                sync_bench-*.svg bar charts go (default: results/ next to\n"
+          "                this program)\n"
           "  --help        this text\n"
           "\n"
           "A default run takes 30-60 s on a 2-core VM.\n");
@@ -581,7 +586,7 @@ struct StatsSum {
 
 int main(int argc, char** argv) {
   bench::g_prog = "sync_bench";
-  const auto [quick, rounds] = bench::parse_options(argc, argv, usage);
+  const auto [quick, rounds, out] = bench::parse_options(argc, argv, usage);
 
   const uint64_t lock_n = quick ? 1000000 : 5000000;           // uncontended lock+unlock pairs
   const uint64_t ceiling_n = quick ? 500000 : 2000000;         // lock+CS+unlock by one thread alone
@@ -603,6 +608,8 @@ int main(int argc, char** argv) {
 
   // Warm-ups, and the ping-pong sizes: each configuration gets a fixed
   // number of round trips, chosen from a first estimate to take ~ping_ns.
+  bench::Progress progress("sync_bench");
+  progress.show("sync_bench: warm-up");
   weft_uncontended_ult(rt1, 100000);
   weft_uncontended_foreign(100000);
   std_uncontended(100000);
@@ -621,23 +628,28 @@ int main(int argc, char** argv) {
   Samples cv1, cv2, cvn, ch1, ch2, chn;
   for (int r = 0; r < rounds; r++) {
     const bool weft_first = r % 2 == 0;
+    progress.round(r + 1, rounds, "uncontended lock+unlock");
     run_both(weft_first, [&] {
       un_ult.add(weft_uncontended_ult(rt1, lock_n));
       un_for.add(weft_uncontended_foreign(lock_n));
     }, [&] { un_std.add(std_uncontended(lock_n)); });
+    progress.round(r + 1, rounds, "lock + critical section, 1 alone");
     run_both(weft_first, [&] { ceil_w.add(weft_ceiling(rt1, ceiling_n)); },
              [&] { ceil_n.add(nptl_ceiling(ceiling_n)); });
     for (int i = 0; i < 3; i++) {
+      progress.round(r + 1, rounds, "contended, %d ULTs / %d threads", weft_n[i], nptl_n[i]);
       run_both(weft_first, [&] {
         ContendedResult c = weft_contended(rtd, weft_n[i], point_ns);
         cw[i].add(c.mops);
         sums[i].add(c);
       }, [&] { cn[i].add(nptl_contended(nptl_n[i], point_ns).mops); });
     }
+    progress.round(r + 1, rounds, "CondVar ping-pong");
     run_both(weft_first, [&] {
       cv1.add(weft_cv_pingpong(rt1, cv1_n));
       cv2.add(weft_cv_pingpong(rt2, cv2_n));
     }, [&] { cvn.add(nptl_cv_pingpong(cvn_n)); });
+    progress.round(r + 1, rounds, "Channel ping-pong");
     run_both(weft_first, [&] {
       ch1.add(weft_chan_pingpong(rt1, ch1_n));
       ch2.add(weft_chan_pingpong(rt2, ch2_n));
@@ -645,6 +657,7 @@ int main(int argc, char** argv) {
   }
   double secs = static_cast<double>(now_ns() - start) / 1e9;
   const std::string load1 = loadavg();
+  progress.clear();
 
   printf("weft sync_bench: %d rounds%s, weft and NPTL interleaved; median and best of rounds\n", rounds,
          quick ? " (--quick)" : "");
@@ -739,6 +752,47 @@ int main(int argc, char** argv) {
          ping_ns / 1e6, fmt_count(cv1_n).c_str(), fmt_count(cv2_n).c_str(), fmt_count(cvn_n).c_str(),
          fmt_count(ch1_n).c_str(), fmt_count(ch2_n).c_str(), fmt_count(chn_n).c_str());
   printf("total run time %.1f s\n", secs);
+
+  // The same numbers for the CSV file and the figures.
+  Report report("sync_bench", system_summary());
+  report.set_note(rounds_note(rounds, quick));
+  const std::string w1 = weft_series(1), w2 = weft_series(2), wd = weft_series(default_workers);
+  report.add_value("system", "critical section", "alone", "ns", cs_ns, 1);
+  report.add("sync", w1, "uncontended lock+unlock", "ns/lock+unlock", un_ult);
+  report.add("sync", "weft, foreign thread", "uncontended lock+unlock", "ns/lock+unlock", un_for);
+  report.add("sync", "NPTL", "uncontended lock+unlock", "ns/lock+unlock", un_std);
+  report.add("sync", w1, "lock+CS+unlock, 1 alone", "Mops/s", ceil_w);
+  report.add("sync", "NPTL", "lock+CS+unlock, 1 alone", "Mops/s", ceil_n);
+  for (int i = 0; i < 3; i++) {
+    const std::string x = std::to_string(weft_n[i]) + " ULTs vs " + std::to_string(nptl_n[i]) + " threads";
+    report.add("sync", wd, x, "Mops/s", cw[i]);
+    report.add("sync", "NPTL", x, "Mops/s", cn[i]);
+  }
+  report.add("sync", w1, "CondVar ping-pong", "ns/handoff", cv1);
+  report.add("sync", w2, "CondVar ping-pong", "ns/handoff", cv2);
+  report.add("sync", "NPTL", "CondVar ping-pong", "ns/handoff", cvn);
+  report.add("sync", w1, "Channel(1) ping-pong", "ns/handoff", ch1);
+  report.add("sync", w2, "Channel(1) ping-pong", "ns/handoff", ch2);
+  report.add("sync", "NPTL", "Channel(1) ping-pong", "ns/handoff", chn);
+  for (int i = 0; i < 3; i++) {
+    const StatsSum& st = sums[i];
+    const std::string x = std::to_string(weft_n[i]) + " ULTs";
+    const char* t = "Mutex::stats(), sum of rounds";
+    report.add_value(t, wd, x, "lock() calls", static_cast<double>(st.ops), rounds);
+    report.add_value(t, wd, x, "contended", static_cast<double>(st.contended), rounds);
+    report.add_value(t, wd, x, "spins", static_cast<double>(st.spins), rounds);
+    report.add_value(t, wd, x, "spin_acquired", static_cast<double>(st.spin_acquired), rounds);
+    report.add_value(t, wd, x, "parks", static_cast<double>(st.parks), rounds);
+    report.add_value(t, wd, x, "handoffs", static_cast<double>(st.handoffs), rounds);
+    report.add_value(t, wd, x, "hold estimate ns, last round", static_cast<double>(st.hold_ns), 1);
+    report.add(t, wd, x, "per-ULT acquisitions, last round", static_cast<double>(st.last.per_med),
+               static_cast<double>(st.last.per_min), static_cast<double>(st.last.per_max), 1);
+  }
+  report.add_figure({"ns", "Mutex, CondVar and Channel, weft vs NPTL", Figure::kBars, {"sync"},
+                     {"ns/lock+unlock", "ns/handoff"}, "ns per lock+unlock or per handoff; lower is better",
+                     ""});
+  report.add_figure({"contended", "Mutex throughput, contended, weft vs NPTL", Figure::kBars, {"sync"},
+                     {"Mops/s"}, "million lock+CS+unlock per second; higher is better", ""});
   fflush(stdout);
-  return 0;
+  return report.finish(out);
 }

@@ -16,9 +16,10 @@
 // Machines are shared and noisy: every measurement runs for several rounds,
 // weft and the comparison interleaved (the order alternates each round), and
 // the table shows the median and the minimum of the rounds. Ratios are
-// ratios of medians.
+// ratios of medians. The numbers also go to sys_bench.csv, with bar charts,
+// in the output directory (benchmarks/report.h).
 //
-// Usage: sys_bench [--quick] [--rounds=N] [--help]
+// Usage: sys_bench [--quick] [--rounds=N] [--out=DIR] [--help]
 #include <pthread.h>
 #include <sched.h>
 #include <sys/mman.h>
@@ -396,7 +397,7 @@ const char* guard_name(sys::GuardKind k) {
 
 void usage(FILE* f) {
   fprintf(f,
-          "usage: sys_bench [--quick] [--rounds=N] [--help]\n"
+          "usage: sys_bench [--quick] [--rounds=N] [--out=DIR] [--help]\n"
           "\n"
           "Benchmarks weft's sys/ layer against the NPTL way of doing the same work,\n"
           "in one run, and prints one table: median and min over the rounds (weft and\n"
@@ -414,6 +415,9 @@ void usage(FILE* f) {
           "\n"
           "  --quick       about 3 s in all (3 rounds, fewer iterations), for CI / demos\n"
           "  --rounds=N    rounds per measurement (default 7; 3 with --quick)\n"
+          "  --out=DIR     where sys_bench.csv (every number of the table) and the\n"
+          "                sys_bench-*.svg bar charts go (default: results/ next to\n"
+          "                this program)\n"
           "  --help        this text\n"
           "\n"
           "A default run takes 10-25 s on a 2-core VM (cross-CPU futex wakeups vary).\n");
@@ -423,7 +427,7 @@ void usage(FILE* f) {
 
 int main(int argc, char** argv) {
   bench::g_prog = "sys_bench";
-  const auto [quick, rounds] = bench::parse_options(argc, argv, usage);
+  const auto [quick, rounds, out] = bench::parse_options(argc, argv, usage);
 
   const uint64_t switch_roundtrips = quick ? 1000000 : 5000000;
   const uint32_t handoffs = quick ? 8000 : 30000;
@@ -483,10 +487,12 @@ int main(int argc, char** argv) {
     ns.add(s.ns);
     cyc.add(s.cycles);
   };
+  bench::Progress progress("sys_bench");
   for (int r = 0; r < rounds; r++) {
     const bool weft_first = r % 2 == 0;
 
     // 1. Switches, pinned to one CPU; weft first or last.
+    progress.round(r + 1, rounds, "context switches");
     set_affinity(0, pinned);
     if (weft_first) add_switch(sw_ns, sw_cyc, time_switches(switch_roundtrips, weft_sw));
     add_switch(fl_ns, fl_cyc, time_switches(switch_roundtrips, floor_sw));
@@ -496,6 +502,7 @@ int main(int argc, char** argv) {
     set_affinity(0, g_all_cpus);
 
     double x;
+    progress.round(r + 1, rounds, "futex handoffs");
     bench::run_both(weft_first, [&] {
       fx_pin.add(time_futex_handoff(handoffs, true, &x));
       fx_pin_x.add(x);
@@ -506,6 +513,7 @@ int main(int argc, char** argv) {
 
     // 2, 3. Creation and stacks: pinned to one CPU (new threads inherit
     // the creator's mask), then creation again unpinned.
+    progress.round(r + 1, rounds, "KLT create+join and stacks, 1 CPU");
     set_affinity(0, pinned);
     if (weft_first) {
       klt.add(time_klt(create_iters, true));
@@ -521,6 +529,7 @@ int main(int argc, char** argv) {
       stk.add(time_stack(stack_iters));
     }
     set_affinity(0, g_all_cpus);
+    progress.round(r + 1, rounds, "KLT create+join, unpinned");
     if (weft_first) {
       klt_free.add(time_klt(create_iters, true));
       pth_free.add(time_pthread(create_iters));
@@ -530,6 +539,7 @@ int main(int argc, char** argv) {
     }
   }
   double secs = static_cast<double>(now_ns() - start) / 1e9;
+  progress.clear();
 
   printf("weft sys_bench: %d rounds%s, weft and comparison interleaved; median and min of rounds\n",
          rounds, quick ? " (--quick)" : "");
@@ -592,5 +602,34 @@ int main(int argc, char** argv) {
   printf("total run time %.1f s\n", secs);
 
   if (g_sink == 1) printf(" \n");  // keeps the stack loops' results observable
-  return 0;
+
+  // The same numbers for the CSV file and the figures.
+  Report report("sys_bench", system_summary());
+  report.set_note(rounds_note(rounds, quick));
+  report.add_value("system", "TSC", "frequency", "MHz", tsc_per_ns * 1e3, 1);
+  report.add("sys", "weft", "context switch", "ns/switch", sw_ns);
+  report.add("sys", "floor switch, ret", "context switch", "ns/switch", fl_ns);
+  report.add("sys", "floor switch, pop+jmp", "context switch", "ns/switch", fj_ns);
+  report.add("sys", "NPTL futex handoff, 1 CPU", "context switch", "ns/switch", fx_pin);
+  report.add("sys", "NPTL futex handoff, unpinned", "context switch", "ns/switch", fx_free);
+  report.add("sys", "weft", "context switch, MXCSR diff", "ns/switch", swd_ns);
+  report.add("sys", "weft", "context switch", "TSC cycles/switch", sw_cyc);
+  report.add("sys", "floor switch, ret", "context switch", "TSC cycles/switch", fl_cyc);
+  report.add("sys", "floor switch, pop+jmp", "context switch", "TSC cycles/switch", fj_cyc);
+  report.add("sys", "weft", "KLT create+join, 1 CPU", "us/thread", klt);
+  report.add("sys", "weft, no sigaltstack", "KLT create+join, 1 CPU", "us/thread", klt_noalt);
+  report.add("sys", "NPTL", "KLT create+join, 1 CPU", "us/thread", pth);
+  report.add("sys", "weft", "KLT create+join, unpinned", "us/thread", klt_free);
+  report.add("sys", "NPTL", "KLT create+join, unpinned", "us/thread", pth_free);
+  report.add("sys", "weft", "stack allocate+release", "us/stack", stk);
+  report.add("sys", "mmap+munmap, no guard", "stack allocate+release", "us/stack", mm);
+  report.add("futex handoffs", "NPTL futex handoff, 1 CPU", "crossed CPUs", "fraction", fx_pin_x);
+  report.add("futex handoffs", "NPTL futex handoff, unpinned", "crossed CPUs", "fraction", fx_free_x);
+  report.add_figure({"switch", "context switch vs the floor and a futex handoff", Figure::kBars, {"sys"},
+                     {"ns/switch"}, "ns per switch; lower is better", ""});
+  report.add_figure({"cycles", "context switch vs the floor, TSC cycles", Figure::kBars, {"sys"},
+                     {"TSC cycles/switch"}, "TSC reference cycles per switch; lower is better", ""});
+  report.add_figure({"create", "KLT create+join and stacks, weft vs NPTL", Figure::kBars, {"sys"},
+                     {"us/thread", "us/stack"}, "us per thread or stack; lower is better", ""});
+  return report.finish(out);
 }
