@@ -200,6 +200,14 @@ uint64_t next_random(uint64_t* s) {  // xorshift64*
   return x * 0x2545F4914F6CDD1DULL;
 }
 
+// The trace's kRun event: `next` is about to run on w. Recorded by the
+// switching side, where w and next are at hand anyway, and out of line:
+// recorded on the resumed side, inlined, the tracing-off yield cost about
+// 1.5 ns more here (18.2 -> 19.7 ns).
+__attribute__((noinline, cold)) void trace_run(Worker* w, UltDesc* next) {
+  w->trace->put(trace::kRun, next->id_value());
+}
+
 // Performs the action the context that switched to us asked for. Runs on
 // the resumed context (a ULT or the scheduler loop) of worker `w`.
 void handle_transfer(Worker* w, uintptr_t t) {
@@ -271,6 +279,7 @@ __attribute__((always_inline)) inline void switch_from(UltDesc* self, UltDesc* n
     next->worker.store(w, std::memory_order_release);  // release: readers off the worker (signal.cc) then see *w
     w->current.store(next, std::memory_order_relaxed);
     bump(w->switches);
+    if (__builtin_expect(w->trace != nullptr, 0)) trace_run(w, next);
     to = &next->ctx;
   } else {
     w->current.store(nullptr, std::memory_order_relaxed);
@@ -278,7 +287,6 @@ __attribute__((always_inline)) inline void switch_from(UltDesc* self, UltDesc* n
   }
   uintptr_t t = reinterpret_cast<uintptr_t>(sys::context_switch(&self->ctx, to, reinterpret_cast<void*>(encode(self, action))));
   w = self->worker.load(std::memory_order_relaxed);  // the worker that resumed us
-  if (__builtin_expect(w->trace != nullptr, 0)) w->trace->put(trace::kRun, self->id_value());
   if (decode_action(t) != SwitchAction::kNone) handle_transfer(w, t);
   restore_thread_state(self, w);
   if (__builtin_expect(sig::deliverable(self), 0)) sig::deliver(self);  // a safe point (signal.cc)
@@ -292,7 +300,6 @@ __attribute__((always_inline)) inline void switch_from(UltDesc* self, UltDesc* n
   sys::context_entered();
   UltDesc* self = static_cast<UltDesc*>(arg);
   Worker* w = self->worker.load(std::memory_order_relaxed);
-  if (__builtin_expect(w->trace != nullptr, 0)) w->trace->put(trace::kRun, self->id_value());
   handle_transfer(w, reinterpret_cast<uintptr_t>(transfer));
   fresh_thread_state(w);
   sys::thread_stack_set(self->stack.lo(), self->stack.size());
@@ -1207,6 +1214,7 @@ void Worker::loop() {
     ++core_.tick;
     core_.until_loop = kGlobalEvery;
     bump(switches);
+    if (__builtin_expect(trace != nullptr, 0)) trace_run(this, u);
     uintptr_t t = reinterpret_cast<uintptr_t>(sys::context_switch(&core_.sched_ctx, &u->ctx, nullptr));
     current.store(nullptr, std::memory_order_relaxed);
     if (__builtin_expect(trace != nullptr, 0)) trace->put(trace::kLoop);
