@@ -498,10 +498,24 @@ inline int Worker::sched_active() const { return sched->active.load(std::memory_
 // call that can park it, so read this afresh after such a call).
 extern thread_local Worker* t_worker __attribute__((tls_model("initial-exec")));
 
-// The worker whose KLT is calling, or null on a foreign thread.
+// The worker whose KLT is calling, or null on a foreign thread. The load
+// is written in asm: one %fs-relative load through t_worker's
+// initial-exec GOT slot, never a cached address (the "memory" clobber),
+// and no UBSan null check of t_worker's address. GCC's check tests the
+// flags of `add t_worker@gottpoff(%rip), %reg`, which ld relaxes into a
+// `lea` (no flags) in an executable: the check then read stale flags and
+// reported "load of null pointer of type 'struct Worker *'" (ASan+UBSan
+// build, IoTrace.WaitingReadIsSubmittedAndDone, at a trace site). t_worker
+// is constant-initialised, so skipping its TLS init wrapper is exact.
 inline Worker* current_worker() {
-  __asm__ volatile("" ::: "memory");
-  return t_worker;
+  Worker* w;
+  __asm__ volatile(
+      "movq _ZN4weft2rt8t_workerE@gottpoff(%%rip), %0\n\t"
+      "movq %%fs:(%0), %0"
+      : "=r"(w)
+      :
+      : "memory");
+  return w;
 }
 inline void set_current_worker(Worker* w) { t_worker = w; }
 // The calling KLT's worker if this KLT may use that worker's core now: a

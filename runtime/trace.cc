@@ -77,6 +77,8 @@ std::vector<Event> Ring::snapshot(uint64_t* lost) const {
   std::vector<Event> out;
   out.reserve(static_cast<size_t>(n - first));
   for (uint64_t i = first; i < n; ++i) out.push_back(ev_[i & mask_]);
+  WEFT_DCHECK(next_.load(std::memory_order_relaxed) == n, "trace ring written while it was read (%llu -> %llu events)",
+              static_cast<unsigned long long>(n), static_cast<unsigned long long>(next_.load()));
   return out;
 }
 

@@ -5,8 +5,9 @@
 //
 // Cost. Off (the default), every event site is one load of a pointer the
 // site already has at hand (Worker::trace, or Scheduler::tracer for the
-// sites that have no worker) and a branch that is not taken: no other work,
-// no clock read. On, an event is a timestamp (rdtsc where the TSC is
+// sites that have no worker; io/'s sites load g_tracers, the process's
+// count of tracers) and a branch that is not taken: no other work, no
+// clock read. On, an event is a timestamp (rdtsc where the TSC is
 // invariant, else CLOCK_MONOTONIC), one fetch_add that reserves a slot, and
 // a 48-byte store.
 //
