@@ -47,8 +47,9 @@ int main(int argc, char** argv) {
     // The connections' ULTs belong to this group: none outlives this scope.
     weft::TaskGroup conns(
         weft::TaskGroupOptions{.cancel_on_failure = false, .spawn = weft::SpawnOptions{.name = "echo-conn"}});
+    weft::io::Acceptor acceptor(lfd);
     for (;;) {
-      int c = examples::accept_next(lfd);
+      int c = examples::accept_next(acceptor);
       if (c < 0) {
         if (!stop.stopping()) {
           conns.request_stop();  // the listener failed: stop serving

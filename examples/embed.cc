@@ -65,8 +65,9 @@ int main(int argc, char** argv) {
   int lfd = *listening;
   int port = rt.block_on([&] { return weft::io::local_port(lfd); }).value_or(-1);
   weft::Ult server = rt.spawn([lfd] {
+    weft::io::Acceptor acceptor(lfd);
     for (;;) {
-      int c = examples::accept_next(lfd);  // waits out EMFILE instead of spinning
+      int c = examples::accept_next(acceptor);  // waits out EMFILE instead of spinning
       if (c < 0) return;                    // listener closed: shutting down
       // Detached: it runs on its own (a handle destroyed while joinable
       // would ask it to stop and wait for it).

@@ -190,8 +190,9 @@ int accept_loop(int lfd, int max_connections, examples::Shutdown& stop) {
   static const std::string k503 = head_of(503, 0, "text/plain", false);
   weft::TaskGroup conns(
       weft::TaskGroupOptions{.cancel_on_failure = false, .spawn = weft::SpawnOptions{.name = "http-conn"}});
+  weft::io::Acceptor acceptor(lfd);
   for (;;) {
-    int c = examples::accept_next(lfd);
+    int c = examples::accept_next(acceptor);
     if (c < 0) {
       if (!stop.stopping()) {
         conns.request_stop();  // the listener failed: stop serving

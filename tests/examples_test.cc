@@ -76,8 +76,9 @@ TEST(Accept, WaitsOutEmfileInsteadOfSpinning) {
   std::atomic<int> accepted{-1000};
   std::atomic<bool> started{false};
   weft::Ult acceptor = rt.spawn([&] {
+    weft::io::Acceptor a(lfd);
     started = true;
-    accepted = examples::accept_next(lfd);
+    accepted = examples::accept_next(a);
   });
   ASSERT_TRUE(WaitUntil([&] { return started.load(); }));
   // One second of EMFILE. A waiting loop costs a few system calls per
