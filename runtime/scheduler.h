@@ -101,6 +101,10 @@ struct WorkerCore {
   // kGlobalEvery switches plus one switch per ULT ahead of it.
   IntrusiveQueue<UltDesc> yield_queue;
   uint32_t yield_turns = 0;
+  // A batch of turns was granted since run_next and the deque last had
+  // theirs: the next pass that finds the batch used up gives them theirs
+  // instead of granting another (find_runnable_inner).
+  bool deque_turn_owed = false;
   // Preempted ULTs of high and background priority (they resume on this
   // worker, like every preempted ULT): high ones run right after the
   // scheduler-wide high queue, background ones after all normal work

@@ -151,6 +151,62 @@ TEST(Timers, YielderRunsBesideSpawnChain) {
   EXPECT_LT(ms, 1000.0);
 }
 
+// The converse: a steady stream of yielders (or of ULTs woken by io
+// completions, which join the same queue) does not starve the deque. Each
+// scheduler pass granted the yield queue's whole length a turn again,
+// before the previous batch was used up: 200 ULTs that keep yielding never
+// let the batch end, so a ULT in the deque at a pass ran only when they
+// stopped (in echo_bench a new connection's ULT waited up to 13 s behind
+// 1,000 connections' io). Here 200 ULTs spawned into the deque start and
+// keep yielding, then a chain of 500 ULTs, each spawned into the deque by
+// the one before, runs beside them. Fails without the fix (the last
+// yielders start only after the first ones' 2,000 yields each, about
+// 250,000); now the deque runs between batches.
+TEST(Timers, DequeRunsBesideStreamOfYielders) {
+  weft::Runtime rt(weft::Options{.workers = 1, .max_workers = 1, .time_slice = 0us});
+  constexpr int kYielders = 200;
+  constexpr long kYieldsEach = 2000;
+  constexpr int kLinks = 500;
+  std::atomic<bool> stop{false};
+  std::atomic<int> started{0};
+  std::atomic<long> yields{0}, at_start{-1}, at_end{-1};
+  struct Chain {
+    static void link(int left, std::atomic<long>* yields, std::atomic<long>* at_end, std::atomic<bool>* stop) {
+      if (left == 0) {
+        at_end->store(yields->load());
+        stop->store(true);
+        return;
+      }
+      (void)weft::spawn([=] { link(left - 1, yields, at_end, stop); }).detach();  // into this worker's deque
+    }
+  };
+  // In a ULT of the worker (block_on's own may run elsewhere): its spawns
+  // go to the worker's deque.
+  rt.block_on([&] { EXPECT_TRUE(weft::spawn([&] {
+    std::vector<weft::Ult> ults;
+    for (int i = 0; i < kYielders; ++i) {
+      ults.push_back(weft::spawn([&] {
+        ++started;
+        for (long k = 0; k < kYieldsEach && !stop.load(std::memory_order_relaxed); ++k) {
+          yields.fetch_add(1, std::memory_order_relaxed);
+          weft::this_ult::yield();
+        }
+      }));
+    }
+    while (started.load() < kYielders) weft::this_ult::yield();
+    at_start = yields.load();
+    Chain::link(kLinks, &yields, &at_end, &stop);
+    for (weft::Ult& u : ults) EXPECT_TRUE(u.join().ok());
+  }).join().ok()); }).IgnoreError();
+  ASSERT_TRUE(WaitUntil([&] { return rt.stats().live == 0; }));
+  ASSERT_GE(at_end.load(), 0) << "the chain did not end";
+  long waited = at_end.load() - at_start.load();
+  printf("%d yielders started (from the deque) within %ld yields; a chain of %d spawns beside them ended after "
+         "%ld more\n", kYielders, at_start.load(), kLinks, waited);
+  EXPECT_LT(at_start.load(), 20000) << "the last yielders waited in the deque for the first ones to stop";
+  EXPECT_LT(waited, 20000) << "the chain waited in the deque for the yielders to stop";
+}
+
 // Issue 13: timer entries of waits that ended early stayed in the heap until
 // their deadline (2M such waits kept 47 MB). Now a wait that ends early
 // takes its entry out: nothing is pending once the waits are over, however
