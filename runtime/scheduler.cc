@@ -28,7 +28,9 @@
 //   - The yield queue (yielders, and ULTs woken by the scheduler loop) is
 //     served at every scheduler pass that finds other local work too
 //     (WorkerCore::yield_turns), so a spawn chain cannot starve it; a
-//     pass comes every kGlobalEvery switches at most.
+//     pass comes every kGlobalEvery switches at most. Its batches and the
+//     deque alternate (WorkerCore::deque_turn_owed), so a stream of woken
+//     ULTs cannot starve the deque either.
 //   - Time slices: a ULT that runs Options::time_slice without switching
 //     is switched out by the doorbell signal where that is safe
 //     (preempt.cc); every scheduler pass serves the global queue first,

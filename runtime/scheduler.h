@@ -94,11 +94,15 @@ struct WorkerCore {
   //
   // Served at a bounded interval even while run_next and the deque never
   // empty (issue 13: a spawn chain starved a woken sleeper for 0.4-1 s):
-  // at every scheduler pass that finds both local work and yielders, the
-  // pass runs the oldest yielder and grants the rest a turn
-  // (yield_turns): pick_local then takes that many from this queue before
-  // run_next and the deque. A ULT queued here therefore waits at most
-  // kGlobalEvery switches plus one switch per ULT ahead of it.
+  // a scheduler pass that finds both local work and yielders runs the
+  // oldest yielder and grants the rest a turn (yield_turns): pick_local
+  // then takes that many from this queue before run_next and the deque.
+  // Batches and the deque alternate: no pass grants more while a batch is
+  // in progress, and after one the next pass leaves run_next and the deque
+  // their turn (deque_turn_owed). A ULT queued here therefore waits at
+  // most the batch ahead of it plus about 2 x kGlobalEvery switches; one in
+  // the deque, at most one batch (the yield queue's length) per
+  // kGlobalEvery of the deque's own switches.
   IntrusiveQueue<UltDesc> yield_queue;
   uint32_t yield_turns = 0;
   // A batch of turns was granted since run_next and the deque last had
