@@ -88,10 +88,20 @@
 //     count them per ULT), whose waiters would block the kernel thread the
 //     holder needs; the unlock of its last one takes a pending preemption;
 //   - never a bound ULT, nor one inside weft::blocking(), nor one whose
-//     kernel thread is asleep in a system call (no signal is sent then, so
-//     a direct poll() or nanosleep() never sees EINTR from preemption);
+//     kernel thread is asleep in a system call (no signal is sent then).
+//     The signal goes only to a kernel thread seen on a CPU, but one that
+//     enters a system call in the microseconds between that look and the
+//     signal has it interrupted: a direct nanosleep(), usleep(), poll(),
+//     select() or epoll_wait() (the calls that end with EINTR whatever
+//     SA_RESTART says) may then return EINTR, as with any signal on a
+//     thread. It is rare (a ULT alternating 300 us of computing with a
+//     direct 1 ms usleep, never parking in weft: 0-3 of 300 usleeps, the
+//     test Preempt.DirectSleepAfterComputingIsRarelyInterrupted); code that
+//     calls these directly should retry on EINTR, as POSIX asks, or use
+//     weft's sleeps and io, which preemption never interrupts;
 //   - not under ThreadSanitizer, which delays signal handlers to its own
-//     interceptors: there a ULT is switched out only at its weft calls.
+//     interceptors: there no preemption signal is sent, and a ULT is
+//     switched out only at its weft calls.
 // What preemption does change: ULTs of one kernel thread share its
 // thread_local variables, and a thread_local read-modify-write in the
 // application's own code is no longer atomic against the other ULTs of
