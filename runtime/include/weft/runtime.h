@@ -95,7 +95,7 @@
 //     select() or epoll_wait() (the calls that end with EINTR whatever
 //     SA_RESTART says) may then return EINTR, as with any signal on a
 //     thread. It is rare (a ULT alternating 300 us of computing with a
-//     direct 1 ms usleep, never parking in weft: 0-3 of 300 usleeps, the
+//     direct 1 ms usleep, never parking in weft: 0-5 in 300-700 usleeps, the
 //     test Preempt.DirectSleepAfterComputingIsRarelyInterrupted); code that
 //     calls these directly should retry on EINTR, as POSIX asks, or use
 //     weft's sleeps and io, which preemption never interrupts;
