@@ -18,6 +18,7 @@
 #include "runtime/scheduler.h"
 #include "runtime/preempt.h"
 #include "runtime/signal.h"
+#include "sys/fd_table.h"
 #include "sys/futex.h"
 #include "sys/raw_log.h"
 #include "sys/raw_syscall.h"
@@ -120,7 +121,35 @@ absl::Status validate_options(const Options& o) {
   if (o.trace_events != 0 && (o.trace_events < kMinTraceEvents || o.trace_events > kMaxTraceEvents))
     return absl::InvalidArgumentError(absl::StrCat("Options::trace_events ", o.trace_events, " is outside [",
                                                    kMinTraceEvents, ", ", kMaxTraceEvents, "] (or 0)"));
+  if (o.fd_table_slots < -1)
+    return absl::InvalidArgumentError(
+        absl::StrCat("Options::fd_table_slots ", o.fd_table_slots, " is below -1 (-1: the default, 0: off)"));
+  if (o.fd_table_slots > 0) {
+    long limit = sys::nofile_soft_limit();
+    if (limit >= 0 && o.fd_table_slots > limit)
+      return absl::InvalidArgumentError(absl::StrCat("Options::fd_table_slots ", o.fd_table_slots,
+                                                     " is above the soft RLIMIT_NOFILE (", limit,
+                                                     "): raise the limit first, or ask for fewer"));
+  }
   return absl::OkStatus();
+}
+
+// Grows the descriptor table as Options::fd_table_slots asks (see there
+// and sys/fd_table.h), before the runtime starts a thread: growing it
+// later, with several threads, makes each doubling wait for an RCU grace
+// period with every thread that opens a descriptor.
+void grow_fd_table(int asked) {
+  if (asked == 0) return;
+  int slots = asked;
+  if (asked < 0) {
+    long limit = sys::nofile_soft_limit();
+    if (limit <= 0) return;
+    slots = static_cast<int>(std::min<long>(limit, kDefaultFdTableSlots));
+  }
+  if (int r = sys::grow_fd_table(slots); r != 0)
+    log().warn("could not grow the descriptor table to {} slots ({}): growing it later may stall every thread "
+               "that opens a descriptor for an RCU grace period (Options::fd_table_slots)",
+               slots, strerror(-r));
 }
 
 }  // namespace
@@ -267,6 +296,7 @@ absl::Status Scheduler::start() {
     gate.fetch_or(kClosed, std::memory_order_acq_rel);
     return start_status;
   }
+  grow_fd_table(opts.fd_table_slots);  // before weft starts a thread of its own
   const char* what = nullptr;
   if (int r = sys::klt_backend_init(&what); r != 0) {
     start_status = klt_error(r, what, "first");

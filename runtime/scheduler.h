@@ -37,6 +37,9 @@ inline constexpr size_t kDefaultStackSize = 64 * 1024;
 inline constexpr uint32_t kMinTraceEvents = 1024;                // Options::trace_events
 inline constexpr uint32_t kMaxTraceEvents = 1u << 24;
 inline constexpr uint32_t kDefaultTraceEvents = 1u << 18;
+// Options::fd_table_slots = -1 grows the descriptor table to min(soft
+// RLIMIT_NOFILE, this).
+inline constexpr int kDefaultFdTableSlots = 65536;
 inline constexpr size_t kMinStackSize = 16 * 1024;
 inline constexpr size_t kMaxStackSize = size_t{1} << 40;      // 1 TiB (sys/stack.cc's limit)
 // InvalidArgument if a nonzero SpawnOptions::stack_size is out of range.

@@ -10,7 +10,10 @@
 // "nothing happened for a while".
 #include <pthread.h>
 #include <sched.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <climits>
@@ -28,6 +31,7 @@
 
 #include "runtime/scheduler.h"
 #include "runtime/ult.h"
+#include "sys/fd_table.h"
 #include "tests/sanitizers.h"
 #include "tests/test_util.h"
 #include "tests/ult_probe.h"
@@ -198,6 +202,87 @@ TEST(OptionsValidation, OutOfRangeIsInvalidArgument) {
     EXPECT_EQ(u.status(), st) << c.what;
     EXPECT_TRUE(absl::IsFailedPrecondition(rt->set_concurrency(1))) << c.what;
     EXPECT_TRUE(rt->shutdown().ok()) << c.what;
+  }
+}
+
+// Options::fd_table_slots: the descriptor table is grown at start, before
+// weft starts a thread, so that the kernel never grows it later while the
+// workers run (each growth of a shared table waits for an RCU grace period
+// with every thread that opens a descriptor: 10-33 ms of both workers
+// stopped in hook_redis_test before the option existed). These fail
+// without it: FDSize stays where it was. Each case runs in a forked child,
+// whose table is only as large as its open descriptors need (the kernel
+// copies a table at fork to fit them, so the earlier runtimes of this
+// program, which grew the parent's, do not hide the growth), and asks for
+// twice the child's table (at least 2048), raising the soft RLIMIT_NOFILE
+// to allow it.
+namespace {
+// Runs body() in a forked child; its return value (0 passed, 1 failed, 2
+// cannot run here) is the child's exit status.
+int InChild(int (*body)()) {
+  fflush(stdout);
+  pid_t pid = fork();
+  if (pid == 0) _exit(body());
+  int st = 0;
+  if (pid < 0 || waitpid(pid, &st, 0) != pid || !WIFEXITED(st)) return 1;
+  return WEXITSTATUS(st);
+}
+
+// Raises the soft RLIMIT_NOFILE to at least n; false if the hard one is below.
+bool RaiseSoftNofile(long n) {
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return false;
+  if (rl.rlim_cur != RLIM_INFINITY && static_cast<long>(rl.rlim_cur) >= n) return true;
+  if (rl.rlim_max != RLIM_INFINITY && static_cast<long>(rl.rlim_max) < n) return false;
+  rl.rlim_cur = static_cast<rlim_t>(n);
+  return setrlimit(RLIMIT_NOFILE, &rl) == 0;
+}
+
+// In the child: a runtime with `slots` (-1, 0 or 2x the table) and the
+// table's size before and after.
+int GrowthCase(int slots_kind) {
+  long before = weft::sys::fd_table_size();
+  long want = std::max<long>(2 * before, 2048);
+  if (before <= 0 || !RaiseSoftNofile(want)) return 2;
+  if (slots_kind == -1) want = std::min<long>(weft::sys::nofile_soft_limit(), 65536);
+  int slots = slots_kind == 1 ? static_cast<int>(want) : slots_kind;
+  weft::Runtime rt(weft::Options{.workers = 2, .fd_table_slots = slots});
+  if (!rt.status().ok()) return 1;
+  if (!rt.block_on([] { return 1; }).ok()) return 1;
+  long after = weft::sys::fd_table_size();
+  printf("[   INFO   ] fd_table_slots %d: FDSize %ld before the runtime, %ld after (wanted %s %ld)\n", slots, before,
+         after, slots == 0 ? "unchanged:" : ">=", slots == 0 ? before : want);
+  fflush(stdout);  // the child ends with _exit
+  return (slots == 0 ? after == before : after >= want) ? 0 : 1;
+}
+}  // namespace
+
+TEST(FdTable, GrownAtStartToTheSlotsAsked) {
+  int r = InChild([] { return GrowthCase(1); });
+  if (r == 2) GTEST_SKIP() << "the hard RLIMIT_NOFILE is below 2048";
+  EXPECT_EQ(r, 0);
+}
+
+TEST(FdTable, DefaultIsTheSoftLimitUpTo65536) {
+  int r = InChild([] { return GrowthCase(-1); });
+  if (r == 2) GTEST_SKIP() << "the hard RLIMIT_NOFILE is below 2048";
+  EXPECT_EQ(r, 0);
+}
+
+TEST(FdTable, ZeroLeavesTheTableAlone) {
+  int r = InChild([] { return GrowthCase(0); });
+  if (r == 2) GTEST_SKIP() << "the hard RLIMIT_NOFILE is below 2048";
+  EXPECT_EQ(r, 0);
+}
+
+TEST(FdTable, OutOfRangeIsInvalidArgument) {
+  Watchdog wd(60s, TestName());
+  long soft = weft::sys::nofile_soft_limit();
+  ASSERT_GT(soft, 0);
+  for (int slots : {-2, INT_MIN, soft < INT_MAX ? static_cast<int>(soft) + 1 : -3}) {
+    weft::Runtime rt(weft::Options{.workers = 1, .fd_table_slots = slots});
+    EXPECT_TRUE(absl::IsInvalidArgument(rt.status())) << slots << ": " << rt.status();
+    EXPECT_NE(rt.status().message().find("fd_table_slots"), std::string::npos) << rt.status();
   }
 }
 

@@ -256,6 +256,24 @@ struct Options {
   // 48 bytes each, touched as used. 0: WEFT_TRACE_EVENTS if set, else
   // 262144 (12 MiB per worker at most).
   uint32_t trace_events = 0;
+  // Descriptor slots the process's file table is grown to when the runtime
+  // starts, before weft starts a thread of its own: -1 (the default) is
+  // min(the soft RLIMIT_NOFILE, 65536); 0 leaves the table as it is; else
+  // 1 .. the soft RLIMIT_NOFILE (above it, or below -1, status() is
+  // InvalidArgument). Why: Linux grows the table by doubling (64, 256,
+  // 512, ... slots) when a descriptor needs a higher number, and in a
+  // process with several threads each growth waits for an RCU grace
+  // period, during which every thread that opens a descriptor waits too:
+  // measured here, both workers stopped for 10-33 ms as 1,000 ULTs opened
+  // connections (a ticker ULT's longest gap 10-34 ms, 4-6 ms with the
+  // table grown first). Grown while the process has one thread, it costs
+  // microseconds; with several (a second runtime, or threads of the
+  // application's), one grace period at start. The kernel keeps the table
+  // for the life of the process: about 8 bytes of kernel memory per slot
+  // (65536 slots: about 520 KiB). If the kernel refuses (ENOMEM), a warning
+  // is logged and the runtime starts anyway. Raise RLIMIT_NOFILE before
+  // starting the runtime for the table to cover it.
+  int fd_table_slots = -1;
 };
 
 // A live ULT, as Runtime::live_ults() lists it.
