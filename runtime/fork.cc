@@ -217,6 +217,10 @@ void child() {
   }
   for (Scheduler* s : g.runtimes) s->rebuild_after_fork(keep, self);
   sys::set_locks_held(locks_before_fork);  // every lock prepare took was reset above, not unlocked
+  // The child's descriptor table was sized to fit the descriptors open at
+  // the fork: grow it again while this is the only thread (sig::start
+  // below starts another). opts is constant after construction.
+  for (Scheduler* s : g.runtimes) grow_fd_table(s->opts.fd_table_slots);
   if (!g.runtimes.empty()) {
     const char* what = nullptr;
     if (!sig::start(&what)) sys::raw_logf("weft: forked child: cannot start the signal kernel thread (%s)", what ? what : "?");

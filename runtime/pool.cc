@@ -134,10 +134,14 @@ absl::Status validate_options(const Options& o) {
   return absl::OkStatus();
 }
 
+}  // namespace
+
 // Grows the descriptor table as Options::fd_table_slots asks (see there
 // and sys/fd_table.h), before the runtime starts a thread: growing it
 // later, with several threads, makes each doubling wait for an RCU grace
-// period with every thread that opens a descriptor.
+// period with every thread that opens a descriptor. Also called by the
+// atfork child (fork.cc): a fork child's table is sized to fit the
+// descriptors open at the fork, and the child's runtime is rebuilt.
 void grow_fd_table(int asked) {
   if (asked == 0) return;
   int slots = asked;
@@ -151,8 +155,6 @@ void grow_fd_table(int asked) {
                "that opens a descriptor for an RCU grace period (Options::fd_table_slots)",
                slots, strerror(-r));
 }
-
-}  // namespace
 
 Worker::~Worker() { close_stat_file(); }
 

@@ -40,6 +40,9 @@ inline constexpr uint32_t kDefaultTraceEvents = 1u << 18;
 // Options::fd_table_slots = -1 grows the descriptor table to min(soft
 // RLIMIT_NOFILE, this).
 inline constexpr int kDefaultFdTableSlots = 65536;
+// Grows the process's descriptor table as Options::fd_table_slots = `asked`
+// says (pool.cc); a failure is logged.
+void grow_fd_table(int asked);
 inline constexpr size_t kMinStackSize = 16 * 1024;
 inline constexpr size_t kMaxStackSize = size_t{1} << 40;      // 1 TiB (sys/stack.cc's limit)
 // InvalidArgument if a nonzero SpawnOptions::stack_size is out of range.

@@ -7,8 +7,9 @@
 // and every thread that opens a descriptor meanwhile waits for it too:
 // 10-33 ms measured here, on both workers of a runtime whose ULTs opened
 // connections. Grown while only one thread exists, it costs microseconds.
-// The kernel never shrinks the table. No policy here: runtime/ decides how
-// far and when.
+// The kernel never shrinks a process's table; a fork child's copy is sized
+// to fit the descriptors open at the fork. No policy here: runtime/ decides
+// how far and when.
 #pragma once
 
 namespace weft::sys {

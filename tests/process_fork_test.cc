@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "runtime/fork.h"
+#include "sys/fd_table.h"
 #include "test_util.h"
 #include "watchdog.h"
 #include "weft/weft.h"
@@ -100,6 +101,37 @@ TEST(Fork, ChildOfAUltRunsTheRuntime) {
   });
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(*r, "exit 0");
+}
+
+// A fork child's descriptor table is only as large as the descriptors open
+// at the fork need (the kernel sizes the copy to fit them), and the child
+// runs the rebuilt runtime with several threads: the atfork child grows the
+// table again, as Runtime start did (Options::fd_table_slots), before it
+// starts a thread. Fails without it: the child's FDSize is 64 or 256.
+TEST(Fork, ChildGrowsTheDescriptorTableAgain) {
+  Watchdog wd(TestName(), 60);
+  rlimit rl{};
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &rl), 0);
+  if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < 2048) GTEST_SKIP() << "the soft RLIMIT_NOFILE is below 2048";
+  weft::Runtime rt(weft::Options{.workers = 2, .fd_table_slots = 2048});
+  ASSERT_TRUE(rt.status().ok()) << rt.status();
+  ASSERT_GE(weft::sys::fd_table_size(), 2048);
+  auto r = rt.block_on([] {
+    pid_t pid = fork();
+    if (pid == 0) {
+      long slots = weft::sys::fd_table_size();
+      if (slots < 2048) {
+        printf("[   INFO   ] the child's FDSize is %ld\n", slots);
+        fflush(stdout);
+        _exit(20);
+      }
+      _exit(ChildWork());
+    }
+    if (pid < 0) return std::string("fork failed");
+    return Describe(WaitChild(pid));
+  });
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(*r, "exit 0") << "exit 20: the child's table was not grown";
 }
 
 // The forking ULT returns in the child: its process exits with status 0,

@@ -272,7 +272,9 @@ struct Options {
   // for the life of the process: about 8 bytes of kernel memory per slot
   // (65536 slots: about 520 KiB). If the kernel refuses (ENOMEM), a warning
   // is logged and the runtime starts anyway. Raise RLIMIT_NOFILE before
-  // starting the runtime for the table to cover it.
+  // starting the runtime for the table to cover it. A forked child's table
+  // is sized by the kernel to the descriptors open at the fork; the child's
+  // rebuilt runtime grows it again before it starts a thread.
   int fd_table_slots = -1;
 };
 
