@@ -19,15 +19,12 @@ namespace weft::sys {
 long nofile_soft_limit();
 
 // Grows the descriptor table to hold at least numbers 0..slots-1
-// (1 <= slots <= nofile_soft_limit()). It duplicates a temporary eventfd
-// to the lowest free number >= slots-1 and closes both, so no number stays
-// taken; for those few microseconds the eventfd holds the lowest free
-// number, as any open() would. Returns 0 or -errno (-EINVAL: slots out of
-// range; -EMFILE, -ENOMEM, -ENFILE from the kernel).
+// (slots >= 1). It duplicates a temporary eventfd to the lowest free
+// number >= slots-1 and closes both, so no number stays taken; for those
+// few microseconds the eventfd holds the lowest free number, as any open()
+// would. Returns 0 or -errno (-EINVAL: slots < 1, or slots above the soft
+// RLIMIT_NOFILE, which fcntl refuses; -EMFILE, -ENOMEM, -ENFILE from the
+// kernel).
 int grow_fd_table(int slots);
-
-// The number of slots the table has now (FDSize in /proc/self/status),
-// or -errno.
-long fd_table_size();
 
 }  // namespace weft::sys

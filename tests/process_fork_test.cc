@@ -21,7 +21,6 @@
 #include <vector>
 
 #include "runtime/fork.h"
-#include "sys/fd_table.h"
 #include "test_util.h"
 #include "watchdog.h"
 #include "weft/weft.h"
@@ -115,11 +114,11 @@ TEST(Fork, ChildGrowsTheDescriptorTableAgain) {
   if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < 2048) GTEST_SKIP() << "the soft RLIMIT_NOFILE is below 2048";
   weft::Runtime rt(weft::Options{.workers = 2, .fd_table_slots = 2048});
   ASSERT_TRUE(rt.status().ok()) << rt.status();
-  ASSERT_GE(weft::sys::fd_table_size(), 2048);
+  ASSERT_GE(FdTableSlots(), 2048);
   auto r = rt.block_on([] {
     pid_t pid = fork();
     if (pid == 0) {
-      long slots = weft::sys::fd_table_size();
+      long slots = FdTableSlots();
       if (slots < 2048) {
         printf("[   INFO   ] the child's FDSize is %ld\n", slots);
         fflush(stdout);

@@ -241,7 +241,7 @@ bool RaiseSoftNofile(long n) {
 // In the child: a runtime with `slots` (-1, 0 or 2x the table) and the
 // table's size before and after.
 int GrowthCase(int slots_kind) {
-  long before = weft::sys::fd_table_size();
+  long before = FdTableSlots();
   long want = std::max<long>(2 * before, 2048);
   if (before <= 0 || !RaiseSoftNofile(want)) return 2;
   if (slots_kind == -1) want = std::min<long>(weft::sys::nofile_soft_limit(), 65536);
@@ -249,7 +249,7 @@ int GrowthCase(int slots_kind) {
   weft::Runtime rt(weft::Options{.workers = 2, .fd_table_slots = slots});
   if (!rt.status().ok()) return 1;
   if (!rt.block_on([] { return 1; }).ok()) return 1;
-  long after = weft::sys::fd_table_size();
+  long after = FdTableSlots();
   printf("[   INFO   ] fd_table_slots %d: FDSize %ld before the runtime, %ld after (wanted %s %ld)\n", slots, before,
          after, slots == 0 ? "unchanged:" : ">=", slots == 0 ? before : want);
   fflush(stdout);  // the child ends with _exit

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <thread>
 
@@ -87,3 +88,17 @@ inline Fds OpenFds() {
   return f;
 }
 constexpr int kEngineFdsPerWorker = 3;  // epoll + eventfd (io_uring: 1), and the stat file
+
+// The slots the process's descriptor table has now (FDSize in
+// /proc/self/status), or -1.
+inline long FdTableSlots() {
+  int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  char buf[4096];
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return -1;
+  buf[n] = '\0';
+  const char* p = strstr(buf, "\nFDSize:");
+  return p != nullptr ? strtol(p + 8, nullptr, 10) : -1;
+}
