@@ -124,8 +124,8 @@ void handoff_locked(Scheduler* s, Worker* w, uint64_t st) {
   for (UltDesc* u; (u = core.stay_high.pop_front()) != nullptr;) w->inbox_push(u);  // preempted: resume on w
   for (UltDesc* u; (u = core.stay_bg.pop_front()) != nullptr;) w->inbox_push(u);
   for (UltDesc* u; (u = core.yield_queue.pop_front()) != nullptr;) {
-    if (u->preempted_on != nullptr) {
-      w->inbox_push(u);  // resumes on w's KLT (preempt.cc), once its region ends
+    if (u->must_stay()) {
+      w->inbox_push(u);  // pinned or preempted: resumes on w's KLT once its region ends
     } else {
       s->global_push(u);
       ++moved;

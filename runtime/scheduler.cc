@@ -221,8 +221,12 @@ void handle_transfer(Worker* w, uintptr_t t) {
       // Read home once: after the push x may run on it and change it (a
       // ULT that moved to the fork KLT clears it there, fork.cc).
       if (Worker* home = x->home; home != nullptr) {
-        home->inbox_push(x);
-        if (home != w) w->sched->wake_worker(home);
+        if (home == w && w->active() && prio_of(x) == kPrioNormal) {
+          w->core().yield_queue.push_back(x);  // pinned here: behind the yielders (must_stay)
+        } else {
+          home->inbox_push(x);
+          if (home != w) w->sched->wake_worker(home);
+        }
       } else if (prio_of(x) != kPrioNormal) {
         w->sched->prio_push(x);
       } else if (w->is_bound || !w->active()) {
@@ -420,7 +424,7 @@ __attribute__((always_inline)) inline UltDesc* Worker::pick_local(bool for_yield
   if (sched->high_count.load(std::memory_order_relaxed) != 0 || !core_.stay_high.empty()) return nullptr;
   if (core_.yield_turns != 0) {  // yielders' turn, granted by the last scheduler pass
     --core_.yield_turns;
-    if (UltDesc* u = core_.yield_queue.pop_front()) return u;
+    if (UltDesc* u = yield_pop()) return u;
     core_.yield_turns = 0;
   }
   if (run_next.load(std::memory_order_relaxed) != nullptr) {
@@ -432,7 +436,7 @@ __attribute__((always_inline)) inline UltDesc* Worker::pick_local(bool for_yield
   if (!deque.owner_empty()) {
     if (UltDesc* u = for_yield ? deque.take_top() : deque.pop()) return u;
   }
-  return core_.yield_queue.pop_front();
+  return yield_pop();
 }
 
 bool Worker::loop_owed() {
@@ -472,10 +476,15 @@ void yield_current(UltDesc* self) {
     return;
   }
   if (next == nullptr) {
-    // Nothing local. If the scheduler loop has work for us (global queue,
-    // inbox, timers) go through it; otherwise keep running.
+    // Nothing local, or high-priority ULTs wait (pick_local leaves them to
+    // the scheduler loop). If the loop has work for us (high ULTs, global
+    // queue, inbox, timers) go through it; otherwise keep running. Until
+    // issue 15 the high ULTs were missing here: a yield with one waiting
+    // returned at once, for up to kGlobalEvery yields
+    // (Priority.HighRunsBesidePinnedYielders measured 22).
     bool loop_has_work = w->core().until_loop <= 0 || w->is_bound || w->loop_work_waiting() ||
-                         w->sched->global_count.load(std::memory_order_relaxed) != 0;
+                         w->sched->global_count.load(std::memory_order_relaxed) != 0 ||
+                         w->sched->high_count.load(std::memory_order_relaxed) != 0 || !w->core().stay_high.empty();
     if (!loop_has_work) return;
   }
   switch_from(self, next, SwitchAction::kRequeue);
@@ -855,6 +864,13 @@ void Scheduler::submit_new(UltDesc* u, Worker* local) {
 
 void Scheduler::make_runnable(UltDesc* u, Worker* here) {
   if (Worker* home = u->home; home != nullptr) {
+    if (home == here && here->active() && here == current_worker() && prio_of(u) == kPrioNormal) {
+      // Pinned here, woken here (an epoll readiness wait by this worker's
+      // poll, a local unlock): the yield queue keeps it here (must_stay)
+      // and in turn with the rest, as the inbox would not (below).
+      here->core().yield_queue.push_back(u);
+      return;
+    }
     // As in submit_new: u may be gone after the push, and a bound home
     // with it; read home once and hold it until the wake is done.
     home->wakers.fetch_add(1, std::memory_order_acq_rel);
@@ -964,7 +980,7 @@ void Worker::spill_half_of_yield_queue() {
   IntrusiveQueue<UltDesc> keep, give;
   bool to_give = false;
   for (UltDesc* u; (u = core_.yield_queue.pop_front()) != nullptr;) {
-    if (u->preempted_on != nullptr) {  // resumes here (preempt.cc)
+    if (u->must_stay()) {  // pinned, or preempted (preempt.cc): resumes here
       keep.push_back(u);
       continue;
     }
@@ -1024,8 +1040,8 @@ UltDesc* Worker::find_runnable_inner() {
     }
     if (!core_.yield_queue.empty() && !active()) {
       for (UltDesc* u; (u = core_.yield_queue.pop_front()) != nullptr;) {
-        if (u->preempted_on != nullptr) {
-          inbox_push(u);  // it resumes here (preempt.cc): a retired worker runs its inbox
+        if (u->must_stay()) {
+          inbox_push(u);  // pinned or preempted: a retired worker runs its inbox
         } else {
           s->global_push(u);
         }
@@ -1034,9 +1050,24 @@ UltDesc* Worker::find_runnable_inner() {
     }
     if (!timers.empty()) fire_timers(monotonic_ns());
     poller->poll();
-    if (UltDesc* u = inbox_pop()) return u;
-
     bool act = active();
+    // The inbox: ULTs that must run here, queued by other threads, and
+    // urgent wakes (signals). A pinned ULT of normal priority joins the
+    // yield queue instead of running at once: its requeues and wakes by
+    // this worker go there directly (handle_transfer, make_runnable), and
+    // until they did, a stream of them served first starved everything
+    // else here (issue 15: the high-priority ticker of hook_redis on epoll,
+    // whose readiness waits are pinned, waited up to 56 ms; 100 pinned
+    // yielders kept one worker's deque waiting until they ended:
+    // Timers.DequeRunsBesidePinnedYielders, Priority.HighRunsBesidePinnedYielders).
+    // Bounded by the count seen at the start: pushes go on meanwhile.
+    for (uint32_t n = act ? inbox_count.load(std::memory_order_acquire) : 1; n != 0; --n) {
+      UltDesc* u = inbox_pop();
+      if (u == nullptr) break;
+      if (!act || u->home != this || prio_of(u) != kPrioNormal) return u;
+      core_.yield_queue.push_back(u);
+    }
+
     if (act) {
       // Priorities: high first; background ULTs that waited past their
       // bound before normal work (scheduler.cc, "Priorities").
@@ -1076,7 +1107,7 @@ UltDesc* Worker::find_runnable_inner() {
         // first run; Timers.DequeRunsBesideStreamOfYielders).
         if (core_.yield_turns != 0) {
           --core_.yield_turns;
-          return core_.yield_queue.pop_front();
+          return yield_pop();
         }
         if (core_.deque_turn_owed) {
           core_.deque_turn_owed = false;
@@ -1087,7 +1118,7 @@ UltDesc* Worker::find_runnable_inner() {
             spill_half_of_yield_queue();
             core_.yield_turns = static_cast<uint32_t>(core_.yield_queue.size() - 1);
           }
-          return core_.yield_queue.pop_front();
+          return yield_pop();
         }
       }
       if (run_next.load(std::memory_order_relaxed) != nullptr) {
@@ -1097,7 +1128,7 @@ UltDesc* Worker::find_runnable_inner() {
       if (!core_.yield_queue.empty()) {
         // Woken by poll()/timers just now (FIFO). Share if others idle.
         if (core_.yield_queue.size() > 1 && s->npidle.load(std::memory_order_relaxed) > 0) spill_half_of_yield_queue();
-        return core_.yield_queue.pop_front();
+        return yield_pop();
       }
       if (UltDesc* u = s->global_pop_batch(this)) return u;
 

@@ -274,6 +274,16 @@ struct alignas(64) Worker {
   // queue), io completions wait to be reaped, or a timer is due.
   bool loop_owed();
   void init_thread_state();  // on the worker's own KLT, before loop()
+  // The yield queue's oldest ULT, to run here. Invariant: a ULT queued
+  // there that must stay (UltDesc::must_stay) stays on this worker.
+  UltDesc* yield_pop() {
+    UltDesc* u = core_.yield_queue.pop_front();
+    WEFT_DCHECK(u == nullptr || ((u->home == nullptr || u->home == this) &&
+                                 (u->preempted_on == nullptr || u->preempted_on == this)),
+                "ULT %u in the yield queue of worker %d must stay on another", u->index,
+                index.load(std::memory_order_relaxed));
+    return u;
+  }
   void spill_half_of_yield_queue();  // every other queued ULT to the global queue
   void inbox_push(UltDesc* u);
   UltDesc* inbox_pop();

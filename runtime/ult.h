@@ -126,6 +126,13 @@ struct alignas(64) UltDesc {
   // it switches out and after it resumes; read by its worker's owner-only
   // paths (and the monitor's handoff, under its claim) that would move it.
   Worker* preempted_on = nullptr;
+  // Whether this ULT, queued, must stay on the worker it is queued on
+  // (pinned or bound: home; preempted: preempted_on). Owner-only paths
+  // that move a worker's local queues elsewhere (spill to the global
+  // queue, retirement, the monitor's handoff) leave such a ULT to that
+  // worker's inbox. Both fields are written only by the ULT itself, so
+  // they are stable while it is queued.
+  bool must_stay() const { return home != nullptr || preempted_on != nullptr; }
   UltDesc* next = nullptr;             // intrusive link: inbox, global queue, caches
 
   // --- identity -----------------------------------------------------------

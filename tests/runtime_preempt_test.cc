@@ -207,6 +207,59 @@ TEST(Timers, DequeRunsBesideStreamOfYielders) {
   EXPECT_LT(waited, 20000) << "the chain waited in the deque for the yielders to stop";
 }
 
+// Issue 15 (see Priority.HighRunsBesidePinnedYielders): a pinned ULT's
+// requeues went to its worker's inbox, served before everything else, so
+// pinned ULTs that keep yielding (or are woken by the worker's io, as
+// epoll readiness waits are) starved the rest of that worker. Here 100
+// pinned ULTs start and keep yielding, then a chain of 500 spawns runs
+// beside them on the same worker (as DequeRunsBesideStreamOfYielders).
+// Fails without the fix: the first link waits until the yielders are done
+// (the chain ends after all 200,000 yields); now the pinned ULTs wait in
+// the yield queue, in turn with the deque.
+TEST(Timers, DequeRunsBesidePinnedYielders) {
+  weft::Runtime rt(weft::Options{.workers = 1, .max_workers = 1, .time_slice = 0us});
+  constexpr int kPinned = 100;
+  constexpr long kYieldsEach = 2000;
+  constexpr int kLinks = 500;
+  std::atomic<bool> stop{false};
+  std::atomic<int> started{0};
+  std::atomic<long> yields{0}, at_start{-1}, at_end{-1};
+  struct Chain {
+    static void link(int left, std::atomic<long>* yields, std::atomic<long>* at_end, std::atomic<bool>* stop) {
+      if (left == 0) {
+        at_end->store(yields->load());
+        stop->store(true);
+        return;
+      }
+      (void)weft::spawn([=] { link(left - 1, yields, at_end, stop); }).detach();  // into this worker's deque
+    }
+  };
+  rt.block_on([&] { EXPECT_TRUE(weft::spawn([&] {
+    std::vector<weft::Ult> ults;
+    for (int i = 0; i < kPinned; ++i) {
+      ults.push_back(weft::spawn([&] {
+        weft::Pin pin;
+        ++started;
+        for (long k = 0; k < kYieldsEach && !stop.load(std::memory_order_relaxed); ++k) {
+          yields.fetch_add(1, std::memory_order_relaxed);
+          weft::this_ult::yield();
+        }
+      }));
+    }
+    while (started.load() < kPinned) weft::this_ult::yield();
+    at_start = yields.load();
+    Chain::link(kLinks, &yields, &at_end, &stop);
+    for (weft::Ult& u : ults) EXPECT_TRUE(u.join().ok());
+  }).join().ok()); }).IgnoreError();
+  ASSERT_TRUE(WaitUntil([&] { return rt.stats().live == 0; }));
+  ASSERT_GE(at_end.load(), 0) << "the chain did not end";
+  long waited = at_end.load() - at_start.load();
+  printf("%d pinned yielders started within %ld yields; a chain of %d spawns beside them ended after %ld more\n",
+         kPinned, at_start.load(), kLinks, waited);
+  EXPECT_LT(at_start.load(), 20000) << "pinned ULTs waited for the first ones to stop";
+  EXPECT_LT(waited, 20000) << "the chain waited for the pinned yielders to stop";
+}
+
 // Issue 13: timer entries of waits that ended early stayed in the heap until
 // their deadline (2M such waits kept 47 MB). Now a wait that ends early
 // takes its entry out: nothing is pending once the waits are over, however
@@ -764,6 +817,65 @@ TEST(Priority, HighWakesWithinTwoMsOnSaturatedWorkers) {
   double best = 1e9;
   for (int round = 0; round < 3 && best >= 2000.0; ++round) best = std::min(best, HighWakeP99Us());
   EXPECT_LT(best, 2000.0) << "the best of three rounds' p99 (us)";
+}
+
+// Issue 15, found in a trace of hook_redis on epoll: the high-priority ticker
+// waited up to 56 ms while both workers ran ULTs from their inboxes. A ULT
+// that must resume on its worker (under a Pin: the epoll engine pins every
+// readiness wait, since the registration is that worker's) went to the
+// worker's inbox whenever it was requeued or woken, and the scheduler pass
+// served the inbox before anything else. Here 100 pinned ULTs keep yielding
+// on one worker, and one of them releases a high ULT every 20 of its
+// yields, 50 times; the high ULT notes how many yields ran between the
+// release and its run. Fails without the fix: the releaser, requeued to
+// the inbox, runs again before the high ULT, and alone (the others wait
+// behind the inbox too) until its 2,000 yields are done. It also failed
+// with that fixed alone: a yield with a high ULT waiting returned at once
+// when nothing else was local (yield_current), 22 yields. Now at most 1.
+TEST(Priority, HighRunsBesidePinnedYielders) {
+  weft::Runtime rt(weft::Options{.workers = 1, .max_workers = 1, .time_slice = 0us});
+  constexpr int kPinned = 100;
+  constexpr long kYieldsEach = 2000;
+  constexpr int kRounds = 50;
+  std::atomic<long> yields{0}, released_at{-1}, worst{0};
+  std::atomic<int> rounds{0};
+  weft::Semaphore go;
+  weft::Ult high = rt.spawn(
+      [&] {
+        for (int i = 0; i < kRounds; ++i) {
+          go.acquire();
+          worst.store(std::max(worst.load(), yields.load() - released_at.load()));
+          rounds.fetch_add(1);
+        }
+      },
+      {.priority = weft::Priority::kHigh});
+  std::vector<weft::Ult> pinned;
+  for (int i = 0; i < kPinned; ++i) {
+    pinned.push_back(rt.spawn([&, i] {
+      weft::Pin pin;  // its requeues went to the worker's inbox
+      int seen = 0;  // rounds done when this ULT last released
+      for (long k = 0; k < kYieldsEach; ++k) {
+        if (i == 0 && k % 20 == 0 && rounds.load() == seen && seen < kRounds) {
+          released_at.store(yields.load());
+          ++seen;
+          go.release();
+        }
+        yields.fetch_add(1, std::memory_order_relaxed);
+        weft::this_ult::yield();
+      }
+    }));
+  }
+  for (weft::Ult& u : pinned) EXPECT_TRUE(u.join().ok());
+  // Without the fix the high ULT may still be short of rounds: release the rest.
+  while (rounds.load() < kRounds) {
+    released_at.store(yields.load());
+    go.release();
+    ASSERT_TRUE(WaitUntil([&, r = rounds.load()] { return rounds.load() > r; }));
+  }
+  EXPECT_TRUE(high.join().ok());
+  printf("a high ULT released %d times beside %d pinned yielders ran after at most %ld of their yields (of %ld)\n",
+         kRounds, kPinned, worst.load(), yields.load());
+  EXPECT_LE(worst.load(), 5) << "the high ULT waited behind the pinned yielders";
 }
 
 namespace {
