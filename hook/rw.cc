@@ -28,11 +28,13 @@
 // non-blocking one's is returned. A pipe write of at most PIPE_BUF bytes
 // stays atomic: RWF_NOWAIT refuses it whole (EAGAIN) rather than split it.
 #include <limits.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
 #include "hook/hook_internal.h"
+#include "runtime/park.h"
 
 namespace weft::hook_internal {
 namespace {
@@ -130,11 +132,44 @@ long read_on_ult(int fd, const iovec* iov, int cnt) {
   return r;
 }
 
+// write_wait for a pipe or a socket: wait for room with weft::io::poll and
+// write from this ULT (pwritev2 RWF_NOWAIT). A write whose reader is gone
+// makes the kernel send SIGPIPE to the thread in the call, so it reaches
+// this ULT, as write(2)'s reaches the calling thread. Written through
+// weft::io on io_uring, the write ran in task work on the worker's KLT
+// whatever ULT ran there then (or none), and SIGPIPE went to that one
+// (Hook.WriteWithoutReaderRaisesSigpipeOnTheWriter; the epoll backend
+// writes in the ULT already). Room may be gone again when the ULT runs
+// (another writer): EAGAIN waits again. A pipe write of at most PIPE_BUF
+// bytes stays whole (RWF_NOWAIT refuses it rather than split it).
+long write_wait_ready(int fd, const iovec* iov, int cnt, size_t done, Deadline d) {
+  rt::UltDesc* self = rt::caller().ult;
+  const uint64_t mark = rt::handler_mark(self);
+  size_t want = iov_total(iov, cnt);
+  std::vector<iovec> rest;
+  while (done < want) {
+    int p = weft::io::poll(fd, POLLOUT, d);
+    // io::poll ends at any handler; write(2) only at one without SA_RESTART.
+    if (p == -EINTR && !rt::handler_interrupts(self, mark, /*restartable=*/true)) continue;
+    if (p < 0) return done > 0 ? static_cast<long>(done) : map_waited(p, d);
+    advance_iov(iov, cnt, done, &rest);
+    long r = sys(SYS_pwritev2, fd, arg(rest.data()), static_cast<long>(rest.size()), -1, 0, RWF_NOWAIT);
+    if (r == -EAGAIN) continue;
+    if (r < 0) return done > 0 ? static_cast<long>(done) : r;
+    done += static_cast<size_t>(r);
+  }
+  return static_cast<long>(done);
+}
+
 // The slow path of a write from the file position, `done` bytes already
-// written: everything through weft::io, as a blocking write(2) would.
+// written: through weft::io, as a blocking write(2) would wait.
 long write_wait(int fd, const iovec* iov, int cnt, size_t done) {
   learn_fd(fd);  // as read_wait
   Deadline d = socket_deadline(fd, /*receive=*/false);
+  // One fstat (this call waits anyway); the per-fd cache may be stale for
+  // a number closed behind the hook's back (a raw close).
+  if (struct stat st {}; sys(SYS_fstat, fd, arg(&st)) == 0 && (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode)))
+    return write_wait_ready(fd, iov, cnt, done, d);
   size_t want = iov_total(iov, cnt);
   std::vector<iovec> rest;
   while (done < want) {

@@ -607,6 +607,91 @@ TEST_F(Hook, BlockingWriteLargerThanPipeWritesEverything) {
   RawClose(p[1]);
 }
 
+std::atomic<int> g_sigpipes{0};
+std::atomic<uint64_t> g_sigpipe_ult{0};
+void PipeHandler(int) {
+  g_sigpipes.fetch_add(1);
+  g_sigpipe_ult.store(weft::this_ult::id().value());
+}
+
+// write(2) to a pipe or socket whose reading end is gone: -1/EPIPE, and
+// SIGPIPE to the thread that wrote, once. On a ULT, the writing ULT: at
+// once (the reader closed before the call) and after a wait (it was full,
+// the reader closed while the write was parked), with other ULTs running
+// and parked beside it. Fails without the fix (hook/rw.cc,
+// write_wait_ready) on io_uring, after a wait: the write ran in the
+// ring's task work on the worker's KLT, and SIGPIPE went to whichever ULT
+// ran there (a bystander, in 43 of 50 runs).
+TEST_F(Hook, WriteWithoutReaderRaisesSigpipeOnTheWriter) {
+  Watchdog wd(TestName(), 60);
+  struct sigaction sa {}, old {};
+  sa.sa_handler = PipeHandler;
+  ASSERT_EQ(sigaction(SIGPIPE, &sa, &old), 0);
+  weft::Runtime rt(weft::Options{.workers = 2});
+  for (int kind = 0; kind < 2; ++kind) {  // a pipe, an AF_UNIX stream socket
+    for (int wait = 0; wait < 2; ++wait) {
+      SCOPED_TRACE(std::string(kind ? "socket" : "pipe") + (wait ? ", after a wait" : ", at once"));
+      int fds[2];
+      if (kind == 0) {
+        ASSERT_EQ(Raw(SYS_pipe2, reinterpret_cast<long>(fds), O_CLOEXEC), 0);
+      } else {
+        hooktest::Pair pr = hooktest::SocketPair();
+        ASSERT_GE(pr.a, 0);
+        fds[0] = pr.a;
+        fds[1] = pr.b;
+      }
+      int rd = fds[0], wr = fds[1];
+      if (wait) {
+        // Fill it without blocking: then the hooked write must wait.
+        long fl = Raw(SYS_fcntl, wr, F_GETFL);
+        Raw(SYS_fcntl, wr, F_SETFL, fl | O_NONBLOCK);
+        static char junk[65536];
+        while (Raw(SYS_write, wr, reinterpret_cast<long>(junk), sizeof junk) > 0) {
+        }
+        Raw(SYS_fcntl, wr, F_SETFL, fl);
+      } else {
+        RawClose(rd);
+      }
+      g_sigpipes = 0;
+      g_sigpipe_ult = 0;
+      std::atomic<uint64_t> writer{0};
+      std::atomic<long> got{1000};
+      std::atomic<int> err{0};
+      // Bystanders: ULTs that would take the signal were it sent to the
+      // process rather than to the writer (one running, one parked).
+      std::atomic<bool> done{false};
+      auto busy = rt.spawn([&] {
+        while (!done.load()) weft::this_ult::yield();
+      });
+      auto idle = rt.spawn([&] {
+        while (!done.load()) weft::this_ult::sleep_for(1ms);
+      });
+      uint64_t parks = Parks(rt);
+      auto w = rt.spawn([&] {
+        writer = weft::this_ult::id().value();
+        ssize_t n = write(wr, "x", 1);
+        err = errno;
+        got = n;
+      });
+      if (wait) {
+        ASSERT_TRUE(WaitUntil([&] { return writer.load() != 0 && Parks(rt) > parks; }));
+        EXPECT_EQ(got.load(), 1000) << "the write to a full pipe returned before the reader left";
+        RawClose(rd);
+      }
+      EXPECT_TRUE(w.join().ok());
+      done = true;
+      EXPECT_TRUE(busy.join().ok());
+      EXPECT_TRUE(idle.join().ok());
+      EXPECT_EQ(got.load(), -1);
+      EXPECT_EQ(err.load(), EPIPE);
+      EXPECT_EQ(g_sigpipes.load(), 1) << "SIGPIPE, once";
+      EXPECT_EQ(g_sigpipe_ult.load(), writer.load()) << "SIGPIPE ran on the writing ULT";
+      RawClose(wr);
+    }
+  }
+  sigaction(SIGPIPE, &old, nullptr);
+}
+
 // Files: open (O_CLOEXEC as asked), write, pwrite, fsync, fdatasync, pread,
 // read to end of file, close; errors as glibc's.
 TEST_F(Hook, RegularFiles) {

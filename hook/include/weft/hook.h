@@ -65,7 +65,11 @@
 //     sendto(MSG_DONTWAIT) on a known socket, else pwritev2(RWF_NOWAIT), first; a blocking descriptor then writes
 //     everything (parking while the pipe or socket is full), as write(2)
 //     does; a non-blocking one returns the short count or EAGAIN. Sockets:
-//     SO_SNDTIMEO (expiry: the bytes written so far, or EAGAIN).
+//     SO_SNDTIMEO (expiry: the bytes written so far, or EAGAIN). A pipe
+//     or socket whose reader is gone: EPIPE, and SIGPIPE raised on the
+//     calling ULT, also after a wait (it waits for room with
+//     weft::io::poll and writes itself, so that the kernel's SIGPIPE
+//     reaches it).
 //   recv, recvfrom, recvmsg (and __recv_chk, __recvfrom_chk)
 //   send, sendto, sendmsg
 //     The call with MSG_DONTWAIT added first; then as read/write, through

@@ -150,6 +150,11 @@ class Deadline {
 
 // --- files and generic descriptors ---------------------------------------------
 // Each returns what the system call of the same name returns, as a value.
+// SIGPIPE (write, writev to a pipe or socket whose reader is gone): besides
+// -EPIPE the kernel raises it; with io_uring, on the worker's kernel thread
+// when the write completes, so it reaches whichever ULT runs there then,
+// not necessarily the caller. Use send() on sockets (MSG_NOSIGNAL), or
+// ignore or block SIGPIPE. libweft-hook's write(2) raises it on the caller.
 int64_t read(int fd, void* buf, size_t n, Deadline d = {});
 int64_t write(int fd, const void* buf, size_t n, Deadline d = {});
 int64_t pread(int fd, void* buf, size_t n, off_t offset, Deadline d = {});
