@@ -23,6 +23,9 @@ namespace weft::io_internal {
 
 namespace {
 constexpr uint64_t kEventfdKey = ~uint64_t{0};  // epoll data of the wake-up eventfd
+// In FdState::armed: the descriptor is armed (its events may be none at
+// all). A bit no waiter asks for: waiters' events are poll/epoll bits.
+constexpr uint32_t kArmed = EPOLLONESHOT;
 constexpr int kMaxEvents = 64;
 
 // 1: epoll_pwait2 works, 0: it does not (ENOSYS, or EPERM from a seccomp
@@ -81,10 +84,13 @@ bool EpollEngine::setup() {
 void EpollEngine::rearm(FdState* st) {
   uint32_t want = 0;
   for (Waiter* w : st->waiters) want |= w->events;
-  if (want == 0) {
+  if (st->waiters.empty()) {
     st->armed = 0;  // ONESHOT already disarmed it
     return;
   }
+  // Waiters for no event at all wait for EPOLLERR/EPOLLHUP, which epoll
+  // reports whatever is asked: armed with `want` 0 (kArmed says it is).
+
   epoll_event e{};
   // RDHUP (the peer shut its side down) releases readers only: asked for
   // with writers alone, it would report at once, every time, while the
@@ -103,7 +109,7 @@ void EpollEngine::rearm(FdState* st) {
   if (r == 0) {
     rt::bump(counters_.submitted);
     st->registered = true;
-    st->armed = want;
+    st->armed = want | kArmed;
   } else {
     // Cannot watch it (EPERM: a regular file, always ready; EBADF: closed):
     // let every waiter retry its call, which reports the real state.
@@ -137,7 +143,7 @@ int EpollEngine::wait_ready(int fd, uint32_t events, int64_t deadline_ns, Interr
       e->in_flight.fetch_sub(1, std::memory_order_acq_rel);
     }
   } done{this, fd};
-  if ((st.armed & events) != events) rearm(&st);
+  if (!(st.armed & kArmed) || (st.armed & events) != events) rearm(&st);
   if (st.waiters.empty()) fds_.erase(fd);  // rearm failed and released us already
   uint64_t mark = in == Interrupt::kNever ? 0 : rt::handler_mark(self);
   if (me.result == 1 && rt::stop_requested(self)) me.result = -ECANCELED;  // asked before the wait began

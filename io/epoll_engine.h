@@ -56,7 +56,7 @@ class EpollEngine final : public Engine {
   struct FdState {
     int fd = -1;
     bool registered = false;
-    uint32_t armed = 0;            // events armed in epoll (0: disarmed)
+    uint32_t armed = 0;            // events armed in epoll | kArmed (0: disarmed)
     std::vector<Waiter*> waiters;
   };
 

@@ -112,7 +112,12 @@ class EpollBackend final : public BlockingBackend {
       long r = sys(SYS_poll, arg(&p), 1, 0);
       if (r < 0) return static_cast<int>(r);
       if (r > 0) return (p.revents & POLLNVAL) ? -EBADF : p.revents;
-      uint32_t ev = ((events & POLLIN) ? uint32_t{EPOLLIN} : 0u) | ((events & POLLOUT) ? uint32_t{EPOLLOUT} : 0u);
+      // poll's and epoll's event bits are the same numbers; until issue 15
+      // only POLLIN and POLLOUT were passed on, so a wait for POLLPRI,
+      // POLLRDHUP or no event at all (POLLHUP/POLLERR only) ran into its
+      // deadline (IoOps.PollForOtherEventsWaitsForThem).
+      constexpr uint32_t kAsked = POLLIN | POLLPRI | POLLOUT | POLLRDNORM | POLLRDBAND | POLLWRNORM | POLLWRBAND | POLLRDHUP;
+      uint32_t ev = static_cast<uint16_t>(events) & kAsked;
       int w = e->wait_ready(fd, ev, d.ns(), Interrupt::kAlways);
       if (w == -EPERM) continue;
       if (w < 0) return w;

@@ -5,6 +5,7 @@
 // uring_engine.h). The engine is used only before the ULT parks: once
 // parked, it may resume on any worker, and its Completion (on its own
 // stack) is all the ring's owner touches.
+#include <poll.h>
 #include <sys/stat.h>
 
 #include <cerrno>
@@ -202,9 +203,26 @@ class UringBackend final : public Backend {
   }
 
   int poll(const Route& r, int fd, short events, Deadline d) const override {
-    return static_cast<int>(
-        uring_op(engine(r), r.ult, fd, d, Interrupt::kAlways,
-                 [&](io_uring_sqe* s) { io_uring_prep_poll_add(s, fd, static_cast<unsigned>(events)); }));
+    unsigned asked = static_cast<uint16_t>(events);
+    if (!(asked & POLLPRI)) {
+      return static_cast<int>(uring_op(engine(r), r.ult, fd, d, Interrupt::kAlways,
+                                       [&](io_uring_sqe* s) { io_uring_prep_poll_add(s, fd, asked); }));
+    }
+    // POLLPRI: a poll request for it alone never completed when TCP urgent
+    // data arrived (kernel 6.18 here; poll(2) and epoll see it), one that
+    // also asks for POLLRDBAND does (IoOps.PollForOtherEventsWaitsForThem).
+    // So POLLRDBAND is added, and poll(2) with a zero timeout says what of
+    // the events asked for is ready; nothing: wait again.
+    for (;;) {
+      int res = static_cast<int>(uring_op(engine(r), r.ult, fd, d, Interrupt::kAlways, [&](io_uring_sqe* s) {
+        io_uring_prep_poll_add(s, fd, asked | POLLRDBAND);
+      }));
+      if (res < 0) return res;
+      pollfd p{fd, events, 0};
+      long n = sys(SYS_poll, arg(&p), 1, 0);
+      if (n < 0) return static_cast<int>(n);
+      if (n > 0) return (p.revents & POLLNVAL) ? -EBADF : p.revents;
+    }
   }
 
 

@@ -385,6 +385,50 @@ TEST_P(IoOps, PipeOps) {
   });
 }
 
+// poll() for events other than POLLIN/POLLOUT, each ready only later so
+// that a ULT has to wait: POLLPRI (TCP urgent data), POLLRDHUP (the peer
+// shut down its writing side), and no event at all (POLLHUP, POLLERR are
+// always reported: the peer closed). Fails without the fixes: the epoll
+// backend's poll waited for POLLIN/POLLOUT only (POLLPRI and POLLRDHUP ran
+// into the deadline, -ETIMEDOUT), and io_uring's poll request for POLLPRI
+// alone never completed on urgent data (io/uring_ops.cc).
+TEST_P(IoOps, PollForOtherEventsWaitsForThem) {
+  Run([&] {
+    TcpPair p = MakeTcpPair();
+    auto later = [&](std::function<void()> act) { return Helper(ctx(), [act] {
+      weft::this_ult::sleep_for(milliseconds(20));  // the poll below waits first
+      act();
+    }); };
+    {
+      auto h = later([&] { EXPECT_EQ(::send(p.client, "!", 1, MSG_OOB), 1); });
+      int r = NO_ERRNO(io::poll(p.server, POLLPRI, io::Deadline::in(milliseconds(5000))));
+      EXPECT_GT(r, 0) << r;
+      EXPECT_NE(r & POLLPRI, 0) << r;
+    }
+    char c;
+    EXPECT_EQ(::recv(p.server, &c, 1, MSG_OOB), 1);
+    {
+      auto h = later([&] { EXPECT_EQ(::shutdown(p.client, SHUT_WR), 0); });
+      int r = NO_ERRNO(io::poll(p.server, POLLRDHUP, io::Deadline::in(milliseconds(5000))));
+      EXPECT_GT(r, 0) << r;
+      EXPECT_NE(r & POLLRDHUP, 0) << r;
+    }
+    {
+      auto h = later([&] {
+        EXPECT_EQ(NO_ERRNO(io::close(p.client)), 0);
+        p.client = -1;
+      });
+      // Our side still has unread nothing and room to write: only the
+      // peer's close (POLLHUP after our own shutdown, or POLLERR) ends it.
+      EXPECT_EQ(::shutdown(p.server, SHUT_WR), 0);
+      int r = NO_ERRNO(io::poll(p.server, 0, io::Deadline::in(milliseconds(5000))));
+      EXPECT_GT(r, 0) << r;
+      EXPECT_NE(r & (POLLHUP | POLLERR), 0) << r;
+    }
+    ClosePair(p);
+  });
+}
+
 // poll() on a closed descriptor reports EBADF as a value (the contract: the
 // ready events, or -errno), the same in every context and backend.
 TEST_P(IoOps, PollClosedFdIsEbadf) {

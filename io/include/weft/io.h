@@ -181,8 +181,9 @@ int openat(int dirfd, const char* path, int flags, mode_t mode = 0, Deadline d =
 int close(int fd);
 int fsync(int fd, Deadline d = {});
 int statx(int dirfd, const char* path, int flags, unsigned mask, struct statx* out, Deadline d = {});
-// Waits until fd is ready for `events` (POLLIN, POLLOUT, ...): the ready
-// events, or -errno / -ETIMEDOUT.
+// Waits until fd is ready for `events` (any of poll(2)'s: POLLIN, POLLOUT,
+// POLLPRI, POLLRDHUP, ...; 0 waits for POLLHUP/POLLERR, which are always
+// reported, as by poll(2)): the ready events, or -errno / -ETIMEDOUT.
 int poll(int fd, short events, Deadline d = {});
 
 // --- sockets ------------------------------------------------------------------------
