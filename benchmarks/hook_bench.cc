@@ -12,7 +12,9 @@
 //     the cost of one wait-and-wake through the hook vs a thread's poll.
 // (c) --redis: Redis GET throughput and p99 latency with N connections
 //     (default 1,000): synchronous hiredis on weft ULTs through the hook
-//     (2 workers) vs NPTL, one thread per connection; redis-server's CPU
+//     (2 workers) vs NPTL, one thread per connection, vs hiredis's
+//     asynchronous API with every connection on one thread's epoll loop
+//     (the event-loop way, without weft or threads); redis-server's CPU
 //     time during each. Needs /usr/bin/redis-server.
 //
 // The numbers also go to hook_bench.csv, with bar charts, in the output
@@ -30,13 +32,16 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <hiredis/async.h>
 #include <hiredis/hiredis.h>
+#include <sys/epoll.h>
 
 #include <algorithm>
 #include <array>
 #include <atomic>
 #include <chrono>
 #include <string>
+#include <functional>
 #include <thread>
 #include <vector>
 
@@ -404,20 +409,136 @@ LoadResult redis_nptl(const Redis& srv, int conns, double secs) {
   return summarize(lats, ops.load(), errs.load(), secs, cpu1 - cpu0);
 }
 
+// The third way: hiredis's asynchronous API, every connection on one
+// thread's epoll loop (no libevent: hiredis's event hooks are five
+// functions, given here). Each connection keeps one GET outstanding, as
+// the synchronous clients do.
+struct AsyncConn {
+  redisAsyncContext* ac = nullptr;
+  int ep = -1;
+  uint32_t events = 0;
+  bool registered = false;
+  uint64_t t0 = 0, n = 0;
+  bool waiting = false;  // a GET is outstanding
+  std::vector<float>* lat = nullptr;
+};
+
+void async_update(AsyncConn* c) {
+  epoll_event e{};
+  e.events = c->events;
+  e.data.ptr = c;
+  int fd = c->ac->c.fd;
+  if (c->events == 0) {
+    if (c->registered) epoll_ctl(c->ep, EPOLL_CTL_DEL, fd, nullptr);
+    c->registered = false;
+    return;
+  }
+  if (epoll_ctl(c->ep, c->registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd, &e) != 0) bench::fail("epoll_ctl");
+  c->registered = true;
+}
+
+void async_attach(AsyncConn* c) {
+  redisAsyncContext* ac = c->ac;
+  ac->ev.data = c;
+  ac->ev.addRead = [](void* p) { auto* c = static_cast<AsyncConn*>(p); c->events |= EPOLLIN; async_update(c); };
+  ac->ev.delRead = [](void* p) { auto* c = static_cast<AsyncConn*>(p); c->events &= ~uint32_t{EPOLLIN}; async_update(c); };
+  ac->ev.addWrite = [](void* p) { auto* c = static_cast<AsyncConn*>(p); c->events |= EPOLLOUT; async_update(c); };
+  ac->ev.delWrite = [](void* p) { auto* c = static_cast<AsyncConn*>(p); c->events &= ~uint32_t{EPOLLOUT}; async_update(c); };
+  ac->ev.cleanup = [](void* p) { auto* c = static_cast<AsyncConn*>(p); c->events = 0; async_update(c); };
+}
+
+struct AsyncRun {
+  bool stop = false;
+  uint64_t errors = 0;
+  int waiting = 0;  // connections with a GET outstanding
+};
+AsyncRun* g_async = nullptr;
+
+void async_send(AsyncConn* c);
+
+void async_reply(redisAsyncContext*, void* reply, void* priv) {
+  auto* c = static_cast<AsyncConn*>(priv);
+  auto* r = static_cast<redisReply*>(reply);
+  uint64_t t1 = bench::now_ns();
+  c->waiting = false;
+  --g_async->waiting;
+  if (r == nullptr || r->type != REDIS_REPLY_STRING) {
+    ++g_async->errors;
+    return;
+  }
+  ++c->n;
+  if ((c->n & 15) == 0) c->lat->push_back(static_cast<float>(t1 - c->t0) / 1000.0f);
+  if (!g_async->stop) async_send(c);
+}
+
+void async_send(AsyncConn* c) {
+  c->t0 = bench::now_ns();
+  if (redisAsyncCommand(c->ac, async_reply, c, "GET bench:key") != REDIS_OK) {
+    ++g_async->errors;
+    return;
+  }
+  c->waiting = true;
+  ++g_async->waiting;
+}
+
+LoadResult redis_async(const Redis& srv, int conns, double secs) {
+  AsyncRun run;
+  g_async = &run;
+  int ep = epoll_create1(EPOLL_CLOEXEC);
+  if (ep < 0) bench::fail("epoll_create1");
+  std::vector<AsyncConn> cs(conns);
+  std::vector<std::vector<float>> lats(conns);
+  for (int i = 0; i < conns; ++i) {
+    cs[i].ep = ep;
+    cs[i].lat = &lats[i];
+    cs[i].ac = redisAsyncConnect("127.0.0.1", srv.port);
+    if (cs[i].ac == nullptr || cs[i].ac->err) bench::fail("redisAsyncConnect");
+    async_attach(&cs[i]);
+  }
+  double cpu0 = srv.cpu_s();
+  uint64_t start = bench::now_ns(), end = start + static_cast<uint64_t>(secs * 1e9);
+  for (auto& c : cs) async_send(&c);
+  epoll_event evs[256];
+  for (;;) {
+    uint64_t now = bench::now_ns();
+    if (!run.stop && now >= end) run.stop = true;
+    if (run.stop && run.waiting == 0) break;
+    int n = epoll_wait(ep, evs, 256, 10);
+    for (int i = 0; i < n; ++i) {
+      auto* c = static_cast<AsyncConn*>(evs[i].data.ptr);
+      if (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) redisAsyncHandleRead(c->ac);
+      if (evs[i].events & EPOLLOUT) redisAsyncHandleWrite(c->ac);
+    }
+  }
+  double cpu1 = srv.cpu_s();
+  uint64_t ops = 0;
+  for (auto& c : cs) {
+    ops += c.n;
+    redisAsyncFree(c.ac);
+  }
+  close(ep);
+  g_async = nullptr;
+  return summarize(lats, ops, run.errors, secs, cpu1 - cpu0);
+}
+
 void bench_redis(int conns, double secs, int rounds, bench::Report& report, bench::Progress& progress) {
   Redis srv;
   if (access("/usr/bin/redis-server", X_OK) != 0 || !srv.start()) bench::fail("redis-server did not start");
   printf("\n(c) Redis GET, %d connections, synchronous hiredis, %.1f s per run, %d interleaved rounds (medians)\n",
          conns, secs, rounds);
-  Samples wr, wp, nr, np, wc, nc;
+  Samples wr, wp, nr, np, wc, nc, ar, ap, ac;
   for (int round = 0; round < rounds; ++round) {
-    LoadResult w, n;
+    LoadResult w, n, a;
     progress.round(round + 1, rounds, "Redis GET, %d connections", conns);
-    bench::run_both(round % 2 == 0, [&] { w = redis_weft(srv, conns, secs); }, [&] { n = redis_nptl(srv, conns, secs); });
-    if (w.errors || n.errors) {
+    // Interleaved, the order rotating from round to round.
+    std::function<void()> runs[3] = {[&] { w = redis_weft(srv, conns, secs); },
+                                     [&] { n = redis_nptl(srv, conns, secs); },
+                                     [&] { a = redis_async(srv, conns, secs); }};
+    for (int k = 0; k < 3; ++k) runs[(round + k) % 3]();
+    if (w.errors || n.errors || a.errors) {
       progress.clear();
-      printf("  round %d: errors weft %llu nptl %llu\n", round, static_cast<unsigned long long>(w.errors),
-             static_cast<unsigned long long>(n.errors));
+      printf("  round %d: errors weft %llu nptl %llu async %llu\n", round, static_cast<unsigned long long>(w.errors),
+             static_cast<unsigned long long>(n.errors), static_cast<unsigned long long>(a.errors));
     }
     wr.add(w.rps);
     wp.add(w.p99_us);
@@ -425,6 +546,9 @@ void bench_redis(int conns, double secs, int rounds, bench::Report& report, benc
     nr.add(n.rps);
     np.add(n.p99_us);
     nc.add(n.server_cpu / secs);
+    ar.add(a.rps);
+    ap.add(a.p99_us);
+    ac.add(a.server_cpu / secs);
   }
   progress.clear();
   const std::string x = std::to_string(conns) + " connections";
@@ -434,12 +558,19 @@ void bench_redis(int conns, double secs, int rounds, bench::Report& report, benc
   report.add("redis", "NPTL threads", x, "p99 us", np);
   report.add("redis", "weft ULTs + hook", x, "redis-server CPU cores", wc);
   report.add("redis", "NPTL threads", x, "redis-server CPU cores", nc);
-  printf("%-40s %14s %14s %10s\n", "", "weft ULTs+hook", "NPTL threads", "weft/NPTL");
-  printf("%-40s %14s %14s %10s\n", "GET/s", fmt(wr.median()).c_str(), fmt(nr.median()).c_str(),
-         fmt_ratio(wr.median() / nr.median()).c_str());
-  printf("%-40s %14s %14s %10s\n", "p99 latency (us)", fmt(wp.median()).c_str(), fmt(np.median()).c_str(),
-         fmt_ratio(wp.median() / np.median()).c_str());
-  printf("%-40s %14s %14s\n", "redis-server CPU (cores)", fmt(wc.median()).c_str(), fmt(nc.median()).c_str());
+  report.add("redis", "hiredis async, 1 epoll loop", x, "GET/s", ar);
+  report.add("redis", "hiredis async, 1 epoll loop", x, "p99 us", ap);
+  report.add("redis", "hiredis async, 1 epoll loop", x, "redis-server CPU cores", ac);
+  printf("%-26s %14s %14s %14s %10s %10s\n", "", "weft ULTs+hook", "NPTL threads", "async epoll", "weft/NPTL",
+         "weft/async");
+  printf("%-26s %14s %14s %14s %10s %10s\n", "GET/s", fmt(wr.median()).c_str(), fmt(nr.median()).c_str(),
+         fmt(ar.median()).c_str(), fmt_ratio(wr.median() / nr.median()).c_str(),
+         fmt_ratio(wr.median() / ar.median()).c_str());
+  printf("%-26s %14s %14s %14s %10s %10s\n", "p99 latency (us)", fmt(wp.median()).c_str(), fmt(np.median()).c_str(),
+         fmt(ap.median()).c_str(), fmt_ratio(wp.median() / np.median()).c_str(),
+         fmt_ratio(wp.median() / ap.median()).c_str());
+  printf("%-26s %14s %14s %14s\n", "redis-server CPU (cores)", fmt(wc.median()).c_str(), fmt(nc.median()).c_str(),
+         fmt(ac.median()).c_str());
 }
 
 void usage(FILE* f) {
