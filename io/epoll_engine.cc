@@ -90,7 +90,6 @@ void EpollEngine::rearm(FdState* st) {
   }
   // Waiters for no event at all wait for EPOLLERR/EPOLLHUP, which epoll
   // reports whatever is asked: armed with `want` 0 (kArmed says it is).
-
   epoll_event e{};
   // RDHUP (the peer shut its side down) releases readers only: asked for
   // with writers alone, it would report at once, every time, while the

@@ -212,7 +212,9 @@ class UringBackend final : public Backend {
     // data arrived (kernel 6.18 here; poll(2) and epoll see it), one that
     // also asks for POLLRDBAND does (IoOps.PollForOtherEventsWaitsForThem).
     // So POLLRDBAND is added, and poll(2) with a zero timeout says what of
-    // the events asked for is ready; nothing: wait again.
+    // the events asked for is ready; nothing: wait again. (A file whose
+    // poll reported POLLRDBAND without POLLPRI would send this round
+    // without waiting, each time through the ring.)
     for (;;) {
       int res = static_cast<int>(uring_op(engine(r), r.ult, fd, d, Interrupt::kAlways, [&](io_uring_sqe* s) {
         io_uring_prep_poll_add(s, fd, asked | POLLRDBAND);
