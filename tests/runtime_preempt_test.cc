@@ -151,20 +151,15 @@ TEST(Timers, YielderRunsBesideSpawnChain) {
   EXPECT_LT(ms, 1000.0);
 }
 
-// The converse: a steady stream of yielders (or of ULTs woken by io
-// completions, which join the same queue) does not starve the deque. Each
-// scheduler pass granted the yield queue's whole length a turn again,
-// before the previous batch was used up: 200 ULTs that keep yielding never
-// let the batch end, so a ULT in the deque at a pass ran only when they
-// stopped (in echo_bench a new connection's ULT waited up to 13 s behind
-// 1,000 connections' io). Here 200 ULTs spawned into the deque start and
-// keep yielding, then a chain of 500 ULTs, each spawned into the deque by
-// the one before, runs beside them. Fails without the fix (the last
-// yielders start only after the first ones' 2,000 yields each, about
-// 250,000); now the deque runs between batches.
-TEST(Timers, DequeRunsBesideStreamOfYielders) {
+namespace {
+
+// One worker: `yielders` ULTs spawned into its deque start and keep
+// yielding (2,000 times each, under a weft::Pin if `pinned`), then a chain
+// of 500 ULTs, each spawned into the deque by the one before, runs beside
+// them. Checks that the yielders all started, and the chain ended, within
+// 20,000 yields (see the two tests below).
+void DequeBesideYielders(int yielders, bool pinned) {
   weft::Runtime rt(weft::Options{.workers = 1, .max_workers = 1, .time_slice = 0us});
-  constexpr int kYielders = 200;
   constexpr long kYieldsEach = 2000;
   constexpr int kLinks = 500;
   std::atomic<bool> stop{false};
@@ -184,8 +179,10 @@ TEST(Timers, DequeRunsBesideStreamOfYielders) {
   // go to the worker's deque.
   rt.block_on([&] { EXPECT_TRUE(weft::spawn([&] {
     std::vector<weft::Ult> ults;
-    for (int i = 0; i < kYielders; ++i) {
+    for (int i = 0; i < yielders; ++i) {
       ults.push_back(weft::spawn([&] {
+        std::optional<weft::Pin> pin;
+        if (pinned) pin.emplace();
         ++started;
         for (long k = 0; k < kYieldsEach && !stop.load(std::memory_order_relaxed); ++k) {
           yields.fetch_add(1, std::memory_order_relaxed);
@@ -193,7 +190,7 @@ TEST(Timers, DequeRunsBesideStreamOfYielders) {
         }
       }));
     }
-    while (started.load() < kYielders) weft::this_ult::yield();
+    while (started.load() < yielders) weft::this_ult::yield();
     at_start = yields.load();
     Chain::link(kLinks, &yields, &at_end, &stop);
     for (weft::Ult& u : ults) EXPECT_TRUE(u.join().ok());
@@ -201,64 +198,35 @@ TEST(Timers, DequeRunsBesideStreamOfYielders) {
   ASSERT_TRUE(WaitUntil([&] { return rt.stats().live == 0; }));
   ASSERT_GE(at_end.load(), 0) << "the chain did not end";
   long waited = at_end.load() - at_start.load();
-  printf("%d yielders started (from the deque) within %ld yields; a chain of %d spawns beside them ended after "
-         "%ld more\n", kYielders, at_start.load(), kLinks, waited);
-  EXPECT_LT(at_start.load(), 20000) << "the last yielders waited in the deque for the first ones to stop";
+  printf("%d %syielders started within %ld yields; a chain of %d spawns beside them ended after %ld more\n",
+         yielders, pinned ? "pinned " : "", at_start.load(), kLinks, waited);
+  EXPECT_LT(at_start.load(), 20000) << "the last yielders waited for the first ones to stop";
   EXPECT_LT(waited, 20000) << "the chain waited in the deque for the yielders to stop";
 }
+
+}  // namespace
+
+// The converse: a steady stream of yielders (or of ULTs woken by io
+// completions, which join the same queue) does not starve the deque. Each
+// scheduler pass granted the yield queue's whole length a turn again,
+// before the previous batch was used up: 200 ULTs that keep yielding never
+// let the batch end, so a ULT in the deque at a pass ran only when they
+// stopped (in echo_bench a new connection's ULT waited up to 13 s behind
+// 1,000 connections' io). Here 200 yielders and the chain of 500
+// (DequeBesideYielders). Fails without the fix (the last yielders start
+// only after the first ones' 2,000 yields each, about 250,000); now the
+// deque runs between batches.
+TEST(Timers, DequeRunsBesideStreamOfYielders) { DequeBesideYielders(200, /*pinned=*/false); }
 
 // Issue 15 (see Priority.HighRunsBesidePinnedYielders): a pinned ULT's
 // requeues went to its worker's inbox, served before everything else, so
 // pinned ULTs that keep yielding (or are woken by the worker's io, as
 // epoll readiness waits are) starved the rest of that worker. Here 100
-// pinned ULTs start and keep yielding, then a chain of 500 spawns runs
-// beside them on the same worker (as DequeRunsBesideStreamOfYielders).
-// Fails without the fix: the first link waits until the yielders are done
-// (the chain ends after all 200,000 yields); now the pinned ULTs wait in
+// pinned yielders and the chain of 500 (DequeBesideYielders). Fails
+// without the fix: the yielders run one at a time, each alone until done,
+// and the chain ends after all 200,000 yields; now the pinned ULTs wait in
 // the yield queue, in turn with the deque.
-TEST(Timers, DequeRunsBesidePinnedYielders) {
-  weft::Runtime rt(weft::Options{.workers = 1, .max_workers = 1, .time_slice = 0us});
-  constexpr int kPinned = 100;
-  constexpr long kYieldsEach = 2000;
-  constexpr int kLinks = 500;
-  std::atomic<bool> stop{false};
-  std::atomic<int> started{0};
-  std::atomic<long> yields{0}, at_start{-1}, at_end{-1};
-  struct Chain {
-    static void link(int left, std::atomic<long>* yields, std::atomic<long>* at_end, std::atomic<bool>* stop) {
-      if (left == 0) {
-        at_end->store(yields->load());
-        stop->store(true);
-        return;
-      }
-      (void)weft::spawn([=] { link(left - 1, yields, at_end, stop); }).detach();  // into this worker's deque
-    }
-  };
-  rt.block_on([&] { EXPECT_TRUE(weft::spawn([&] {
-    std::vector<weft::Ult> ults;
-    for (int i = 0; i < kPinned; ++i) {
-      ults.push_back(weft::spawn([&] {
-        weft::Pin pin;
-        ++started;
-        for (long k = 0; k < kYieldsEach && !stop.load(std::memory_order_relaxed); ++k) {
-          yields.fetch_add(1, std::memory_order_relaxed);
-          weft::this_ult::yield();
-        }
-      }));
-    }
-    while (started.load() < kPinned) weft::this_ult::yield();
-    at_start = yields.load();
-    Chain::link(kLinks, &yields, &at_end, &stop);
-    for (weft::Ult& u : ults) EXPECT_TRUE(u.join().ok());
-  }).join().ok()); }).IgnoreError();
-  ASSERT_TRUE(WaitUntil([&] { return rt.stats().live == 0; }));
-  ASSERT_GE(at_end.load(), 0) << "the chain did not end";
-  long waited = at_end.load() - at_start.load();
-  printf("%d pinned yielders started within %ld yields; a chain of %d spawns beside them ended after %ld more\n",
-         kPinned, at_start.load(), kLinks, waited);
-  EXPECT_LT(at_start.load(), 20000) << "pinned ULTs waited for the first ones to stop";
-  EXPECT_LT(waited, 20000) << "the chain waited for the pinned yielders to stop";
-}
+TEST(Timers, DequeRunsBesidePinnedYielders) { DequeBesideYielders(100, /*pinned=*/true); }
 
 // Issue 13: timer entries of waits that ended early stayed in the heap until
 // their deadline (2M such waits kept 47 MB). Now a wait that ends early
