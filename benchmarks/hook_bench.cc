@@ -419,7 +419,6 @@ struct AsyncConn {
   uint32_t events = 0;
   bool registered = false;
   uint64_t t0 = 0, n = 0;
-  bool waiting = false;  // a GET is outstanding
   std::vector<float>* lat = nullptr;
 };
 
@@ -437,14 +436,22 @@ void async_update(AsyncConn* c) {
   c->registered = true;
 }
 
+// hiredis's event hooks: which of EPOLLIN/EPOLLOUT the connection wants.
+template <uint32_t kAdd, uint32_t kRemove>
+void async_events(void* p) {
+  auto* c = static_cast<AsyncConn*>(p);
+  c->events = (c->events & ~kRemove) | kAdd;
+  async_update(c);
+}
+
 void async_attach(AsyncConn* c) {
   redisAsyncContext* ac = c->ac;
   ac->ev.data = c;
-  ac->ev.addRead = [](void* p) { auto* c = static_cast<AsyncConn*>(p); c->events |= EPOLLIN; async_update(c); };
-  ac->ev.delRead = [](void* p) { auto* c = static_cast<AsyncConn*>(p); c->events &= ~uint32_t{EPOLLIN}; async_update(c); };
-  ac->ev.addWrite = [](void* p) { auto* c = static_cast<AsyncConn*>(p); c->events |= EPOLLOUT; async_update(c); };
-  ac->ev.delWrite = [](void* p) { auto* c = static_cast<AsyncConn*>(p); c->events &= ~uint32_t{EPOLLOUT}; async_update(c); };
-  ac->ev.cleanup = [](void* p) { auto* c = static_cast<AsyncConn*>(p); c->events = 0; async_update(c); };
+  ac->ev.addRead = async_events<EPOLLIN, 0>;
+  ac->ev.delRead = async_events<0, EPOLLIN>;
+  ac->ev.addWrite = async_events<EPOLLOUT, 0>;
+  ac->ev.delWrite = async_events<0, EPOLLOUT>;
+  ac->ev.cleanup = async_events<0, EPOLLIN | EPOLLOUT>;
 }
 
 struct AsyncRun {
@@ -460,7 +467,6 @@ void async_reply(redisAsyncContext*, void* reply, void* priv) {
   auto* c = static_cast<AsyncConn*>(priv);
   auto* r = static_cast<redisReply*>(reply);
   uint64_t t1 = bench::now_ns();
-  c->waiting = false;
   --g_async->waiting;
   if (r == nullptr || r->type != REDIS_REPLY_STRING) {
     ++g_async->errors;
@@ -477,7 +483,6 @@ void async_send(AsyncConn* c) {
     ++g_async->errors;
     return;
   }
-  c->waiting = true;
   ++g_async->waiting;
 }
 

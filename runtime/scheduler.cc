@@ -147,6 +147,14 @@ constexpr int kStealRounds = 4;
 constexpr uint8_t kPrioBackground = 0, kPrioNormal = 1, kPrioHigh = 2;
 constexpr int64_t kBackgroundMaxWaitNs = 100 * 1000 * 1000;  // 100 ms
 inline uint8_t prio_of(const UltDesc* u) { return u->eff_prio.load(std::memory_order_relaxed); }
+
+// Whether `u`, pinned to worker `w` (home) and runnable again, waits in
+// w's yield queue rather than its inbox: on an active worker, for normal
+// priority (high and background ones keep the inbox, served before normal
+// work). Only w's owner may then push it there (the yield queue is the
+// owner's): handle_transfer, make_runnable, find_runnable_inner.
+inline bool queues_pinned_locally(const Worker* w, const UltDesc* u) { return w->active() && prio_of(u) == kPrioNormal; }
+
 constexpr int64_t kMaxPollerWaitNs = int64_t{3600} * 1000 * 1000 * 1000;  // 1 hour
 
 // libstdc++'s per-thread exception state (cxxabi.h: __cxa_eh_globals).
@@ -221,7 +229,7 @@ void handle_transfer(Worker* w, uintptr_t t) {
       // Read home once: after the push x may run on it and change it (a
       // ULT that moved to the fork KLT clears it there, fork.cc).
       if (Worker* home = x->home; home != nullptr) {
-        if (home == w && w->active() && prio_of(x) == kPrioNormal) {
+        if (home == w && queues_pinned_locally(w, x)) {
           w->core().yield_queue.push_back(x);  // pinned here: behind the yielders (must_stay)
         } else {
           home->inbox_push(x);
@@ -864,7 +872,7 @@ void Scheduler::submit_new(UltDesc* u, Worker* local) {
 
 void Scheduler::make_runnable(UltDesc* u, Worker* here) {
   if (Worker* home = u->home; home != nullptr) {
-    if (home == here && here->active() && here == current_worker() && prio_of(u) == kPrioNormal) {
+    if (home == here && here == current_worker() && queues_pinned_locally(here, u)) {
       // Pinned here, woken here (an epoll readiness wait by this worker's
       // poll, a local unlock): the yield queue keeps it here (must_stay)
       // and in turn with the rest, as the inbox would not (below).
@@ -1064,7 +1072,7 @@ UltDesc* Worker::find_runnable_inner() {
     for (uint32_t n = act ? inbox_count.load(std::memory_order_acquire) : 1; n != 0; --n) {
       UltDesc* u = inbox_pop();
       if (u == nullptr) break;
-      if (!act || u->home != this || prio_of(u) != kPrioNormal) return u;
+      if (!act || u->home != this || !queues_pinned_locally(this, u)) return u;
       core_.yield_queue.push_back(u);
     }
 

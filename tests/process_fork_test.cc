@@ -198,15 +198,7 @@ TEST(Fork, FromAForeignThreadWhileUltsRun) {
 
 namespace {
 
-long RssKb() {
-  FILE* f = fopen("/proc/self/status", "re");
-  long kb = -1;
-  char line[256];
-  while (f != nullptr && fgets(line, sizeof line, f) != nullptr)
-    if (sscanf(line, "VmRSS: %ld", &kb) == 1) break;
-  if (f != nullptr) fclose(f);
-  return kb;
-}
+long RssKb() { return ProcStatusField("VmRSS"); }
 
 // The stress test: 1,000 forks from a ULT while 1,000 other ULTs do
 // io and take a lock on every worker. Every child runs ChildWork and exits

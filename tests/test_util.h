@@ -89,16 +89,26 @@ inline Fds OpenFds() {
 }
 constexpr int kEngineFdsPerWorker = 3;  // epoll + eventfd (io_uring: 1), and the stat file
 
-// The slots the process's descriptor table has now (FDSize in
-// /proc/self/status), or -1.
-inline long FdTableSlots() {
+// The number a field of /proc/self/status starts with ("VmRSS" in KiB,
+// "FDSize", ...), or -1. Plain open/read, no allocation: usable in a fork
+// child of a multi-threaded process.
+inline long ProcStatusField(const char* name) {
   int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
   if (fd < 0) return -1;
-  char buf[4096];
+  char buf[8192];
   ssize_t n = read(fd, buf, sizeof buf - 1);
   close(fd);
   if (n <= 0) return -1;
   buf[n] = '\0';
-  const char* p = strstr(buf, "\nFDSize:");
-  return p != nullptr ? strtol(p + 8, nullptr, 10) : -1;
+  size_t len = strlen(name);
+  for (const char* p = buf; *p != '\0';) {
+    if (strncmp(p, name, len) == 0 && p[len] == ':') return strtol(p + len + 1, nullptr, 10);
+    const char* nl = strchr(p, '\n');
+    if (nl == nullptr) break;
+    p = nl + 1;
+  }
+  return -1;
 }
+
+// The slots the process's descriptor table has now, or -1.
+inline long FdTableSlots() { return ProcStatusField("FDSize"); }
